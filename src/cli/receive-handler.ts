@@ -1,0 +1,203 @@
+/**
+ * The receive path's decisions: wires the SMTP engine's hooks to the relay policy, the user store, the AUTH
+ * throttle and the durable queue. One structured log event per relay decision (with its rule and reason),
+ * one per AUTH outcome, one per accepted message, and one summary line per connection.
+ */
+import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
+import { canonicalize, formatPath, type CanonicalAddress, type Path } from '../core/address.ts';
+import type { Logger } from '../core/log.ts';
+import { errorCode, toReply } from '../core/errors.ts';
+import { replyToString } from '../core/reply.ts';
+import type { AuthVerdict, DataVerdict, SessionHandler, SessionState, Verdict } from '../smtp/handler.ts';
+import { decideRecipient, checkSenderOwnership, type RelayContext } from '../policy/relay.ts';
+import type { AuthThrottle } from '../policy/auth-throttle.ts';
+import type { QueueStore } from '../queue/index.ts';
+
+export interface ReceiveDeps {
+  readonly hostname: string;
+  readonly queue: QueueStore;
+  readonly logger: Logger;
+  readonly isTrusted: (ip: string) => boolean;
+  /** Local domains (config plus database), canonical form; read at each decision so changes apply at once. */
+  readonly localDomains: () => ReadonlySet<string>;
+  readonly relayDomains: ReadonlySet<string>;
+  /** The server's own addresses: "[ip]" literals naming them are local. */
+  readonly localAddresses: ReadonlySet<string>;
+  readonly authenticate: (username: string, password: string) => Promise<string | null>;
+  readonly owns: (user: string, address: string) => boolean;
+  readonly throttle: AuthThrottle;
+  readonly messageSizeLimit: number;
+}
+
+interface RecipientData {
+  readonly canonical: CanonicalAddress;
+  readonly action: 'local' | 'relay';
+}
+
+export function createReceiveHandler(deps: ReceiveDeps): SessionHandler {
+  const log = deps.logger;
+
+  const context = (s: SessionState): RelayContext => ({
+    role: s.connection.listener.role,
+    trusted: deps.isTrusted(s.connection.remoteAddress),
+    user: s.user,
+    localDomains: deps.localDomains(),
+    relayDomains: deps.relayDomains,
+    localAddresses: deps.localAddresses,
+  });
+
+  return {
+    async onAuth(req): Promise<AuthVerdict> {
+      const ip = req.session.connection.remoteAddress;
+      const fields = { session_id: req.session.connection.id, client_ip: ip, mechanism: req.mechanism, sasl_username: req.username };
+      const gate = deps.throttle.check(ip);
+      if (!gate.allowed) {
+        log.warn('auth throttled', { ...fields, retry_after_ms: gate.retryAfterMs });
+        return { ok: false, reply: { code: 450, enhanced: '4.7.1', text: `Error: too many AUTH failures from ${ip}, try again later` } };
+      }
+      const user = await deps.authenticate(req.username, req.password);
+      if (user === null) {
+        deps.throttle.recordFailure(ip);
+        // One line with the client address in brackets, as fail2ban's postfix filter expects.
+        log.warn('auth failed', { ...fields, client: `[${ip}]` });
+        return { ok: false, reply: { code: 535, enhanced: '5.7.8', text: 'Error: authentication failed' } };
+      }
+      deps.throttle.recordSuccess(ip);
+      log.info('auth succeeded', { ...fields, user });
+      return { ok: true, user };
+    },
+
+    async onMailFrom({ session, path }): Promise<Verdict> {
+      const declared = Number(session.mailParams.get('SIZE') ?? 0) || 0;
+      const space = deps.queue.checkSpace(Math.max(declared, deps.messageSizeLimit));
+      if (space !== 'ok') {
+        log.warn('insufficient queue space', { session_id: session.connection.id, client_ip: session.connection.remoteAddress });
+        return { ok: false, reply: { code: 452, enhanced: '4.3.1', text: 'Insufficient system storage' } };
+      }
+      if (session.user !== null) {
+        const sender = path.mailbox ? canonicalize(path.mailbox) : null;
+        const check = checkSenderOwnership(sender, session.user, (a) => deps.owns(session.user!, a));
+        if (!check.ok) {
+          log.warn('sender rejected', {
+            session_id: session.connection.id, client_ip: session.connection.remoteAddress, user: session.user,
+            mail_from: sender?.address ?? '', rule: 'sender-login-mismatch', reply: replyToString(check.reply),
+          });
+          return { ok: false, reply: check.reply };
+        }
+      }
+      return { ok: true };
+    },
+
+    async onRcptTo({ session, path }): Promise<Verdict> {
+      const canonical = canonicalize(path.mailbox!);
+      const decision = decideRecipient(canonical, context(session));
+      const fields = {
+        session_id: session.connection.id,
+        client_ip: session.connection.remoteAddress,
+        listener: session.connection.listener.name,
+        user: session.user,
+        mail_from: session.mailFrom ? formatPath(session.mailFrom) : null,
+        rcpt: formatPath(path),
+        rcpt_canonical: canonical.address,
+        action: decision.action,
+        rule: decision.rule,
+        reason: decision.reason,
+      };
+      if (decision.action === 'reject') {
+        log.warn('relay decision', { ...fields, reply: replyToString(decision.reply) });
+        return { ok: false, reply: decision.reply };
+      }
+      log.info('relay decision', fields);
+      const data: RecipientData = { canonical, action: decision.action };
+      return { ok: true, data };
+    },
+
+    async onData({ session, body }): Promise<DataVerdict> {
+      let msg;
+      try {
+        msg = await deps.queue.beginMessage();
+      } catch (err) {
+        body.resume();
+        log.error('queue unavailable', { session_id: session.connection.id, err_code: errorCode(err), err: String(err) });
+        return { ok: false, reply: toReply(err) };
+      }
+      const trace = receivedHeader(session, deps.hostname, msg.queueId);
+      try {
+        await pipeline(concatStreams(Buffer.from(trace, 'utf8'), body), msg.body);
+        const recipients = session.recipients.map((r) => ({
+          address: (r.data as RecipientData).canonical.address,
+          params: Object.fromEntries(r.params) as Record<string, string | true>,
+        }));
+        await msg.commit({
+          sender: session.mailFrom?.mailbox ? canonicalize(session.mailFrom.mailbox).address : '',
+          recipients,
+          clientIp: session.connection.remoteAddress,
+          helo: session.helo,
+          user: session.user,
+          listener: session.connection.listener.name,
+          mailParams: Object.fromEntries(session.mailParams) as Record<string, string | true>,
+        });
+      } catch (err) {
+        await msg.abort(err).catch(() => {});
+        if (body.destroyed && !(err as { code?: string })?.code?.startsWith?.('ERR_QUEUE')) {
+          // The engine abandoned the message (limit, bare LF, disconnect): it replies itself.
+          return { ok: false, reply: { code: 451, enhanced: '4.3.0', text: 'Error: message abandoned' } };
+        }
+        log.error('message not queued', { session_id: session.connection.id, queue_id: msg.queueId, err_code: errorCode(err), err: String(err) });
+        return { ok: false, reply: toReply(err) };
+      }
+      log.info('message accepted', {
+        session_id: session.connection.id,
+        queue_id: msg.queueId,
+        client_ip: session.connection.remoteAddress,
+        mail_from: session.mailFrom ? formatPath(session.mailFrom) : null,
+        rcpts: session.recipients.length,
+        relay: session.recipients.some((r) => (r.data as RecipientData).action === 'relay'),
+      });
+      return { ok: true, queueId: msg.queueId };
+    },
+
+    onClose(s) {
+      log.info('session closed', {
+        session_id: s.connection.id,
+        client_ip: s.connection.remoteAddress,
+        proxied: s.connection.proxied,
+        listener: s.connection.listener.name,
+        helo: s.helo,
+        tls: s.tls,
+        user: s.user,
+        messages: s.messages,
+        rcpt_accepted: s.recipientsAccepted,
+        rcpt_rejected: s.recipientsRejected,
+        rcpt_deferred: s.recipientsDeferred,
+        commands: s.commands,
+        errors: s.errors,
+        bytes_in: s.bytesIn,
+        elapsed_ms: s.durationMs,
+        close_reason: s.closeReason,
+      });
+    },
+  };
+}
+
+function concatStreams(head: Buffer, body: Readable): Readable {
+  return Readable.from((async function* () {
+    yield head;
+    for await (const chunk of body) yield chunk as Buffer;
+  })(), { objectMode: false });
+}
+
+/** RFC 5321 section 4.4 trace header, with the RFC 3848 "with" keyword. Field text is already safe ASCII. */
+export function receivedHeader(s: SessionState, hostname: string, queueId: string): string {
+  const helo = (s.helo ?? 'unknown').replace(/[^\x21-\x7e]/g, '?').slice(0, 255);
+  const ip = s.connection.remoteAddress;
+  const literal = ip.includes(':') ? `IPv6:${ip}` : ip;
+  let proto = s.esmtp ? 'ESMTP' : 'SMTP';
+  if (s.esmtp && s.mailParams.has('SMTPUTF8')) proto = 'UTF8' + (proto === 'ESMTP' ? 'SMTP' : 'SMTP');
+  if (s.tls) proto += 'S';
+  if (s.user !== null) proto += 'A';
+  const only = s.recipients.length === 1 ? `\r\n\tfor ${formatPath((s.recipients[0] as { path: Path }).path)}` : '';
+  const date = new Date().toUTCString().replace('GMT', '+0000');
+  return `Received: from ${helo} ([${literal}])\r\n\tby ${hostname} (relayguard) with ${proto} id ${queueId}${only};\r\n\t${date}\r\n`;
+}

@@ -1,0 +1,172 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { ManualClock } from '../core/clock.ts';
+import { RelayguardError } from '../core/errors.ts';
+import { UserStore, normalizeDomain, normalizeOwnedAddress, normalizeUserName } from './users.ts';
+
+const FAST = { N: 1024, r: 8, p: 1 };
+
+function store(): UserStore {
+  return new UserStore(':memory:', { scrypt: FAST, clock: new ManualClock(1_700_000_000_000) });
+}
+
+function code(c: string) {
+  return (e: unknown) => e instanceof RelayguardError && e.code === c;
+}
+
+test('users: add, get, list, authenticate', async () => {
+  const s = store();
+  const info = await s.add('Alice@Example.ORG', 'pw1', { addresses: ['alias@example.org'] });
+  assert.deepEqual(info, {
+    name: 'alice@example.org',
+    createdAt: 1_700_000_000_000,
+    disabled: false,
+    addresses: ['alias@example.org', 'alice@example.org'],
+  });
+  await s.add('bob', 'pw2');
+  assert.deepEqual(s.list().map((u) => [u.name, u.addresses]), [['alice@example.org', ['alias@example.org', 'alice@example.org']], ['bob', []]]);
+  assert.equal(await s.authenticate('alice@example.org', 'pw1'), true);
+  assert.equal(await s.authenticate('ALICE@example.org', 'pw1'), true);
+  assert.equal(await s.authenticate('alice@example.org', 'pw2'), false);
+  assert.equal(await s.authenticate('bob', 'pw2'), true);
+  assert.equal(await s.authenticate('nobody', 'pw2'), false);
+  assert.equal(await s.authenticate('', ''), false);
+  assert.equal(await s.authenticate('bad name\r\n', 'x'), false);
+  assert.equal(s.get('nobody'), null);
+  s.close();
+});
+
+test('users: unknown users cost one scrypt verification too', async () => {
+  const s = new UserStore(':memory:', { scrypt: { N: 16384, r: 8, p: 1 } });
+  await s.add('timed', 'pw');
+  await s.authenticate('warm-up', 'x'); // builds the dummy hash once
+  const time = async (name: string) => {
+    const t = performance.now();
+    for (let i = 0; i < 3; i++) await s.authenticate(name, 'wrong');
+    return performance.now() - t;
+  };
+  const known = await time('timed');
+  const unknown = await time('nobody');
+  assert.ok(unknown > known * 0.5, `unknown ${unknown} ms vs known ${known} ms`);
+  s.close();
+});
+
+test('users: duplicate, missing and invalid users have stable codes', async () => {
+  const s = store();
+  await s.add('carol', 'pw');
+  await assert.rejects(s.add('CAROL', 'pw'), code('ERR_USER_EXISTS'));
+  assert.throws(() => s.remove('dave'), code('ERR_USER_NOT_FOUND'));
+  await assert.rejects(s.setPassword('dave', 'x'), code('ERR_USER_NOT_FOUND'));
+  await assert.rejects(s.add('', 'pw'), code('ERR_USER_INVALID'));
+  await assert.rejects(s.add('has space', 'pw'), code('ERR_USER_INVALID'));
+  await assert.rejects(s.add('ctl\u0000', 'pw'), code('ERR_USER_INVALID'));
+  await assert.rejects(s.add('x'.repeat(256), 'pw'), code('ERR_USER_INVALID'));
+  await assert.rejects(s.add('bad@', 'pw'), code('ERR_USER_INVALID'));
+  await assert.rejects(s.add('a%b@example.org', 'pw'), code('ERR_USER_INVALID'));
+  await assert.rejects(s.add('erin', ''), code('ERR_USER_INVALID'));
+  await assert.rejects(s.add('erin', 'a\u0000b'), code('ERR_USER_INVALID'));
+  await assert.rejects(s.add('erin', 'p'.repeat(256)), code('ERR_USER_INVALID'));
+  await assert.rejects(s.add('erin', 'pw', { addresses: ['not-an-address'] }), code('ERR_USER_INVALID'));
+  assert.equal(s.get('erin'), null);
+  s.close();
+});
+
+test('users: remove, setPassword, disable', async () => {
+  const s = store();
+  await s.add('frank@example.org', 'old');
+  await s.setPassword('frank@example.org', 'new');
+  assert.equal(await s.authenticate('frank@example.org', 'old'), false);
+  assert.equal(await s.authenticate('frank@example.org', 'new'), true);
+  s.setDisabled('frank@example.org', true);
+  assert.equal(await s.authenticate('frank@example.org', 'new'), false);
+  assert.equal(s.get('frank@example.org')?.disabled, true);
+  s.setDisabled('frank@example.org', false);
+  assert.equal(await s.authenticate('frank@example.org', 'new'), true);
+  s.remove('Frank@example.org');
+  assert.equal(s.get('frank@example.org'), null);
+  assert.equal(s.owns('frank@example.org', 'frank@example.org'), false);
+  assert.equal(await s.authenticate('frank@example.org', 'new'), false);
+  s.close();
+});
+
+test('users: owns is case-insensitive on the whole address and supports @domain', async () => {
+  const s = store();
+  await s.add('grace@example.org', 'pw', { addresses: ['Sales@Example.org', '@corp.example'] });
+  await s.add('heidi', 'pw');
+  assert.equal(s.owns('grace@example.org', 'grace@example.org'), true);
+  assert.equal(s.owns('GRACE@EXAMPLE.ORG', 'Grace@Example.Org.'), true);
+  assert.equal(s.owns('grace@example.org', 'sales@example.org'), true);
+  assert.equal(s.owns('grace@example.org', 'anyone@corp.example'), true);
+  assert.equal(s.owns('grace@example.org', 'anyone@sub.corp.example'), false);
+  assert.equal(s.owns('grace@example.org', 'other@example.org'), false);
+  assert.equal(s.owns('grace@example.org', 'x%grace@example.org'), false);
+  assert.equal(s.owns('grace@example.org', '@corp.example'), false);
+  assert.equal(s.owns('heidi', 'grace@example.org'), false);
+  assert.equal(s.owns('heidi', 'heidi'), false);
+  s.addAddress('heidi', 'heidi@example.net');
+  assert.equal(s.owns('heidi', 'HEIDI@example.net'), true);
+  s.removeAddress('heidi', 'heidi@example.net');
+  assert.equal(s.owns('heidi', 'heidi@example.net'), false);
+  assert.throws(() => s.removeAddress('heidi', 'heidi@example.net'), code('ERR_USER_NOT_FOUND'));
+  s.close();
+});
+
+test('users: IDN domains are stored as A-labels', async () => {
+  const s = store();
+  await s.add('ivan@b\u00fccher.example', 'pw');
+  assert.equal(s.get('ivan@b\u00fccher.example')?.name, 'ivan@xn--bcher-kva.example');
+  assert.equal(s.owns('ivan@xn--bcher-kva.example', 'IVAN@B\u00dcCHER.example'), true);
+  s.close();
+});
+
+test('users: domains are managed in the database', () => {
+  const s = store();
+  assert.equal(s.addDomain('Example.ORG.'), 'example.org');
+  s.addDomain('b\u00fccher.example');
+  assert.throws(() => s.addDomain('example.org'), code('ERR_DOMAIN_EXISTS'));
+  assert.throws(() => s.addDomain('bad domain'), code('ERR_DOMAIN_INVALID'));
+  assert.throws(() => s.addDomain('-bad.example'), code('ERR_DOMAIN_INVALID'));
+  assert.deepEqual(s.listDomains(), ['example.org', 'xn--bcher-kva.example']);
+  assert.equal(s.hasDomain('EXAMPLE.org'), true);
+  assert.equal(s.hasDomain('other.org'), false);
+  s.removeDomain('example.org');
+  assert.throws(() => s.removeDomain('example.org'), code('ERR_DOMAIN_NOT_FOUND'));
+  assert.deepEqual(s.listDomains(), ['xn--bcher-kva.example']);
+  s.close();
+});
+
+test('users: data survives reopening a file database, and a shared connection works', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'relayguard-users-'));
+  try {
+    const file = join(dir, 'relayguard.db');
+    const a = new UserStore(file, { scrypt: FAST });
+    await a.add('judy', 'pw', { addresses: ['judy@example.org'] });
+    a.addDomain('example.org');
+    a.close();
+    const db = new DatabaseSync(file);
+    const b = new UserStore(db, { scrypt: FAST });
+    assert.equal(await b.authenticate('judy', 'pw'), true);
+    assert.equal(b.owns('judy', 'judy@example.org'), true);
+    assert.deepEqual(b.listDomains(), ['example.org']);
+    b.close(); // does not close a connection it was given
+    assert.equal(db.isOpen, true);
+    db.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('users: normalization helpers', () => {
+  assert.equal(normalizeDomain('Example.COM.'), 'example.com');
+  assert.equal(normalizeDomain('a..b'), null);
+  assert.equal(normalizeDomain('[127.0.0.1]'), null);
+  assert.equal(normalizeOwnedAddress('"quoted"@example.org'), null);
+  assert.equal(normalizeOwnedAddress('a!b@example.org'), null);
+  assert.equal(normalizeOwnedAddress('.a@example.org'), null);
+  assert.equal(normalizeOwnedAddress('@Example.org'), '@example.org');
+  assert.equal(normalizeUserName('Bob'), 'bob');
+});

@@ -1,0 +1,456 @@
+/**
+ * The durable queue, receive half. A message is a body file in the spool plus a commit record (its rows in the
+ * SQLite index); the record is what makes it exist. Commit order, per message and batch:
+ *
+ *   body -> spool/tmp/<id>.tmp (O_EXCL, streamed) -> fsync(body) -> close -> rename to spool/msg/<id>.eml
+ *   -> [batch] fsync(spool/msg) -> BEGIN; INSERT ...; COMMIT (fsyncs the WAL) -> commit() resolves -> 250
+ *
+ * Concurrent commits share the directory fsync and the database transaction (group commit); body fsyncs are
+ * per file and overlap. Any failure removes the message's files and rejects with ERR_QUEUE_NOSPACE (452 4.3.1)
+ * or ERR_QUEUE_WRITE (451 4.3.0); the store keeps serving.
+ *
+ * Layout under dataDir: queue.db (+ -wal, -shm), receiver.lock, spool/tmp/, spool/msg/.
+ */
+import { closeSync, existsSync, fsync, fsyncSync, mkdirSync, openSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import type { Writable } from 'node:stream';
+import type { Clock } from '../core/clock.ts';
+import { SYSTEM_CLOCK } from '../core/clock.ts';
+import { RelayguardError } from '../core/errors.ts';
+import type { Logger } from '../core/log.ts';
+import { NULL_LOGGER } from '../core/log.ts';
+import { newQueueId } from '../core/queue-id.ts';
+import { GroupCommit } from './group-commit.ts';
+import { IndexDb } from './index-db.ts';
+import type { ListFilter, MessageRecord, QueuedMessageDetail, QueuedMessageSummary } from './index-db.ts';
+import {
+  ERR_QUEUE_CLOSED,
+  ERR_QUEUE_OPEN,
+  ERR_QUEUE_READONLY,
+  ERR_QUEUE_STATE,
+  toQueueWriteError,
+} from './queue-errors.ts';
+import { ReceiverLock } from './receiver-lock.ts';
+import { BODY_SUFFIX, recoverSpool, TEMP_SUFFIX } from './recovery.ts';
+import type { RecoveryReport } from './recovery.ts';
+import { SpoolFile } from './spool-file.ts';
+import { checkSpace } from './space.ts';
+import type { SpaceVerdict } from './space.ts';
+
+const fsyncAsync = promisify(fsync);
+
+export type EsmtpParams = Readonly<Record<string, string | true>>;
+
+export interface IncomingEnvelope {
+  /** The reverse path, '' for the null sender <>. */
+  readonly sender: string;
+  readonly recipients: readonly { readonly address: string; readonly params?: EsmtpParams }[];
+  readonly clientIp: string;
+  readonly helo: string | null;
+  /** The authenticated user, or null. */
+  readonly user: string | null;
+  /** The listener's name. */
+  readonly listener: string;
+  readonly mailParams?: EsmtpParams;
+}
+
+export interface IncomingMessage {
+  readonly queueId: string;
+  /** A Writable the SMTP layer pipes the body into (backpressure respected). Destroying it abandons the message. */
+  readonly body: Writable;
+  /** Call after the body ended. Resolves only when the message is durable; rejects (after removing the message's
+   *  files) with ERR_QUEUE_NOSPACE or ERR_QUEUE_WRITE, or ERR_QUEUE_STATE when misused. */
+  commit(envelope: IncomingEnvelope): Promise<void>;
+  /** Removes the temp data; idempotent. After commit() has started, waits for it and leaves a committed message. */
+  abort(reason?: unknown): Promise<void>;
+}
+
+export interface QueueStoreOptions {
+  readonly dataDir: string;
+  readonly logger?: Logger;
+  readonly clock?: Clock;
+  /** Open for reading only (CLI, dashboard): no lock, no recovery, no writes. Default false. */
+  readonly readOnly?: boolean;
+  /** Free bytes to keep beyond 1.5 x the message size in checkSpace (Postfix queue_minfree). Default 0. */
+  readonly minFreeBytes?: number;
+  /** Largest group-commit batch. Default 512. */
+  readonly maxBatch?: number;
+}
+
+export interface QueueStats {
+  readonly messagesCommitted: number;
+  readonly messagesFailed: number;
+  readonly messagesAborted: number;
+  readonly bytesCommitted: number;
+  /** Messages begun and not yet committed, failed or aborted. */
+  readonly inFlight: number;
+  /** Database transactions committed (each one WAL fsync). */
+  readonly dbCommits: number;
+  /** fsyncs of the spool directory. */
+  readonly dirSyncs: number;
+  /** Group-commit flushes attempted (failed batches are retried one message at a time). */
+  readonly batches: number;
+  readonly largestBatch: number;
+}
+
+interface Paths {
+  readonly dataDir: string;
+  readonly db: string;
+  readonly lock: string;
+  readonly spool: string;
+  readonly tempDir: string;
+  readonly bodyDir: string;
+}
+
+/** What a message in flight may ask of its store. */
+interface StoreHooks {
+  now(): number;
+  commitRecord(record: MessageRecord): Promise<void>;
+  /** After a failed commit: makes sure no commit record outlives the removed body. */
+  forget(queueId: string): void;
+  settle(msg: Incoming, outcome: 'committed' | 'failed' | 'aborted', fields: Record<string, unknown>): void;
+}
+
+interface Writer {
+  readonly lock: ReceiverLock;
+  readonly bodyDirFd: number;
+  readonly groupCommit: GroupCommit<MessageRecord>;
+  readonly inFlight: Set<Incoming>;
+}
+
+function pathsOf(dataDir: string): Paths {
+  const abs = resolve(dataDir);
+  const spool = join(abs, 'spool');
+  return {
+    dataDir: abs,
+    db: join(abs, 'queue.db'),
+    lock: join(abs, 'receiver.lock'),
+    spool,
+    tempDir: join(spool, 'tmp'),
+    bodyDir: join(spool, 'msg'),
+  };
+}
+
+export class QueueStore {
+  readonly dataDir: string;
+  /** What recovery found when this store opened (null when read-only). */
+  readonly recovery: RecoveryReport | null;
+  readonly #paths: Paths;
+  readonly #index: IndexDb;
+  readonly #writer: Writer | null;
+  readonly #logger: Logger;
+  readonly #clock: Clock;
+  readonly #minFreeBytes: number;
+  #closed = false;
+  #closing: Promise<void> | null = null;
+  #committed = 0;
+  #failed = 0;
+  #aborted = 0;
+  #bytes = 0;
+  #dirSyncs = 0;
+  readonly #hooks: StoreHooks = {
+    now: () => this.#clock.now(),
+    commitRecord: (record) => this.#requireWriter().groupCommit.submit(record),
+    forget: (queueId) => {
+      try {
+        if (this.#index.has(queueId)) this.#index.delete(queueId);
+      } catch (err) {
+        this.#logger.error('commit record not removed after failed commit', { queue_id: queueId, error: String(err) });
+      }
+    },
+    settle: (msg, outcome, fields) => {
+      this.#writer?.inFlight.delete(msg);
+      if (outcome === 'committed') {
+        this.#committed++;
+        this.#bytes += Number(fields.size ?? 0);
+        this.#logger.info('message queued', { queue_id: msg.queueId, ...fields });
+      } else if (outcome === 'failed') {
+        this.#failed++;
+        this.#logger.warn('message not queued', { queue_id: msg.queueId, ...fields });
+      } else {
+        this.#aborted++;
+        this.#logger.debug('message aborted', { queue_id: msg.queueId, ...fields });
+      }
+    },
+  };
+
+  private constructor(init: {
+    paths: Paths;
+    index: IndexDb;
+    writer: Writer | null;
+    recovery: RecoveryReport | null;
+    logger: Logger;
+    clock: Clock;
+    minFreeBytes: number;
+  }) {
+    this.#paths = init.paths;
+    this.dataDir = init.paths.dataDir;
+    this.#index = init.index;
+    this.#writer = init.writer;
+    this.recovery = init.recovery;
+    this.#logger = init.logger;
+    this.#clock = init.clock;
+    this.#minFreeBytes = init.minFreeBytes;
+  }
+
+  /**
+   * Opens the store. A receiving store creates the directories, takes the receiver lock (ERR_QUEUE_LOCKED if another
+   * store has it), opens the index and runs receive-side recovery. Other failures throw ERR_QUEUE_OPEN.
+   */
+  static open(options: QueueStoreOptions): QueueStore {
+    const paths = pathsOf(options.dataDir);
+    const logger = options.logger ?? NULL_LOGGER;
+    const clock = options.clock ?? SYSTEM_CLOCK;
+    const common = { paths, logger, clock, minFreeBytes: options.minFreeBytes ?? 0 };
+    if (options.readOnly === true) {
+      if (!existsSync(paths.db)) throw new RelayguardError(ERR_QUEUE_OPEN, `No queue at "${paths.dataDir}"`);
+      const index = wrapOpen(() => new IndexDb(paths.db, { readOnly: true }));
+      return new QueueStore({ ...common, index, writer: null, recovery: null });
+    }
+    let lock: ReceiverLock | null = null;
+    let index: IndexDb | null = null;
+    let bodyDirFd: number | null = null;
+    try {
+      wrapOpen(() => {
+        mkdirSync(paths.tempDir, { recursive: true, mode: 0o700 });
+        mkdirSync(paths.bodyDir, { recursive: true, mode: 0o700 });
+      });
+      lock = ReceiverLock.acquire(paths.lock);
+      const idx = wrapOpen(() => new IndexDb(paths.db));
+      index = idx;
+      const recovery = wrapOpen(() =>
+        recoverSpool({ dataDir: paths.dataDir, tempDir: paths.tempDir, bodyDir: paths.bodyDir, index: idx, logger, now: clock.now() }),
+      );
+      const fd = wrapOpen(() => openSync(paths.bodyDir, 'r'));
+      bodyDirFd = fd;
+      // The directories themselves must survive a crash once we start acknowledging messages.
+      wrapOpen(() => {
+        for (const dir of [paths.tempDir, paths.bodyDir, paths.spool, paths.dataDir]) syncDirSync(dir);
+      });
+      let store: QueueStore | null = null;
+      const groupCommit = new GroupCommit<MessageRecord>(
+        (records) => store!.#flush(records),
+        options.maxBatch === undefined ? {} : { maxBatch: options.maxBatch },
+      );
+      store = new QueueStore({ ...common, index: idx, recovery, writer: { lock, bodyDirFd: fd, groupCommit, inFlight: new Set() } });
+      return store;
+    } catch (err) {
+      if (bodyDirFd !== null) closeSync(bodyDirFd);
+      index?.close();
+      lock?.release();
+      throw err;
+    }
+  }
+
+  /** Reserves a queue id and creates the message's temp file. Rejects with ERR_QUEUE_NOSPACE / ERR_QUEUE_WRITE. */
+  async beginMessage(): Promise<IncomingMessage> {
+    const w = this.#requireWriter();
+    let spool: SpoolFile | null = null;
+    let queueId = '';
+    for (let attempt = 0; spool === null; attempt++) {
+      queueId = newQueueId(this.#clock.now());
+      try {
+        spool = await SpoolFile.create(
+          join(this.#paths.tempDir, queueId + TEMP_SUFFIX),
+          join(this.#paths.bodyDir, queueId + BODY_SUFFIX),
+        );
+      } catch (err) {
+        if ((err as { code?: unknown }).code === 'EEXIST' && attempt < 3) continue; // a queue id collision
+        const e = toQueueWriteError(err, 'creating the spool file');
+        this.#failed++;
+        this.#logger.warn('queue file not created', { error_code: e.code, error: e.message });
+        throw e;
+      }
+    }
+    if (this.#closed) {
+      await spool.remove();
+      throw new RelayguardError(ERR_QUEUE_CLOSED, 'Queue store is closed');
+    }
+    const msg = new Incoming(queueId, spool, this.#hooks);
+    w.inFlight.add(msg);
+    return msg;
+  }
+
+  /** Messages in the queue, oldest first. */
+  list(filter: ListFilter = {}): QueuedMessageSummary[] {
+    this.#requireOpen();
+    return this.#index.list(filter, this.#clock.now());
+  }
+
+  get(queueId: string): QueuedMessageDetail | null {
+    this.#requireOpen();
+    return this.#index.get(queueId);
+  }
+
+  /** The MAIL-time free-space check (one statfs): 'insufficient' means reply 452 4.3.1. Fails closed. */
+  checkSpace(messageSize: number): SpaceVerdict {
+    try {
+      return checkSpace(this.#paths.spool, messageSize, this.#minFreeBytes);
+    } catch (err) {
+      this.#logger.warn('queue free space check failed', { error_code: (err as { code?: unknown }).code });
+      return 'insufficient';
+    }
+  }
+
+  stats(): QueueStats {
+    const gc = this.#writer?.groupCommit.stats();
+    return {
+      messagesCommitted: this.#committed,
+      messagesFailed: this.#failed,
+      messagesAborted: this.#aborted,
+      bytesCommitted: this.#bytes,
+      inFlight: this.#writer?.inFlight.size ?? 0,
+      dbCommits: this.#index.commits,
+      dirSyncs: this.#dirSyncs,
+      batches: gc?.flushes ?? 0,
+      largestBatch: gc?.largestBatch ?? 0,
+    };
+  }
+
+  /** Aborts messages still receiving, waits for commits in flight, then releases everything. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    this.#closed = true;
+    const w = this.#writer;
+    if (w !== null) {
+      await Promise.all([...w.inFlight].map((m) => m.abort(new RelayguardError(ERR_QUEUE_CLOSED, 'Queue store is closing'))));
+      await w.groupCommit.idle();
+      closeSync(w.bodyDirFd);
+    }
+    this.#index.close();
+    w?.lock.release();
+  }
+
+  async #flush(records: readonly MessageRecord[]): Promise<void> {
+    const w = this.#requireWriter();
+    // One directory fsync makes every rename of the batch durable; it must precede the commit record.
+    await fsyncAsync(w.bodyDirFd);
+    this.#dirSyncs++;
+    this.#index.insertBatch(records);
+  }
+
+  #requireOpen(): void {
+    if (this.#closed) throw new RelayguardError(ERR_QUEUE_CLOSED, 'Queue store is closed');
+  }
+
+  #requireWriter(): Writer {
+    this.#requireOpen();
+    if (this.#writer === null) throw new RelayguardError(ERR_QUEUE_READONLY, 'Queue store is open read-only');
+    return this.#writer;
+  }
+}
+
+type IncomingState = 'open' | 'committing' | 'committed' | 'failed' | 'aborted';
+
+class Incoming implements IncomingMessage {
+  readonly queueId: string;
+  readonly body: Writable;
+  readonly #spool: SpoolFile;
+  readonly #hooks: StoreHooks;
+  #state: IncomingState = 'open';
+  #commit: Promise<void> | null = null;
+
+  constructor(queueId: string, spool: SpoolFile, hooks: StoreHooks) {
+    this.queueId = queueId;
+    this.#spool = spool;
+    this.#hooks = hooks;
+    this.body = spool.body;
+  }
+
+  commit(envelope: IncomingEnvelope): Promise<void> {
+    if (this.#state !== 'open') {
+      const err = this.#spool.error ?? new RelayguardError(ERR_QUEUE_STATE, `Message ${this.queueId} is already ${this.#state}`);
+      return Promise.reject(err);
+    }
+    this.#state = 'committing';
+    this.#commit = this.#runCommit(envelope);
+    return this.#commit;
+  }
+
+  async abort(reason?: unknown): Promise<void> {
+    if (this.#state === 'committing' || this.#state === 'committed') {
+      await this.#commit?.catch(() => {});
+      return;
+    }
+    if (this.#state === 'open') {
+      this.#state = 'aborted';
+      const unlinkError = await this.#spool.remove();
+      this.#hooks.settle(this, 'aborted', { reason: reason === undefined ? undefined : String(reason), unlink_error: errorField(unlinkError) });
+      return;
+    }
+    await this.#spool.remove();
+  }
+
+  async #runCommit(envelope: IncomingEnvelope): Promise<void> {
+    let recorded = false;
+    try {
+      const record = this.#record(envelope, await this.#spool.complete());
+      await this.#spool.promote();
+      recorded = true;
+      await this.#hooks.commitRecord(record);
+      this.#state = 'committed';
+      this.#hooks.settle(this, 'committed', {
+        size: record.size,
+        nrcpt: record.recipients.length,
+        message_id: record.messageId,
+        client_ip: record.clientIp,
+      });
+    } catch (err) {
+      this.#state = 'failed';
+      const e = err instanceof RelayguardError ? err : toQueueWriteError(err, 'committing');
+      const unlinkError = await this.#spool.remove();
+      if (recorded) this.#hooks.forget(this.queueId);
+      this.#hooks.settle(this, 'failed', { error_code: e.code, error: e.message, unlink_error: errorField(unlinkError) });
+      throw e;
+    }
+  }
+
+  #record(env: IncomingEnvelope, body: { size: number; messageId: string | null }): MessageRecord {
+    if (typeof env.sender !== 'string') throw new RelayguardError(ERR_QUEUE_STATE, 'Envelope sender must be a string');
+    if (env.recipients.length === 0) throw new RelayguardError(ERR_QUEUE_STATE, 'Envelope has no recipients');
+    for (const r of env.recipients) {
+      if (typeof r.address !== 'string' || r.address === '') throw new RelayguardError(ERR_QUEUE_STATE, 'Envelope recipient is empty');
+    }
+    return {
+      queueId: this.queueId,
+      receivedAt: this.#hooks.now(),
+      sender: env.sender,
+      size: body.size,
+      bodyPath: `spool/msg/${this.queueId}${BODY_SUFFIX}`,
+      messageId: body.messageId,
+      clientIp: env.clientIp,
+      helo: env.helo,
+      authUser: env.user,
+      listener: env.listener,
+      mailParams: { ...env.mailParams },
+      recipients: env.recipients.map((r) => ({ address: r.address, params: { ...r.params } })),
+    };
+  }
+}
+
+function syncDirSync(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function wrapOpen<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof RelayguardError) throw err;
+    throw new RelayguardError(ERR_QUEUE_OPEN, `Cannot open the queue: ${(err as Error | null)?.message ?? String(err)}`, { cause: err });
+  }
+}
+
+function errorField(err: unknown): string | undefined {
+  return err === null || err === undefined ? undefined : String(err);
+}
