@@ -10,7 +10,7 @@ import type { Logger } from '../core/log.ts';
 import { errorCode, toReply } from '../core/errors.ts';
 import { replyToString } from '../core/reply.ts';
 import type { AuthVerdict, DataVerdict, SessionHandler, SessionState, Verdict } from '../smtp/handler.ts';
-import { decideRecipient, checkSenderOwnership, type RelayContext } from '../policy/relay.ts';
+import { decideRecipient, checkSenderOwnership, type RelayContext, type RelayRuleMatcher } from '../policy/relay.ts';
 import type { AuthThrottle } from '../policy/auth-throttle.ts';
 import type { QueueStore } from '../queue/index.ts';
 
@@ -22,6 +22,8 @@ export interface ReceiveDeps {
   /** Local domains (config plus database), canonical form; read at each decision so changes apply at once. */
   readonly localDomains: () => ReadonlySet<string>;
   readonly relayDomains: ReadonlySet<string>;
+  /** Admin relay rules, compiled. */
+  readonly relayRules?: readonly RelayRuleMatcher[];
   /** The server's own addresses: "[ip]" literals naming them are local. */
   readonly localAddresses: ReadonlySet<string>;
   readonly authenticate: (username: string, password: string) => Promise<string | null>;
@@ -45,6 +47,9 @@ export function createReceiveHandler(deps: ReceiveDeps): SessionHandler {
     localDomains: deps.localDomains(),
     relayDomains: deps.relayDomains,
     localAddresses: deps.localAddresses,
+    rules: deps.relayRules ?? [],
+    clientIp: s.connection.remoteAddress,
+    senderDomain: s.mailFrom?.mailbox ? canonicalize(s.mailFrom.mailbox).domain : '',
   });
 
   return {

@@ -39,6 +39,19 @@ export interface RelayContext {
   readonly relayDomains: ReadonlySet<string>;
   /** The server's own IP addresses: a literal [ip] of one of these counts as a local domain. Any textual form. */
   readonly localAddresses: ReadonlySet<string>;
+  /** Admin-written relay rules, in order; the first that matches decides (after local and relay domains, trusted networks and authentication). */
+  readonly rules?: readonly RelayRuleMatcher[];
+  /** The client address, for rules that match on a network. */
+  readonly clientIp?: string;
+  /** The canonical domain of MAIL FROM ("" for <>), for rules that match on it. */
+  readonly senderDomain?: string;
+}
+
+/** A compiled admin rule (see relay-rules.ts). */
+export interface RelayRuleMatcher {
+  readonly name: string;
+  readonly action: 'relay' | 'reject';
+  matches(query: { readonly clientIp: string; readonly senderDomain: string; readonly recipientDomain: string }): boolean;
 }
 
 export type RelayDecision =
@@ -113,6 +126,11 @@ export function decideRecipient(rcpt: CanonicalAddress, ctx: RelayContext): Rela
   }
   if (ctx.trusted) return { action: 'relay', rule: 'trusted-network', reason: 'client is in trusted networks' };
   if (ctx.user !== null) return { action: 'relay', rule: 'authenticated', reason: `client authenticated as ${ctx.user}` };
+  for (const r of ctx.rules ?? []) {
+    if (!r.matches({ clientIp: ctx.clientIp ?? '', senderDomain: ctx.senderDomain ?? '', recipientDomain: rcpt.domain })) continue;
+    if (r.action === 'relay') return { action: 'relay', rule: r.name, reason: `relay rule ${r.name} matched` };
+    return relayDenied(r.name, `relay rule ${r.name} matched`, address);
+  }
   return relayDenied('default-deny', 'no rule permits this destination', address);
 }
 

@@ -167,7 +167,7 @@ test('queue: misuse is refused: commit before the body ended, no recipients, dou
   await store.close();
 });
 
-test('queue: 200 concurrent commits are all durable and share far fewer database commits', async () => {
+test('queue: 200 concurrent commits are all durable and share far fewer database commits', async (t) => {
   const dataDir = tempDataDir();
   const store = QueueStore.open({ dataDir });
   const n = 200;
@@ -175,6 +175,7 @@ test('queue: 200 concurrent commits are all durable and share far fewer database
     Array.from({ length: n }, (_, i) => queueOne(store, `Message-ID: <c${i}@test>\r\nSubject: ${i}\r\n\r\nbody ${i}\r\n`)),
   );
   const stats = store.stats();
+  t.diagnostic(`${n} messages: ${stats.dbCommits} database commits, ${stats.dirSyncs} directory fsyncs, largest batch ${stats.largestBatch}`);
   await store.close();
   assert.equal(new Set(ids).size, n);
   assert.equal(stats.messagesCommitted, n);
@@ -280,6 +281,23 @@ test('queue: one receiving store per data directory; read-only stores may look a
   assert.deepEqual(files(join(dataDir, 'spool', 'tmp')), [], 'close aborted the message in flight');
   await QueueStore.open({ dataDir }).close(); // the lock was released
   assert.throws(() => QueueStore.open({ dataDir: join(dataDir, 'nothing-here'), readOnly: true }), { code: 'ERR_QUEUE_OPEN' });
+});
+
+test('queue: close() lets commits under way finish and aborts bodies still streaming', async () => {
+  const dataDir = tempDataDir();
+  const store = QueueStore.open({ dataDir });
+  const committing = await store.beginMessage();
+  committing.body.end('Message-ID: <closing@test>\r\n\r\n.');
+  const commit = committing.commit(envelope());
+  const streaming = await store.beginMessage();
+  streaming.body.write('Subject: still streaming\r\n');
+  await store.close();
+  await commit;
+  assert.equal(streaming.body.destroyed, true);
+  const again = QueueStore.open({ dataDir });
+  assert.deepEqual(again.list().map((m) => m.messageId), ['<closing@test>']);
+  assert.equal(again.recovery?.tempFilesRemoved, 0);
+  await again.close();
 });
 
 test('queue: closed store refuses new work', async () => {

@@ -151,7 +151,8 @@ export class QueueStore {
   #dirSyncs = 0;
   readonly #hooks: StoreHooks = {
     now: () => this.#clock.now(),
-    commitRecord: (record) => this.#requireWriter().groupCommit.submit(record),
+    // Not refused while closing: close() waits for commits already under way.
+    commitRecord: (record) => this.#writer!.groupCommit.submit(record),
     forget: (queueId) => {
       try {
         if (this.#index.has(queueId)) this.#index.delete(queueId);
@@ -327,7 +328,7 @@ export class QueueStore {
   }
 
   async #flush(records: readonly MessageRecord[]): Promise<void> {
-    const w = this.#requireWriter();
+    const w = this.#writer!;
     // One directory fsync makes every rename of the batch durable; it must precede the commit record.
     await fsyncAsync(w.bodyDirFd);
     this.#dirSyncs++;

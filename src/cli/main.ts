@@ -1,0 +1,254 @@
+/**
+ * The relayguard command line: argv -> config -> wiring -> run. Every command answers bad input with a
+ * message on stderr and a non-zero exit code: 1 for a failed check, 2 for usage or configuration errors.
+ */
+import { existsSync, mkdirSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { Command, CommanderError } from 'commander';
+import { loadConfig } from '../config/load.ts';
+import { checkConfig, formatFindings, hasErrors } from '../config/check.ts';
+import type { Config } from '../config/schema.ts';
+import { RelayguardError } from '../core/errors.ts';
+import { QueueStore } from '../queue/index.ts';
+import { UserStore } from '../policy/users.ts';
+import { createLogger } from './logger.ts';
+import { databasePath, startRelay } from './serve.ts';
+
+interface Io {
+  out(s: string): void;
+  err(s: string): void;
+}
+
+const STDIO: Io = {
+  out: (s) => process.stdout.write(s.endsWith('\n') ? s : s + '\n'),
+  err: (s) => process.stderr.write(s.endsWith('\n') ? s : s + '\n'),
+};
+
+/** --config FILE, else $RELAYGUARD_CONFIG, else ./relayguard.yaml when present, else the embedded defaults. */
+function configFrom(opts: { config?: string }): Config {
+  const file = opts.config ?? process.env['RELAYGUARD_CONFIG'] ?? (existsSync('relayguard.yaml') ? 'relayguard.yaml' : undefined);
+  return loadConfig(file ? { file } : {});
+}
+
+async function readPassword(opts: { password?: string; passwordStdin?: boolean }): Promise<string> {
+  if (opts.password !== undefined) return opts.password;
+  if (opts.passwordStdin) {
+    const chunks: Buffer[] = [];
+    for await (const c of process.stdin) chunks.push(c as Buffer);
+    const pw = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+    if (pw === '') throw new RelayguardError('ERR_USAGE', 'Empty password on standard input');
+    return pw;
+  }
+  const env = process.env['RELAYGUARD_PASSWORD'];
+  if (env) return env;
+  throw new RelayguardError('ERR_USAGE', 'Give the password with --password-stdin (or --password, or $RELAYGUARD_PASSWORD)');
+}
+
+function openUsers(config: Config): UserStore {
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o750 });
+  return new UserStore(databasePath(config));
+}
+
+function formatAge(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 120) return `${s}s`;
+  if (s < 7200) return `${Math.round(s / 60)}m`;
+  if (s < 172800) return `${Math.round(s / 3600)}h`;
+  return `${Math.round(s / 86400)}d`;
+}
+
+export function buildProgram(io: Io, setExit: (code: number) => void): Command {
+  const program = new Command('relayguard')
+    .description('A closed-by-default ESMTP relay, an open-relay tester and an open-relay DNS blocklist')
+    .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
+    .exitOverride()
+    .showHelpAfterError();
+
+  program
+    .command('serve')
+    .description('run the relay (mx and submission listeners) on the configuration or the embedded defaults')
+    .option('-c, --config <file>', 'relayguard.yaml to use')
+    .option('--force', 'start even when `config check` reports open-relay hazards')
+    .action(async (opts: { config?: string; force?: boolean }) => {
+      const config = configFrom(opts);
+      const findings = checkConfig(config);
+      if (hasErrors(findings) && !opts.force) {
+        io.err(`relayguard: refusing to start, the configuration has open-relay hazards:\n${formatFindings(findings)}\n(run with --force to start anyway)`);
+        return setExit(2);
+      }
+      const logger = createLogger({ level: config.log.level });
+      for (const f of findings) logger.warn('config finding', { severity: f.severity, key: f.key, code: f.code, finding: f.message });
+      const relay = await startRelay(config, logger);
+      await new Promise<void>((resolveStop) => {
+        const stop = (signal: string): void => {
+          logger.info('stopping', { signal });
+          relay.close().then(resolveStop, resolveStop);
+        };
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
+      });
+      setExit(0);
+    });
+
+  const queue = program.command('queue').description('inspect the mail queue');
+  queue
+    .command('list')
+    .description('list queued messages (like mailq)')
+    .option('-c, --config <file>', 'relayguard.yaml to use')
+    .option('--json', 'one JSON object per message, one per line')
+    .option('--state <state>', 'queued, hold, corrupt, or a recipient state: pending, deferred, delivered, bounced')
+    .option('--sender <address>', 'only messages from this sender')
+    .option('--domain <domain>', 'only messages with a recipient at this domain')
+    .option('--older-than <seconds>', 'only messages older than this many seconds')
+    .option('--limit <n>', 'at most n messages')
+    .action((opts: { config?: string; json?: boolean; state?: string; sender?: string; domain?: string; olderThan?: string; limit?: string }) => {
+      const config = configFrom(opts);
+      if (!existsSync(resolve(config.dataDir, 'queue.db'))) {
+        if (opts.json) return;
+        io.out('Mail queue is empty');
+        return;
+      }
+      const num = (v: string | undefined, name: string): number | undefined => {
+        if (v === undefined) return undefined;
+        if (!/^[0-9]{1,12}$/.test(v)) throw new RelayguardError('ERR_USAGE', `--${name} takes a whole number, got "${v}"`);
+        return Number(v);
+      };
+      const store = QueueStore.open({ dataDir: config.dataDir, readOnly: true });
+      try {
+        const older = num(opts.olderThan, 'older-than');
+        const limit = num(opts.limit, 'limit');
+        const rows = store.list({
+          ...(opts.state ? { state: opts.state as never } : {}),
+          ...(opts.sender ? { sender: opts.sender } : {}),
+          ...(opts.domain ? { recipientDomain: opts.domain.toLowerCase() } : {}),
+          ...(older !== undefined ? { olderThanMs: older * 1000 } : {}),
+          ...(limit !== undefined ? { limit } : {}),
+        });
+        if (opts.json) {
+          for (const r of rows) io.out(JSON.stringify(r));
+          return;
+        }
+        if (rows.length === 0) { io.out('Mail queue is empty'); return; }
+        const now = Date.now();
+        io.out('Queue ID             Size  Age   State    Sender / Recipients');
+        for (const r of rows) {
+          io.out(`${r.queueId} ${String(r.size).padStart(7)} ${formatAge(now - r.receivedAt).padStart(5)} ${r.state.padEnd(8)} ${r.sender === '' ? '<>' : r.sender}`);
+          for (const rc of r.recipients) io.out(`${' '.repeat(45)}${rc}`);
+        }
+        io.out(`-- ${rows.length} message${rows.length === 1 ? '' : 's'}`);
+      } finally {
+        void store.close();
+      }
+    });
+
+  const user = program.command('user').description('manage users who may submit mail (SMTP AUTH)');
+  user
+    .command('add <name>')
+    .description('add a user; a name that is an address owns that address')
+    .option('-c, --config <file>', 'relayguard.yaml to use')
+    .option('--password <password>', 'the password (visible to other local users; prefer --password-stdin)')
+    .option('--password-stdin', 'read the password from standard input')
+    .option('--address <address...>', 'further addresses (or @domain) the user may send as')
+    .action(async (name: string, opts: { config?: string; password?: string; passwordStdin?: boolean; address?: string[] }) => {
+      const users = openUsers(configFrom(opts));
+      try {
+        const info = await users.add(name, await readPassword(opts), { addresses: opts.address ?? [] });
+        io.out(`added user ${info.name}`);
+      } finally { users.close(); }
+    });
+  user
+    .command('remove <name>')
+    .description('remove a user')
+    .option('-c, --config <file>', 'relayguard.yaml to use')
+    .action((name: string, opts: { config?: string }) => {
+      const users = openUsers(configFrom(opts));
+      try { users.remove(name); io.out(`removed user ${name}`); } finally { users.close(); }
+    });
+  user
+    .command('list')
+    .description('list users and the addresses they own')
+    .option('-c, --config <file>', 'relayguard.yaml to use')
+    .option('--json', 'JSON output')
+    .action((opts: { config?: string; json?: boolean }) => {
+      const users = openUsers(configFrom(opts));
+      try {
+        const list = users.list();
+        if (opts.json) { io.out(JSON.stringify(list)); return; }
+        if (list.length === 0) { io.out('no users'); return; }
+        for (const u of list) io.out(`${u.name}${u.disabled ? ' (disabled)' : ''}  ${u.addresses.join(' ')}`);
+      } finally { users.close(); }
+    });
+  user
+    .command('passwd <name>')
+    .description("change a user's password")
+    .option('-c, --config <file>', 'relayguard.yaml to use')
+    .option('--password <password>', 'the new password')
+    .option('--password-stdin', 'read the new password from standard input')
+    .action(async (name: string, opts: { config?: string; password?: string; passwordStdin?: boolean }) => {
+      const users = openUsers(configFrom(opts));
+      try { await users.setPassword(name, await readPassword(opts)); io.out(`password changed for ${name}`); } finally { users.close(); }
+    });
+
+  const domain = program.command('domain').description('manage local domains kept in the database (besides localDomains in the config)');
+  domain.command('add <domain>').option('-c, --config <file>', 'relayguard.yaml to use').action((d: string, opts: { config?: string }) => {
+    const users = openUsers(configFrom(opts));
+    try { io.out(`added local domain ${users.addDomain(d)}`); } finally { users.close(); }
+  });
+  domain.command('remove <domain>').option('-c, --config <file>', 'relayguard.yaml to use').action((d: string, opts: { config?: string }) => {
+    const users = openUsers(configFrom(opts));
+    try { users.removeDomain(d); io.out(`removed local domain ${d}`); } finally { users.close(); }
+  });
+  domain.command('list').option('-c, --config <file>', 'relayguard.yaml to use').action((opts: { config?: string }) => {
+    const config = configFrom(opts);
+    const users = openUsers(config);
+    try {
+      for (const d of config.localDomains) io.out(`${d}  (config)`);
+      for (const d of users.listDomains()) io.out(`${d}  (database)`);
+    } finally { users.close(); }
+  });
+
+  const cfg = program.command('config').description('configuration tools');
+  cfg
+    .command('check')
+    .description('validate relayguard.yaml and lint it for open-relay hazards; exits 1 on any hazard')
+    .option('-c, --config <file>', 'relayguard.yaml to check')
+    .option('--json', 'findings as JSON')
+    .action((opts: { config?: string; json?: boolean }) => {
+      const config = configFrom(opts);
+      const findings = checkConfig(config);
+      if (opts.json) io.out(JSON.stringify({ file: config.configFile, findings }));
+      else if (findings.length === 0) io.out(`${config.configFile ?? 'embedded defaults'}: no hazards found`);
+      else io.out(formatFindings(findings));
+      setExit(hasErrors(findings) ? 1 : 0);
+    });
+  return program;
+}
+
+/** Runs the CLI; resolves to the process exit code. */
+export async function main(argv: readonly string[], io: Io = STDIO): Promise<number> {
+  let code = 0;
+  const program = buildProgram(io, (c) => { code = c; });
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
+    return code;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      return err.exitCode === 0 ? 0 : 2;
+    }
+    if (err instanceof RelayguardError) {
+      io.err(`relayguard: ${err.message} [${err.code}]`);
+      return 2;
+    }
+    const e = err as NodeJS.ErrnoException;
+    if (e?.code === 'EADDRINUSE' || e?.code === 'EACCES') {
+      io.err(`relayguard: cannot listen: ${e.message} [${e.code}]`);
+      return 2;
+    }
+    io.err(`relayguard: ${e?.stack ?? String(err)}`);
+    return 70;
+  }
+}
+
+if (import.meta.main) {
+  process.exitCode = await main(process.argv.slice(2));
+}

@@ -1,0 +1,110 @@
+/**
+ * `relayguard serve`: the composition root of the running relay. Builds every part from the Config and starts
+ * the listeners. The returned handle stops everything in order (listeners with 421, then the queue).
+ */
+import { mkdirSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
+import { join } from 'node:path';
+import type { Config } from '../config/schema.ts';
+import type { Logger } from '../core/log.ts';
+import { SmtpServer, type BoundListener } from '../smtp/server.ts';
+import { ensureCertificate, loadCertificate } from '../smtp/tls-cert.ts';
+import { QueueStore } from '../queue/index.ts';
+import { UserStore } from '../policy/users.ts';
+import { AuthThrottle } from '../policy/auth-throttle.ts';
+import { NetworkList } from '../policy/networks.ts';
+import { compileRelayRules } from '../policy/relay-rules.ts';
+import { createReceiveHandler } from './receive-handler.ts';
+
+export interface RunningRelay {
+  readonly listeners: readonly BoundListener[];
+  readonly queue: QueueStore;
+  close(): Promise<void>;
+}
+
+/** The path of the embedded database (users, domains) under dataDir. */
+export function databasePath(config: Config): string {
+  return join(config.dataDir, 'relayguard.db');
+}
+
+/** All addresses of this host, so "[ip]" literals naming one of them count as local. */
+function ownAddresses(config: Config): Set<string> {
+  const out = new Set<string>(['127.0.0.1', '::1']);
+  for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) out.add(a.address);
+  for (const l of config.listeners) if (l.address !== '0.0.0.0' && l.address !== '::') out.add(l.address);
+  return out;
+}
+
+export async function startRelay(config: Config, logger: Logger): Promise<RunningRelay> {
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o750 });
+  const tlsMaterial = config.tls.cert && config.tls.key
+    ? await loadCertificate(config.tls.cert, config.tls.key)
+    : await ensureCertificate({ dir: config.dataDir, hostname: config.hostname, logger });
+  const queue = QueueStore.open({ dataDir: config.dataDir, logger });
+  const users = new UserStore(databasePath(config));
+  const configured = new Set(config.localDomains);
+  let localDomains: ReadonlySet<string> = new Set([...configured, ...users.listDomains()]);
+  // Domains added with the CLI while the relay runs take effect within seconds, without a restart.
+  const refresh = setInterval(() => {
+    try { localDomains = new Set([...configured, ...users.listDomains()]); } catch { /* keep the last good set */ }
+  }, 5000);
+  refresh.unref();
+  const trusted = new NetworkList(config.trustedNetworks);
+  const proxies = new NetworkList(config.trustedProxies);
+  const handler = createReceiveHandler({
+    hostname: config.hostname,
+    queue,
+    logger,
+    isTrusted: (ip) => trusted.contains(ip),
+    localDomains: () => localDomains,
+    relayDomains: new Set(config.relayDomains),
+    relayRules: compileRelayRules(config.relayRules),
+    localAddresses: ownAddresses(config),
+    authenticate: async (u, p) => ((await users.authenticate(u, p)) ? u : null),
+    owns: (u, a) => users.owns(u, a),
+    throttle: new AuthThrottle({ maxFailures: config.limits.authFailuresPerIp, windowMs: config.limits.authFailureWindow }),
+    messageSizeLimit: config.limits.messageSize,
+  });
+  const l = config.limits;
+  const server = new SmtpServer({
+    hostname: config.hostname,
+    listeners: config.listeners,
+    handler,
+    logger,
+    limits: {
+      messageSize: l.messageSize, recipients: l.recipients, errors: l.errors, idleTimeoutMs: l.idleTimeout,
+      sessionTimeoutMs: l.sessionTimeout, hopCount: l.hopCount, commandLineLength: l.commandLineLength,
+      connections: l.connections, connectionsPerIp: l.connectionsPerIp, proxyTimeoutMs: l.proxyTimeout,
+    },
+    tls: { cert: tlsMaterial.cert, key: tlsMaterial.key, minVersion: config.tls.minVersion },
+    isTrustedProxy: (ip) => proxies.contains(ip),
+    lineEndings: config.smtp.bareLineEndings,
+    authRequiresTls: config.smtp.requireTlsForAuth,
+  });
+  let listeners: BoundListener[];
+  try {
+    listeners = await server.listen();
+  } catch (err) {
+    clearInterval(refresh);
+    await server.close({ graceMs: 0 });
+    await queue.close();
+    users.close();
+    throw err;
+  }
+  for (const b of listeners) logger.info('listening', { listener: b.name, role: b.role, tls: b.tls, address: b.address, port: b.port });
+  let closing: Promise<void> | null = null;
+  return {
+    listeners,
+    queue,
+    close() {
+      closing ??= (async () => {
+        clearInterval(refresh);
+        await server.close({ graceMs: 5000 });
+        await queue.close();
+        users.close();
+        logger.info('stopped', {});
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,878 @@
+/**
+ * The schema of relayguard.yaml: camelCase keys, every key optional, unknown keys refused (typos must not pass
+ * silently in a security configuration). Defaults live here and nowhere else; docs/configuration.md is generated
+ * from this schema by `renderConfigDocs` (a test keeps the file in sync).
+ *
+ * `configSchema` validates the input form (durations as "300s", sizes as "25MiB"); `buildConfig` turns its
+ * output into the frozen `Config` the program uses (durations in ms, sizes in bytes, paths absolute).
+ */
+import { hostname as osHostname } from 'node:os';
+import path from 'node:path';
+import { domainToASCII } from 'node:url';
+import ipaddr from 'ipaddr.js';
+import YAML from 'yaml';
+import { z } from 'zod';
+
+// ---------------------------------------------------------------------------------------------------------------
+// Value grammars
+
+/** setTimeout's ceiling: a longer delay fires at once, so timer-backed durations may not exceed it (~24.8 days). */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+const DAY_MS = 86_400_000;
+
+const DURATION_UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: DAY_MS, w: 7 * DAY_MS };
+const DURATION_HINT = 'expected a duration such as "300s", "5m", "4h", "5d", "250ms", "1h30m" or a number of seconds';
+
+/**
+ * Parses a duration into milliseconds: a number of seconds (300, 0.25), or a string of number+unit groups
+ * ("250ms", "300s", "5m", "4h", "5d", "2w", "1h30m"), or a plain decimal string of seconds. Returns null when the
+ * input is not a duration.
+ */
+export function parseDuration(input: unknown): number | null {
+  let ms: number;
+  if (typeof input === 'number') {
+    if (!Number.isFinite(input) || input < 0) return null;
+    ms = input * 1000;
+  } else if (typeof input === 'string') {
+    const s = input.trim();
+    if (/^\d+(?:\.\d+)?$/.test(s)) {
+      ms = Number(s) * 1000;
+    } else {
+      if (s.length === 0 || s.length > 64 || !/^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+$/.test(s)) return null;
+      ms = 0;
+      for (const m of s.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h|d|w)/g)) ms += Number(m[1]) * DURATION_UNITS[m[2]!]!;
+    }
+  } else {
+    return null;
+  }
+  ms = Math.round(ms);
+  return Number.isSafeInteger(ms) ? ms : null;
+}
+
+/** A duration in ms as the shortest friendly string ("300s" -> "5m", 90_000 -> "90s"). */
+export function formatDuration(ms: number): string {
+  for (const [unit, size] of [['w', 7 * DAY_MS], ['d', DAY_MS], ['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) {
+    if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return `${ms}ms`;
+}
+
+const SIZE_UNITS: Readonly<Record<string, number>> = {
+  b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40,
+};
+const SIZE_HINT = 'expected a size such as 26214400 (bytes), "25MiB", "10MB", "512KiB"';
+
+/** Parses a size into bytes: a number of bytes, or a string like "25MiB", "10MB", "512 KiB", "100B". Null if invalid. */
+export function parseSize(input: unknown): number | null {
+  let bytes: number;
+  if (typeof input === 'number') {
+    bytes = input;
+  } else if (typeof input === 'string') {
+    const m = /^(\d+(?:\.\d+)?)\s*([a-z]+)?$/i.exec(input.trim());
+    if (!m) return null;
+    const unit = SIZE_UNITS[(m[2] ?? 'b').toLowerCase()];
+    if (unit === undefined) return null;
+    bytes = Number(m[1]) * unit;
+    if (Math.abs(bytes - Math.round(bytes)) < 1e-6) bytes = Math.round(bytes);
+  } else {
+    return null;
+  }
+  return Number.isSafeInteger(bytes) && bytes >= 0 ? bytes : null;
+}
+
+function show(v: unknown): string {
+  const s = typeof v === 'string' ? JSON.stringify(v) : typeof v === 'object' && v !== null ? (Array.isArray(v) ? 'a list' : 'a mapping') : String(v);
+  return s.length > 60 ? `${s.slice(0, 57)}...` : s;
+}
+
+const LABEL = /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?$/;
+
+/** Lower-case A-label domain without trailing dot, or null. */
+export function normalizeDomainName(input: string): string | null {
+  if (input.length === 0 || input.length > 1024 || /[\s\x00-\x1f\x7f]/.test(input)) return null;
+  let d = input.normalize('NFC');
+  if (d.endsWith('.')) d = d.slice(0, -1);
+  if (d.length === 0 || d.includes('..') || d.startsWith('[')) return null;
+  const ascii = domainToASCII(d).toLowerCase();
+  if (ascii === '' || ascii.length > 253) return null;
+  return ascii.split('.').every((l) => LABEL.test(l) && !l.startsWith('_') && !l.endsWith('_')) ? ascii : null;
+}
+
+function isStrictIp(s: string): boolean {
+  if (ipaddr.IPv4.isValidFourPartDecimal(s)) return !/(^|\.)0\d/.test(s);
+  if (!s.includes(':') || s.includes('%') || !ipaddr.IPv6.isValid(s)) return false;
+  if (s.includes('.')) {
+    const tail = s.slice(s.lastIndexOf(':') + 1);
+    return ipaddr.IPv4.isValidFourPartDecimal(tail) && !/(^|\.)0\d/.test(tail);
+  }
+  return true;
+}
+
+/** Canonical text of a strictly written IP address (IPv4-mapped IPv6 becomes IPv4), or null. */
+export function normalizeIpAddress(input: string): string | null {
+  if (!isStrictIp(input)) return null;
+  const a = ipaddr.parse(input);
+  if (a.kind() === 'ipv6' && (a as ipaddr.IPv6).isIPv4MappedAddress()) return (a as ipaddr.IPv6).toIPv4Address().toString();
+  return a.toString();
+}
+
+/**
+ * Canonical "network/prefix" for a CIDR or a bare address (a host route). IPv4-mapped IPv6 networks become IPv4.
+ * Host bits must be clear: "10.0.0.1/8" is ambiguous and refused. Returns the canonical form or an error text.
+ */
+export function normalizeCidr(input: string): { ok: true; cidr: string } | { ok: false; message: string } {
+  const slash = input.indexOf('/');
+  const addrText = slash < 0 ? input : input.slice(0, slash);
+  if (!isStrictIp(addrText)) return { ok: false, message: `${show(input)} is not a network: "${addrText}" is not an IP address` };
+  let addr = ipaddr.parse(addrText);
+  let max = addr.kind() === 'ipv4' ? 32 : 128;
+  let prefix = max;
+  if (slash >= 0) {
+    const p = input.slice(slash + 1);
+    if (!/^(?:0|[1-9]\d{0,2})$/.test(p)) return { ok: false, message: `${show(input)} is not a network: bad prefix length` };
+    prefix = Number(p);
+    if (prefix > max) return { ok: false, message: `${show(input)} is not a network: the prefix length must be at most ${max}` };
+  }
+  if (addr.kind() === 'ipv6' && (addr as ipaddr.IPv6).isIPv4MappedAddress()) {
+    if (prefix < 96) return { ok: false, message: `${show(input)} is not a network: an IPv4-mapped network needs a prefix of at least 96` };
+    addr = (addr as ipaddr.IPv6).toIPv4Address();
+    prefix -= 96;
+    max = 32;
+  }
+  const text = `${addr.toString()}/${prefix}`;
+  const net = addr.kind() === 'ipv4' ? ipaddr.IPv4.networkAddressFromCIDR(text) : ipaddr.IPv6.networkAddressFromCIDR(text);
+  if (net.toString() !== addr.toString()) {
+    return {
+      ok: false,
+      message: `${show(input)} has host bits set; write ${net.toString()}/${prefix} for the network or ${addr.toString()}/${max} for the one address`,
+    };
+  }
+  return { ok: true, cidr: text };
+}
+
+/** Parses "host", "host:port", "[ip-literal]:port" or "[ip-literal]". Default port 25. */
+export function parseHostPort(input: string): { host: string; port: number } | null {
+  let host: string;
+  let portText: string | undefined;
+  const bracket = /^\[([^\]]+)\](?::(\d+))?$/.exec(input);
+  if (bracket) {
+    host = bracket[1]!;
+    portText = bracket[2];
+    const ip = normalizeIpAddress(host);
+    if (ip === null) return null;
+    host = ip;
+  } else {
+    const colon = input.lastIndexOf(':');
+    if (colon >= 0 && input.indexOf(':') !== colon) return null; // bare IPv6 needs brackets
+    host = colon >= 0 ? input.slice(0, colon) : input;
+    portText = colon >= 0 ? input.slice(colon + 1) : undefined;
+    const h = normalizeIpAddress(host) ?? normalizeDomainName(host);
+    if (h === null) return null;
+    host = h;
+  }
+  const port = portText === undefined ? 25 : /^\d{1,5}$/.test(portText) ? Number(portText) : NaN;
+  if (!(port >= 1 && port <= 65535)) return null;
+  return { host, port };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Field schemas
+
+type Meta = { 'x-type'?: string; 'x-default'?: string };
+
+function duration(options: { min?: number; max?: number } = {}) {
+  const min = options.min ?? 1;
+  const max = options.max ?? MAX_TIMER_MS;
+  return z
+    .union([z.number(), z.string()], { error: DURATION_HINT })
+    .transform((v, ctx) => {
+      const ms = parseDuration(v);
+      if (ms === null) {
+        ctx.addIssue({ code: 'custom', message: `${show(v)} is not a duration: ${DURATION_HINT}`, input: v });
+        return z.NEVER;
+      }
+      if (ms < min || ms > max) {
+        ctx.addIssue({ code: 'custom', message: `${show(v)} is out of range: must be from ${formatDuration(min)} to ${formatDuration(max)}`, input: v });
+        return z.NEVER;
+      }
+      return ms;
+    })
+    .meta({ 'x-type': 'duration' } satisfies Meta);
+}
+
+function size(options: { min?: number } = {}) {
+  const min = options.min ?? 1;
+  return z
+    .union([z.number(), z.string()], { error: SIZE_HINT })
+    .transform((v, ctx) => {
+      const bytes = parseSize(v);
+      if (bytes === null) {
+        ctx.addIssue({ code: 'custom', message: `${show(v)} is not a size: ${SIZE_HINT}`, input: v });
+        return z.NEVER;
+      }
+      if (bytes < min) {
+        ctx.addIssue({ code: 'custom', message: `${show(v)} is too small: must be at least ${min} bytes`, input: v });
+        return z.NEVER;
+      }
+      return bytes;
+    })
+    .meta({ 'x-type': 'size' } satisfies Meta);
+}
+
+function count(min: number, max = Number.MAX_SAFE_INTEGER) {
+  return z.int().min(min).max(max);
+}
+
+const port = () => z.int().min(0).max(65535).meta({ 'x-type': 'port' } satisfies Meta);
+
+const ipAddress = () =>
+  z
+    .string()
+    .transform((v, ctx) => {
+      const ip = normalizeIpAddress(v);
+      if (ip === null) {
+        ctx.addIssue({ code: 'custom', message: `${show(v)} is not an IP address (host names are not allowed here)`, input: v });
+        return z.NEVER;
+      }
+      return ip;
+    })
+    .meta({ 'x-type': 'IP address' } satisfies Meta);
+
+const domain = () =>
+  z
+    .string()
+    .transform((v, ctx) => {
+      const d = normalizeDomainName(v);
+      if (d === null) {
+        ctx.addIssue({ code: 'custom', message: `${show(v)} is not a valid domain name`, input: v });
+        return z.NEVER;
+      }
+      return d;
+    })
+    .meta({ 'x-type': 'domain' } satisfies Meta);
+
+const cidr = () =>
+  z
+    .string()
+    .transform((v, ctx) => {
+      const r = normalizeCidr(v);
+      if (!r.ok) {
+        ctx.addIssue({ code: 'custom', message: r.message, input: v });
+        return z.NEVER;
+      }
+      return r.cidr;
+    })
+    .meta({ 'x-type': 'CIDR' } satisfies Meta);
+
+/** A list with duplicates removed (after normalization), order kept. */
+function uniqueList<T extends z.ZodType<string>>(item: T, max: number) {
+  return z.array(item).max(max).transform((list) => [...new Set(list)]);
+}
+
+const pathString = () =>
+  z.string().min(1).refine((s) => !s.includes('\0'), 'must not contain NUL').meta({ 'x-type': 'path' } satisfies Meta);
+
+export const LISTENER_ROLES = ['mx', 'submission'] as const;
+export type ListenerRole = (typeof LISTENER_ROLES)[number];
+export const TLS_MODES = ['none', 'starttls', 'implicit'] as const;
+export type TlsMode = (typeof TLS_MODES)[number];
+export const LOG_LEVELS = ['debug', 'info', 'warn', 'error', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+export const RELAY_ACTIONS = ['relay', 'reject'] as const;
+export type RelayAction = (typeof RELAY_ACTIONS)[number];
+
+const LISTENER_NAME = /^[a-z0-9][a-z0-9_-]{0,31}$/i;
+
+/** The port a listener gets when none is given. */
+export function defaultListenerPort(role: ListenerRole, tls: TlsMode): number {
+  if (role === 'mx') return 2525;
+  return tls === 'implicit' ? 2465 : 2587;
+}
+
+const listenerSchema = z.strictObject({
+  name: z
+    .string()
+    .regex(LISTENER_NAME, 'must be 1-32 letters, digits, "-" or "_", starting with a letter or digit')
+    .optional()
+    .describe('Unique name, used in logs and metrics.')
+    .meta({ 'x-default': '"<role>-<port>"' } satisfies Meta),
+  role: z
+    .enum(LISTENER_ROLES)
+    .describe('`mx`: inbound mail; relays only for trustedNetworks. `submission`: mail from your users; AUTH is always required.'),
+  address: ipAddress().prefault('127.0.0.1').describe('Address to bind. `0.0.0.0` or `::` for all interfaces.'),
+  port: port()
+    .optional()
+    .describe('TCP port; 0 picks a free port (tests).')
+    .meta({ 'x-default': '2525 for mx; 2465 for submission with implicit TLS; else 2587' } satisfies Meta),
+  tls: z
+    .enum(TLS_MODES)
+    .default('starttls')
+    .describe('`starttls`: offered, not required (submission still needs TLS before AUTH); `implicit`: TLS from the first byte; `none`: no TLS.'),
+  proxyProtocol: z
+    .boolean()
+    .default(false)
+    .describe('Expect a PROXY v1/v2 header first. Honoured only from trustedProxies; other peers are refused.'),
+});
+
+type ListenerInput = z.output<typeof listenerSchema>;
+
+function effectiveListener(l: ListenerInput): { name: string; port: number } {
+  const p = l.port ?? defaultListenerPort(l.role, l.tls);
+  return { name: l.name ?? `${l.role}-${p}`, port: p };
+}
+
+const DEFAULT_LISTENERS = [
+  { name: 'mx', role: 'mx', address: '127.0.0.1', port: 2525, tls: 'starttls' },
+  { name: 'submission', role: 'submission', address: '127.0.0.1', port: 2587, tls: 'starttls' },
+  { name: 'submissions', role: 'submission', address: '127.0.0.1', port: 2465, tls: 'implicit' },
+] as const;
+
+const relayRuleSchema = z.strictObject({
+  match: z
+    .strictObject({
+      network: cidr().optional().describe('Client address is inside this network.'),
+      senderDomain: domain().optional().describe('Envelope sender domain (never grants relay on its own: it is forged at will).'),
+      recipientDomain: domain().optional().describe('Recipient domain.'),
+    })
+    .prefault({})
+    .describe('All given conditions must hold; an empty match matches everything.'),
+  action: z.enum(RELAY_ACTIONS).describe('`relay` permits, `reject` denies with 554 5.7.1.'),
+});
+
+const WILDCARDS = new Set(['0.0.0.0', '::']);
+
+export const configSchema = z
+  .strictObject({
+    hostname: z
+      .string()
+      .transform((v, ctx) => {
+        const d = normalizeDomainName(v);
+        if (d === null) {
+          ctx.addIssue({ code: 'custom', message: `${show(v)} is not a valid host name`, input: v });
+          return z.NEVER;
+        }
+        return d;
+      })
+      .optional()
+      .describe('Name used in the greeting, EHLO reply and Received: headers. Should be a fully qualified name.')
+      .meta({ 'x-type': 'domain', 'x-default': "the machine's name (os.hostname())" } satisfies Meta),
+    dataDir: pathString()
+      .default('./relayguard-data')
+      .describe('SQLite database, spool and generated keys. Relative to the config file\'s folder (or the working directory without a file).'),
+    listeners: z
+      .array(listenerSchema)
+      .max(64)
+      .superRefine((list, ctx) => {
+        const names = new Map<string, number>();
+        list.forEach((l, i) => {
+          const { name } = effectiveListener(l);
+          const prev = names.get(name);
+          if (prev !== undefined) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `duplicate listener name "${name}" (also listeners[${prev}])` });
+          else names.set(name, i);
+        });
+      })
+      .prefault(DEFAULT_LISTENERS.map((l) => ({ ...l })))
+      .describe('SMTP listeners. An empty list runs no SMTP service.'),
+    trustedNetworks: uniqueList(cidr(), 1000)
+      .prefault(['127.0.0.0/8', '::1/128'])
+      .describe('Clients allowed to relay without AUTH (Postfix mynetworks). Keep it to loopback and your own private networks.'),
+    trustedProxies: uniqueList(cidr(), 1000)
+      .prefault([])
+      .describe('Peers whose PROXY header is believed, on listeners with proxyProtocol. Only your load balancers.'),
+    localDomains: uniqueList(domain(), 10_000)
+      .prefault(['localhost'])
+      .describe('Domains delivered here. More can be managed in the database (UserStore domains).'),
+    relayDomains: uniqueList(domain(), 10_000)
+      .prefault([])
+      .describe('Other domains accepted from anyone and relayed onwards (backup MX, internal hosts).'),
+    relayRules: z
+      .array(relayRuleSchema)
+      .max(1000)
+      .prefault([])
+      .describe('Extra ordered relay rules, first match wins, evaluated after the built-in ones; relaying stays denied when none matches. The last rule must be a reject.'),
+    tls: z
+      .strictObject({
+        cert: pathString().nullable().default(null).describe('PEM certificate chain. Null: a self-signed certificate is generated in dataDir on first start.'),
+        key: pathString().nullable().default(null).describe('PEM private key; set together with cert.'),
+        minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2').describe('Oldest TLS version accepted (TLS 1.0/1.1 are never accepted).'),
+      })
+      .superRefine((t, ctx) => {
+        if ((t.cert === null) !== (t.key === null)) {
+          const missing = t.cert === null ? 'cert' : 'key';
+          ctx.addIssue({ code: 'custom', path: [missing], message: `must be set together with tls.${missing === 'cert' ? 'key' : 'cert'}` });
+        }
+      })
+      .prefault({})
+      .describe('Server certificate for STARTTLS and implicit TLS.'),
+    smtp: z
+      .strictObject({
+        bareLineEndings: z
+          .enum(['reject', 'normalize'])
+          .default('reject')
+          .describe('Bare CR or LF in DATA: `reject` the message (smuggling defence) or `normalize` it to CRLF.'),
+        requireTlsForAuth: z
+          .boolean()
+          .default(true)
+          .describe('Offer and accept AUTH only inside TLS. Setting it to false is a hazard `config check` reports.'),
+      })
+      .prefault({})
+      .describe('Protocol behaviour.'),
+    limits: z
+      .strictObject({
+        messageSize: size({ min: 1024 }).prefault(26_214_400).describe('Largest message accepted (SIZE).'),
+        recipients: count(1, 100_000).default(1000).describe('Recipients per message.'),
+        errors: count(1, 1000).default(20).describe('Protocol errors per session before 421 and close.'),
+        connectionsPerIp: count(1, 1_000_000).default(50).describe('Concurrent connections per client (IPv4 address or IPv6 /64).'),
+        connections: count(1, 1_000_000).default(10_000).describe('Concurrent connections in total.'),
+        idleTimeout: duration({ min: 1000 }).prefault('300s').describe('Time allowed for the client to send a command.'),
+        sessionTimeout: duration({ min: 1000 }).prefault('1h').describe('Longest session, whatever the activity.'),
+        dataTimeout: duration({ min: 1000 }).prefault('10m').describe('Longest DATA or BDAT transfer of one message.'),
+        proxyTimeout: duration({ min: 100 }).prefault('5s').describe('Time allowed for a PROXY header to arrive.'),
+        hopCount: count(1, 10_000).default(100).describe('Most Received: headers before a message is rejected as looping.'),
+        commandLineLength: count(512, 65_536)
+          .default(2048)
+          .describe('Longest command line in bytes including CRLF (at least 512, RFC 5321; ESMTP parameters need more).'),
+        authFailuresPerIp: count(1, 1_000_000).default(10).describe('Failed AUTH attempts per client within authFailureWindow before AUTH is refused (450 4.7.1).'),
+        authFailureWindow: duration({ min: 1000 }).prefault('60s').describe('Sliding window for authFailuresPerIp.'),
+      })
+      .prefault({})
+      .describe('Resource limits (Postfix anvil and smtpd limits).'),
+    log: z
+      .strictObject({
+        level: z.enum(LOG_LEVELS).default('info').describe('Lowest level written.'),
+      })
+      .prefault({})
+      .describe('JSON-lines logging to stdout.'),
+    dnsblChecks: z
+      .array(
+        z.strictObject({
+          zone: domain().describe('DNSBL zone to query.'),
+          weight: z.number().positive().max(1000).default(1).describe('Score added when the client is listed.'),
+        }),
+      )
+      .max(32)
+      .superRefine((list, ctx) => {
+        const seen = new Set<string>();
+        list.forEach((c, i) => {
+          if (seen.has(c.zone)) ctx.addIssue({ code: 'custom', path: [i, 'zone'], message: `duplicate zone "${c.zone}"` });
+          seen.add(c.zone);
+        });
+      })
+      .prefault([])
+      .describe('DNS blocklists consulted for incoming connections.'),
+    dnsbl: z
+      .strictObject({
+        enabled: z.boolean().default(true).describe('Run the ORDB DNS server.'),
+        zone: domain().prefault('relays.localhost').describe('Zone served (listings appear as <reversed-ip>.<zone>).'),
+        listen: z
+          .strictObject({
+            address: ipAddress().prefault('127.0.0.1').describe('Address to bind (UDP and TCP).'),
+            port: port().default(5353).describe('Port (UDP and TCP).'),
+          })
+          .prefault({}),
+      })
+      .prefault({})
+      .describe('The open-relay DNS blocklist this instance publishes.'),
+    delivery: z
+      .strictObject({
+        smartHost: z
+          .string()
+          .transform((v, ctx) => {
+            const hp = parseHostPort(v);
+            if (hp === null) {
+              ctx.addIssue({ code: 'custom', message: `${show(v)} is not "host", "host:port" or "[ip]:port"`, input: v });
+              return z.NEVER;
+            }
+            return hp;
+          })
+          .nullable()
+          .prefault(null)
+          .describe('Send all non-local mail through this host ("host", "host:port", "[ip]:port"; port 25 by default). Null: deliver by MX.')
+          .meta({ 'x-type': 'host[:port]' } satisfies Meta),
+        retry: z
+          .strictObject({
+            minimalBackoff: duration({ min: 1000 }).prefault('5m').describe('First retry delay; it doubles after each failure.'),
+            maximalBackoff: duration({ min: 1000 }).prefault('4h').describe('Longest retry delay.'),
+            lifetime: duration({ min: 60_000, max: 365 * DAY_MS }).prefault('5d').describe('Time in the queue before a message bounces.'),
+          })
+          .superRefine((r, ctx) => {
+            if (r.minimalBackoff > r.maximalBackoff) ctx.addIssue({ code: 'custom', path: ['minimalBackoff'], message: 'must not exceed delivery.retry.maximalBackoff' });
+            if (r.maximalBackoff > r.lifetime) ctx.addIssue({ code: 'custom', path: ['maximalBackoff'], message: 'must not exceed delivery.retry.lifetime' });
+          })
+          .prefault({}),
+      })
+      .prefault({})
+      .describe('Outbound delivery.'),
+    web: z
+      .strictObject({
+        enabled: z.boolean().default(true).describe('Run the dashboard, HTTP API and /metrics.'),
+        address: ipAddress().prefault('127.0.0.1').describe('Address to bind.'),
+        port: port().default(8025).describe('TCP port.'),
+      })
+      .prefault({})
+      .describe('Dashboard and HTTP API (read-only, no authentication: keep it on loopback).'),
+  })
+  .superRefine((c, ctx) => {
+    // Two TCP services on one port: the second bind would fail at start.
+    type Bind = { address: string; port: number; path: (string | number)[]; label: string };
+    const binds: Bind[] = c.listeners.map((l, i) => ({
+      address: l.address,
+      port: effectiveListener(l).port,
+      path: ['listeners', i, l.port === undefined ? 'address' : 'port'],
+      label: `listeners[${i}]`,
+    }));
+    if (c.web.enabled) binds.push({ address: c.web.address, port: c.web.port, path: ['web', 'port'], label: 'web' });
+    if (c.dnsbl.enabled) binds.push({ address: c.dnsbl.listen.address, port: c.dnsbl.listen.port, path: ['dnsbl', 'listen', 'port'], label: 'dnsbl.listen' });
+    binds.forEach((b, i) => {
+      if (b.port === 0) return;
+      const clash = binds.slice(0, i).find((o) => o.port === b.port && (o.address === b.address || WILDCARDS.has(o.address) || WILDCARDS.has(b.address)));
+      if (clash) ctx.addIssue({ code: 'custom', path: b.path, message: `port ${b.port} on ${b.address} is already used by ${clash.label}` });
+    });
+  });
+
+export type ConfigInput = z.input<typeof configSchema>;
+type ParsedConfig = z.output<typeof configSchema>;
+
+// ---------------------------------------------------------------------------------------------------------------
+// The program's view
+
+export interface ListenerConfig {
+  readonly name: string;
+  readonly role: ListenerRole;
+  readonly address: string;
+  readonly port: number;
+  readonly tls: TlsMode;
+  readonly proxyProtocol: boolean;
+}
+
+export interface RelayRule {
+  readonly match: {
+    /** Canonical CIDR. */
+    readonly network?: string;
+    /** Lower-case A-label domain. */
+    readonly senderDomain?: string;
+    readonly recipientDomain?: string;
+  };
+  readonly action: RelayAction;
+}
+
+export interface LimitsConfig {
+  /** Bytes. */
+  readonly messageSize: number;
+  readonly recipients: number;
+  readonly errors: number;
+  readonly connectionsPerIp: number;
+  readonly connections: number;
+  /** Milliseconds. */
+  readonly idleTimeout: number;
+  /** Milliseconds. */
+  readonly sessionTimeout: number;
+  /** Milliseconds. */
+  readonly dataTimeout: number;
+  /** Milliseconds. */
+  readonly proxyTimeout: number;
+  readonly hopCount: number;
+  /** Bytes including CRLF. */
+  readonly commandLineLength: number;
+  readonly authFailuresPerIp: number;
+  /** Milliseconds. */
+  readonly authFailureWindow: number;
+}
+
+export interface Config {
+  /** Absolute path of the file this came from, or null for built-in defaults / an in-memory object. */
+  readonly configFile: string | null;
+  readonly hostname: string;
+  /** Absolute. */
+  readonly dataDir: string;
+  readonly listeners: readonly ListenerConfig[];
+  /** Canonical CIDRs (IPv4-mapped networks folded to IPv4, duplicates removed). */
+  readonly trustedNetworks: readonly string[];
+  readonly trustedProxies: readonly string[];
+  /** Lower-case A-label domains without trailing dot. */
+  readonly localDomains: readonly string[];
+  readonly relayDomains: readonly string[];
+  readonly relayRules: readonly RelayRule[];
+  readonly tls: {
+    /** Absolute path or null (self-signed). */
+    readonly cert: string | null;
+    readonly key: string | null;
+    readonly minVersion: 'TLSv1.2' | 'TLSv1.3';
+  };
+  readonly smtp: {
+    readonly bareLineEndings: 'reject' | 'normalize';
+    readonly requireTlsForAuth: boolean;
+  };
+  readonly limits: LimitsConfig;
+  readonly log: { readonly level: LogLevel };
+  readonly dnsblChecks: readonly { readonly zone: string; readonly weight: number }[];
+  readonly dnsbl: {
+    readonly enabled: boolean;
+    readonly zone: string;
+    readonly listen: { readonly address: string; readonly port: number };
+  };
+  readonly delivery: {
+    readonly smartHost: { readonly host: string; readonly port: number } | null;
+    readonly retry: {
+      /** Milliseconds. */
+      readonly minimalBackoff: number;
+      /** Milliseconds. */
+      readonly maximalBackoff: number;
+      /** Milliseconds. */
+      readonly lifetime: number;
+    };
+  };
+  readonly web: { readonly enabled: boolean; readonly address: string; readonly port: number };
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+function defaultHostname(): string {
+  return normalizeDomainName(osHostname()) ?? 'localhost';
+}
+
+/**
+ * Turns the schema's output into the frozen Config: fills computed defaults (hostname, listener names and
+ * ports) and resolves paths against `baseDir`.
+ */
+export function buildConfig(parsed: ParsedConfig, options: { baseDir: string; configFile?: string | null }): Config {
+  const resolve = (p: string) => path.resolve(options.baseDir, p);
+  const config: Config = {
+    configFile: options.configFile ?? null,
+    hostname: parsed.hostname ?? defaultHostname(),
+    dataDir: resolve(parsed.dataDir),
+    listeners: parsed.listeners.map((l) => {
+      const { name, port: p } = effectiveListener(l);
+      return { name, role: l.role, address: l.address, port: p, tls: l.tls, proxyProtocol: l.proxyProtocol };
+    }),
+    trustedNetworks: parsed.trustedNetworks,
+    trustedProxies: parsed.trustedProxies,
+    localDomains: parsed.localDomains,
+    relayDomains: parsed.relayDomains,
+    relayRules: parsed.relayRules.map((r) => {
+      const match: { network?: string; senderDomain?: string; recipientDomain?: string } = {};
+      if (r.match.network !== undefined) match.network = r.match.network;
+      if (r.match.senderDomain !== undefined) match.senderDomain = r.match.senderDomain;
+      if (r.match.recipientDomain !== undefined) match.recipientDomain = r.match.recipientDomain;
+      return { match, action: r.action };
+    }),
+    tls: {
+      cert: parsed.tls.cert === null ? null : resolve(parsed.tls.cert),
+      key: parsed.tls.key === null ? null : resolve(parsed.tls.key),
+      minVersion: parsed.tls.minVersion,
+    },
+    smtp: { ...parsed.smtp },
+    limits: { ...parsed.limits },
+    log: { ...parsed.log },
+    dnsblChecks: parsed.dnsblChecks.map((c) => ({ zone: c.zone, weight: c.weight })),
+    dnsbl: { enabled: parsed.dnsbl.enabled, zone: parsed.dnsbl.zone, listen: { ...parsed.dnsbl.listen } },
+    delivery: {
+      smartHost: parsed.delivery.smartHost === null ? null : { ...parsed.delivery.smartHost },
+      retry: { ...parsed.delivery.retry },
+    },
+    web: { ...parsed.web },
+  };
+  return deepFreeze(config);
+}
+
+/** The built-in configuration (what `relayguard serve` runs without a file); paths resolve against `cwd`. */
+export function defaultConfig(options: { cwd?: string } = {}): Config {
+  return buildConfig(configSchema.parse({}), { baseDir: options.cwd ?? process.cwd() });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Documentation
+
+type JsonSchema = {
+  type?: string | string[];
+  description?: string;
+  default?: unknown;
+  enum?: unknown[];
+  properties?: Record<string, JsonSchema>;
+  required?: string[];
+  items?: JsonSchema;
+  anyOf?: JsonSchema[];
+  minimum?: number;
+  maximum?: number;
+  'x-type'?: string;
+  'x-default'?: string;
+};
+
+/** The input-side JSON Schema of relayguard.yaml (editors can use it for completion). */
+export function configJsonSchema(): Record<string, unknown> {
+  return z.toJSONSchema(configSchema, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
+}
+
+function nonNull(s: JsonSchema): JsonSchema {
+  if (s.anyOf) {
+    const rest = s.anyOf.filter((x) => x.type !== 'null');
+    if (rest.length === 1) return { ...rest[0]!, ...pick(s) };
+  }
+  return s;
+}
+
+function pick(s: JsonSchema): JsonSchema {
+  const out: JsonSchema = {};
+  if (s.description !== undefined) out.description = s.description;
+  if ('default' in s) out.default = s.default;
+  if (s['x-type'] !== undefined) out['x-type'] = s['x-type'];
+  if (s['x-default'] !== undefined) out['x-default'] = s['x-default'];
+  return out;
+}
+
+function typeLabel(raw: JsonSchema): string {
+  const s = nonNull(raw);
+  const nullable = raw.anyOf?.some((x) => x.type === 'null') || (Array.isArray(raw.type) && raw.type.includes('null'));
+  let label: string;
+  if (s['x-type']) label = s['x-type'];
+  else if (s.enum) label = s.enum.map((e) => `\`${String(e)}\``).join(' | ');
+  else if (s.type === 'array') label = `list of ${s.items ? typeLabel(s.items) : 'values'}`;
+  else if (s.type === 'integer') label = 'integer';
+  else if (s.type === 'object') label = 'mapping';
+  else if (Array.isArray(s.type)) label = s.type.filter((t) => t !== 'null').join(' or ');
+  else label = s.type ?? 'value';
+  if (s.type === 'integer' && s.minimum !== undefined && s.maximum !== undefined && s.maximum < Number.MAX_SAFE_INTEGER) label += ` ${s.minimum}-${s.maximum}`;
+  return nullable ? `${label} or null` : label;
+}
+
+function inlineYaml(v: unknown): string {
+  return YAML.stringify(v, { collectionStyle: 'flow', lineWidth: 0, flowCollectionPadding: false }).trim();
+}
+
+function defaultLabel(s: JsonSchema, required: boolean): string {
+  if (s['x-default']) return s['x-default'];
+  if ('default' in s) {
+    const d = s.default;
+    if (Array.isArray(d) && d.some((x) => typeof x === 'object' && x !== null)) return 'see [Defaults](#defaults)';
+    if (typeof d === 'object' && d !== null && !Array.isArray(d) && Object.keys(d).length === 0) return '';
+    return `\`${inlineYaml(d)}\``;
+  }
+  return required ? '**required**' : '';
+}
+
+function cell(s: string): string {
+  return s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+}
+
+function rows(schema: JsonSchema, prefix: string, out: string[][], required = false): void {
+  const s = nonNull(schema);
+  if (s.type === 'object' && s.properties) {
+    if (prefix && s.description) {
+      out.push([`\`${prefix}\``, 'mapping', '', s.description]);
+    }
+    for (const [k, child] of Object.entries(s.properties)) {
+      rows(child, prefix ? `${prefix}.${k}` : k, out, s.required?.includes(k) ?? false);
+    }
+    return;
+  }
+  out.push([`\`${prefix}\``, typeLabel(schema), defaultLabel(s, required), s.description ?? '']);
+  if (s.type === 'array' && s.items) {
+    const item = nonNull(s.items);
+    if (item.type === 'object' && item.properties) {
+      for (const [k, child] of Object.entries(item.properties)) {
+        rows(child, `${prefix}[].${k}`, out, item.required?.includes(k) ?? false);
+      }
+    }
+  }
+}
+
+function defaultsOf(schema: JsonSchema): unknown {
+  const s = nonNull(schema);
+  if (s.type === 'object' && s.properties) {
+    const out: Record<string, unknown> = {};
+    for (const [k, child] of Object.entries(s.properties)) {
+      const v = defaultsOf(child);
+      if (v !== undefined) out[k] = v;
+    }
+    return out;
+  }
+  return 'default' in s ? s.default : undefined;
+}
+
+export interface CheckDoc {
+  readonly code: string;
+  readonly severity: string;
+  readonly summary: string;
+}
+
+/** Markdown for docs/configuration.md, generated from the schema (and the `config check` catalogue, if given). */
+export function renderConfigDocs(options: { checks?: readonly CheckDoc[] } = {}): string {
+  const json = configJsonSchema() as JsonSchema;
+  const lines: string[] = [
+    '# Configuration',
+    '',
+    '<!-- Generated from src/config/schema.ts by renderConfigDocs(); do not edit by hand.',
+    '     Regenerate: RELAYGUARD_UPDATE_DOCS=1 node --test src/config/schema.test.ts -->',
+    '',
+    'relayguard runs without a configuration file. Every command accepts `--config FILE` to read `relayguard.yaml`',
+    '(YAML, camelCase keys). Every key is optional; the defaults below are what runs without a file.',
+    '',
+    '- **Unknown keys are errors**, so a typo cannot silently leave a default (and a relay) in place.',
+    '- **Relative paths** (`dataDir`, `tls.cert`, `tls.key`) resolve against the folder of the config file, or the',
+    '  working directory when there is no file.',
+    '- **Durations** are a number of seconds (`300`, `0.5`) or a string of number+unit groups: `250ms`, `300s`, `5m`,',
+    '  `4h`, `5d`, `2w`, `1h30m`. Timer durations are capped at 24 days (the longest Node.js timer).',
+    '- **Sizes** are a number of bytes (`26214400`) or a string with a unit: `B`, `KB`/`MB`/`GB` (powers of 1000),',
+    '  `KiB`/`MiB`/`GiB` (powers of 1024), e.g. `25MiB`, `10MB`.',
+    '- **Networks** are CIDRs (`10.0.0.0/8`, `fd00::/8`) or single addresses (`192.0.2.7` = `/32`). Host bits must be',
+    '  clear (`10.0.0.1/8` is refused as ambiguous). IPv4-mapped IPv6 (`::ffff:10.0.0.0/104`) is folded to IPv4.',
+    '- **Domains** are folded to lower-case ASCII (IDNA A-labels) without a trailing dot; duplicates in lists are dropped.',
+    '',
+    'Errors name the file, the key path and the problem, one line per problem:',
+    '',
+    '```',
+    'Invalid configuration in /etc/relayguard/relayguard.yaml:',
+    '  listeners[1].port: must be at most 65535, got 70000 (line 9)',
+    '  trustedNetwork: unknown key (did you mean "trustedNetworks"?) (line 3)',
+    '```',
+    '',
+    'Run `relayguard config check` before going live: it reports open-relay hazards (see [Checks](#checks)).',
+    '',
+    '## Keys',
+    '',
+  ];
+  for (const [key, child] of Object.entries(json.properties ?? {})) {
+    const s = nonNull(child);
+    lines.push(`### \`${key}\``, '');
+    const table: string[][] = [];
+    if (s.type === 'object' && s.properties) {
+      if (s.description) lines.push(s.description, '');
+      for (const [k, grandchild] of Object.entries(s.properties)) rows(grandchild, `${key}.${k}`, table, s.required?.includes(k) ?? false);
+    } else {
+      rows(child, key, table);
+    }
+    lines.push('| Key | Type | Default | Description |', '|---|---|---|---|');
+    for (const r of table) lines.push(`| ${r.map(cell).join(' | ')} |`);
+    lines.push('');
+  }
+  lines.push(
+    '## Defaults',
+    '',
+    'The built-in configuration, as a file (`hostname` defaults to the machine\'s name):',
+    '',
+    '```yaml',
+    YAML.stringify(defaultsOf(json), { lineWidth: 0, flowCollectionPadding: false }).trimEnd(),
+    '```',
+    '',
+  );
+  if (options.checks && options.checks.length > 0) {
+    lines.push(
+      '## Checks',
+      '',
+      '`relayguard config check` lints a configuration. Errors are open-relay or credential hazards and make the',
+      'command fail; warnings are worth a look.',
+      '',
+      '| Code | Severity | Meaning |',
+      '|---|---|---|',
+    );
+    for (const c of options.checks) lines.push(`| \`${c.code}\` | ${c.severity} | ${cell(c.summary)} |`);
+    lines.push('');
+  }
+  return lines.join('\n');
+}

@@ -1,0 +1,127 @@
+/**
+ * Runs `relayguard serve` as a real child process for tests and benchmarks: a temp data dir, a generated
+ * relayguard.yaml on ephemeral loopback ports, JSON log lines collected, and a stop that never leaves a
+ * process behind (SIGTERM, then SIGKILL).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { stringify } from 'yaml';
+import { freePort } from './ports.ts';
+
+const ROOT = resolve(import.meta.dirname, '..', '..');
+export const NODE = process.execPath;
+export const CLI = join(ROOT, 'bin', 'relayguard.js');
+
+export interface ServeOptions {
+  /** Extra relayguard.yaml keys (merged over the generated ones). */
+  config?: Record<string, unknown>;
+  /** Reuse an existing data directory (restart after a crash). */
+  dataDir?: string;
+  /** Reuse ports (restart). */
+  ports?: { mx: number; submission: number; submissions: number };
+  /** Prefix the command (for example ['strace', '-f', ...]). */
+  wrap?: string[];
+  env?: Record<string, string>;
+  /** Log lines also go to this callback. */
+  onLog?: (line: Record<string, unknown>) => void;
+}
+
+export interface ServeProcess {
+  readonly child: ChildProcess;
+  readonly pid: number;
+  readonly dataDir: string;
+  readonly configFile: string;
+  readonly ports: { mx: number; submission: number; submissions: number };
+  readonly logs: Record<string, unknown>[];
+  readonly stderr: () => string;
+  /** SIGTERM and wait (SIGKILL after the grace time). */
+  stop(graceMs?: number): Promise<number | null>;
+  /** SIGKILL now and wait for the exit. */
+  kill9(): Promise<void>;
+  /** Removes the data directory (when the test created it). */
+  cleanup(): Promise<void>;
+}
+
+const running = new Set<ChildProcess>();
+process.once('exit', () => { for (const c of running) c.kill('SIGKILL'); });
+
+export async function startServe(options: ServeOptions = {}): Promise<ServeProcess> {
+  const ownDir = options.dataDir === undefined;
+  const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'relayguard-serve-')));
+  const ports = options.ports ?? { mx: await freePort(), submission: await freePort(), submissions: await freePort() };
+  const config = {
+    hostname: 'mx.local.test',
+    dataDir,
+    localDomains: ['local.test'],
+    listeners: [
+      { name: 'mx', role: 'mx', address: '127.0.0.1', port: ports.mx, tls: 'starttls' },
+      { name: 'submission', role: 'submission', address: '127.0.0.1', port: ports.submission, tls: 'starttls' },
+      { name: 'submissions', role: 'submission', address: '127.0.0.1', port: ports.submissions, tls: 'implicit' },
+    ],
+    ...options.config,
+  };
+  const configFile = join(dataDir, 'relayguard.yaml');
+  await writeFile(configFile, stringify(config));
+  const argv = [...(options.wrap ?? []), NODE, CLI, 'serve', '--config', configFile];
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
+  running.add(child);
+  const logs: Record<string, unknown>[] = [];
+  let stderr = '';
+  let partial = '';
+  const exited = new Promise<number | null>((resolveExit) => child.once('exit', (code) => { running.delete(child); resolveExit(code); }));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+  const ready = new Promise<void>((resolveReady, reject) => {
+    const listening = new Set<string>();
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      partial += d;
+      let nl;
+      while ((nl = partial.indexOf('\n')) >= 0) {
+        const line = partial.slice(0, nl);
+        partial = partial.slice(nl + 1);
+        try {
+          const rec = JSON.parse(line) as Record<string, unknown>;
+          logs.push(rec);
+          options.onLog?.(rec);
+          if (rec['msg'] === 'listening') {
+            listening.add(String(rec['listener']));
+            if (listening.size === (config.listeners as unknown[]).length) resolveReady();
+          }
+        } catch { /* not JSON (strace noise) */ }
+      }
+    });
+    void exited.then((code) => reject(new Error(`relayguard serve exited with ${code} before listening:\n${stderr}`)));
+    setTimeout(() => reject(new Error(`relayguard serve did not start within 20 s:\n${stderr}`)), 20_000).unref();
+  });
+  try {
+    await ready;
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
+  return {
+    child,
+    pid: child.pid!,
+    dataDir,
+    configFile,
+    ports,
+    logs,
+    stderr: () => stderr,
+    async stop(graceMs = 10_000) {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), graceMs);
+      const code = await exited;
+      clearTimeout(t);
+      return code;
+    },
+    async kill9() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+    async cleanup() {
+      if (ownDir) await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
