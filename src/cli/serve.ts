@@ -72,7 +72,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Runnin
     handler,
     logger,
     limits: {
-      messageSize: l.messageSize, recipients: l.recipients, errors: l.errors, idleTimeoutMs: l.idleTimeout,
+      messageSize: l.messageSize, recipients: l.recipients, errors: l.errors, idleTimeoutMs: l.idleTimeout, dataTimeoutMs: l.dataTimeout,
       sessionTimeoutMs: l.sessionTimeout, hopCount: l.hopCount, commandLineLength: l.commandLineLength,
       connections: l.connections, connectionsPerIp: l.connectionsPerIp, proxyTimeoutMs: l.proxyTimeout,
     },

@@ -24,6 +24,11 @@ export class LineReader {
     return this.#buf.length;
   }
 
+  /** Bytes of the current overlong line thrown away so far (0 when not discarding). */
+  get discarding(): number {
+    return this.#discarded < 0 ? 0 : this.#discarded + this.#buf.length;
+  }
+
   push(chunk: Buffer): void {
     if (chunk.length === 0) return;
     this.#buf = this.#buf.length === 0 ? chunk : Buffer.concat([this.#buf, chunk]);
