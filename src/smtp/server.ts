@@ -115,6 +115,10 @@ export class SmtpServer {
   }
 
   #refuse(socket: net.Socket, text: string): void {
+    // Read (and drop) whatever the client sends, so its FIN is seen and the socket, which still counts
+    // against the connection limit, closes as soon as the client goes, not only when the timer fires.
+    socket.on('data', () => {});
+    socket.resume();
     socket.end(formatReply({ code: 421, enhanced: '4.7.0', text: `${this.#o.hostname} ${text}` }));
     setTimeout(() => socket.destroy(), 1000).unref();
   }

@@ -27,6 +27,8 @@ export interface SessionLimits {
   readonly errors: number;
   /** Idle time waiting for client input, ms. */
   readonly idleTimeoutMs: number;
+  /** Idle time waiting for message content during DATA/BDAT, ms (default: idleTimeoutMs). */
+  readonly dataTimeoutMs?: number;
   /** Total session lifetime, ms. */
   readonly sessionTimeoutMs: number;
   /** Received: header fields allowed in a message. */
@@ -109,6 +111,7 @@ const R = {
   tlsOnPlain: { code: 421, enhanced: '4.7.0', text: 'Error: TLS handshake received on a plaintext connection' },
 } as const satisfies Record<string, Reply>;
 
+const MAX_DISCARD = 1024 * 1024;
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
 let sessionCounter = 0;
 
@@ -171,6 +174,8 @@ export class SmtpSession {
   }
 
   get connection(): ConnectionInfo { return this.#o.connection; }
+
+  get #dataTimeout(): number { return this.#o.limits.dataTimeoutMs ?? this.#o.limits.idleTimeoutMs; }
 
   /** Asks the session to end: 421 at the next opportunity; an unfinished message is abandoned. */
   shutdown(): void {
@@ -255,6 +260,12 @@ export class SmtpSession {
     const s = this.#socket;
     if (s.destroyed) return;
     s.end();
+    // Drop whatever the client still sends (pipelined input after a violation, the rest of a flood), so its
+    // FIN is seen and the socket, which holds a connection slot, closes as soon as the client goes.
+    this.#input.detach();
+    s.on('error', () => { /* reset while draining */ });
+    s.on('data', () => {});
+    s.resume();
     const t = setTimeout(() => s.destroy(), 2000);
     t.unref();
     s.once('close', () => clearTimeout(t));
@@ -290,11 +301,11 @@ export class SmtpSession {
     return this.#reader.buffered > 0 || this.#input.pending > 0;
   }
 
-  async #readChunk(): Promise<Buffer | null> {
+  async #readChunk(timeoutMs: number = this.#o.limits.idleTimeoutMs): Promise<Buffer | null> {
     this.#uncork();
     // Wait for our replies to leave before reading more: a client that never reads cannot make us buffer.
     if (this.#socket.writableNeedDrain) await this.#drainOutput();
-    const chunk = await this.#input.read(this.#o.limits.idleTimeoutMs);
+    const chunk = await this.#input.read(timeoutMs);
     if (chunk) this.#bytesIn += chunk.length;
     return chunk;
   }
@@ -324,6 +335,8 @@ export class SmtpSession {
         this.#sendAndClose(R.tlsOnPlain, 'tls on plaintext port');
       }
       this.#reader.push(chunk);
+      // An endless "line" (PL-03): memory is already bounded; stop reading garbage after 1 MiB.
+      if (this.#reader.discarding > MAX_DISCARD) this.#sendAndClose(R.tooLong, 'endless command line');
     }
   }
 
@@ -575,7 +588,7 @@ export class SmtpSession {
             break;
           }
         }
-        chunk = await this.#readChunk();
+        chunk = await this.#readChunk(this.#dataTimeout);
       }
     } catch (err) {
       abort('session ended during DATA');
@@ -690,7 +703,7 @@ export class SmtpSession {
         if (take < chunk.length) this.#reader.unshift(chunk.subarray(take));
         if (left === 0) break;
       }
-      chunk = await this.#readChunk();
+      chunk = await this.#readChunk(this.#dataTimeout);
     }
   }
 
