@@ -1,0 +1,547 @@
+/**
+ * DNS messages on the query path: a bounded, allocation-light parser for queries and a writer for the answers
+ * (pure functions, no sockets). Hand-written rather than dns-packet's decode/encode because
+ * - the question must be echoed byte for byte (DNS 0x20 case randomisation), and dns-packet decodes labels into
+ *   UTF-8 strings (bytes >= 0x80 and dots inside labels do not survive a round trip);
+ * - answers use compression pointers into the echoed question (dns-packet's encoder does not compress), which
+ *   keeps answers small (no amplification) and under 512 bytes where possible;
+ * - every query costs one pass over at most 512 (UDP) or 65535 (TCP) bytes, with no pointer chasing in the
+ *   question and bounded pointer chasing elsewhere.
+ * dns-packet is used where its model fits: NOTIFY messages, and the tests' clients.
+ */
+import type { LookupResult, SoaFields, Zone, ZoneRecord } from './zone.ts';
+
+export const FLAG_QR = 0x8000;
+export const FLAG_AA = 0x0400;
+export const FLAG_TC = 0x0200;
+export const FLAG_RD = 0x0100;
+export const FLAG_CD = 0x0010;
+export const OPCODE_QUERY = 0;
+export const OPCODE_NOTIFY = 4;
+
+export const RCODE_NOERROR = 0;
+export const RCODE_FORMERR = 1;
+export const RCODE_SERVFAIL = 2;
+export const RCODE_NXDOMAIN = 3;
+export const RCODE_NOTIMP = 4;
+export const RCODE_REFUSED = 5;
+/** Extended rcode 16 (RFC 6891): upper 8 bits in the OPT TTL, lower 4 bits (0) in the header. */
+export const RCODE_BADVERS = 16;
+
+export const TYPE_A = 1;
+export const TYPE_NS = 2;
+export const TYPE_SOA = 6;
+export const TYPE_TXT = 16;
+export const TYPE_AAAA = 28;
+export const TYPE_OPT = 41;
+export const TYPE_IXFR = 251;
+export const TYPE_AXFR = 252;
+export const TYPE_ANY = 255;
+export const CLASS_IN = 1;
+export const CLASS_ANY = 255;
+
+const MAX_NAME = 255;
+const MAX_ADDITIONAL = 4;
+const MAX_POINTER_HOPS = 64;
+
+export interface Edns {
+  readonly udpSize: number;
+  readonly version: number;
+  readonly dnssecOk: boolean;
+}
+
+export interface Query {
+  readonly id: number;
+  readonly flags: number;
+  readonly opcode: number;
+  /** Offsets of the length byte of each QNAME label, most specific first (the root label excluded). */
+  readonly labelStarts: readonly number[];
+  /** Offset just past the QNAME's root label. */
+  readonly qnameEnd: number;
+  /** Offset just past QTYPE and QCLASS: bytes 12..questionEnd are echoed as they came. */
+  readonly questionEnd: number;
+  readonly qtype: number;
+  readonly qclass: number;
+  readonly edns: Edns | null;
+}
+
+export type ParseResult =
+  | { readonly kind: 'query'; readonly query: Query }
+  | { readonly kind: 'drop'; readonly reason: string }
+  | { readonly kind: 'error'; readonly rcode: number; readonly id: number; readonly flags: number; readonly reason: string };
+
+/** Offset past a (possibly compressed) name that starts at `off`, or -1 when it is malformed. */
+function skipName(msg: Uint8Array, off: number): number {
+  let pos = off;
+  let end = -1;
+  let hops = 0;
+  let total = 0;
+  for (;;) {
+    if (pos >= msg.length) return -1;
+    const len = msg[pos]!;
+    if (len === 0) return end < 0 ? pos + 1 : end;
+    const kind = len & 0xc0;
+    if (kind === 0xc0) {
+      if (pos + 1 >= msg.length) return -1;
+      const target = ((len & 0x3f) << 8) | msg[pos + 1]!;
+      if (end < 0) end = pos + 2;
+      if (target >= pos || ++hops > MAX_POINTER_HOPS) return -1; // only backwards: no loops
+      pos = target;
+      continue;
+    }
+    if (kind !== 0) return -1;
+    total += len + 1;
+    if (total > MAX_NAME) return -1;
+    pos += len + 1;
+  }
+}
+
+/** Parses a query. Never throws; bounded by the message length. */
+export function parseQuery(msg: Uint8Array): ParseResult {
+  if (msg.length < 12) return { kind: 'drop', reason: 'short header' };
+  const id = (msg[0]! << 8) | msg[1]!;
+  const flags = (msg[2]! << 8) | msg[3]!;
+  if (flags & FLAG_QR) return { kind: 'drop', reason: 'response' };
+  const opcode = (flags >> 11) & 0xf;
+  const qd = (msg[4]! << 8) | msg[5]!;
+  const an = (msg[6]! << 8) | msg[7]!;
+  const ns = (msg[8]! << 8) | msg[9]!;
+  const ar = (msg[10]! << 8) | msg[11]!;
+  const err = (rcode: number, reason: string): ParseResult => ({ kind: 'error', rcode, id, flags, reason });
+  if (opcode !== OPCODE_QUERY) return err(RCODE_NOTIMP, `opcode ${opcode}`);
+  if (qd !== 1) return err(RCODE_FORMERR, `QDCOUNT ${qd}`);
+  if (an !== 0 || ns !== 0) return err(RCODE_FORMERR, 'answer or authority records in a query');
+  if (ar > MAX_ADDITIONAL) return err(RCODE_FORMERR, `ARCOUNT ${ar}`);
+
+  const labelStarts: number[] = [];
+  let pos = 12;
+  let total = 1;
+  for (;;) {
+    if (pos >= msg.length) return err(RCODE_FORMERR, 'truncated question');
+    const len = msg[pos]!;
+    if (len === 0) { pos++; break; }
+    if (len & 0xc0) return err(RCODE_FORMERR, 'compressed or extended label in the question');
+    total += len + 1;
+    if (total > MAX_NAME) return err(RCODE_FORMERR, 'name too long');
+    labelStarts.push(pos);
+    pos += len + 1;
+  }
+  const qnameEnd = pos;
+  if (pos + 4 > msg.length) return err(RCODE_FORMERR, 'truncated question');
+  const qtype = (msg[pos]! << 8) | msg[pos + 1]!;
+  const qclass = (msg[pos + 2]! << 8) | msg[pos + 3]!;
+  pos += 4;
+  const questionEnd = pos;
+
+  let edns: Edns | null = null;
+  for (let i = 0; i < ar; i++) {
+    const nameStart = pos;
+    const after = skipName(msg, pos);
+    if (after < 0 || after + 10 > msg.length) return err(RCODE_FORMERR, 'bad additional record');
+    const type = (msg[after]! << 8) | msg[after + 1]!;
+    const rdlen = (msg[after + 8]! << 8) | msg[after + 9]!;
+    const next = after + 10 + rdlen;
+    if (next > msg.length) return err(RCODE_FORMERR, 'truncated additional record');
+    if (type === TYPE_OPT) {
+      if (edns !== null) return err(RCODE_FORMERR, 'two OPT records');
+      if (msg[nameStart] !== 0) return err(RCODE_FORMERR, 'OPT owner is not the root');
+      // Options: walk them to check their framing (RFC 6891 section 6.1.2); none is acted upon.
+      for (let o = after + 10; o < next; ) {
+        if (o + 4 > next) return err(RCODE_FORMERR, 'bad EDNS option');
+        o += 4 + ((msg[o + 2]! << 8) | msg[o + 3]!);
+        if (o > next) return err(RCODE_FORMERR, 'bad EDNS option');
+      }
+      edns = {
+        udpSize: (msg[after + 2]! << 8) | msg[after + 3]!,
+        version: msg[after + 5]!,
+        dnssecOk: (msg[after + 6]! & 0x80) !== 0,
+      };
+    }
+    pos = next;
+  }
+  if (pos !== msg.length) return err(RCODE_FORMERR, 'trailing bytes');
+  return { kind: 'query', query: { id, flags, opcode, labelStarts, qnameEnd, questionEnd, qtype, qclass, edns } };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Writing
+// ---------------------------------------------------------------------------------------------------------------
+
+/** A growable big-endian writer; one per in-flight response (no shared scratch buffer). */
+export class Writer {
+  buf: Buffer;
+  pos = 0;
+  constructor(size = 512) {
+    this.buf = Buffer.allocUnsafe(size);
+  }
+  #need(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.pos + n) size *= 2;
+    const b = Buffer.allocUnsafe(size);
+    this.buf.copy(b, 0, 0, this.pos);
+    this.buf = b;
+  }
+  u8(v: number): void { this.#need(1); this.buf[this.pos++] = v; }
+  u16(v: number): void { this.#need(2); this.buf.writeUInt16BE(v, this.pos); this.pos += 2; }
+  u32(v: number): void { this.#need(4); this.buf.writeUInt32BE(v >>> 0, this.pos); this.pos += 4; }
+  bytes(b: Uint8Array, start = 0, end = b.length): void {
+    this.#need(end - start);
+    this.buf.set(b.subarray(start, end), this.pos);
+    this.pos += end - start;
+  }
+  setU16(at: number, v: number): void { this.buf.writeUInt16BE(v, at); }
+  /** A copy of the bytes written so far. */
+  take(): Buffer { return Buffer.from(this.buf.subarray(0, this.pos)); }
+}
+
+/**
+ * A domain name encoded for a zone: its labels in wire form, and whether it ends with the apex (then the
+ * writer appends a pointer to the apex, else a root label).
+ */
+interface EncodedName {
+  readonly head: Buffer;
+  readonly underApex: boolean;
+}
+
+interface ZoneWire {
+  readonly mname: EncodedName;
+  readonly rname: EncodedName;
+  readonly ns: readonly EncodedName[];
+  readonly apexLabels: readonly Buffer[];
+}
+
+const wireCache = new WeakMap<Zone, ZoneWire>();
+
+function labelsToWire(labels: readonly string[]): Buffer {
+  const parts: Buffer[] = [];
+  for (const l of labels) {
+    const b = Buffer.from(l, 'latin1');
+    parts.push(Buffer.from([b.length]), b);
+  }
+  return Buffer.concat(parts);
+}
+
+function encodeName(name: string, zone: Zone): EncodedName {
+  if (name === zone.apex) return { head: Buffer.alloc(0), underApex: true };
+  if (name.endsWith(`.${zone.apex}`)) {
+    return { head: labelsToWire(name.slice(0, -zone.apex.length - 1).split('.')), underApex: true };
+  }
+  return { head: labelsToWire(name.split('.')), underApex: false };
+}
+
+function zoneWire(zone: Zone): ZoneWire {
+  let w = wireCache.get(zone);
+  if (!w) {
+    w = {
+      mname: encodeName(zone.soa.mname, zone),
+      rname: encodeName(zone.soa.rname, zone),
+      ns: zone.ns.map((n) => encodeName(n, zone)),
+      apexLabels: zone.apexLabels.map((l) => Buffer.from(l, 'latin1')),
+    };
+    wireCache.set(zone, w);
+  }
+  return w;
+}
+
+function writeName(w: Writer, n: EncodedName, apexOffset: number): void {
+  w.bytes(n.head);
+  if (n.underApex) w.u16(0xc000 | apexOffset);
+  else w.u8(0);
+}
+
+function writeSoaRdata(w: Writer, zw: ZoneWire, soa: SoaFields, apexOffset: number): void {
+  const lenAt = w.pos;
+  w.u16(0);
+  writeName(w, zw.mname, apexOffset);
+  writeName(w, zw.rname, apexOffset);
+  w.u32(soa.serial);
+  w.u32(soa.refresh);
+  w.u32(soa.retry);
+  w.u32(soa.expire);
+  w.u32(soa.minimum);
+  w.setU16(lenAt, w.pos - lenAt - 2);
+}
+
+/** TXT rdata: the text's UTF-8 bytes as character-strings of at most 255 bytes each. */
+function writeTxtRdata(w: Writer, text: string): void {
+  const bytes = Buffer.from(text, 'utf8');
+  const chunks = Math.max(1, Math.ceil(bytes.length / 255));
+  w.u16(bytes.length + chunks);
+  for (let i = 0; i < chunks; i++) {
+    const part = bytes.subarray(i * 255, Math.min(bytes.length, (i + 1) * 255));
+    w.u8(part.length);
+    w.bytes(part);
+  }
+}
+
+function rrHeader(w: Writer, ownerOffset: number, type: number, ttl: number): void {
+  w.u16(0xc000 | ownerOffset);
+  w.u16(type);
+  w.u16(CLASS_IN);
+  w.u32(ttl);
+}
+
+/** Is the QNAME's suffix starting at label index i equal to the apex (ASCII case-insensitive)? */
+function apexMatchesAt(msg: Uint8Array, q: Query, zw: ZoneWire): number {
+  const n = q.labelStarts.length;
+  const k = zw.apexLabels.length;
+  if (n < k) return -1;
+  for (let j = 0; j < k; j++) {
+    const start = q.labelStarts[n - k + j]!;
+    const want = zw.apexLabels[j]!;
+    if (msg[start] !== want.length) return -1;
+    for (let b = 0; b < want.length; b++) {
+      let c = msg[start + 1 + b]!;
+      if (c >= 65 && c <= 90) c += 32;
+      if (c !== want[b]) return -1;
+    }
+  }
+  return n - k;
+}
+
+export interface RespondContext {
+  readonly tcp: boolean;
+  /** Largest UDP payload we send when the client offers EDNS (RFC 9715 / DNS flag day 2020: 1232). */
+  readonly ednsUdpSize: number;
+  /** The client may transfer the zone (checked by the caller; only honoured over TCP). */
+  readonly xfrAllowed?: boolean | undefined;
+}
+
+export type Response =
+  | { readonly kind: 'reply'; readonly bytes: Buffer; readonly rcode: number; readonly truncated: boolean }
+  | { readonly kind: 'drop'; readonly reason: string }
+  | { readonly kind: 'xfr'; readonly query: Query };
+
+/** Writes a response header: opcode, RD and CD copied from the request; `set` adds AA / TC. */
+function header(w: Writer, id: number, reqFlags: number, rcode: number, set: number, qd: number, an: number, ns: number, ar: number): void {
+  const flags = FLAG_QR | (reqFlags & (0x7800 | FLAG_RD | FLAG_CD)) | set | (rcode & 0xf);
+  w.u16(id);
+  w.u16(flags);
+  w.u16(qd);
+  w.u16(an);
+  w.u16(ns);
+  w.u16(ar);
+}
+
+function writeOpt(w: Writer, udpSize: number, extRcode: number, dnssecOk: boolean): void {
+  w.u8(0);
+  w.u16(TYPE_OPT);
+  w.u16(udpSize);
+  w.u8(extRcode >> 4);
+  w.u8(0); // version 0
+  w.u16(dnssecOk ? 0x8000 : 0);
+  w.u16(0);
+}
+
+function errorReply(id: number, flags: number, rcode: number): Response {
+  const w = new Writer(12);
+  header(w, id, flags, rcode, 0, 0, 0, 0, 0);
+  return { kind: 'reply', bytes: w.take(), rcode, truncated: false };
+}
+
+/**
+ * Answers one query message for one zone. Returns the reply bytes, "drop" (no reply at all: responses, runts),
+ * or "xfr" when the caller (TCP only, after its access check) should stream a zone transfer.
+ */
+export function respond(msg: Buffer, zone: Zone, ctx: RespondContext): Response {
+  const p = parseQuery(msg);
+  if (p.kind === 'drop') return p;
+  if (p.kind === 'error') return errorReply(p.id, p.flags, p.rcode);
+  const q = p.query;
+  const zw = zoneWire(zone);
+  const limit = ctx.tcp ? 65535 : q.edns ? Math.min(Math.max(q.edns.udpSize, 512), ctx.ednsUdpSize) : 512;
+  const ar = q.edns ? 1 : 0;
+
+  const w = new Writer(q.edns ? Math.min(limit, 1232) : 512);
+  const finish = (rcode: number, aa: boolean, an: number, ns: number, build: () => void, extRcode = 0): Response => {
+    header(w, q.id, q.flags, rcode, aa ? FLAG_AA : 0, 1, an, ns, ar);
+    w.bytes(msg, 12, q.questionEnd);
+    build();
+    if (q.edns) writeOpt(w, ctx.ednsUdpSize, extRcode, q.edns.dnssecOk);
+    if (w.pos > limit) {
+      // Too long for this transport: header, question and OPT only, with TC set (RFC 2181 section 9).
+      const t = new Writer(q.questionEnd + 11);
+      header(t, q.id, q.flags, rcode, (aa ? FLAG_AA : 0) | FLAG_TC, 1, 0, 0, ar);
+      t.bytes(msg, 12, q.questionEnd);
+      if (q.edns) writeOpt(t, ctx.ednsUdpSize, extRcode, q.edns.dnssecOk);
+      return { kind: 'reply', bytes: t.take(), rcode, truncated: true };
+    }
+    return { kind: 'reply', bytes: w.take(), rcode, truncated: false };
+  };
+
+  if (q.edns && q.edns.version > 0) return finish(0, false, 0, 0, () => {}, RCODE_BADVERS);
+  if (q.qclass !== CLASS_IN && q.qclass !== CLASS_ANY) return finish(RCODE_REFUSED, false, 0, 0, () => {});
+  if (q.qtype === TYPE_OPT) return finish(RCODE_FORMERR, false, 0, 0, () => {});
+  const below = apexMatchesAt(msg, q, zw);
+  if (below < 0) return finish(RCODE_REFUSED, false, 0, 0, () => {});
+  const apexOffset = q.labelStarts[below]!;
+
+  if (q.qtype === TYPE_AXFR || q.qtype === TYPE_IXFR) {
+    if (ctx.tcp && ctx.xfrAllowed === true && below === 0) return { kind: 'xfr', query: q };
+    return finish(RCODE_REFUSED, true, 0, 0, () => {});
+  }
+
+  let result: LookupResult;
+  if (below === 0) {
+    result = zone.lookupLabels([], false);
+  } else {
+    const labels: string[] = new Array(below);
+    let odd = false;
+    for (let i = 0; i < below; i++) {
+      const s = q.labelStarts[i]!;
+      const l = msg[s]!;
+      // latin1 keeps one char per byte; a label with a dot in it can't be a name of this zone.
+      const text = msg.toString('latin1', s + 1, s + 1 + l);
+      if (text.includes('.')) odd = true;
+      labels[i] = text;
+    }
+    result = odd ? { kind: 'nxdomain' } : zone.lookupLabels(labels, q.qtype === TYPE_TXT);
+  }
+
+  const negative = (rcode: number): Response =>
+    finish(rcode, true, 0, 1, () => {
+      rrHeader(w, apexOffset, TYPE_SOA, zone.negativeTtl);
+      writeSoaRdata(w, zw, zone.soa, apexOffset);
+    });
+
+  switch (result.kind) {
+    case 'refused':
+      return finish(RCODE_REFUSED, false, 0, 0, () => {});
+    case 'nxdomain':
+      return negative(RCODE_NXDOMAIN);
+    case 'nodata':
+      return negative(RCODE_NOERROR);
+    case 'apex': {
+      if (q.qtype === TYPE_SOA || q.qtype === TYPE_ANY) {
+        // ANY gets one RRset (RFC 8482): the SOA.
+        return finish(RCODE_NOERROR, true, 1, 0, () => {
+          rrHeader(w, apexOffset, TYPE_SOA, zone.apexTtl);
+          writeSoaRdata(w, zw, zone.soa, apexOffset);
+        });
+      }
+      if (q.qtype === TYPE_NS) {
+        return finish(RCODE_NOERROR, true, zw.ns.length, 0, () => {
+          for (const n of zw.ns) {
+            rrHeader(w, apexOffset, TYPE_NS, zone.apexTtl);
+            const lenAt = w.pos;
+            w.u16(0);
+            writeName(w, n, apexOffset);
+            w.setU16(lenAt, w.pos - lenAt - 2);
+          }
+        });
+      }
+      return negative(RCODE_NOERROR);
+    }
+    case 'host': {
+      const wantA = q.qtype === TYPE_A || q.qtype === TYPE_ANY;
+      const wantAAAA = q.qtype === TYPE_AAAA || (q.qtype === TYPE_ANY && result.a.length === 0);
+      const count = (wantA ? result.a.length : 0) + (wantAAAA ? result.aaaa.length : 0);
+      if (count === 0) return negative(RCODE_NOERROR);
+      return finish(RCODE_NOERROR, true, count, 0, () => {
+        if (wantA) for (const a of result.a) { rrHeader(w, 12, TYPE_A, zone.apexTtl); w.u16(4); w.u32(a); }
+        if (wantAAAA) for (const a of result.aaaa) { rrHeader(w, 12, TYPE_AAAA, zone.apexTtl); w.u16(16); w.bytes(a); }
+      });
+    }
+    case 'listed': {
+      if (q.qtype === TYPE_A || q.qtype === TYPE_ANY) {
+        // ANY: the A record alone (RFC 8482 minimal answer; A is what "listed" means).
+        return finish(RCODE_NOERROR, true, 1, 0, () => {
+          rrHeader(w, 12, TYPE_A, zone.ttl);
+          w.u16(4);
+          w.u32(result.a);
+        });
+      }
+      if (q.qtype === TYPE_TXT && result.txt !== null) {
+        const txt = result.txt;
+        return finish(RCODE_NOERROR, true, 1, 0, () => {
+          rrHeader(w, 12, TYPE_TXT, zone.ttl);
+          writeTxtRdata(w, txt);
+        });
+      }
+      return negative(RCODE_NOERROR);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Zone transfer messages
+// ---------------------------------------------------------------------------------------------------------------
+
+function parseIpv4(s: string): number {
+  const p = s.split('.').map(Number);
+  return (((p[0]! << 24) >>> 0) + (p[1]! << 16) + (p[2]! << 8) + p[3]!) >>> 0;
+}
+
+function ipv6Bytes(s: string): Buffer {
+  // Expand "::" and write eight 16-bit groups.
+  const [head, tail] = s.includes('::') ? s.split('::') as [string, string] : [s, null];
+  const h = head ? head.split(':') : [];
+  const t = tail ? tail.split(':') : [];
+  const groups = tail === null ? h : [...h, ...new Array<string>(8 - h.length - t.length).fill('0'), ...t];
+  const b = Buffer.alloc(16);
+  groups.forEach((g, i) => b.writeUInt16BE(parseInt(g, 16), i * 2));
+  return b;
+}
+
+/**
+ * Encodes zone records into AXFR messages of about `maxBytes` each (RFC 5936): every message echoes the
+ * question, so owner names compress against the apex at offset 12.
+ */
+export function* axfrMessages(msg: Uint8Array, q: Query, zone: Zone, maxBytes = 16384): Generator<Buffer> {
+  const zw = zoneWire(zone);
+  const relCache = new Map<string, Buffer>();
+  let w: Writer | null = null;
+  let count = 0;
+  const start = (): Writer => {
+    const nw = new Writer(maxBytes + 1024);
+    header(nw, q.id, q.flags, RCODE_NOERROR, FLAG_AA, 1, 0, 0, 0);
+    nw.bytes(msg, 12, q.questionEnd);
+    count = 0;
+    return nw;
+  };
+  const flush = (): Buffer => {
+    w!.setU16(6, count);
+    const b = w!.take();
+    w = null;
+    return b;
+  };
+  const owner = (wr: Writer, rel: string): void => {
+    if (rel === '') { wr.u16(0xc00c); return; }
+    let head = relCache.get(rel);
+    if (!head) {
+      head = labelsToWire(rel.split('.'));
+      if (relCache.size < 4096) relCache.set(rel, head);
+    }
+    wr.bytes(head);
+    wr.u16(0xc00c);
+  };
+  const write = (r: ZoneRecord): void => {
+    const wr = w!;
+    owner(wr, r.name);
+    const type = r.type === 'SOA' ? TYPE_SOA : r.type === 'NS' ? TYPE_NS : r.type === 'A' ? TYPE_A : r.type === 'AAAA' ? TYPE_AAAA : TYPE_TXT;
+    wr.u16(type);
+    wr.u16(CLASS_IN);
+    wr.u32(r.ttl);
+    if (r.type === 'SOA') writeSoaRdata(wr, zw, r.data, 12);
+    else if (r.type === 'NS') {
+      const lenAt = wr.pos;
+      wr.u16(0);
+      writeName(wr, encodeName(r.data, zone), 12);
+      wr.setU16(lenAt, wr.pos - lenAt - 2);
+    } else if (r.type === 'A') { wr.u16(4); wr.u32(parseIpv4(r.data)); }
+    else if (r.type === 'AAAA') { wr.u16(16); wr.bytes(ipv6Bytes(r.data)); }
+    else writeTxtRdata(wr, r.data);
+    count++;
+  };
+  let soa: ZoneRecord | null = null;
+  for (const r of zone.records()) {
+    if (soa === null && r.type === 'SOA') soa = r;
+    if (w === null) w = start();
+    write(r);
+    if ((w as Writer).pos >= maxBytes) yield flush();
+  }
+  if (w === null) w = start();
+  if (soa) write(soa);
+  yield flush();
+}
