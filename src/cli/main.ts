@@ -3,16 +3,15 @@
  * message on stderr and a non-zero exit code: 1 for a failed check, 2 for usage or configuration errors.
  */
 import { existsSync, mkdirSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { loadConfig } from '../config/load.ts';
 import { checkConfig, formatFindings, hasErrors } from '../config/check.ts';
 import type { Config } from '../config/schema.ts';
 import { RelayguardError } from '../core/errors.ts';
-import { QueueStore } from '../queue/index.ts';
 import { UserStore } from '../policy/users.ts';
 import { createLogger } from './logger.ts';
 import { databasePath, startRelay } from './serve.ts';
+import { registerQueueCommands } from './queue-commands.ts';
 
 interface Io {
   out(s: string): void;
@@ -49,13 +48,6 @@ function openUsers(config: Config): UserStore {
   return new UserStore(databasePath(config));
 }
 
-function formatAge(ms: number): string {
-  const s = Math.max(0, Math.round(ms / 1000));
-  if (s < 120) return `${s}s`;
-  if (s < 7200) return `${Math.round(s / 60)}m`;
-  if (s < 172800) return `${Math.round(s / 3600)}h`;
-  return `${Math.round(s / 86400)}d`;
-}
 
 export function buildProgram(io: Io, setExit: (code: number) => void): Command {
   const program = new Command('relayguard')
@@ -90,56 +82,7 @@ export function buildProgram(io: Io, setExit: (code: number) => void): Command {
       setExit(0);
     });
 
-  const queue = program.command('queue').description('inspect the mail queue');
-  queue
-    .command('list')
-    .description('list queued messages (like mailq)')
-    .option('-c, --config <file>', 'relayguard.yaml to use')
-    .option('--json', 'one JSON object per message, one per line')
-    .option('--state <state>', 'queued, hold, corrupt, or a recipient state: pending, deferred, delivered, bounced')
-    .option('--sender <address>', 'only messages from this sender')
-    .option('--domain <domain>', 'only messages with a recipient at this domain')
-    .option('--older-than <seconds>', 'only messages older than this many seconds')
-    .option('--limit <n>', 'at most n messages')
-    .action((opts: { config?: string; json?: boolean; state?: string; sender?: string; domain?: string; olderThan?: string; limit?: string }) => {
-      const config = configFrom(opts);
-      if (!existsSync(resolve(config.dataDir, 'queue.db'))) {
-        if (opts.json) return;
-        io.out('Mail queue is empty');
-        return;
-      }
-      const num = (v: string | undefined, name: string): number | undefined => {
-        if (v === undefined) return undefined;
-        if (!/^[0-9]{1,12}$/.test(v)) throw new RelayguardError('ERR_USAGE', `--${name} takes a whole number, got "${v}"`);
-        return Number(v);
-      };
-      const store = QueueStore.open({ dataDir: config.dataDir, readOnly: true });
-      try {
-        const older = num(opts.olderThan, 'older-than');
-        const limit = num(opts.limit, 'limit');
-        const rows = store.list({
-          ...(opts.state ? { state: opts.state as never } : {}),
-          ...(opts.sender ? { sender: opts.sender } : {}),
-          ...(opts.domain ? { recipientDomain: opts.domain.toLowerCase() } : {}),
-          ...(older !== undefined ? { olderThanMs: older * 1000 } : {}),
-          ...(limit !== undefined ? { limit } : {}),
-        });
-        if (opts.json) {
-          for (const r of rows) io.out(JSON.stringify(r));
-          return;
-        }
-        if (rows.length === 0) { io.out('Mail queue is empty'); return; }
-        const now = Date.now();
-        io.out('Queue ID             Size  Age   State    Sender / Recipients');
-        for (const r of rows) {
-          io.out(`${r.queueId} ${String(r.size).padStart(7)} ${formatAge(now - r.receivedAt).padStart(5)} ${r.state.padEnd(8)} ${r.sender === '' ? '<>' : r.sender}`);
-          for (const rc of r.recipients) io.out(`${' '.repeat(45)}${rc}`);
-        }
-        io.out(`-- ${rows.length} message${rows.length === 1 ? '' : 's'}`);
-      } finally {
-        void store.close();
-      }
-    });
+  registerQueueCommands(program, io, setExit, configFrom);
 
   const user = program.command('user').description('manage users who may submit mail (SMTP AUTH)');
   user

@@ -2,12 +2,18 @@
  * The queue index: envelopes and per-recipient delivery state in SQLite (WAL, synchronous=FULL, so each COMMIT
  * fsyncs the WAL). A row in `messages` is the commit record: a body in the spool without one does not exist.
  * Recipients carry the state the queue runner needs: pending -> deferred (reason, next attempt) -> delivered or
- * bounced; a message can be held. All writes here are synchronous (node:sqlite).
+ * bounced; a message can be held. All writes here are synchronous (node:sqlite), and no transaction ever spans
+ * an await, so the receiver, the runner and admin commands can share one connection.
+ *
+ * Scheduling: `messages.next_run_at` is the earliest time the runner must look at a message (the earliest next
+ * attempt of its open recipients, or "now" once none is open and it waits to be finished). The runner pages
+ * through `(state, next_run_at, queue_id)` with a keyset cursor, so a queue of millions costs an index range scan.
  */
 import { DatabaseSync } from 'node:sqlite';
 import type { SQLInputValue, StatementSync } from 'node:sqlite';
+import type { Reply } from '../core/reply.ts';
 
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 /** Message states: `queued` (the runner may deliver), `hold` (kept until released), `corrupt` (body missing or bad). */
 export type MessageState = 'queued' | 'hold' | 'corrupt';
@@ -18,20 +24,22 @@ export const RECIPIENT_STATES: readonly RecipientState[] = ['pending', 'deferred
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS messages (
-  queue_id     TEXT PRIMARY KEY,
-  received_at  INTEGER NOT NULL,
-  sender       TEXT NOT NULL,
-  size         INTEGER NOT NULL,
-  body_path    TEXT NOT NULL,
-  message_id   TEXT,
-  client_ip    TEXT NOT NULL,
-  helo         TEXT,
-  auth_user    TEXT,
-  listener     TEXT NOT NULL,
-  mail_params  TEXT NOT NULL DEFAULT '{}',
-  state        TEXT NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'hold', 'corrupt')),
-  state_reason TEXT,
-  updated_at   INTEGER NOT NULL
+  queue_id        TEXT PRIMARY KEY,
+  received_at     INTEGER NOT NULL,
+  sender          TEXT NOT NULL,
+  size            INTEGER NOT NULL,
+  body_path       TEXT NOT NULL,
+  message_id      TEXT,
+  client_ip       TEXT NOT NULL,
+  helo            TEXT,
+  auth_user       TEXT,
+  listener        TEXT NOT NULL,
+  mail_params     TEXT NOT NULL DEFAULT '{}',
+  state           TEXT NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'hold', 'corrupt')),
+  state_reason    TEXT,
+  updated_at      INTEGER NOT NULL,
+  next_run_at     INTEGER,
+  delay_warned_at INTEGER
 ) STRICT;
 CREATE TABLE IF NOT EXISTS recipients (
   queue_id        TEXT NOT NULL REFERENCES messages (queue_id) ON DELETE CASCADE,
@@ -45,15 +53,47 @@ CREATE TABLE IF NOT EXISTS recipients (
   last_attempt_at INTEGER,
   last_reply      TEXT,
   updated_at      INTEGER NOT NULL,
+  reply           TEXT,
+  dsn_status      TEXT,
+  remote_mta      TEXT,
+  diagnostic      TEXT,
+  notified_at     INTEGER,
   PRIMARY KEY (queue_id, idx)
 ) STRICT;
+`;
+
+const INDEXES = `
 CREATE INDEX IF NOT EXISTS recipients_due ON recipients (state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS recipients_domain ON recipients (domain);
 CREATE INDEX IF NOT EXISTS messages_received_at ON messages (received_at);
 CREATE INDEX IF NOT EXISTS messages_sender ON messages (sender);
 CREATE INDEX IF NOT EXISTS messages_message_id ON messages (message_id);
 CREATE INDEX IF NOT EXISTS messages_state ON messages (state);
+CREATE INDEX IF NOT EXISTS messages_run ON messages (state, next_run_at, queue_id);
 `;
+
+/** Version 1 -> 2: the runner's columns. next_run_at starts at the earliest open next attempt. */
+const MIGRATE_1_2 = `
+ALTER TABLE messages ADD COLUMN next_run_at INTEGER;
+ALTER TABLE messages ADD COLUMN delay_warned_at INTEGER;
+ALTER TABLE recipients ADD COLUMN reply TEXT;
+ALTER TABLE recipients ADD COLUMN dsn_status TEXT;
+ALTER TABLE recipients ADD COLUMN remote_mta TEXT;
+ALTER TABLE recipients ADD COLUMN diagnostic TEXT;
+ALTER TABLE recipients ADD COLUMN notified_at INTEGER;
+UPDATE messages SET next_run_at = coalesce(
+  (SELECT min(next_attempt_at) FROM recipients r WHERE r.queue_id = messages.queue_id AND +r.state IN ('pending', 'deferred')),
+  updated_at);
+`;
+
+/**
+ * Recomputes a message's next_run_at from its open recipients (?1 = queue id, ?2 = the value when none is open).
+ * Per-message recipient queries write `+r.state` so SQLite looks them up by primary key (queue_id, idx) and never
+ * through the state index, which would scan every open recipient in the queue.
+ */
+const REFRESH_NEXT_RUN = `UPDATE messages SET next_run_at = coalesce(
+  (SELECT min(next_attempt_at) FROM recipients r WHERE r.queue_id = ?1 AND +r.state IN ('pending', 'deferred')), ?2)
+  WHERE queue_id = ?1`;
 
 export interface MessageRecord {
   readonly queueId: string;
@@ -86,13 +126,26 @@ export interface QueuedMessageSummary {
 }
 
 export interface QueuedRecipient {
+  /** Position in the envelope (0-based). */
+  readonly index: number;
   readonly address: string;
   readonly params: Record<string, string | true>;
   readonly state: RecipientState;
   readonly attempts: number;
   readonly nextAttemptAt: number | null;
   readonly lastAttemptAt: number | null;
+  /** The last reply or error, one line, for people ("450 4.2.0 Mailbox busy"). */
   readonly lastReply: string | null;
+  /** The last SMTP reply as received, if there was one. */
+  readonly reply: Reply | null;
+  /** The RFC 3463 status a DSN reports for this recipient ("5.1.1", "4.4.7"), once attempted. */
+  readonly dsnStatus: string | null;
+  /** The host that gave the reply ("mx.example.net [192.0.2.7]"). */
+  readonly remoteMta: string | null;
+  /** What went wrong when there was no reply (DNS, connection, timeout), or a note such as the expiry. */
+  readonly diagnostic: string | null;
+  /** For a bounced recipient: when the bounce was handed to the bouncer (null: not yet). */
+  readonly notifiedAt: number | null;
 }
 
 export interface QueuedMessageDetail {
@@ -111,6 +164,10 @@ export interface QueuedMessageDetail {
   readonly state: MessageState;
   readonly stateReason: string | null;
   readonly updatedAt: number;
+  /** When the runner next looks at the message (null in an index written before schema version 2). */
+  readonly nextRunAt: number | null;
+  /** When a delay warning went out, or null. */
+  readonly delayWarnedAt: number | null;
   readonly recipients: readonly QueuedRecipient[];
 }
 
@@ -130,20 +187,95 @@ export interface ListFilter {
   readonly limit?: number;
 }
 
+/** One recipient's result of a delivery attempt, as the runner records it. */
+export interface RecipientUpdate {
+  readonly index: number;
+  readonly state: 'delivered' | 'deferred' | 'bounced';
+  /** For 'deferred': when to try again. */
+  readonly nextAttemptAt: number | null;
+  readonly reply: Reply | null;
+  readonly dsnStatus: string | null;
+  readonly remoteMta: string | null;
+  readonly diagnostic: string | null;
+}
+
+/** One message's attempt, for recordAttempts. */
+export interface AttemptRecord {
+  readonly queueId: string;
+  readonly updates: readonly RecipientUpdate[];
+  readonly now: number;
+  /** Set the message aside as corrupt, for this reason. */
+  readonly corruptReason: string | null;
+}
+
+/** A message after its attempt was recorded. */
+export interface AttemptResult {
+  readonly state: MessageState;
+  /** Recipients still open. */
+  readonly open: number;
+  /** Set when the message was finished and removed in the same transaction: unlink this body. */
+  readonly removedBodyPath: string | null;
+}
+
+/** A page entry of due work. */
+export interface DueEntry {
+  readonly queueId: string;
+  readonly nextRunAt: number;
+}
+
+/** What an admin command did, per message. */
+export interface AdminResult {
+  /** Messages the command changed. */
+  readonly changed: string[];
+  /** Messages it left alone, with their state and why. */
+  readonly unchanged: { readonly queueId: string; readonly state: MessageState; readonly reason: string }[];
+  /** Queue ids not in the queue. */
+  readonly missing: string[];
+}
+
 /** The domain part used for per-domain queries: after the last '@', lower case, no trailing dot. */
 export function recipientDomain(address: string): string {
   const at = address.lastIndexOf('@');
   return (at < 0 ? '' : address.slice(at + 1)).toLowerCase().replace(/\.$/, '');
 }
 
+/** Longest reply or diagnostic text kept in the index; a hostile next hop may send far more. */
+const MAX_TEXT = 2000;
+
+/** A reply (or, without one, the diagnostic) as one printable line for `last_reply`. */
+export function replyLine(reply: Reply | null, diagnostic: string | null): string | null {
+  if (reply !== null) {
+    const text = typeof reply.text === 'string' ? reply.text : reply.text.join(' ');
+    return clip(`${reply.code}${reply.enhanced ? ` ${reply.enhanced}` : ''} ${text}`);
+  }
+  return diagnostic === null ? null : clip(diagnostic);
+}
+
+function clip(s: string): string {
+  // One line of printable text: no CR/LF/NUL reaches the index, logs or terminals from a remote reply.
+  const one = s.replace(/[\x00-\x08\x0a-\x1f\x7f]/g, ' ');
+  return one.length > MAX_TEXT ? `${one.slice(0, MAX_TEXT)}...` : one;
+}
+
+function clipReply(reply: Reply | null): string | null {
+  if (reply === null) return null;
+  const lines = (typeof reply.text === 'string' ? [reply.text] : [...reply.text]).slice(0, 20).map(clip);
+  return JSON.stringify({ code: reply.code, enhanced: reply.enhanced, text: lines.length === 1 ? lines[0] : lines });
+}
+
+const OPEN = `('pending', 'deferred')`;
+
 export class IndexDb {
   readonly #db: DatabaseSync;
   readonly #insertMessage: StatementSync | null;
   readonly #insertRecipient: StatementSync | null;
+  readonly #readOnly: boolean;
+  readonly #statements = new Map<string, StatementSync>();
   #commits = 0;
 
   constructor(path: string, options: { readOnly?: boolean } = {}) {
     const readOnly = options.readOnly ?? false;
+    this.#readOnly = readOnly;
     this.#db = new DatabaseSync(path, { readOnly, timeout: 5000, enableForeignKeyConstraints: true });
     if (readOnly) {
       this.#insertMessage = null;
@@ -152,13 +284,18 @@ export class IndexDb {
     }
     this.#db.exec('PRAGMA journal_mode = WAL');
     this.#db.exec('PRAGMA synchronous = FULL');
-    const version = Number((this.#db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version);
-    if (version > SCHEMA_VERSION) throw new Error(`Queue index schema version ${version} is newer than this program (${SCHEMA_VERSION})`);
-    this.#db.exec(`BEGIN IMMEDIATE; ${SCHEMA} PRAGMA user_version = ${SCHEMA_VERSION}; COMMIT`);
-    this.#insertMessage = this.#db.prepare(`INSERT INTO messages (queue_id, received_at, sender, size, body_path,
-      message_id, client_ip, helo, auth_user, listener, mail_params, state, updated_at)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)`);
-    this.#insertRecipient = this.#db.prepare(`INSERT INTO recipients (queue_id, idx, address, domain, params, state,
+    // The version is read inside the write transaction: two processes opening at once migrate once.
+    this.#transaction(() => {
+      const version = Number((this.#prepare('PRAGMA user_version').get() as { user_version: number }).user_version);
+      if (version > SCHEMA_VERSION) throw new Error(`Queue index schema version ${version} is newer than this program (${SCHEMA_VERSION})`);
+      if (version === 1) this.#db.exec(MIGRATE_1_2);
+      else if (version === 0) this.#db.exec(SCHEMA);
+      this.#db.exec(`${INDEXES} PRAGMA user_version = ${SCHEMA_VERSION};`);
+    });
+    this.#insertMessage = this.#prepare(`INSERT INTO messages (queue_id, received_at, sender, size, body_path,
+      message_id, client_ip, helo, auth_user, listener, mail_params, state, updated_at, next_run_at)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)`);
+    this.#insertRecipient = this.#prepare(`INSERT INTO recipients (queue_id, idx, address, domain, params, state,
       attempts, next_attempt_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?)`);
   }
 
@@ -172,92 +309,51 @@ export class IndexDb {
     const im = this.#insertMessage;
     const ir = this.#insertRecipient;
     if (im === null || ir === null) throw new Error('Queue index is read-only');
-    this.#db.exec('BEGIN IMMEDIATE');
-    try {
+    this.#transaction(() => {
       for (const r of records) {
         im.run(r.queueId, r.receivedAt, r.sender, r.size, r.bodyPath, r.messageId, r.clientIp, r.helo, r.authUser,
-          r.listener, JSON.stringify(r.mailParams), r.receivedAt);
+          r.listener, JSON.stringify(r.mailParams), r.receivedAt, r.receivedAt);
         r.recipients.forEach((rcpt, i) => {
           ir.run(r.queueId, i, rcpt.address, recipientDomain(rcpt.address), JSON.stringify(rcpt.params), r.receivedAt,
             r.receivedAt);
         });
       }
-      this.#db.exec('COMMIT');
-      this.#commits++;
-    } catch (err) {
-      if (this.#db.isTransaction) {
-        try {
-          this.#db.exec('ROLLBACK');
-        } catch {
-          // The transaction is gone already (SQLite rolls back by itself on some I/O errors).
-        }
-      }
-      throw err;
-    }
+    });
+    this.#commits++;
   }
 
   has(queueId: string): boolean {
-    return this.#db.prepare('SELECT 1 FROM messages WHERE queue_id = ?').get(queueId) !== undefined;
+    return this.#prepare('SELECT 1 FROM messages WHERE queue_id = ?').get(queueId) !== undefined;
   }
 
   /** Removes a message's records (used when a commit failed in an uncertain way). */
   delete(queueId: string): void {
-    this.#db.prepare('DELETE FROM messages WHERE queue_id = ?').run(queueId);
+    this.#prepare('DELETE FROM messages WHERE queue_id = ?').run(queueId);
   }
 
-  /** Body paths of every message not yet marked corrupt, for recovery. */
-  bodyPaths(): { queueId: string; bodyPath: string }[] {
-    const rows = this.#db.prepare(`SELECT queue_id, body_path FROM messages WHERE state != 'corrupt'`).all();
-    return rows.map((r) => ({ queueId: String(r.queue_id), bodyPath: String(r.body_path) }));
+  /** Body paths and sizes of every message not yet marked corrupt, for recovery. */
+  bodyPaths(): { queueId: string; bodyPath: string; size: number }[] {
+    const rows = this.#prepare(`SELECT queue_id, body_path, size FROM messages WHERE state != 'corrupt'`).all();
+    return rows.map((r) => ({ queueId: String(r.queue_id), bodyPath: String(r.body_path), size: Number(r.size) }));
   }
 
   markCorrupt(queueId: string, reason: string, now: number): void {
-    this.#db.prepare(`UPDATE messages SET state = 'corrupt', state_reason = ?, updated_at = ? WHERE queue_id = ?`)
-      .run(reason, now, queueId);
+    this.#prepare(`UPDATE messages SET state = 'corrupt', state_reason = ?, updated_at = ? WHERE queue_id = ?`)
+      .run(clip(reason), now, queueId);
   }
 
   list(filter: ListFilter, now: number): QueuedMessageSummary[] {
-    const where: string[] = [];
-    const args: SQLInputValue[] = [];
-    if (filter.state !== undefined) {
-      if ((MESSAGE_STATES as readonly string[]).includes(filter.state)) {
-        where.push('m.state = ?');
-      } else if ((RECIPIENT_STATES as readonly string[]).includes(filter.state)) {
-        where.push('EXISTS (SELECT 1 FROM recipients x WHERE x.queue_id = m.queue_id AND x.state = ?)');
-      } else {
-        throw new RangeError(`Unknown queue state "${filter.state}"`);
-      }
-      args.push(filter.state);
-    }
-    if (filter.sender !== undefined) {
-      where.push('m.sender = ?');
-      args.push(filter.sender);
-    }
-    if (filter.recipientDomain !== undefined) {
-      where.push('EXISTS (SELECT 1 FROM recipients x WHERE x.queue_id = m.queue_id AND x.domain = ?)');
-      args.push(recipientDomain(`@${filter.recipientDomain}`));
-    }
-    if (filter.messageId !== undefined) {
-      const t = filter.messageId.trim();
-      where.push('m.message_id IN (?, ?)');
-      args.push(t, t.startsWith('<') ? t : `<${t}>`);
-    }
-    if (filter.olderThanMs !== undefined) {
-      where.push('m.received_at <= ?');
-      args.push(now - filter.olderThanMs);
-    }
+    const { where, args } = this.#where(filter, now);
     let sql = `SELECT m.queue_id, m.received_at, m.sender, m.size, m.message_id, m.state,
         (SELECT json_group_array(address) FROM (SELECT address FROM recipients r WHERE r.queue_id = m.queue_id ORDER BY idx)) AS rcpts,
-        (SELECT count(*) FROM recipients r WHERE r.queue_id = m.queue_id AND r.state IN ('pending', 'deferred')) AS open,
-        (SELECT min(next_attempt_at) FROM recipients r WHERE r.queue_id = m.queue_id AND r.state IN ('pending', 'deferred')) AS next
-      FROM messages m`;
-    if (where.length > 0) sql += ` WHERE ${where.join(' AND ')}`;
-    sql += ' ORDER BY m.received_at, m.queue_id';
+        (SELECT count(*) FROM recipients r WHERE r.queue_id = m.queue_id AND +r.state IN ${OPEN}) AS open,
+        (SELECT min(next_attempt_at) FROM recipients r WHERE r.queue_id = m.queue_id AND +r.state IN ${OPEN}) AS next
+      FROM messages m${where} ORDER BY m.received_at, m.queue_id`;
     if (filter.limit !== undefined) {
       sql += ' LIMIT ?';
       args.push(Math.max(0, Math.floor(filter.limit)));
     }
-    return this.#db.prepare(sql).all(...args).map((r) => ({
+    return this.#prepare(sql).all(...args).map((r) => ({
       queueId: String(r.queue_id),
       receivedAt: Number(r.received_at),
       sender: String(r.sender),
@@ -270,10 +366,21 @@ export class IndexDb {
     }));
   }
 
+  /** The queue ids a filter selects, oldest first (for admin commands over many messages). */
+  ids(filter: ListFilter, now: number): string[] {
+    const { where, args } = this.#where(filter, now);
+    let sql = `SELECT m.queue_id FROM messages m${where} ORDER BY m.received_at, m.queue_id`;
+    if (filter.limit !== undefined) {
+      sql += ' LIMIT ?';
+      args.push(Math.max(0, Math.floor(filter.limit)));
+    }
+    return this.#prepare(sql).all(...args).map((r) => String(r.queue_id));
+  }
+
   get(queueId: string): QueuedMessageDetail | null {
-    const m = this.#db.prepare('SELECT * FROM messages WHERE queue_id = ?').get(queueId);
+    const m = this.#prepare('SELECT * FROM messages WHERE queue_id = ?').get(queueId);
     if (m === undefined) return null;
-    const rcpts = this.#db.prepare('SELECT * FROM recipients WHERE queue_id = ? ORDER BY idx').all(queueId);
+    const rcpts = this.#prepare('SELECT * FROM recipients WHERE queue_id = ? ORDER BY idx').all(queueId);
     return {
       queueId: String(m.queue_id),
       receivedAt: Number(m.received_at),
@@ -289,7 +396,10 @@ export class IndexDb {
       state: String(m.state) as MessageState,
       stateReason: nullableString(m.state_reason),
       updatedAt: Number(m.updated_at),
+      nextRunAt: nullableNumber(m.next_run_at),
+      delayWarnedAt: nullableNumber(m.delay_warned_at),
       recipients: rcpts.map((r) => ({
+        index: Number(r.idx),
         address: String(r.address),
         params: JSON.parse(String(r.params)) as Record<string, string | true>,
         state: String(r.state) as RecipientState,
@@ -297,12 +407,250 @@ export class IndexDb {
         nextAttemptAt: nullableNumber(r.next_attempt_at),
         lastAttemptAt: nullableNumber(r.last_attempt_at),
         lastReply: nullableString(r.last_reply),
+        reply: r.reply === null || r.reply === undefined ? null : (JSON.parse(String(r.reply)) as Reply),
+        dsnStatus: nullableString(r.dsn_status),
+        remoteMta: nullableString(r.remote_mta),
+        diagnostic: nullableString(r.diagnostic),
+        notifiedAt: nullableNumber(r.notified_at),
       })),
     };
   }
 
+  // ---- the runner ----
+
+  /** Queued messages due at `now`, after the keyset cursor `after`, in (next_run_at, queue_id) order. */
+  due(now: number, after: DueEntry | null, limit: number): DueEntry[] {
+    const rows = after === null
+      ? this.#prepare(`SELECT queue_id, next_run_at FROM messages WHERE state = 'queued' AND next_run_at <= ?
+          ORDER BY next_run_at, queue_id LIMIT ?`).all(now, limit)
+      : this.#prepare(`SELECT queue_id, next_run_at FROM messages WHERE state = 'queued' AND next_run_at <= ?
+          AND (next_run_at, queue_id) > (?, ?) ORDER BY next_run_at, queue_id LIMIT ?`).all(now, after.nextRunAt, after.queueId, limit);
+    return rows.map((r) => ({ queueId: String(r.queue_id), nextRunAt: Number(r.next_run_at) }));
+  }
+
+  /** The earliest next_run_at of any queued message, or null when nothing is queued. */
+  nextDue(): number | null {
+    const r = this.#prepare(`SELECT min(next_run_at) AS t FROM messages WHERE state = 'queued'`).get();
+    return nullableNumber(r?.t);
+  }
+
+  /**
+   * Records one attempt's outcomes in one transaction: only recipients still open change; the message's next run
+   * is recomputed (`now` once none is open). With corruptReason the message is also set aside as corrupt.
+   * A queued message left with no open recipient and no unreported bounce is removed in the same transaction
+   * (its body path is returned for the caller to unlink). Returns null when the message is gone (deleted meanwhile).
+   */
+  recordAttempt(queueId: string, updates: readonly RecipientUpdate[], now: number, corruptReason: string | null): AttemptResult | null {
+    return this.#transaction(() => this.#recordOne({ queueId, updates, now, corruptReason }));
+  }
+
+  /** recordAttempt for several messages in one transaction (one WAL fsync); all or nothing. */
+  recordAttempts(attempts: readonly AttemptRecord[]): (AttemptResult | null)[] {
+    return this.#transaction(() => attempts.map((a) => this.#recordOne(a)));
+  }
+
+  #recordOne({ queueId, updates, now, corruptReason }: AttemptRecord): AttemptResult | null {
+    const m = this.#prepare('SELECT state, body_path FROM messages WHERE queue_id = ?').get(queueId);
+    if (m === undefined) return null;
+    const upd = this.#prepare(`UPDATE recipients SET state = ?, attempts = attempts + 1, next_attempt_at = ?,
+        last_attempt_at = ?, last_reply = ?, reply = ?, dsn_status = ?, remote_mta = ?, diagnostic = ?, updated_at = ?
+      WHERE queue_id = ? AND idx = ? AND +state IN ${OPEN}`);
+    for (const u of updates) {
+      upd.run(u.state, u.state === 'deferred' ? u.nextAttemptAt : null, now, replyLine(u.reply, u.diagnostic),
+        clipReply(u.reply), u.dsnStatus, u.remoteMta === null ? null : clip(u.remoteMta),
+        u.diagnostic === null ? null : clip(u.diagnostic), now, queueId, u.index);
+    }
+    this.#prepare(REFRESH_NEXT_RUN).run(queueId, now);
+    let state = String(m.state) as MessageState;
+    if (corruptReason !== null && state !== 'corrupt') {
+      this.markCorrupt(queueId, corruptReason, now);
+      state = 'corrupt';
+    }
+    const open = this.#openCount(queueId);
+    if (state === 'queued' && open === 0 && this.#unreportedBounces(queueId) === 0) {
+      this.delete(queueId);
+      return { state, open, removedBodyPath: String(m.body_path) };
+    }
+    return { state, open, removedBodyPath: null };
+  }
+
+  /** Recomputes next_run_at from the open recipients (`fallback` when none is open). */
+  refreshNextRun(queueId: string, fallback: number): void {
+    this.#prepare(REFRESH_NEXT_RUN).run(queueId, fallback);
+  }
+
+  setNextRun(queueId: string, at: number): void {
+    this.#prepare('UPDATE messages SET next_run_at = ? WHERE queue_id = ?').run(at, queueId);
+  }
+
+  /** Marks bounced recipients as reported (their DSN is queued). */
+  markNotified(queueId: string, indexes: readonly number[], now: number): void {
+    this.#transaction(() => {
+      const st = this.#prepare(`UPDATE recipients SET notified_at = ? WHERE queue_id = ? AND idx = ? AND +state = 'bounced'`);
+      for (const i of indexes) st.run(now, queueId, i);
+    });
+  }
+
+  markDelayWarned(queueId: string, now: number): void {
+    this.#prepare('UPDATE messages SET delay_warned_at = ? WHERE queue_id = ?').run(now, queueId);
+  }
+
+  /** Removes a finished message (queued, no open recipient, every bounce reported) and returns its body path, or
+   *  null if it is not one. */
+  removeFinished(queueId: string): string | null {
+    return this.#transaction(() => {
+      const m = this.#prepare('SELECT state, body_path FROM messages WHERE queue_id = ?').get(queueId);
+      if (m === undefined || m.state !== 'queued' || this.#openCount(queueId) > 0 || this.#unreportedBounces(queueId) > 0) return null;
+      this.delete(queueId);
+      return String(m.body_path);
+    });
+  }
+
+  // ---- admin commands (each call is one short transaction; callers chunk long lists) ----
+
+  /** Puts queued messages on hold. */
+  hold(ids: readonly string[], now: number): AdminResult {
+    return this.#admin(ids, (id, state) => {
+      if (state !== 'queued') return state === 'hold' ? 'already on hold' : `is ${state}`;
+      this.#prepare(`UPDATE messages SET state = 'hold', state_reason = 'held by an administrator', updated_at = ?
+        WHERE queue_id = ?`).run(now, id);
+      return null;
+    });
+  }
+
+  /** Releases held messages back to the queue, keeping their schedule. */
+  release(ids: readonly string[], now: number): AdminResult {
+    return this.#admin(ids, (id, state) => {
+      if (state !== 'hold') return state === 'queued' ? 'not on hold' : `is ${state}`;
+      this.#prepare(`UPDATE messages SET state = 'queued', state_reason = NULL, updated_at = ? WHERE queue_id = ?`).run(now, id);
+      this.#prepare(REFRESH_NEXT_RUN).run(id, now);
+      return null;
+    });
+  }
+
+  /** Makes the open recipients of queued messages due now. */
+  retry(ids: readonly string[], now: number): AdminResult {
+    return this.#admin(ids, (id, state) => {
+      if (state !== 'queued') return `is ${state}`;
+      this.#prepare(`UPDATE recipients SET next_attempt_at = ?, updated_at = ? WHERE queue_id = ? AND +state IN ${OPEN}`)
+        .run(now, now, id);
+      this.#prepare('UPDATE messages SET next_run_at = ?, updated_at = ? WHERE queue_id = ?').run(now, now, id);
+      return null;
+    });
+  }
+
+  /** Deletes messages in any state; returns their body paths for the caller to unlink after the commit. */
+  deleteMessages(ids: readonly string[]): AdminResult & { bodyPaths: string[] } {
+    const bodyPaths: string[] = [];
+    const result = this.#admin(ids, (id) => {
+      const m = this.#prepare('SELECT body_path FROM messages WHERE queue_id = ?').get(id);
+      this.delete(id);
+      if (m !== undefined) bodyPaths.push(String(m.body_path));
+      return null;
+    });
+    return { ...result, bodyPaths };
+  }
+
+  /** Queued messages not due yet (for `queue flush`). */
+  notDueIds(now: number): string[] {
+    return this.#prepare(`SELECT queue_id FROM messages WHERE state = 'queued' AND next_run_at > ? ORDER BY next_run_at`)
+      .all(now).map((r) => String(r.queue_id));
+  }
+
   close(): void {
     if (this.#db.isOpen) this.#db.close();
+  }
+
+  /** Prepared statements are cached: preparing costs more than running these small queries. */
+  #prepare(sql: string): StatementSync {
+    let st = this.#statements.get(sql);
+    if (st === undefined) {
+      st = this.#db.prepare(sql);
+      this.#statements.set(sql, st);
+    }
+    return st;
+  }
+
+  #unreportedBounces(queueId: string): number {
+    const r = this.#prepare(`SELECT count(*) AS n FROM recipients WHERE queue_id = ? AND +state = 'bounced' AND notified_at IS NULL`).get(queueId);
+    return Number(r?.n ?? 0);
+  }
+
+  #openCount(queueId: string): number {
+    const r = this.#prepare(`SELECT count(*) AS n FROM recipients WHERE queue_id = ? AND +state IN ${OPEN}`).get(queueId);
+    return Number(r?.n ?? 0);
+  }
+
+  #admin(ids: readonly string[], apply: (id: string, state: MessageState) => string | null): AdminResult {
+    if (this.#readOnly) throw new Error('Queue index is read-only');
+    const result: AdminResult = { changed: [], unchanged: [], missing: [] };
+    this.#transaction(() => {
+      const get = this.#prepare('SELECT state FROM messages WHERE queue_id = ?');
+      for (const id of ids) {
+        const m = get.get(id);
+        if (m === undefined) {
+          result.missing.push(id);
+          continue;
+        }
+        const state = String(m.state) as MessageState;
+        const reason = apply(id, state);
+        if (reason === null) result.changed.push(id);
+        else result.unchanged.push({ queueId: id, state, reason });
+      }
+    });
+    return result;
+  }
+
+  #where(filter: ListFilter, now: number): { where: string; args: SQLInputValue[] } {
+    const where: string[] = [];
+    const args: SQLInputValue[] = [];
+    if (filter.state !== undefined) {
+      if ((MESSAGE_STATES as readonly string[]).includes(filter.state)) {
+        where.push('m.state = ?');
+      } else if ((RECIPIENT_STATES as readonly string[]).includes(filter.state)) {
+        where.push('m.queue_id IN (SELECT queue_id FROM recipients WHERE state = ?)');
+      } else {
+        throw new RangeError(`Unknown queue state "${filter.state}"`);
+      }
+      args.push(filter.state);
+    }
+    if (filter.sender !== undefined) {
+      where.push('m.sender = ?');
+      args.push(filter.sender);
+    }
+    if (filter.recipientDomain !== undefined) {
+      where.push('m.queue_id IN (SELECT queue_id FROM recipients WHERE domain = ?)');
+      args.push(recipientDomain(`@${filter.recipientDomain}`));
+    }
+    if (filter.messageId !== undefined) {
+      const t = filter.messageId.trim();
+      where.push('m.message_id IN (?, ?)');
+      args.push(t, t.startsWith('<') ? t : `<${t}>`);
+    }
+    if (filter.olderThanMs !== undefined) {
+      where.push('m.received_at <= ?');
+      args.push(now - filter.olderThanMs);
+    }
+    return { where: where.length > 0 ? ` WHERE ${where.join(' AND ')}` : '', args };
+  }
+
+  /** Runs fn in BEGIN IMMEDIATE ... COMMIT; rolls back and rethrows on failure. Never spans an await. */
+  #transaction<T>(fn: () => T): T {
+    this.#db.exec('BEGIN IMMEDIATE');
+    try {
+      const out = fn();
+      this.#db.exec('COMMIT');
+      return out;
+    } catch (err) {
+      if (this.#db.isTransaction) {
+        try {
+          this.#db.exec('ROLLBACK');
+        } catch {
+          // The transaction is gone already (SQLite rolls back by itself on some I/O errors).
+        }
+      }
+      throw err;
+    }
   }
 }
 

@@ -1,13 +1,30 @@
 /**
- * Purpose: the durable mail queue (receive half): spool files for bodies, a SQLite index for envelopes and
- *   per-recipient delivery state, group commit, receive-side recovery, queue listing for the CLI and dashboard.
+ * Purpose: the durable mail queue: spool files for bodies, a SQLite index for envelopes and per-recipient
+ *   delivery state, group commit, recovery, the queue runner (bounded active window, backoff, lifetime, bounces,
+ *   delay warnings), admin commands (hold, release, retry, flush, delete) and queue listing for the CLI and web.
+ *   Defines the Deliverer and Bouncer interfaces that the delivery module implements.
  * Trust: writes the spool under the data directory; trusts the envelope it is given (decided by policy);
- *   reads message bytes only to find the Message-ID header. Needs no privileges.
- * Standards: RFC 5321 section 4.1.1.4 and 6.1 (a 250 after DATA means the message is safe on disk).
+ *   reads message bytes only to find the Message-ID header and to hand bodies to the deliverer. Needs no privileges.
+ * Standards: RFC 5321 sections 4.1.1.4 and 6.1 (a 250 after DATA means the message is safe on disk; a bounce is
+ *   never bounced), 4.5.4.1 (retry strategy); RFC 3463 (4.4.7 delivery time expired).
  */
 export { QueueStore } from './store.ts';
-export type { EsmtpParams, IncomingEnvelope, IncomingMessage, QueueStats, QueueStoreOptions } from './store.ts';
+export type { AdminTarget, EsmtpParams, IncomingEnvelope, IncomingMessage, QueueStats, QueueStoreOptions } from './store.ts';
+export { QueueRunner, backoffDelay, DEFAULT_RETRY_POLICY } from './runner.ts';
+export type { QueueRunnerOptions, RetryPolicy, RunSummary, RunnerStats } from './runner.ts';
 export type {
+  Bouncer,
+  DelayedRecipient,
+  Deliverer,
+  DeliveryJob,
+  DeliveryOutcome,
+  DeliveryRecipient,
+  FailedRecipient,
+  QueuedMessageView,
+  RecipientOutcome,
+} from './deliverer.ts';
+export type {
+  AdminResult,
   ListFilter,
   MessageState,
   QueuedMessageDetail,
@@ -15,8 +32,10 @@ export type {
   QueuedRecipient,
   RecipientState,
 } from './index-db.ts';
+export { MESSAGE_STATES, RECIPIENT_STATES } from './index-db.ts';
 export type { RecoveryReport } from './recovery.ts';
 export type { SpaceVerdict } from './space.ts';
+export { ERR_QUEUE_BODY } from './body-reader.ts';
 export {
   ERR_QUEUE_CLOSED,
   ERR_QUEUE_LOCKED,

@@ -122,7 +122,7 @@ test('queue: no room for the commit record -> ERR_QUEUE_NOSPACE, body removed; w
   await store.close();
   const again = QueueStore.open({ dataDir });
   assert.equal(again.list().length, 2);
-  assert.deepEqual(again.recovery, { tempFilesRemoved: 0, uncommittedBodiesRemoved: 0, missingBodies: [] });
+  assert.deepEqual(again.recovery, { tempFilesRemoved: 0, uncommittedBodiesRemoved: 0, missingBodies: [], badBodies: [] });
   await again.close();
   rmSync(dataDir, { recursive: true });
 });

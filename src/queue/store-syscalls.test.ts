@@ -168,7 +168,7 @@ test('queue: kill -9 right after commit() resolved -> the message is queued afte
   const { id, kill } = await runUntil('commit-then-hang', dataDir, /^COMMITTED (\w+)$/m);
   await kill();
   const store = QueueStore.open({ dataDir });
-  assert.deepEqual(store.recovery, { tempFilesRemoved: 0, uncommittedBodiesRemoved: 0, missingBodies: [] });
+  assert.deepEqual(store.recovery, { tempFilesRemoved: 0, uncommittedBodiesRemoved: 0, missingBodies: [], badBodies: [] });
   assert.deepEqual(store.list({ messageId: 'traced@test' }).map((m) => m.queueId), [id]);
   assert.match(readFileSync(join(dataDir, store.get(id)!.bodyPath), 'utf8'), /hello/);
   await store.close();

@@ -59,7 +59,7 @@ test('queue: a committed message survives a reopen with its envelope, recipients
   await store.close();
 
   const again = QueueStore.open({ dataDir, clock });
-  assert.deepEqual(again.recovery, { tempFilesRemoved: 0, uncommittedBodiesRemoved: 0, missingBodies: [] });
+  assert.deepEqual(again.recovery, { tempFilesRemoved: 0, uncommittedBodiesRemoved: 0, missingBodies: [], badBodies: [] });
   const [summary, ...rest] = again.list();
   assert.equal(rest.length, 0);
   assert.deepEqual(summary, {
@@ -254,7 +254,7 @@ test('queue: recovery removes temp files and uncommitted bodies, keeps committed
   unlinkSync(join(msgDir, `${lost}.eml`));
 
   const again = QueueStore.open({ dataDir, logger });
-  assert.deepEqual(again.recovery, { tempFilesRemoved: 1, uncommittedBodiesRemoved: 1, missingBodies: [lost] });
+  assert.deepEqual(again.recovery, { tempFilesRemoved: 1, uncommittedBodiesRemoved: 1, missingBodies: [lost], badBodies: [] });
   assert.deepEqual(files(tmp), []);
   assert.deepEqual(files(msgDir).sort(), [`${kept}.eml`, 'README'].sort());
   assert.deepEqual(again.list({ state: 'queued' }).map((m) => m.queueId), [kept]);

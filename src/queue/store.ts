@@ -10,8 +10,17 @@
  * or ERR_QUEUE_WRITE (451 4.3.0); the store keeps serving.
  *
  * Layout under dataDir: queue.db (+ -wal, -shm), receiver.lock, spool/tmp/, spool/msg/.
+ *
+ * Three ways to open a store: receiving (QueueStore.open: the one process that receives and runs the queue, under
+ * the receiver lock), admin (QueueStore.openAdmin: CLI hold/release/retry/flush/delete from another process, small
+ * WAL transactions next to the receiver's, no lock, no recovery) and read-only (list/show).
+ *
+ * Admin delete removes the commit record first, then unlinks the body: a crash in between leaves an orphan body,
+ * which the next recovery removes. A runner that is delivering the message at that moment keeps its open file
+ * descriptor: the attempt under way finishes (it cannot be recalled), and its outcomes are dropped because the
+ * record is gone.
  */
-import { closeSync, existsSync, fsync, fsyncSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, existsSync, fsync, fsyncSync, mkdirSync, openSync, readSync, unlinkSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import type { Writable } from 'node:stream';
@@ -23,7 +32,7 @@ import { NULL_LOGGER } from '../core/log.ts';
 import { newQueueId } from '../core/queue-id.ts';
 import { GroupCommit } from './group-commit.ts';
 import { IndexDb } from './index-db.ts';
-import type { ListFilter, MessageRecord, QueuedMessageDetail, QueuedMessageSummary } from './index-db.ts';
+import type { AdminResult, ListFilter, MessageRecord, QueuedMessageDetail, QueuedMessageSummary } from './index-db.ts';
 import {
   ERR_QUEUE_CLOSED,
   ERR_QUEUE_OPEN,
@@ -94,6 +103,40 @@ export interface QueueStats {
   readonly largestBatch: number;
 }
 
+/** What an admin command applies to: listed queue ids, or every message a filter selects (like postsuper ALL). */
+export type AdminTarget = { readonly queueIds: readonly string[] } | { readonly filter: ListFilter };
+
+/** Admin commands change at most this many messages per transaction, so the receiver never waits long. */
+const ADMIN_CHUNK = 500;
+
+/** What the queue runner (same module, not exported from index.ts) may use of a receiving store. */
+export interface RunnerPort {
+  readonly index: IndexDb;
+  readonly logger: Logger;
+  /** Absolute path of a body, from its path relative to the data directory. */
+  bodyFile(bodyPath: string): string;
+  /** Called whenever work may have become due (a commit, a release, a retry). Returns the unsubscribe function. */
+  onWork(listener: () => void): () => void;
+  /** Gives up the store's one runner slot. */
+  detach(): void;
+}
+
+const PORTS = new WeakMap<QueueStore, RunnerPort>();
+
+/**
+ * The runner's access to a receiving store. Only a receiving store (the holder of the receiver lock) may run the
+ * queue, and only one runner at a time: two runners over one queue would deliver every message twice.
+ */
+export function attachRunner(store: QueueStore): RunnerPort {
+  const port = PORTS.get(store);
+  if (port === undefined) throw new RelayguardError(ERR_QUEUE_READONLY, 'Only a receiving queue store can run the queue');
+  if (attachedRunners.has(store)) throw new RelayguardError(ERR_QUEUE_STATE, 'The queue already has a runner');
+  attachedRunners.add(store);
+  return port;
+}
+
+const attachedRunners = new WeakSet<QueueStore>();
+
 interface Paths {
   readonly dataDir: string;
   readonly db: string;
@@ -142,6 +185,9 @@ export class QueueStore {
   readonly #logger: Logger;
   readonly #clock: Clock;
   readonly #minFreeBytes: number;
+  /** Admin commands allowed (receiving and admin stores). */
+  readonly #canAdmin: boolean;
+  readonly #workListeners = new Set<() => void>();
   #closed = false;
   #closing: Promise<void> | null = null;
   #committed = 0;
@@ -184,7 +230,9 @@ export class QueueStore {
     logger: Logger;
     clock: Clock;
     minFreeBytes: number;
+    canAdmin: boolean;
   }) {
+    this.#canAdmin = init.canAdmin;
     this.#paths = init.paths;
     this.dataDir = init.paths.dataDir;
     this.#index = init.index;
@@ -193,6 +241,18 @@ export class QueueStore {
     this.#logger = init.logger;
     this.#clock = init.clock;
     this.#minFreeBytes = init.minFreeBytes;
+    if (init.writer !== null) {
+      PORTS.set(this, {
+        index: init.index,
+        logger: init.logger,
+        bodyFile: (bodyPath) => join(this.#paths.dataDir, bodyPath),
+        onWork: (listener) => {
+          this.#workListeners.add(listener);
+          return () => this.#workListeners.delete(listener);
+        },
+        detach: () => attachedRunners.delete(this),
+      });
+    }
   }
 
   /**
@@ -207,7 +267,7 @@ export class QueueStore {
     if (options.readOnly === true) {
       if (!existsSync(paths.db)) throw new RelayguardError(ERR_QUEUE_OPEN, `No queue at "${paths.dataDir}"`);
       const index = wrapOpen(() => new IndexDb(paths.db, { readOnly: true }));
-      return new QueueStore({ ...common, index, writer: null, recovery: null });
+      return new QueueStore({ ...common, index, writer: null, recovery: null, canAdmin: false });
     }
     let lock: ReceiverLock | null = null;
     let index: IndexDb | null = null;
@@ -234,7 +294,7 @@ export class QueueStore {
         (records) => store!.#flush(records),
         options.maxBatch === undefined ? {} : { maxBatch: options.maxBatch },
       );
-      store = new QueueStore({ ...common, index: idx, recovery, writer: { lock, bodyDirFd: fd, groupCommit, inFlight: new Set() } });
+      store = new QueueStore({ ...common, index: idx, recovery, canAdmin: true, writer: { lock, bodyDirFd: fd, groupCommit, inFlight: new Set() } });
       return store;
     } catch (err) {
       if (bodyDirFd !== null) closeSync(bodyDirFd);
@@ -242,6 +302,22 @@ export class QueueStore {
       lock?.release();
       throw err;
     }
+  }
+
+  /**
+   * Opens an existing queue for admin commands (hold, release, retry, flush, delete) from a process other than the
+   * receiver: no receiver lock, no recovery, no receiving. Its transactions are short (at most ADMIN_CHUNK
+   * messages each) and wait for the receiver's (busy timeout); the receiver's runner picks the changes up at its
+   * next poll. Throws ERR_QUEUE_OPEN when there is no queue.
+   */
+  static openAdmin(options: Pick<QueueStoreOptions, 'dataDir' | 'logger' | 'clock'>): QueueStore {
+    const paths = pathsOf(options.dataDir);
+    if (!existsSync(paths.db)) throw new RelayguardError(ERR_QUEUE_OPEN, `No queue at "${paths.dataDir}"`);
+    const index = wrapOpen(() => new IndexDb(paths.db));
+    return new QueueStore({
+      paths, index, writer: null, recovery: null, canAdmin: true, minFreeBytes: 0,
+      logger: options.logger ?? NULL_LOGGER, clock: options.clock ?? SYSTEM_CLOCK,
+    });
   }
 
   /** Reserves a queue id and creates the message's temp file. Rejects with ERR_QUEUE_NOSPACE / ERR_QUEUE_WRITE. */
@@ -282,6 +358,71 @@ export class QueueStore {
   get(queueId: string): QueuedMessageDetail | null {
     this.#requireOpen();
     return this.#index.get(queueId);
+  }
+
+  /** Puts queued messages on hold: the runner skips them until released. An attempt under way completes. */
+  hold(target: AdminTarget): AdminResult {
+    return this.#adminRun('hold', target, (ids, now) => this.#index.hold(ids, now));
+  }
+
+  /** Releases held messages; they keep their retry schedule (due ones go at once). */
+  release(target: AdminTarget): AdminResult {
+    return this.#adminRun('release', target, (ids, now) => this.#index.release(ids, now), true);
+  }
+
+  /** Makes every open recipient of the messages due now. */
+  retry(target: AdminTarget): AdminResult {
+    return this.#adminRun('retry', target, (ids, now) => this.#index.retry(ids, now), true);
+  }
+
+  /** Retries every queued message that is waiting for its next attempt (like `postqueue -f`). */
+  flush(): AdminResult {
+    this.#requireAdmin();
+    return this.retry({ queueIds: this.#index.notDueIds(this.#clock.now()) });
+  }
+
+  /** Deletes messages (any state) without a bounce: the record first, then the body. */
+  delete(target: AdminTarget): AdminResult {
+    return this.#adminRun('delete', target, (ids) => {
+      const r = this.#index.deleteMessages(ids);
+      for (const p of r.bodyPaths) {
+        try {
+          unlinkSync(join(this.#paths.dataDir, p));
+        } catch (err) {
+          // An orphan body is removed by the next recovery.
+          if ((err as { code?: unknown }).code !== 'ENOENT') this.#logger.warn('deleted message body not removed', { body_path: p, error: String(err) });
+        }
+      }
+      return { changed: r.changed, unchanged: r.unchanged, missing: r.missing };
+    });
+  }
+
+  /**
+   * The header section of a message's body (up to the first empty line), at most maxBytes long, decoded as
+   * UTF-8. Null when the message is unknown. Throws the file error when the body cannot be read.
+   */
+  readHeaders(queueId: string, maxBytes = 64 * 1024): { headers: string; truncated: boolean } | null {
+    this.#requireOpen();
+    const detail = this.#index.get(queueId);
+    if (detail === null) return null;
+    const fd = openSync(join(this.#paths.dataDir, detail.bodyPath), 'r');
+    try {
+      const buf = Buffer.alloc(Math.min(maxBytes, detail.size));
+      let len = 0;
+      while (len < buf.length) {
+        const n = readSync(fd, buf, len, buf.length - len, len);
+        if (n === 0) break;
+        len += n;
+      }
+      const bytes = buf.subarray(0, len);
+      const crlf = bytes.indexOf('\r\n\r\n');
+      const lf = bytes.indexOf('\n\n');
+      const ends = [crlf < 0 ? -1 : crlf + 2, lf < 0 ? -1 : lf + 1].filter((e) => e >= 0);
+      if (ends.length > 0) return { headers: bytes.subarray(0, Math.min(...ends)).toString('utf8'), truncated: false };
+      return { headers: bytes.toString('utf8'), truncated: len < detail.size };
+    } finally {
+      closeSync(fd);
+    }
   }
 
   /** The MAIL-time free-space check (one statfs): 'insufficient' means reply 452 4.3.1. Fails closed. */
@@ -333,6 +474,40 @@ export class QueueStore {
     await fsyncAsync(w.bodyDirFd);
     this.#dirSyncs++;
     this.#index.insertBatch(records);
+    this.#notifyWork();
+  }
+
+  #adminRun(action: string, target: AdminTarget, apply: (ids: readonly string[], now: number) => AdminResult, wakesRunner = false): AdminResult {
+    this.#requireAdmin();
+    const now = this.#clock.now();
+    const ids = 'queueIds' in target ? [...new Set(target.queueIds)] : this.#index.ids(target.filter, now);
+    const out: AdminResult = { changed: [], unchanged: [], missing: [] };
+    for (let i = 0; i < ids.length; i += ADMIN_CHUNK) {
+      const r = apply(ids.slice(i, i + ADMIN_CHUNK), now);
+      out.changed.push(...r.changed);
+      out.unchanged.push(...r.unchanged);
+      out.missing.push(...r.missing);
+    }
+    if (out.changed.length > 0) {
+      this.#logger.info(`queue ${action}`, { changed: out.changed.length, queue_ids: out.changed.slice(0, 100) });
+      if (wakesRunner) this.#notifyWork();
+    }
+    return out;
+  }
+
+  #notifyWork(): void {
+    for (const l of this.#workListeners) {
+      try {
+        l();
+      } catch (err) {
+        this.#logger.error('queue work listener failed', { error: String(err) });
+      }
+    }
+  }
+
+  #requireAdmin(): void {
+    this.#requireOpen();
+    if (!this.#canAdmin) throw new RelayguardError(ERR_QUEUE_READONLY, 'Queue store is open read-only');
   }
 
   #requireOpen(): void {
