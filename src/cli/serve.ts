@@ -11,7 +11,7 @@ import { SmtpServer, type BoundListener } from '../smtp/server.ts';
 import { ensureCertificate, loadCertificate } from '../smtp/tls-cert.ts';
 import { QueueStore } from '../queue/index.ts';
 import { UserStore } from '../policy/users.ts';
-import { AuthThrottle } from '../policy/auth-throttle.ts';
+import { AuthThrottle, ConnectionCounter } from '../policy/auth-throttle.ts';
 import { NetworkList } from '../policy/networks.ts';
 import { compileRelayRules } from '../policy/relay-rules.ts';
 import { createReceiveHandler } from './receive-handler.ts';
@@ -80,6 +80,8 @@ export async function startRelay(config: Config, logger: Logger): Promise<Runnin
     isTrustedProxy: (ip) => proxies.contains(ip),
     lineEndings: config.smtp.bareLineEndings,
     authRequiresTls: config.smtp.requireTlsForAuth,
+    greetDelayMs: config.smtp.greetDelay,
+    connectionLimiter: new ConnectionCounter({ perIp: l.connectionsPerIp, total: l.connections }),
   });
   let listeners: BoundListener[];
   try {

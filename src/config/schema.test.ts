@@ -68,7 +68,7 @@ test('schema: defaultConfig is complete, in ms and bytes, absolute and deeply fr
   assert.deepEqual(c.trustedProxies, []);
   assert.deepEqual(c.localDomains, ['localhost']);
   assert.deepEqual(c.tls, { cert: null, key: null, minVersion: 'TLSv1.2' });
-  assert.deepEqual(c.smtp, { bareLineEndings: 'reject', requireTlsForAuth: true });
+  assert.deepEqual(c.smtp, { bareLineEndings: 'reject', requireTlsForAuth: true, greetDelay: 0 });
   assert.deepEqual(c.limits, {
     messageSize: 26_214_400, recipients: 1000, errors: 20, connectionsPerIp: 50, connections: 10_000,
     idleTimeout: 300_000, sessionTimeout: 3_600_000, dataTimeout: 600_000, proxyTimeout: 5000, hopCount: 100,

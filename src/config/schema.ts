@@ -414,6 +414,9 @@ export const configSchema = z
           .boolean()
           .default(true)
           .describe('Offer and accept AUTH only inside TLS. Setting it to false is a hazard `config check` reports.'),
+        greetDelay: duration({ min: 0, max: 60_000 })
+          .prefault(0)
+          .describe('Wait this long before the 220 greeting; a client that talks first is disconnected with 554 5.5.0 (postscreen-style pregreet test). 0 turns it off.'),
       })
       .prefault({})
       .describe('Protocol behaviour.'),
@@ -602,6 +605,8 @@ export interface Config {
   readonly smtp: {
     readonly bareLineEndings: 'reject' | 'normalize';
     readonly requireTlsForAuth: boolean;
+    /** Milliseconds; 0 = greet at once. */
+    readonly greetDelay: number;
   };
   readonly limits: LimitsConfig;
   readonly log: { readonly level: LogLevel };

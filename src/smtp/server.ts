@@ -43,6 +43,35 @@ export interface SmtpServerOptions {
   readonly lineEndings: LineEndingMode;
   readonly authRequiresTls: boolean;
   readonly greetDelayMs?: number;
+  /** Counts concurrent connections per client (for example grouping IPv6 by /64); default: per exact address. */
+  readonly connectionLimiter?: ConnectionLimiter;
+}
+
+/** Admission of a client address against per-client and total connection limits. */
+export interface ConnectionLimiter {
+  tryAcquire(ip: string): 'ok' | 'per-ip' | 'total';
+  release(ip: string): void;
+}
+
+/** The default limiter: concurrent connections per exact client address and in total. */
+function simpleLimiter(perIp: number, total: number): ConnectionLimiter {
+  const counts = new Map<string, number>();
+  let all = 0;
+  return {
+    tryAcquire(ip) {
+      if (all >= total) return 'total';
+      const c = counts.get(ip) ?? 0;
+      if (c >= perIp) return 'per-ip';
+      counts.set(ip, c + 1);
+      all++;
+      return 'ok';
+    },
+    release(ip) {
+      const c = (counts.get(ip) ?? 1) - 1;
+      if (c <= 0) counts.delete(ip); else counts.set(ip, c);
+      all = Math.max(0, all - 1);
+    },
+  };
 }
 
 export interface BoundListener {
@@ -58,12 +87,13 @@ export class SmtpServer {
   readonly #servers: net.Server[] = [];
   readonly #sessions = new Set<SmtpSession>();
   readonly #sockets = new Set<net.Socket>();
-  readonly #perIp = new Map<string, number>();
+  readonly #limiter: ConnectionLimiter;
   readonly #tlsContext: tls.SecureContext | null;
   #closing = false;
 
   constructor(options: SmtpServerOptions) {
     this.#o = options;
+    this.#limiter = options.connectionLimiter ?? simpleLimiter(options.limits.connectionsPerIp, options.limits.connections);
     this.#tlsContext = options.tls
       ? tls.createSecureContext({ cert: options.tls.cert, key: options.tls.key, minVersion: options.tls.minVersion ?? 'TLSv1.2' })
       : null;
@@ -148,16 +178,13 @@ export class SmtpServer {
       }
       if (res.rest.length > 0) initial = res.rest;
     }
-    const count = (this.#perIp.get(clientIp) ?? 0) + 1;
-    if (count > this.#o.limits.connectionsPerIp) {
-      this.#o.logger.warn('connection refused', { listener: l.name, client_ip: clientIp, reason: 'too many connections from ip' });
-      return this.#refuse(socket, `Error: too many connections from ${clientIp}`);
+    const admitted = this.#limiter.tryAcquire(clientIp);
+    if (admitted !== 'ok') {
+      const reason = admitted === 'per-ip' ? 'too many connections from ip' : 'too many connections';
+      this.#o.logger.warn('connection refused', { listener: l.name, client_ip: clientIp, reason });
+      return this.#refuse(socket, admitted === 'per-ip' ? `Error: too many connections from ${clientIp}` : 'Error: too many connections');
     }
-    this.#perIp.set(clientIp, count);
-    socket.once('close', () => {
-      const c = (this.#perIp.get(clientIp) ?? 1) - 1;
-      if (c <= 0) this.#perIp.delete(clientIp); else this.#perIp.set(clientIp, c);
-    });
+    socket.once('close', () => this.#limiter.release(clientIp));
 
     let stream: net.Socket = socket;
     if (l.tls === 'implicit') {
