@@ -1,0 +1,125 @@
+/**
+ * Routing: which way each recipient leaves (pure, no I/O). Per recipient domain, first match wins:
+ *   1. a per-domain transport entry (`transports`), exact domain match;
+ *   2. a local domain → the configured local transport (Maildir, LMTP or SMTP next hop);
+ *   3. a smart host, when one is configured → every other recipient goes there;
+ *   4. else MX (mx.ts) for the domain, an address literal ([192.0.2.1]) going to that address.
+ * Recipients with the same route key form one destination: one connection and, up to the recipient limit,
+ * one transaction.
+ *
+ * Domains are compared in canonical form (lower case, trailing dot removed), as the relay policy decided on.
+ */
+
+export type TlsMode = 'none' | 'may' | 'required';
+
+export interface SmtpAuthConfig {
+  readonly username: string;
+  readonly password: string;
+  /** Default: PLAIN when offered, else LOGIN. */
+  readonly mechanism?: 'PLAIN' | 'LOGIN';
+}
+
+export interface SmartHostConfig {
+  readonly host: string;
+  /** Default 25 (587 is usual with AUTH). */
+  readonly port?: number;
+  readonly auth?: SmtpAuthConfig;
+  /** STARTTLS policy; 'implicit' connects with TLS (port 465). Default 'required' when auth is set, else 'may'. */
+  readonly tls?: TlsMode | 'implicit';
+  /** Verify the certificate chain and name (with `ca`, or the system CAs). Default true when tls is 'required' or 'implicit'. */
+  readonly verifyCertificate?: boolean;
+  /** Extra trusted CA certificates (PEM) for verification. */
+  readonly ca?: string | readonly string[];
+}
+
+export type LocalTransportConfig =
+  /** Maildir per recipient: ROOT/<domain>/<local part>/{tmp,new,cur}. */
+  | { readonly kind: 'maildir'; readonly root: string }
+  /** LMTP (RFC 2033) next hop. */
+  | { readonly kind: 'lmtp'; readonly host: string; readonly port: number }
+  /** A plain SMTP next hop (a mailbox server behind us). */
+  | { readonly kind: 'smtp'; readonly host: string; readonly port: number; readonly tls?: TlsMode; readonly auth?: SmtpAuthConfig };
+
+export type Route =
+  | { readonly kind: 'local'; readonly key: string; readonly transport: LocalTransportConfig | null }
+  | { readonly kind: 'smarthost'; readonly key: string; readonly host: string; readonly port: number; readonly auth: SmtpAuthConfig | null;
+      readonly tls: TlsMode | 'implicit'; readonly verifyCertificate: boolean; readonly ca: readonly string[] }
+  | { readonly kind: 'mx'; readonly key: string; readonly domain: string };
+
+export interface RoutingConfig {
+  readonly localDomains: readonly string[];
+  /** Where mail for local domains goes; null: local mail is deferred (logged) until one is configured. */
+  readonly localTransport?: LocalTransportConfig | null;
+  readonly smartHost?: SmartHostConfig | null;
+  /** Per-domain overrides: 'mx' forces MX routing (bypassing the smart host) or a local transport. */
+  readonly transports?: Readonly<Record<string, LocalTransportConfig | 'mx'>>;
+}
+
+/** The canonical domain of an address: after the last "@", lower case, no trailing dot ('' if none). */
+export function domainOf(address: string): string {
+  const at = address.lastIndexOf('@');
+  if (at < 0) return '';
+  const d = address.slice(at + 1);
+  if (d.startsWith('[')) return d.replace(/^\[ipv6:/i, '[IPv6:');
+  return d.toLowerCase().replace(/\.$/, '');
+}
+
+function localKey(t: LocalTransportConfig | null): string {
+  if (t === null) return 'local:none';
+  switch (t.kind) {
+    case 'maildir': return `local:maildir:${t.root}`;
+    case 'lmtp': return `local:lmtp:${t.host}:${t.port}`;
+    case 'smtp': return `local:smtp:${t.host}:${t.port}`;
+  }
+}
+
+export class Router {
+  readonly #local: Set<string>;
+  readonly #config: RoutingConfig;
+  readonly #smart: Route | null;
+
+  constructor(config: RoutingConfig) {
+    this.#config = config;
+    this.#local = new Set(config.localDomains.map((d) => d.toLowerCase().replace(/\.$/, '')));
+    const s = config.smartHost ?? null;
+    if (s !== null) {
+      const port = s.port ?? 25;
+      if (!Number.isInteger(port) || port < 1 || port > 65535) throw new RangeError(`Bad smart host port ${port}`);
+      if (s.host === '' || /[\s\r\n\0]/.test(s.host)) throw new TypeError('Bad smart host name');
+      const tls = s.tls ?? (s.auth ? 'required' : 'may');
+      this.#smart = {
+        kind: 'smarthost', key: `smarthost:${s.host}:${port}`, host: s.host, port, auth: s.auth ?? null, tls,
+        verifyCertificate: s.verifyCertificate ?? (tls === 'required' || tls === 'implicit'),
+        ca: s.ca === undefined ? [] : typeof s.ca === 'string' ? [s.ca] : [...s.ca],
+      };
+    } else {
+      this.#smart = null;
+    }
+  }
+
+  /** The route of one recipient address. */
+  route(address: string): Route {
+    const domain = domainOf(address);
+    const override = this.#config.transports?.[domain];
+    if (override === 'mx') return { kind: 'mx', key: `mx:${domain}`, domain };
+    if (override !== undefined) return { kind: 'local', key: localKey(override), transport: override };
+    if (domain === '' || this.#local.has(domain)) {
+      const t = this.#config.localTransport ?? null;
+      return { kind: 'local', key: localKey(t), transport: t };
+    }
+    if (this.#smart !== null) return this.#smart;
+    return { kind: 'mx', key: `mx:${domain}`, domain };
+  }
+
+  /** Groups addresses by route, keeping envelope order inside each group and the order groups first appear. */
+  group<T extends { readonly address: string }>(recipients: readonly T[]): { route: Route; recipients: T[] }[] {
+    const groups = new Map<string, { route: Route; recipients: T[] }>();
+    for (const r of recipients) {
+      const route = this.route(r.address);
+      const g = groups.get(route.key);
+      if (g) g.recipients.push(r);
+      else groups.set(route.key, { route, recipients: [r] });
+    }
+    return [...groups.values()];
+  }
+}
