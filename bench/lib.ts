@@ -243,6 +243,8 @@ export async function startRelayguard(options: RelayguardOptions = {}): Promise<
     localDomains: ['peers.test'],
     listeners: [{ name: 'mx', role: 'mx', address: '127.0.0.1', port, tls: 'starttls' }],
     log: { level: 'warn' },
+    // Like the Postfix peer (relay_transport = discard:): the runner delivers accepted mail to a discard transport.
+    delivery: { localTransport: { discard: true } },
     ...options.config,
   };
   const configFile = join(dataDir, 'relayguard.yaml');

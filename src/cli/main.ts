@@ -3,6 +3,7 @@
  * message on stderr and a non-zero exit code: 1 for a failed check, 2 for usage or configuration errors.
  */
 import { existsSync, mkdirSync } from 'node:fs';
+import { join, relative } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { loadConfig } from '../config/load.ts';
 import { checkConfig, formatFindings, hasErrors } from '../config/check.ts';
@@ -12,6 +13,7 @@ import { UserStore } from '../policy/users.ts';
 import { createLogger } from './logger.ts';
 import { databasePath, startRelay } from './serve.ts';
 import { registerQueueCommands } from './queue-commands.ts';
+import { writeDkimKey } from '../delivery/index.ts';
 
 interface Io {
   out(s: string): void;
@@ -149,6 +151,31 @@ export function buildProgram(io: Io, setExit: (code: number) => void): Command {
       for (const d of users.listDomains()) io.out(`${d}  (database)`);
     } finally { users.close(); }
   });
+
+  const dkim = program.command('dkim').description('DKIM signing keys');
+  dkim
+    .command('keygen <domain>')
+    .description('generate a signing key under dataDir/dkim and print the DNS TXT record to publish')
+    .option('-c, --config <file>', 'relayguard.yaml to use')
+    .option('-s, --selector <selector>', 'DKIM selector', 'relayguard')
+    .option('--type <type>', 'rsa (2048 bits) or ed25519', 'rsa')
+    .action(async (d: string, opts: { config?: string; selector: string; type: string }) => {
+      if (opts.type !== 'rsa' && opts.type !== 'ed25519') throw new RelayguardError('ERR_USAGE', `--type must be rsa or ed25519, got "${opts.type}"`);
+      const config = configFrom(opts);
+      let key;
+      try {
+        key = await writeDkimKey(join(config.dataDir, 'dkim'), d, opts.selector, { type: opts.type });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new RelayguardError('ERR_DKIM_EXISTS', `A key for ${d} with selector ${opts.selector} exists already; pick another selector`);
+        if (err instanceof TypeError) throw new RelayguardError('ERR_USAGE', err.message);
+        throw err;
+      }
+      io.out(`private key written to ${key.path}`);
+      io.out('publish this DNS record:');
+      io.out(key.zoneLine);
+      io.out('then add to relayguard.yaml:');
+      io.out(`delivery:\n  dkim:\n    - { domain: ${key.domain}, selector: ${key.selector}, keyFile: ${relative(config.dataDir, key.path)} }`);
+    });
 
   const cfg = program.command('config').description('configuration tools');
   cfg

@@ -3,13 +3,17 @@
  * the listeners. The returned handle stops everything in order (listeners with 421, then the queue).
  */
 import { mkdirSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { promises as dnsPromises } from 'node:dns';
+import { finished } from 'node:stream/promises';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../core/log.ts';
 import { SmtpServer, type BoundListener } from '../smtp/server.ts';
 import { ensureCertificate, loadCertificate } from '../smtp/tls-cert.ts';
-import { QueueStore } from '../queue/index.ts';
+import { QueueStore, QueueRunner } from '../queue/index.ts';
+import { SmtpDeliverer, DsnBouncer, MailauthDkimSigner } from '../delivery/index.ts';
 import { UserStore } from '../policy/users.ts';
 import { AuthThrottle, ConnectionCounter } from '../policy/auth-throttle.ts';
 import { NetworkList } from '../policy/networks.ts';
@@ -83,10 +87,12 @@ export async function startRelay(config: Config, logger: Logger): Promise<Runnin
     greetDelayMs: config.smtp.greetDelay,
     connectionLimiter: new ConnectionCounter({ perIp: l.connectionsPerIp, total: l.connections }),
   });
+  const outbound = config.delivery.enabled ? await startDelivery(config, queue, () => localDomains, logger) : null;
   let listeners: BoundListener[];
   try {
     listeners = await server.listen();
   } catch (err) {
+    await outbound?.stop();
     clearInterval(refresh);
     await server.close({ graceMs: 0 });
     await queue.close();
@@ -102,11 +108,65 @@ export async function startRelay(config: Config, logger: Logger): Promise<Runnin
       closing ??= (async () => {
         clearInterval(refresh);
         await server.close({ graceMs: 5000 });
+        await outbound?.stop();
         await queue.close();
         users.close();
         logger.info('stopped', {});
       })();
       return closing;
+    },
+  };
+}
+
+/** The deliver path: queue runner, SMTP/Maildir deliverer and DSN bouncer, on the same store as the receiver. */
+async function startDelivery(
+  config: Config,
+  queue: QueueStore,
+  localDomains: () => ReadonlySet<string>,
+  logger: Logger,
+): Promise<{ stop(): Promise<void> }> {
+  const d = config.delivery;
+  const resolver = new dnsPromises.Resolver({ timeout: 5000, tries: 2 });
+  if (d.dnsServers.length > 0) resolver.setServers([...d.dnsServers]);
+  const keys = await Promise.all(d.dkim.map(async (k) => ({ domain: k.domain, selector: k.selector, privateKey: await readFile(k.keyFile, 'utf8') })));
+  const lt = d.localTransport;
+  const deliverer = new SmtpDeliverer({
+    hostname: config.hostname,
+    routing: {
+      localDomains,
+      localTransport: lt.kind === 'maildir' ? { kind: 'maildir', root: lt.root } : lt.kind === 'discard' ? { kind: 'discard' } : { kind: lt.kind, host: lt.host, port: lt.port },
+      smartHost: d.smartHost,
+    },
+    resolver,
+    mxPort: d.mxPort,
+    self: config.listeners.filter((l) => l.role === 'mx').map((l) => ({ address: l.address, port: l.port })),
+    allowPrivate: d.allowPrivateMx,
+    dkim: keys.length > 0 ? new MailauthDkimSigner({ keys, logger }) : null,
+    logger,
+  });
+  const bouncer = new DsnBouncer({
+    hostname: config.hostname,
+    logger,
+    enqueue: async (env, content) => {
+      const m = await queue.beginMessage();
+      m.body.end(content);
+      await finished(m.body);
+      await m.commit({ ...env, clientIp: '127.0.0.1', helo: null, user: null, listener: 'bounce' });
+    },
+  });
+  const runner = new QueueRunner({
+    store: queue,
+    deliverer,
+    bouncer,
+    logger,
+    retry: { minimalBackoffMs: d.retry.minimalBackoff, maximalBackoffMs: d.retry.maximalBackoff, lifetimeMs: d.retry.lifetime },
+  });
+  runner.start();
+  logger.info('queue runner started', { local_transport: lt.kind, smart_host: d.smartHost ? `${d.smartHost.host}:${d.smartHost.port}` : null });
+  return {
+    async stop() {
+      await runner.stop();
+      await deliverer.close();
     },
   };
 }

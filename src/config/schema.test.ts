@@ -74,7 +74,16 @@ test('schema: defaultConfig is complete, in ms and bytes, absolute and deeply fr
     idleTimeout: 300_000, sessionTimeout: 3_600_000, dataTimeout: 600_000, proxyTimeout: 5000, hopCount: 100,
     commandLineLength: 2048, authFailuresPerIp: 10, authFailureWindow: 60_000,
   });
-  assert.deepEqual(c.delivery, { smartHost: null, retry: { minimalBackoff: 300_000, maximalBackoff: 14_400_000, lifetime: 432_000_000 } });
+  assert.deepEqual(c.delivery, {
+    enabled: true,
+    localTransport: { kind: 'maildir', root: path.join(c.dataDir, 'mailboxes') },
+    mxPort: 25,
+    dnsServers: [],
+    allowPrivateMx: false,
+    dkim: [],
+    smartHost: null,
+    retry: { minimalBackoff: 300_000, maximalBackoff: 14_400_000, lifetime: 432_000_000 },
+  });
   assert.deepEqual(c.web, { enabled: true, address: '127.0.0.1', port: 8025 });
   assert.deepEqual(c.dnsbl, { enabled: true, zone: 'relays.localhost', listen: { address: '127.0.0.1', port: 5353 } });
   assert.ok(Object.isFrozen(c) && Object.isFrozen(c.listeners) && Object.isFrozen(c.listeners[0]) && Object.isFrozen(c.limits));

@@ -478,6 +478,38 @@ export const configSchema = z
       .describe('The open-relay DNS blocklist this instance publishes.'),
     delivery: z
       .strictObject({
+        enabled: z
+          .boolean()
+          .default(true)
+          .describe('Run the queue runner in `serve`. False keeps accepted mail in the queue (like a stopped qmgr); `queue list` still shows it.'),
+        localTransport: z
+          .union([
+            z.strictObject({ maildir: z.string().min(1).describe('Maildir root: ROOT/<domain>/<local part>/{tmp,new,cur}; relative to dataDir.') }),
+            z.strictObject({ discard: z.literal(true).describe('Accept and drop local mail (benchmarks, sink domains), like Postfix discard(8).') }),
+            z.strictObject({ lmtp: z.string().refine((v) => parseHostPort(v) !== null, 'must be "host:port"').describe('LMTP next hop "host:port".') }),
+            z.strictObject({ smtp: z.string().refine((v) => parseHostPort(v) !== null, 'must be "host:port"').describe('SMTP next hop "host:port" (a mailbox server behind us).') }),
+          ])
+          .prefault({ maildir: 'mailboxes' })
+          .describe('Where mail for local domains goes. Default: Maildir folders under dataDir/mailboxes.'),
+        mxPort: z.number().int().min(1).max(65535).default(25).describe('TCP port used for MX and address-literal next hops.'),
+        dnsServers: z
+          .array(z.string())
+          .default([])
+          .describe('DNS servers ("ip" or "ip:port") for MX/A/AAAA/TLSA/TXT lookups. Empty: the system resolver configuration.'),
+        allowPrivateMx: z
+          .boolean()
+          .default(false)
+          .describe('Deliver to MX hosts with RFC 1918, ULA or link-local addresses (internal deployments). Loopback and our own listeners are always refused as loops.'),
+        dkim: z
+          .array(
+            z.strictObject({
+              domain: z.string().min(1),
+              selector: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9-]*(\.[A-Za-z0-9][A-Za-z0-9-]*)*$/, 'must be a DNS label'),
+              keyFile: z.string().min(1).describe('PEM private key; relative to dataDir (`relayguard dkim keygen` writes dkim/<domain>.<selector>.key).'),
+            }),
+          )
+          .default([])
+          .describe('DKIM signing keys: outgoing mail whose From: domain matches is signed.'),
         smartHost: z
           .string()
           .transform((v, ctx) => {
@@ -617,6 +649,17 @@ export interface Config {
     readonly listen: { readonly address: string; readonly port: number };
   };
   readonly delivery: {
+    readonly enabled: boolean;
+    /** Absolute maildir root, or an LMTP/SMTP next hop. */
+    readonly localTransport:
+      | { readonly kind: 'maildir'; readonly root: string }
+      | { readonly kind: 'discard' }
+      | { readonly kind: 'lmtp' | 'smtp'; readonly host: string; readonly port: number };
+    readonly mxPort: number;
+    readonly dnsServers: readonly string[];
+    readonly allowPrivateMx: boolean;
+    /** keyFile absolute. */
+    readonly dkim: readonly { readonly domain: string; readonly selector: string; readonly keyFile: string }[];
     readonly smartHost: { readonly host: string; readonly port: number } | null;
     readonly retry: {
       /** Milliseconds. */
@@ -646,6 +689,14 @@ function defaultHostname(): string {
  * Turns the schema's output into the frozen Config: fills computed defaults (hostname, listener names and
  * ports) and resolves paths against `baseDir`.
  */
+function localTransportOf(t: ParsedConfig['delivery']['localTransport'], dataDir: string): Config['delivery']['localTransport'] {
+  if ('maildir' in t) return { kind: 'maildir', root: path.resolve(dataDir, t.maildir) };
+  if ('discard' in t) return { kind: 'discard' };
+  const [kind, hostPort] = 'lmtp' in t ? (['lmtp', t.lmtp] as const) : (['smtp', t.smtp] as const);
+  const hp = parseHostPort(hostPort)!; // validated by the schema
+  return { kind, host: hp.host, port: hp.port };
+}
+
 export function buildConfig(parsed: ParsedConfig, options: { baseDir: string; configFile?: string | null }): Config {
   const resolve = (p: string) => path.resolve(options.baseDir, p);
   const config: Config = {
@@ -678,6 +729,12 @@ export function buildConfig(parsed: ParsedConfig, options: { baseDir: string; co
     dnsblChecks: parsed.dnsblChecks.map((c) => ({ zone: c.zone, weight: c.weight })),
     dnsbl: { enabled: parsed.dnsbl.enabled, zone: parsed.dnsbl.zone, listen: { ...parsed.dnsbl.listen } },
     delivery: {
+      enabled: parsed.delivery.enabled,
+      localTransport: localTransportOf(parsed.delivery.localTransport, resolve(parsed.dataDir)),
+      mxPort: parsed.delivery.mxPort,
+      dnsServers: [...parsed.delivery.dnsServers],
+      allowPrivateMx: parsed.delivery.allowPrivateMx,
+      dkim: parsed.delivery.dkim.map((k) => ({ domain: k.domain.toLowerCase(), selector: k.selector, keyFile: path.resolve(resolve(parsed.dataDir), k.keyFile) })),
       smartHost: parsed.delivery.smartHost === null ? null : { ...parsed.delivery.smartHost },
       retry: { ...parsed.delivery.retry },
     },

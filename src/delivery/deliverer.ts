@@ -144,6 +144,10 @@ export class SmtpDeliverer implements Deliverer {
           logger.warn('no local transport configured; local mail deferred', { rcpts: recipients.map((r) => r.address) });
           return { outcomes: recipients.map((r) => failureOutcome(r.address, deferred('4.3.5', 'no local transport configured'))), bodyFailed: false };
         }
+        if (t.kind === 'discard') {
+          logger.info('discarded', { queue_id: message.queueId, rcpts: recipients.map((r) => r.address) });
+          return { outcomes: recipients.map((r) => ({ address: r.address, outcome: 'delivered' as const, diagnostic: 'discarded by local transport' })), bodyFailed: false };
+        }
         if (t.kind === 'maildir') {
           return deliverLocalMaildir({ root: t.root, hostname: o.hostname, lineEndings: o.maildirLineEndings ?? 'lf' }, message, recipients);
         }

@@ -35,6 +35,8 @@ export interface SmartHostConfig {
 export type LocalTransportConfig =
   /** Maildir per recipient: ROOT/<domain>/<local part>/{tmp,new,cur}. */
   | { readonly kind: 'maildir'; readonly root: string }
+  /** Accept and drop (Postfix discard(8)): for benchmarks and sink domains. Logged per recipient. */
+  | { readonly kind: 'discard' }
   /** LMTP (RFC 2033) next hop. */
   | { readonly kind: 'lmtp'; readonly host: string; readonly port: number }
   /** A plain SMTP next hop (a mailbox server behind us). */
@@ -47,7 +49,8 @@ export type Route =
   | { readonly kind: 'mx'; readonly key: string; readonly domain: string };
 
 export interface RoutingConfig {
-  readonly localDomains: readonly string[];
+  /** Canonical local domains, or a function giving the current set (domains added while the relay runs). */
+  readonly localDomains: readonly string[] | (() => ReadonlySet<string>);
   /** Where mail for local domains goes; null: local mail is deferred (logged) until one is configured. */
   readonly localTransport?: LocalTransportConfig | null;
   readonly smartHost?: SmartHostConfig | null;
@@ -68,19 +71,26 @@ function localKey(t: LocalTransportConfig | null): string {
   if (t === null) return 'local:none';
   switch (t.kind) {
     case 'maildir': return `local:maildir:${t.root}`;
+    case 'discard': return 'local:discard';
     case 'lmtp': return `local:lmtp:${t.host}:${t.port}`;
     case 'smtp': return `local:smtp:${t.host}:${t.port}`;
   }
 }
 
 export class Router {
-  readonly #local: Set<string>;
+  readonly #local: () => ReadonlySet<string>;
   readonly #config: RoutingConfig;
   readonly #smart: Route | null;
 
   constructor(config: RoutingConfig) {
     this.#config = config;
-    this.#local = new Set(config.localDomains.map((d) => d.toLowerCase().replace(/\.$/, '')));
+    const ld = config.localDomains;
+    if (typeof ld === 'function') {
+      this.#local = ld;
+    } else {
+      const fixed = new Set(ld.map((d) => d.toLowerCase().replace(/\.$/, '')));
+      this.#local = () => fixed;
+    }
     const s = config.smartHost ?? null;
     if (s !== null) {
       const port = s.port ?? 25;
@@ -103,7 +113,7 @@ export class Router {
     const override = this.#config.transports?.[domain];
     if (override === 'mx') return { kind: 'mx', key: `mx:${domain}`, domain };
     if (override !== undefined) return { kind: 'local', key: localKey(override), transport: override };
-    if (domain === '' || this.#local.has(domain)) {
+    if (domain === '' || this.#local().has(domain)) {
       const t = this.#config.localTransport ?? null;
       return { kind: 'local', key: localKey(t), transport: t };
     }

@@ -55,6 +55,8 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeProce
     hostname: 'mx.local.test',
     dataDir,
     localDomains: ['local.test'],
+    // Receive-path tests inspect the queue: the runner stays off unless a test turns delivery on.
+    delivery: { enabled: false },
     listeners: [
       { name: 'mx', role: 'mx', address: '127.0.0.1', port: ports.mx, tls: 'starttls' },
       { name: 'submission', role: 'submission', address: '127.0.0.1', port: ports.submission, tls: 'starttls' },

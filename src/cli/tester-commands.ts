@@ -1,0 +1,308 @@
+/**
+ * `relayguard test` and `relayguard scan`: the open-relay tester's command line. Exit codes (both commands):
+ * 0 closed, 1 open, 2 inconclusive, 3 usage or network error. Usage errors found by the actions themselves
+ * exit 3 here; commander's own parse errors (unknown option) surface as a CommanderError, which testerMain()
+ * maps to 3 (main.ts maps them to 2 unless it special-cases these commands).
+ */
+import { appendFileSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { RelayguardError } from '../core/errors.ts';
+import { generateSelfSigned } from '../smtp/tls-cert.ts';
+import {
+  DEFAULT_PORTS, ProbeSink, TRICKS, doneFromOutput, isRangeEntry, parseList, parsePortSpec, parseRange, renderJUnit,
+  renderJson, renderProgress, renderText, runScan, runTester, selectTricks, type IpRange, type PortSpec, type RunOptions,
+  type ScanLine, isHostName, parseIpTarget,
+} from '../tester/index.ts';
+
+export interface TesterIo {
+  out(s: string): void;
+  err(s: string): void;
+}
+
+/** Thrown by option checks: message to stderr, exit 3. */
+class UsageError extends Error {}
+
+const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
+
+function seconds(v: string | undefined, name: string, fallback: number, options: { min?: number } = {}): number {
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!/^\d+(\.\d+)?$/.test(v) || !Number.isFinite(n) || n < (options.min ?? 0)) throw new UsageError(`--${name} takes a number of seconds, got "${v}"`);
+  return n * 1000;
+}
+
+function count(v: string | undefined, name: string, fallback: number, min = 0): number {
+  if (v === undefined) return fallback;
+  if (!/^\d{1,9}$/.test(v) || Number(v) < min) throw new UsageError(`--${name} takes a whole number${min > 0 ? ` >= ${min}` : ''}, got "${v}"`);
+  return Number(v);
+}
+
+function domainOption(v: string | undefined, name: string): string | undefined {
+  if (v === undefined) return undefined;
+  const d = v.replace(/\.$/, '').toLowerCase();
+  if (!isHostName(d)) throw new UsageError(`--${name} takes a domain name, got "${v}"`);
+  return d;
+}
+
+interface CommonOpts {
+  port?: string[];
+  sourceAddress?: string;
+  testerDomain?: string;
+  domain?: string;
+  hostName?: string;
+  helo?: string;
+  tricks?: string;
+  tlsOnly?: boolean;
+  starttls?: boolean;
+  pace?: string;
+  budget?: string;
+  timeout?: string;
+  errorsPerSession?: string;
+  transcript?: boolean;
+  ipv4?: boolean;
+  ipv6?: boolean;
+}
+
+function addCommonOptions(cmd: Command, defaultPorts: string): Command {
+  return cmd
+    .option('-p, --port <port>', `port to test, PORT or PORT:ROLE (ROLE mx, submission, submissions = implicit TLS); repeatable (default ${defaultPorts})`, collect)
+    .option('--source-address <ip>', 'connect from this local address')
+    .option('--tester-domain <domain>', 'domain of the probe recipients in safe mode (default example.net)')
+    .option('--domain <domain>', "the target's mail domain (for the tricks that spoof it, and the local-delivery check)")
+    .option('--host-name <name>', "the target's host name (default: from its banner)")
+    .option('--helo <name>', 'EHLO name (default: the tester or probe domain)')
+    .option('--tricks <ids>', 'comma-separated subset of the battery (see test --list-tricks)')
+    .option('--tls-only', 'on mx and submission ports run the battery only after STARTTLS')
+    .option('--no-starttls', 'do not run the battery after STARTTLS')
+    .option('--pace <ms>', 'pause between tries, milliseconds (default 0)')
+    .option('--budget <seconds>', 'time budget per target address (default 300)')
+    .option('--timeout <seconds>', 'reply timeout per command (default 30; connect: at most 10)')
+    .option('--errors-per-session <n>', 'open a fresh connection after this many error replies (default 8)')
+    .option('--transcript', 'keep full transcripts with timings (printed with the text report, included in JSON)')
+    .option('-4, --ipv4', 'only IPv4 addresses')
+    .option('-6, --ipv6', 'only IPv6 addresses');
+}
+
+function testerOptions(opts: CommonOpts, defaults: readonly PortSpec[]): Omit<RunOptions, 'proof'> {
+  let ports: PortSpec[];
+  try {
+    ports = opts.port && opts.port.length > 0 ? opts.port.flatMap((p) => p.split(',')).filter((p) => p !== '').map(parsePortSpec) : [...defaults];
+    const tricks = opts.tricks ? selectTricks(opts.tricks.split(',').map((s) => s.trim()).filter((s) => s !== '')) : TRICKS;
+    if (opts.sourceAddress !== undefined && parseIpTarget(opts.sourceAddress) === null) throw new UsageError(`--source-address takes an IP address, got "${opts.sourceAddress}"`);
+    if (opts.ipv4 && opts.ipv6) throw new UsageError('give -4 or -6, not both');
+    const timeout = seconds(opts.timeout, 'timeout', 30_000, { min: 0.05 });
+    const testerDomain = domainOption(opts.testerDomain, 'tester-domain') ?? 'example.net';
+    const domain = domainOption(opts.domain, 'domain');
+    const hostName = domainOption(opts.hostName, 'host-name');
+    const helo = domainOption(opts.helo, 'helo');
+    return {
+      ports,
+      tricks,
+      testerDomain,
+      ...(opts.sourceAddress !== undefined ? { sourceAddress: parseIpTarget(opts.sourceAddress)! } : {}),
+      ...(domain ? { domain } : {}),
+      ...(hostName ? { hostName } : {}),
+      ...(helo ? { heloName: helo } : {}),
+      ...(opts.tlsOnly ? { tlsOnly: true } : {}),
+      ...(opts.starttls === false ? { noStartTls: true } : {}),
+      paceMs: count(opts.pace, 'pace', 0),
+      budgetMs: seconds(opts.budget, 'budget', 300_000, { min: 0.1 }),
+      timeouts: { connect: Math.min(10_000, timeout), greeting: timeout, command: timeout },
+      errorsPerSession: count(opts.errorsPerSession, 'errors-per-session', 8, 1),
+      transcript: opts.transcript === true,
+      resolve: { ...(opts.ipv4 ? { family: 4 as const } : {}), ...(opts.ipv6 ? { family: 6 as const } : {}) },
+    };
+  } catch (err) {
+    if (err instanceof RangeError) throw new UsageError(err.message);
+    throw err;
+  }
+}
+
+function parseHostPort(v: string, name: string): { address: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(v) ?? /^(\d{1,5})$/.exec(v);
+  if (!m) throw new UsageError(`--${name} takes ADDRESS:PORT (or PORT), got "${v}"`);
+  const port = Number(m[3] ?? m[1]);
+  const address = m[3] !== undefined ? parseIpTarget(m[1] ?? m[2]!) : '0.0.0.0';
+  if (address === null || port > 65535) throw new UsageError(`--${name} takes ADDRESS:PORT with an IP address, got "${v}"`);
+  return { address, port };
+}
+
+function listTricks(io: TesterIo): void {
+  io.out('id    kind   title / exercises / MAIL FROM -> RCPT TO');
+  for (const t of TRICKS) {
+    io.out(`${t.id.padEnd(5)} ${t.kind.padEnd(6)} ${t.title}${t.requires ? ` (needs ${t.requires.join(', ')})` : ''}`);
+    io.out(`${' '.repeat(13)}${t.exercises}`);
+    io.out(`${' '.repeat(13)}MAIL FROM:${t.mailFrom}${t.mailParams ? ` ${t.mailParams.join(' ')}` : ''} -> ${t.rcptTo.map((r) => `RCPT TO:${r.path}${r.params ? ` ${r.params.join(' ')}` : ''}`).join(', ')}`);
+  }
+}
+
+/** Adds `test` and `scan` to a program. setExit receives the exit code (0-3). */
+export function registerTesterCommands(program: Command, io: TesterIo, setExit: (code: number) => void): void {
+  const guard = <A extends unknown[]>(fn: (...args: A) => Promise<void>) => async (...args: A): Promise<void> => {
+    try {
+      await fn(...args);
+    } catch (err) {
+      if (err instanceof UsageError || (err instanceof RelayguardError && err.code === 'ERR_USAGE')) {
+        io.err(`relayguard: ${err.message}`);
+        setExit(3);
+        return;
+      }
+      const e = err as NodeJS.ErrnoException;
+      if (e?.code === 'EADDRINUSE' || e?.code === 'EACCES' || e?.code === 'EADDRNOTAVAIL') {
+        io.err(`relayguard: cannot listen: ${e.message} [${e.code}]`);
+        setExit(3);
+        return;
+      }
+      throw err;
+    }
+  };
+
+  const test = addCommonOptions(program.command('test'), '25, 587, 465')
+    .description('test hosts, IP addresses or mail domains (every MX, every A and AAAA) for open relaying; exit 0 closed, 1 open, 2 inconclusive, 3 error')
+    .argument('[targets...]', 'IP address, host name or mail domain')
+    .option('--no-mx', 'treat names as hosts (A/AAAA), not as mail domains (MX)')
+    .option('--prove', 'proof mode: send one tagged probe per accepted trick to --probe-domain; OPEN only when it arrives')
+    .option('--probe-domain <domain>', 'proof mode: a domain you control whose mail reaches the sink')
+    .option('--sink <address:port>', 'proof mode: where the built-in sink listens (default 0.0.0.0:25)')
+    .option('--wait <seconds>', 'proof mode: how long to wait for probes to arrive (default 30)')
+    .option('--json', 'JSON report on stdout (schema relayguard-tester/1, docs/tester-json.md)')
+    .option('--junit <file>', 'also write a JUnit XML report')
+    .option('-v, --verbose', 'list every trick in the text report')
+    .addOption(new Option('--color', 'colour the text report (default: when stdout is a terminal)'))
+    .addOption(new Option('--no-color', 'no colour'))
+    .option('--list-tricks', 'print the battery and exit')
+    .action(guard(async (targets: string[], opts: CommonOpts & {
+      mx?: boolean; prove?: boolean; probeDomain?: string; sink?: string; wait?: string; json?: boolean; junit?: string;
+      verbose?: boolean; color?: boolean; listTricks?: boolean;
+    }) => {
+      if (opts.listTricks) { listTricks(io); setExit(0); return; }
+      if (targets.length === 0) throw new UsageError('give at least one target (IP address, host name or mail domain)');
+      const base = testerOptions(opts, DEFAULT_PORTS);
+      let sink: ProbeSink | null = null;
+      let options: RunOptions = { ...base, resolve: { ...base.resolve, ...(opts.mx === false ? { mx: false } : {}) } };
+      if (opts.prove) {
+        const probeDomain = domainOption(opts.probeDomain, 'probe-domain');
+        if (!probeDomain) throw new UsageError('--prove needs --probe-domain: a domain you control whose mail reaches the sink');
+        if (opts.testerDomain !== undefined && domainOption(opts.testerDomain, 'tester-domain') !== probeDomain) {
+          throw new UsageError('in proof mode the probes go to --probe-domain; drop --tester-domain');
+        }
+        const where = parseHostPort(opts.sink ?? '0.0.0.0:25', 'sink');
+        const cert = await generateSelfSigned(probeDomain);
+        sink = await ProbeSink.start({ address: where.address, port: where.port, probeDomain, hostname: `sink.${probeDomain}`, tls: cert });
+        options = { ...options, testerDomain: probeDomain, proof: { collector: sink, waitMs: seconds(opts.wait, 'wait', 30_000) } };
+      } else if (opts.probeDomain || opts.sink || opts.wait) {
+        throw new UsageError('--probe-domain, --sink and --wait need --prove');
+      }
+      try {
+        const run = await runTester(targets, options);
+        if (opts.json) io.out(renderJson(run));
+        else io.out(renderText(run, { color: opts.color ?? (process.stdout.isTTY === true && !process.env['NO_COLOR']), verbose: opts.verbose === true, transcript: opts.transcript === true }));
+        if (opts.junit) writeFileSync(opts.junit, renderJUnit(run));
+        setExit(run.exitCode);
+      } finally {
+        await sink?.close();
+      }
+    }));
+  test.addHelpText('after', '\nExamples:\n  relayguard test mx.example.org\n  relayguard test example.org --json > report.json\n  relayguard test 192.0.2.25 --port 2525:mx --source-address 192.0.2.99\n  relayguard test mx.example.org --prove --probe-domain probes.example.net --sink 0.0.0.0:25');
+
+  addCommonOptions(program.command('scan'), '25, 587, 465')
+    .description('test many addresses (files, CIDR ranges, stdin) inside the ranges you name; JSON lines out; resumable')
+    .argument('[targets...]', 'addresses, CIDR ranges (these count as named ranges) or names')
+    .option('-i, --input <file>', 'read targets from a file ("-" = stdin), one per line, # comments')
+    .option('--allow <cidr>', 'a range that may be scanned (repeatable); targets from --input must fall inside one', collect)
+    .option('--opt-out <file>', 'addresses and ranges never to test, one per line')
+    .option('-o, --out <file>', 'write JSON lines here (default stdout)')
+    .option('--resume', 'skip the addresses already in --out and append to it')
+    .option('-c, --concurrency <n>', 'addresses tested at once (default 10)')
+    .option('--rate <n>', 'new addresses per second (default 10, 0 = no limit)')
+    .option('--max-targets <n>', 'refuse to scan more addresses than this (default 65536)')
+    .option('--no-progress', 'no progress bar (shown on a terminal)')
+    .action(guard(async (targets: string[], opts: CommonOpts & {
+      input?: string; allow?: string[]; optOut?: string; out?: string; resume?: boolean; concurrency?: string; rate?: string;
+      maxTargets?: string; progress?: boolean;
+    }) => {
+      const inputs = [...targets];
+      if (opts.input) {
+        const text = opts.input === '-' ? await readStdin() : readText(opts.input, 'input');
+        inputs.push(...parseList(text));
+      }
+      if (inputs.length === 0) throw new UsageError('give targets as arguments, with --input FILE, or --input - for stdin');
+      const allow: IpRange[] = [];
+      try {
+        for (const a of opts.allow ?? []) allow.push(parseRange(a));
+        for (const t of targets) if (isRangeEntry(t)) allow.push(parseRange(t));
+      } catch (err) {
+        throw new UsageError((err as Error).message);
+      }
+      if (allow.length === 0) throw new UsageError('name the ranges you may scan: give CIDR ranges as arguments or with --allow (scan refuses anything else)');
+      let optOut: IpRange[] = [];
+      if (opts.optOut) {
+        try { optOut = parseList(readText(opts.optOut, 'opt-out')).map(parseRange); } catch (err) { throw new UsageError(`--opt-out: ${(err as Error).message}`); }
+      }
+      if (opts.resume && !opts.out) throw new UsageError('--resume needs --out FILE (the previous output)');
+      const done = opts.resume && opts.out && existsSync(opts.out) ? doneFromOutput(readFileSync(opts.out, 'utf8')) : new Set<string>();
+      if (opts.out && !opts.resume) writeFileSync(opts.out, '');
+      const base = testerOptions(opts, DEFAULT_PORTS);
+      const showProgress = opts.progress !== false && process.stderr.isTTY === true;
+      let lastDraw = 0;
+      const emit = (line: ScanLine): void => {
+        const text = JSON.stringify(line);
+        if (opts.out) appendFileSync(opts.out, `${text}\n`);
+        else io.out(text);
+      };
+      const summary = await runScan(inputs, {
+        tester: base,
+        allow,
+        optOut,
+        done,
+        concurrency: count(opts.concurrency, 'concurrency', 10, 1),
+        ratePerSecond: count(opts.rate, 'rate', 10),
+        maxTargets: count(opts.maxTargets, 'max-targets', 65_536, 1),
+        ...(base.resolve ? { resolve: base.resolve } : {}),
+        onLine: emit,
+        onProgress: showProgress ? (p) => {
+          const now = Date.now();
+          if (now - lastDraw < 100 && p.done < p.total) return;
+          lastDraw = now;
+          process.stderr.write(`\r${renderProgress(p, now, process.stderr.columns ?? 80)}${p.done === p.total ? '\n' : ''}`);
+        } : undefined,
+      });
+      if (opts.out) io.err(`relayguard: scanned ${summary.tested} address(es) (${summary.resumed} resumed, ${summary.skipped} skipped): ${summary.open} open, ${summary.inconclusive} inconclusive, ${summary.closed} closed -> ${opts.out}`);
+      setExit(summary.open > 0 ? 1 : summary.inconclusive > 0 ? 2 : 0);
+    }));
+}
+
+function readText(file: string, name: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new UsageError(`--${name}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/**
+ * A stand-alone entry point for the tester commands (tests, and until main.ts wires them): parses argv, runs,
+ * and returns the exit code; commander usage errors are 3.
+ */
+export async function testerMain(argv: readonly string[], io: TesterIo): Promise<number> {
+  let code = 0;
+  const program = new Command('relayguard')
+    .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
+    .exitOverride();
+  registerTesterCommands(program, io, (c) => { code = c; });
+  for (const c of program.commands) c.exitOverride();
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
+    return code;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 3;
+    io.err(`relayguard: ${(err as Error)?.stack ?? String(err)}`);
+    return 3;
+  }
+}
