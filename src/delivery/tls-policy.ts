@@ -289,21 +289,12 @@ export function daneMatches(records: readonly TlsaRecordLike[], certs: PeerCerti
   return false;
 }
 
-/**
- * The peer's certificates from what the SMTP client reports. The client exposes the leaf's SHA-256 fingerprint;
- * when it also exposes DER (`raw`, `chain`), selector 1 and DANE-TA work too. Without DER only "3 0 1" can match.
- */
+/** Checks the peer's certificates (DER, leaf first, as the SMTP client reports them) against the TLSA records. */
 export function daneCheck(records: readonly TlsaRecordLike[], tls: TlsInfo): string | null {
-  const cert = tls.peerCertificate as (TlsInfo['peerCertificate'] & { raw?: Buffer; chain?: readonly Buffer[] }) | null;
+  const cert = tls.peerCertificate;
   if (cert === null) return 'no certificate presented';
-  if (cert.raw !== undefined) {
-    const chain = cert.chain !== undefined && cert.chain.length > 0 ? cert.chain : [cert.raw];
-    return daneMatches(records, { chain }) ? null : 'no TLSA record matches the certificate';
-  }
-  const fp = Buffer.from(cert.fingerprint256.replace(/:/g, ''), 'hex');
-  const ok = usableTlsa(records).some((r) => r.certUsage === 3 && r.selector === 0 && r.match === 1
-    && Buffer.from(r.data instanceof Uint8Array ? r.data : new Uint8Array(r.data)).equals(fp));
-  return ok ? null : 'no TLSA record matches the certificate (only "3 0 1" can be checked: the SMTP client does not expose the DER certificate)';
+  const chain = cert.chain.length > 0 ? cert.chain : [cert.raw];
+  return daneMatches(records, { chain }) ? null : 'no TLSA record matches the certificate';
 }
 
 // ---------------------------------------------------------------------------------------------------------

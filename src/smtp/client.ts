@@ -132,6 +132,10 @@ export interface PeerCertificateInfo {
   readonly serialNumber: string;
   /** Issued by itself and signed with its own key. */
   readonly selfSigned: boolean;
+  /** The leaf certificate, DER. */
+  readonly raw: Buffer;
+  /** DER certificates as the peer sent them, the leaf first (DANE-TA matches against the rest). */
+  readonly chain: readonly Buffer[];
 }
 
 export interface TlsInfo {
@@ -268,7 +272,7 @@ function tlsInfoOf(s: tls.TLSSocket): TlsInfo {
   const x = s.getPeerX509Certificate();
   let peerCertificate: PeerCertificateInfo | null = null;
   if (x) {
-    peerCertificate = x509Info(x);
+    peerCertificate = x509Info(x, peerChain(s, x.raw));
   }
   const err = s.authorizationError as unknown;
   return {
@@ -282,10 +286,24 @@ function tlsInfoOf(s: tls.TLSSocket): TlsInfo {
 
 /** The X509 facts of a PEM certificate, as startTls() reports them for the peer. */
 export function certificateInfo(pem: string | Buffer): PeerCertificateInfo {
-  return x509Info(new X509Certificate(pem));
+  const x = new X509Certificate(pem);
+  return x509Info(x, [x.raw]);
 }
 
-function x509Info(x: X509Certificate): PeerCertificateInfo {
+/** The certificates the peer presented, leaf first, following issuerCertificate links (bounded, cycle-safe). */
+function peerChain(s: tls.TLSSocket, leaf: Buffer): Buffer[] {
+  const chain: Buffer[] = [leaf];
+  let c = s.getPeerCertificate(true) as tls.DetailedPeerCertificate | undefined;
+  const seen = new Set<tls.DetailedPeerCertificate>();
+  while (c && c.issuerCertificate && c.issuerCertificate !== c && !seen.has(c) && chain.length < 10) {
+    seen.add(c);
+    c = c.issuerCertificate;
+    if (c.raw) chain.push(c.raw);
+  }
+  return chain;
+}
+
+function x509Info(x: X509Certificate, chain: readonly Buffer[]): PeerCertificateInfo {
   // Self-signed: issuer = subject and the signature verifies with its own key. (checkIssued() would also
   // demand keyCertSign, which leaf certificates such as ours do not carry.)
   let selfSigned = false;
@@ -302,6 +320,8 @@ function x509Info(x: X509Certificate): PeerCertificateInfo {
     subjectAltNames: x.subjectAltName ? x.subjectAltName.split(/, (?=[A-Za-z][A-Za-z ]*:)/) : [],
     fingerprint256: x.fingerprint256,
     serialNumber: x.serialNumber,
+    raw: x.raw,
+    chain,
     selfSigned,
   };
 }

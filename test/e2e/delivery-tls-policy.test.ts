@@ -130,13 +130,19 @@ function sha256(pem: string): Buffer {
   return createHash('sha256').update(new X509Certificate(pem).raw).digest();
 }
 
-async function daneSetup(tlsa: 'match' | 'mismatch' | 'servfail' | 'none', options: Parameters<typeof startFakeMta>[0] = { tls: mxCert }) {
+function spkiSha256(pem: string): Buffer {
+  const spki = new X509Certificate(pem).publicKey.export({ type: 'spki', format: 'der' });
+  return createHash('sha256').update(spki).digest();
+}
+
+async function daneSetup(tlsa: 'match' | 'match-spki' | 'mismatch' | 'servfail' | 'none', options: Parameters<typeof startFakeMta>[0] = { tls: mxCert }) {
   const f = await fake(options);
   const d = `dane-${tlsa}-${f.port}.test`;
   dns.set(d, { MX: [{ preference: 10, exchange: `mx.${d}` }] });
   dns.set(`mx.${d}`, { A: ['127.0.0.1'] });
   const name = `_${f.port}._tcp.mx.${d}`;
   if (tlsa === 'match') dns.set(name, { TLSA: [{ usage: 3, selector: 0, matchingType: 1, certificate: sha256(mxCert.cert) }] });
+  if (tlsa === 'match-spki') dns.set(name, { TLSA: [{ usage: 3, selector: 1, matchingType: 1, certificate: spkiSha256(mxCert.cert) }] });
   if (tlsa === 'mismatch') dns.set(name, { TLSA: [{ usage: 3, selector: 0, matchingType: 1, certificate: Buffer.alloc(32, 1) }] });
   if (tlsa === 'servfail') dns.set(name, { mode: 'SERVFAIL' });
   const resolver = dns.resolver();
@@ -147,6 +153,12 @@ async function daneSetup(tlsa: 'match' | 'mismatch' | 'servfail' | 'none', optio
 
 test('DANE: a matching TLSA record (3 0 1) → delivered over TLS even with a self-signed certificate', async () => {
   const { f, out } = await daneSetup('match');
+  assert.equal(out[0]!.outcome, 'delivered', JSON.stringify(out));
+  assert.equal(f.sessions[0]!.tls, true);
+});
+
+test('DANE: a matching SPKI record (3 1 1) is checked against the DER the client exposes', async () => {
+  const { f, out } = await daneSetup('match-spki');
   assert.equal(out[0]!.outcome, 'delivered', JSON.stringify(out));
   assert.equal(f.sessions[0]!.tls, true);
 });
