@@ -13,6 +13,7 @@ import { UserStore } from '../policy/users.ts';
 import { createLogger } from './logger.ts';
 import { databasePath, startRelay } from './serve.ts';
 import { registerQueueCommands } from './queue-commands.ts';
+import { registerTesterCommands } from './tester-commands.ts';
 import { writeDkimKey } from '../delivery/index.ts';
 
 interface Io {
@@ -85,6 +86,7 @@ export function buildProgram(io: Io, setExit: (code: number) => void): Command {
     });
 
   registerQueueCommands(program, io, setExit, configFrom);
+  registerTesterCommands(program, io, setExit);
 
   const user = program.command('user').description('manage users who may submit mail (SMTP AUTH)');
   user
@@ -203,7 +205,8 @@ export async function main(argv: readonly string[], io: Io = STDIO): Promise<num
     return code;
   } catch (err) {
     if (err instanceof CommanderError) {
-      return err.exitCode === 0 ? 0 : 2;
+      // Usage errors exit 2, except under `test`/`scan`, whose documented usage-error code is 3.
+      return err.exitCode === 0 ? 0 : err.exitCode === 3 ? 3 : 2;
     }
     if (err instanceof RelayguardError) {
       io.err(`relayguard: ${err.message} [${err.code}]`);

@@ -1,8 +1,8 @@
 /**
  * `relayguard test` and `relayguard scan`: the open-relay tester's command line. Exit codes (both commands):
- * 0 closed, 1 open, 2 inconclusive, 3 usage or network error. Usage errors found by the actions themselves
- * exit 3 here; commander's own parse errors (unknown option) surface as a CommanderError, which testerMain()
- * maps to 3 (main.ts maps them to 2 unless it special-cases these commands).
+ * 0 closed, 1 open, 2 inconclusive, 3 usage or network error. Usage errors found by the actions exit 3 through
+ * setExit; commander's own parse errors (unknown option) are rethrown as a CommanderError with exitCode 3, which
+ * the caller must pass through (testerMain() does; main.ts maps every other non-zero CommanderError to 2).
  */
 import { appendFileSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
@@ -157,6 +157,12 @@ export function registerTesterCommands(program: Command, io: TesterIo, setExit: 
     }
   };
 
+  // Usage errors commander finds itself (unknown option, missing value) exit 3 like ours: they are rethrown as a
+  // CommanderError with exitCode 3 (main.ts passes 3 through; help and --version keep 0).
+  const usageExit = (err: CommanderError): never => {
+    throw err.exitCode === 0 ? err : new CommanderError(3, err.code, err.message);
+  };
+
   const test = addCommonOptions(program.command('test'), '25, 587, 465')
     .description('test hosts, IP addresses or mail domains (every MX, every A and AAAA) for open relaying; exit 0 closed, 1 open, 2 inconclusive, 3 error')
     .argument('[targets...]', 'IP address, host name or mail domain')
@@ -203,9 +209,10 @@ export function registerTesterCommands(program: Command, io: TesterIo, setExit: 
         await sink?.close();
       }
     }));
+  test.exitOverride(usageExit);
   test.addHelpText('after', '\nExamples:\n  relayguard test mx.example.org\n  relayguard test example.org --json > report.json\n  relayguard test 192.0.2.25 --port 2525:mx --source-address 192.0.2.99\n  relayguard test mx.example.org --prove --probe-domain probes.example.net --sink 0.0.0.0:25');
 
-  addCommonOptions(program.command('scan'), '25, 587, 465')
+  const scan = addCommonOptions(program.command('scan'), '25, 587, 465')
     .description('test many addresses (files, CIDR ranges, stdin) inside the ranges you name; JSON lines out; resumable')
     .argument('[targets...]', 'addresses, CIDR ranges (these count as named ranges) or names')
     .option('-i, --input <file>', 'read targets from a file ("-" = stdin), one per line, # comments')
@@ -240,7 +247,13 @@ export function registerTesterCommands(program: Command, io: TesterIo, setExit: 
         try { optOut = parseList(readText(opts.optOut, 'opt-out')).map(parseRange); } catch (err) { throw new UsageError(`--opt-out: ${(err as Error).message}`); }
       }
       if (opts.resume && !opts.out) throw new UsageError('--resume needs --out FILE (the previous output)');
-      const done = opts.resume && opts.out && existsSync(opts.out) ? doneFromOutput(readFileSync(opts.out, 'utf8')) : new Set<string>();
+      let done = new Set<string>();
+      if (opts.resume && opts.out && existsSync(opts.out)) {
+        const previous = readFileSync(opts.out, 'utf8');
+        done = doneFromOutput(previous);
+        // a run cut short may have left half a line: start ours on a fresh one
+        if (previous !== '' && !previous.endsWith('\n')) appendFileSync(opts.out, '\n');
+      }
       if (opts.out && !opts.resume) writeFileSync(opts.out, '');
       const base = testerOptions(opts, DEFAULT_PORTS);
       const showProgress = opts.progress !== false && process.stderr.isTTY === true;
@@ -270,6 +283,8 @@ export function registerTesterCommands(program: Command, io: TesterIo, setExit: 
       if (opts.out) io.err(`relayguard: scanned ${summary.tested} address(es) (${summary.resumed} resumed, ${summary.skipped} skipped): ${summary.open} open, ${summary.inconclusive} inconclusive, ${summary.closed} closed -> ${opts.out}`);
       setExit(summary.open > 0 ? 1 : summary.inconclusive > 0 ? 2 : 0);
     }));
+  scan.exitOverride(usageExit);
+  scan.addHelpText('after', '\nExamples:\n  relayguard scan 192.0.2.0/24 --port 25 -o scan.jsonl\n  relayguard scan --input hosts.txt --allow 192.0.2.0/24 --opt-out never.txt -o scan.jsonl --resume');
 }
 
 function readText(file: string, name: string): string {
@@ -296,7 +311,6 @@ export async function testerMain(argv: readonly string[], io: TesterIo): Promise
     .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
     .exitOverride();
   registerTesterCommands(program, io, (c) => { code = c; });
-  for (const c of program.commands) c.exitOverride();
   try {
     await program.parseAsync([...argv], { from: 'user' });
     return code;

@@ -1,0 +1,194 @@
+/**
+ * The tester's result model. It is also the JSON output (schema "relayguard-tester/1", docs/tester-json.md):
+ * plain data, dates as ISO strings, no class instances, so JSON.stringify(result) is the document.
+ */
+import type { PortRole, Transport } from './target.ts';
+import type { Reason, ReplyInfo, Verdict } from './verdict.ts';
+
+export const SCHEMA = 'relayguard-tester/1';
+
+export interface Counts {
+  readonly OPEN: number;
+  readonly CLOSED: number;
+  readonly INCONCLUSIVE: number;
+  readonly 'N/A': number;
+}
+
+export interface ProofResult {
+  readonly tag: string;
+  /** The probe reached the sink. */
+  readonly arrived: boolean;
+  /** A DSN about the probe reached the sink. */
+  readonly bounced: boolean;
+  /** How long the tester waited for it, ms. */
+  readonly waitedMs: number;
+  /** ms from the end of DATA to its arrival, when it arrived. */
+  readonly latencyMs: number | null;
+  /** The address that delivered it to the sink. */
+  readonly deliveredBy: string | null;
+  /** Received header fields of the arrived probe, newest first. */
+  readonly received: readonly string[];
+  /** The client address the relay wrote into its Received header: what it thought the tester was. */
+  readonly relaySawClient: string | null;
+  /** The local address the tester sent the probe from. */
+  readonly sentFrom: string | null;
+}
+
+export interface TrickResult {
+  readonly id: string;
+  readonly title: string;
+  readonly kind: 'relay' | 'local';
+  /** 'N/A' when the trick could not apply (needs an extension or a name the target lacks). */
+  readonly verdict: Verdict | 'N/A';
+  readonly reason: Reason;
+  readonly detail: string;
+  /** MAIL FROM argument as sent (path and parameters). */
+  readonly mailFrom: string | null;
+  /** RCPT TO arguments as sent. */
+  readonly rcptTo: readonly string[];
+  readonly replies: {
+    readonly mail: ReplyInfo | null;
+    readonly rcpt: readonly ReplyInfo[];
+    readonly data: ReplyInfo | null;
+    readonly dot: ReplyInfo | null;
+  };
+  /** The probe recipient got 2xx. */
+  readonly accepted: boolean;
+  /** Tries (2 when the first was cut by a dropped connection). */
+  readonly attempts: number;
+  /** Index of the connection (in this transport) of the last try; -1 when not run. */
+  readonly connection: number;
+  readonly ms: number;
+  /** Proof mode: the tagged probe sent for this accepted trick. */
+  readonly proof: ProofResult | null;
+}
+
+export interface CertificateFacts {
+  readonly subject: string;
+  readonly issuer: string;
+  readonly validFrom: string;
+  readonly validTo: string;
+  readonly subjectAltNames: readonly string[];
+  readonly fingerprint256: string;
+  readonly selfSigned: boolean;
+  readonly expired: boolean;
+  /** The certificate names the target host name (null when no host name is known). */
+  readonly matchesHostName: boolean | null;
+}
+
+export interface TlsFacts {
+  readonly protocol: string | null;
+  readonly cipher: string;
+  /** Chain verified against the system CAs and the name matched. */
+  readonly authorized: boolean;
+  readonly authorizationError: string | null;
+  readonly certificate: CertificateFacts | null;
+}
+
+export interface SessionFacts {
+  /** The greeting as received. */
+  readonly banner: ReplyInfo | null;
+  readonly connectMs: number | null;
+  readonly greetingMs: number | null;
+  /** 'EHLO', or 'HELO' after the fallback (EHLO refused). */
+  readonly hello: 'EHLO' | 'HELO' | null;
+  /** EHLO keywords with parameters ("SIZE 10240000"); after STARTTLS for the starttls transport. */
+  readonly capabilities: readonly string[];
+  readonly authMechanisms: readonly string[];
+  readonly starttlsOffered: boolean;
+  readonly tls: TlsFacts | null;
+}
+
+export interface TransportResult {
+  readonly transport: Transport;
+  readonly verdict: Verdict | 'N/A';
+  readonly reason: Reason;
+  readonly detail: string;
+  readonly counts: Counts;
+  readonly session: SessionFacts;
+  readonly connections: number;
+  readonly durationMs: number;
+  readonly tricks: readonly TrickResult[];
+  /** Full dialogues with timings (only with --transcript). */
+  readonly transcripts: readonly ConnectionTranscript[] | null;
+}
+
+export interface ConnectionTranscript {
+  readonly connection: number;
+  readonly localAddress: string | null;
+  readonly localPort: number | null;
+  /** ISO time the connection started. */
+  readonly startedAt: string;
+  /** t: ms since the connection started; dir: C (client) or S (server). */
+  readonly lines: readonly { readonly t: number; readonly dir: 'C' | 'S'; readonly line: string }[];
+}
+
+export type FindingSeverity = 'error' | 'warning' | 'info';
+
+export interface Finding {
+  /** Stable id ("submission-mail-without-auth", "auth-without-tls", "vrfy-exposed", ...). */
+  readonly id: string;
+  readonly severity: FindingSeverity;
+  /** The port it concerns, or null for the whole target. */
+  readonly port: number | null;
+  /** True when the expectation holds (an "ok" line), false when it is violated. */
+  readonly ok: boolean;
+  readonly message: string;
+}
+
+export interface ProbeReply {
+  readonly command: string;
+  readonly reply: ReplyInfo | null;
+}
+
+export interface PortResult {
+  readonly port: number;
+  readonly role: PortRole;
+  readonly verdict: Verdict;
+  readonly reason: Reason;
+  readonly detail: string;
+  readonly counts: Counts;
+  readonly transports: readonly TransportResult[];
+  /** VRFY postmaster, EXPN postmaster (first session of the port). */
+  readonly vrfy: ProbeReply | null;
+  readonly expn: ProbeReply | null;
+  /** mx role: RCPT to postmaster at the target's own domain (must be accepted). */
+  readonly localDelivery: ProbeReply | null;
+  readonly findings: readonly Finding[];
+}
+
+export interface TargetResult {
+  readonly input: string;
+  readonly address: string;
+  readonly family: 4 | 6;
+  readonly hostName: string | null;
+  readonly domain: string | null;
+  readonly mx: { readonly exchange: string; readonly priority: number } | null;
+  /** The source address the tester bound (--source-address), or null for the system's choice. */
+  readonly sourceAddress: string | null;
+  readonly verdict: Verdict;
+  readonly reason: Reason;
+  readonly detail: string;
+  readonly counts: Counts;
+  readonly ports: readonly PortResult[];
+  readonly findings: readonly Finding[];
+  readonly startedAt: string;
+  readonly durationMs: number;
+}
+
+export interface RunResult {
+  readonly schema: typeof SCHEMA;
+  readonly tool: { readonly name: 'relayguard'; readonly version: string };
+  readonly mode: 'safe' | 'prove';
+  readonly runId: string;
+  readonly testerDomain: string;
+  readonly startedAt: string;
+  readonly durationMs: number;
+  readonly verdict: Verdict;
+  readonly reason: Reason;
+  readonly detail: string;
+  readonly exitCode: 0 | 1 | 2 | 3;
+  readonly targets: readonly TargetResult[];
+  /** Targets that could not be tested at all (unresolvable names), with why. */
+  readonly errors: readonly { readonly input: string; readonly error: string }[];
+}

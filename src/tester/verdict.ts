@@ -1,0 +1,262 @@
+/**
+ * Verdicts: pure functions from SMTP replies (or client errors) to OPEN / CLOSED / INCONCLUSIVE with a reason,
+ * per trick, then aggregated per transport, port and target. No I/O.
+ *
+ * Rules (the why is in the reference notes, relay-testers.md sections 2 and 5):
+ * - OPEN only with proof: a tagged probe reached the tester's own sink (proof mode). Acceptance at RCPT (what
+ *   nmap and MX Toolbox call "open") or even at DATA is never proof: sinks, catch-alls, honeypots and
+ *   queue-then-bounce servers accept everything. So safe mode never says OPEN; an accepted relay trick is
+ *   INCONCLUSIVE 'accepted-not-proved' (run --prove), or 'accepts-all-recipients' when the same session also
+ *   accepted the V21 control, an unknown random user at the target's own address literal, which a real MTA
+ *   refuses (the mark of a sink such as aiosmtpd, a catch-all, or a honeypot).
+ * - 5xx: CLOSED 'refused'. 530 (or 5.7.10/5.7.11) saying STARTTLS: CLOSED 'tls-required' (this transport cannot
+ *   be used to relay; the battery after STARTTLS answers for TLS). Other 530 / "authentication required":
+ *   CLOSED 'auth-required'.
+ * - 4xx: INCONCLUSIVE 'greylisted' when the text says so, else 'deferred'; except a 4xx whose text says relaying
+ *   is denied (Postfix defer_unauth_destination: "454 4.7.1 Relay access denied"), which is CLOSED 'deferred':
+ *   a temporary code, but a refusal that no retry will turn into acceptance.
+ * - 421 anywhere and lost connections: 'dropped' (the runner first retries on a fresh connection); timeouts:
+ *   'timeout' (a tarpit or a dead peer); a 421 or 554 greeting: INCONCLUSIVE 'banner-refused' (the server
+ *   would not talk to this client, so nothing was tested; nmap ignores the greeting code and calls such a
+ *   server open).
+ * - Aggregation: any OPEN makes the whole OPEN; else any INCONCLUSIVE makes it INCONCLUSIVE (the most telling
+ *   reason wins); else CLOSED with the most frequent closing reason. 'not-applicable' results do not count.
+ */
+import type { SmtpReply } from '../smtp/client.ts';
+
+export type Verdict = 'OPEN' | 'CLOSED' | 'INCONCLUSIVE';
+
+export type Reason =
+  // OPEN
+  | 'proved'
+  // CLOSED
+  | 'refused' | 'deferred' | 'auth-required' | 'tls-required' | 'local-accepted' | 'no-service'
+  // INCONCLUSIVE
+  | 'accepts-all-recipients' | 'accepted-not-proved' | 'banner-refused' | 'helo-refused' | 'greylisted'
+  | 'tls-failed' | 'timeout' | 'dropped' | 'budget-exhausted' | 'not-tested'
+  // neither (excluded from aggregation)
+  | 'not-applicable';
+
+export interface Outcome {
+  readonly verdict: Verdict | 'N/A';
+  readonly reason: Reason;
+  /** One line for humans: what was seen ("RCPT 554 5.7.1 Relay access denied"). */
+  readonly detail: string;
+}
+
+/** A reply as reports keep it. */
+export interface ReplyInfo {
+  readonly code: number;
+  readonly enhanced: string | null;
+  /** The reply lines joined with "\n" (code and separators removed). */
+  readonly text: string;
+}
+
+export type ReplyPhase = 'greeting' | 'helo' | 'starttls' | 'pre' | 'rset' | 'mail' | 'rcpt' | 'data' | 'dot';
+
+export const REASON_TEXT: Readonly<Record<Reason, string>> = {
+  'proved': 'a tagged probe was relayed to the tester\'s sink',
+  'refused': 'refused (5xx)',
+  'deferred': 'deferred (4xx)',
+  'auth-required': 'AUTH required',
+  'tls-required': 'TLS required',
+  'local-accepted': 'accepted as a local recipient (not relaying)',
+  'no-service': 'no SMTP service (connection failed)',
+  'accepts-all-recipients': 'accepts all recipients (even an unknown local user): sink, catch-all or honeypot; only --prove can tell',
+  'accepted-not-proved': 'accepted but not proved',
+  'banner-refused': 'refused banner (421/554)',
+  'helo-refused': 'EHLO and HELO refused',
+  'greylisted': 'greylisted (4xx)',
+  'tls-failed': 'TLS handshake failed',
+  'timeout': 'timeout or tarpit',
+  'dropped': 'connection dropped',
+  'budget-exhausted': 'time budget exhausted before the test ran',
+  'not-tested': 'nothing could be tested',
+  'not-applicable': 'not applicable',
+};
+
+const INCONCLUSIVE_PRIORITY: readonly Reason[] = [
+  'accepts-all-recipients', 'accepted-not-proved', 'banner-refused', 'helo-refused', 'greylisted', 'deferred',
+  'tls-failed', 'timeout', 'dropped', 'budget-exhausted', 'not-tested',
+];
+const CLOSED_PRIORITY: readonly Reason[] = ['auth-required', 'tls-required', 'refused', 'deferred', 'local-accepted', 'no-service'];
+
+export function replyInfo(r: SmtpReply): ReplyInfo {
+  return { code: r.code, enhanced: r.enhanced, text: r.lines.join('\n') };
+}
+
+/** "554 5.7.1 Relay access denied" (first line; the enhanced code is already part of the text). */
+export function formatReplyInfo(r: ReplyInfo): string {
+  return `${r.code} ${r.text.split('\n')[0] ?? ''}`.trimEnd();
+}
+
+const TLS_TEXT = /starttls|\btls\b|encrypt|ssl/i;
+const AUTH_TEXT = /auth(entication|enticate|orization)?\s+(is\s+)?(required|needed|first)|must\s+(first\s+)?auth|not\s+authenticated|login\s+required|authenticate\s+first/i;
+const GREYLIST_TEXT = /gr[ae]y[\s-]?list|postgrey|try\s+again\s+later|retry\s+(later|in\s+\d)/i;
+const RELAY_DENIED_TEXT = /relay(ing)?\s+(access\s+)?(denied|not\s+(permitted|allowed)|prohibited|refused|disallowed)|not\s+(permitted|allowed)\s+to\s+relay|unauthori[sz]ed\s+relay|(cannot|can't|do\s+not|don't|will\s+not|won't)\s+relay/i;
+
+function at(phase: ReplyPhase, r: ReplyInfo): string {
+  const name = phase === 'pre' ? 'command' : phase === 'dot' ? 'end of DATA' : phase.toUpperCase();
+  return `${name} ${formatReplyInfo(r)}`;
+}
+
+/** True for a 530 / 5.7.10 / 5.7.11 reply that asks for STARTTLS first. */
+export function isTlsRequired(r: ReplyInfo): boolean {
+  if (r.enhanced === '5.7.10' || r.enhanced === '5.7.11') return true;
+  return r.code === 530 && TLS_TEXT.test(r.text);
+}
+
+/** True for a reply that asks for AUTH first (530 5.7.0 "Authentication required", RFC 4954 section 6). */
+export function isAuthRequired(r: ReplyInfo): boolean {
+  if (isTlsRequired(r)) return false;
+  if (r.code === 530) return true;
+  return r.code >= 500 && r.code < 600 && AUTH_TEXT.test(r.text);
+}
+
+/**
+ * The outcome of one non-positive reply; null for a positive one (2xx, and 3xx where one is expected: 354 to
+ * DATA, 334 during AUTH). A 421 is 'dropped': the server is closing the connection.
+ */
+export function classifyReply(r: ReplyInfo, phase: ReplyPhase): Outcome | null {
+  if (r.code >= 200 && r.code < 400) return null;
+  const detail = at(phase, r);
+  if (phase === 'greeting') return { verdict: 'INCONCLUSIVE', reason: 'banner-refused', detail: `greeting ${formatReplyInfo(r)}` };
+  if (r.code === 421) return { verdict: 'INCONCLUSIVE', reason: 'dropped', detail: `${detail} (service closing)` };
+  if (phase === 'helo') return { verdict: 'INCONCLUSIVE', reason: 'helo-refused', detail };
+  if (isTlsRequired(r)) return { verdict: 'CLOSED', reason: 'tls-required', detail };
+  if (isAuthRequired(r)) return { verdict: 'CLOSED', reason: 'auth-required', detail };
+  if (r.code >= 500) return { verdict: 'CLOSED', reason: 'refused', detail };
+  if (GREYLIST_TEXT.test(r.text)) return { verdict: 'INCONCLUSIVE', reason: 'greylisted', detail };
+  if (RELAY_DENIED_TEXT.test(r.text)) return { verdict: 'CLOSED', reason: 'deferred', detail: `${detail} (temporary code, but relaying denied)` };
+  return { verdict: 'INCONCLUSIVE', reason: 'deferred', detail };
+}
+
+/** What the SMTP client threw (SmtpClientError: code and phase), as an outcome. */
+export function classifyError(err: { readonly code?: unknown; readonly phase?: unknown; readonly message?: unknown }): Outcome {
+  const code = typeof err.code === 'string' ? err.code : '';
+  const phase = typeof err.phase === 'string' ? err.phase : 'command';
+  const message = typeof err.message === 'string' ? err.message : String(err);
+  switch (code) {
+    case 'ERR_SMTP_TIMEOUT': return { verdict: 'INCONCLUSIVE', reason: 'timeout', detail: `${message}` };
+    case 'ERR_SMTP_TLS': return { verdict: 'INCONCLUSIVE', reason: 'tls-failed', detail: message };
+    case 'ERR_SMTP_ABORTED': return { verdict: 'INCONCLUSIVE', reason: 'budget-exhausted', detail: message };
+    case 'ERR_SMTP_CONNECTION':
+      if (phase === 'connect') return { verdict: 'CLOSED', reason: 'no-service', detail: message };
+      return { verdict: 'INCONCLUSIVE', reason: 'dropped', detail: message };
+    default: return { verdict: 'INCONCLUSIVE', reason: 'dropped', detail: message };
+  }
+}
+
+export interface AttemptReplies {
+  readonly mail: ReplyInfo | null;
+  /** RCPT replies in order (fewer than sent when the dialogue stopped early). */
+  readonly rcpt: readonly ReplyInfo[];
+  /** Reply to DATA/BDAT start or the refusal of DATA, proof mode only. */
+  readonly data?: ReplyInfo | null;
+  /** Reply to the end of data, proof mode only. */
+  readonly dot?: ReplyInfo | null;
+}
+
+export interface AttemptOutcome extends Outcome {
+  /** The probe recipient (the last RCPT) got 2xx. */
+  readonly accepted: boolean;
+  /** MAIL got 2xx (for the submission check: MAIL without AUTH). */
+  readonly mailAccepted: boolean;
+}
+
+/**
+ * One trick's replies → outcome, before any proof. A 'local' trick that is accepted is CLOSED 'local-accepted'
+ * (it is not relaying); an accepted 'relay' trick is 'accepted-not-proved' until finalizeProof() says otherwise.
+ */
+export function classifyAttempt(replies: AttemptReplies, kind: 'relay' | 'local', rcptCount: number): AttemptOutcome {
+  const mailAccepted = replies.mail !== null && replies.mail.code >= 200 && replies.mail.code < 300;
+  if (replies.mail === null) return { verdict: 'INCONCLUSIVE', reason: 'dropped', detail: 'no reply to MAIL', accepted: false, mailAccepted };
+  const refusedMail = classifyReply(replies.mail, 'mail');
+  if (refusedMail) return { ...refusedMail, accepted: false, mailAccepted };
+  const probe = replies.rcpt[rcptCount - 1];
+  if (probe === undefined) return { verdict: 'INCONCLUSIVE', reason: 'dropped', detail: 'no reply to RCPT', accepted: false, mailAccepted };
+  const refusedRcpt = classifyReply(probe, 'rcpt');
+  if (refusedRcpt) return { ...refusedRcpt, accepted: false, mailAccepted };
+  if (kind === 'local') return { verdict: 'CLOSED', reason: 'local-accepted', detail: `RCPT ${formatReplyInfo(probe)}`, accepted: true, mailAccepted };
+  if (replies.data) {
+    const refusedData = classifyReply(replies.data, 'data');
+    if (refusedData) return { ...refusedData, accepted: true, mailAccepted };
+  }
+  if (replies.dot) {
+    const refusedDot = classifyReply(replies.dot, 'dot');
+    if (refusedDot) return { ...refusedDot, accepted: true, mailAccepted };
+    return { verdict: 'INCONCLUSIVE', reason: 'accepted-not-proved', detail: `RCPT ${formatReplyInfo(probe)}; end of DATA ${formatReplyInfo(replies.dot)}`, accepted: true, mailAccepted };
+  }
+  return { verdict: 'INCONCLUSIVE', reason: 'accepted-not-proved', detail: `RCPT ${formatReplyInfo(probe)}`, accepted: true, mailAccepted };
+}
+
+/** What the sink saw for one probe tag (see sink.ts). */
+export interface ProofEvidence {
+  /** The probe itself arrived (not only a bounce about it). */
+  readonly arrived: boolean;
+  /** A delivery status notification about the probe arrived. */
+  readonly bounced: boolean;
+  readonly waitedMs: number;
+}
+
+/** Proof mode: an accepted relay trick whose probe arrived is OPEN; one that did not stays INCONCLUSIVE. */
+export function finalizeProof(outcome: Outcome, evidence: ProofEvidence): Outcome {
+  if (outcome.reason !== 'accepted-not-proved' && outcome.reason !== 'accepts-all-recipients') return outcome;
+  if (evidence.arrived) return { verdict: 'OPEN', reason: 'proved', detail: `${outcome.detail}; the probe arrived at the sink` };
+  const why = evidence.bounced
+    ? 'the relay accepted the probe and then bounced it (a DSN came back)'
+    : `the probe did not arrive within ${Math.round(evidence.waitedMs / 1000)} s`;
+  return { ...outcome, detail: `${outcome.detail}; ${why}` };
+}
+
+/**
+ * Within one session's results: when any relay trick was accepted and the V21 control (an unknown user at the
+ * target's own address literal) was accepted too, the accepted relay tricks become 'accepts-all-recipients'.
+ */
+export function markAcceptAll<T extends { readonly outcome: Outcome; readonly control: boolean; readonly accepted: boolean }>(results: readonly T[]): T[] {
+  const controlAccepted = results.some((r) => r.control && r.accepted);
+  if (!controlAccepted) return [...results];
+  return results.map((r) => (r.outcome.reason === 'accepted-not-proved'
+    ? { ...r, outcome: { ...r.outcome, reason: 'accepts-all-recipients' as const, detail: `${r.outcome.detail}; the server also accepted an unknown local user (V21)` } }
+    : r));
+}
+
+export interface Aggregate extends Outcome {
+  readonly verdict: Verdict;
+  readonly counts: { readonly OPEN: number; readonly CLOSED: number; readonly INCONCLUSIVE: number; readonly 'N/A': number };
+}
+
+/** Combines outcomes (tricks of a transport, transports of a port, ports of a target, targets of a run). */
+export function aggregate(outcomes: readonly Outcome[]): Aggregate {
+  const counts = { OPEN: 0, CLOSED: 0, INCONCLUSIVE: 0, 'N/A': 0 };
+  for (const o of outcomes) counts[o.verdict]++;
+  const pick = (verdict: Verdict, priority: readonly Reason[]): Outcome | undefined => {
+    const of = outcomes.filter((o) => o.verdict === verdict);
+    if (of.length === 0) return undefined;
+    if (verdict === 'CLOSED') {
+      // the most frequent closing reason; ties by priority
+      const freq = new Map<Reason, number>();
+      for (const o of of) freq.set(o.reason, (freq.get(o.reason) ?? 0) + 1);
+      const best = [...freq.entries()].sort((a, b) => b[1] - a[1] || rank(priority, a[0]) - rank(priority, b[0]))[0]![0];
+      return of.find((o) => o.reason === best);
+    }
+    return [...of].sort((a, b) => rank(priority, a.reason) - rank(priority, b.reason))[0];
+  };
+  const open = pick('OPEN', ['proved']);
+  if (open) return { verdict: 'OPEN', reason: open.reason, detail: open.detail, counts };
+  const inc = pick('INCONCLUSIVE', INCONCLUSIVE_PRIORITY);
+  if (inc) return { verdict: 'INCONCLUSIVE', reason: inc.reason, detail: inc.detail, counts };
+  const closed = pick('CLOSED', CLOSED_PRIORITY);
+  if (closed) return { verdict: 'CLOSED', reason: closed.reason, detail: closed.detail, counts };
+  return { verdict: 'INCONCLUSIVE', reason: 'not-tested', detail: 'nothing could be tested', counts };
+}
+
+function rank(priority: readonly Reason[], r: Reason): number {
+  const i = priority.indexOf(r);
+  return i < 0 ? priority.length : i;
+}
+
+/** Process exit code for a verdict: 0 closed, 1 open, 2 inconclusive. */
+export function exitCodeFor(verdict: Verdict): 0 | 1 | 2 {
+  return verdict === 'OPEN' ? 1 : verdict === 'INCONCLUSIVE' ? 2 : 0;
+}
