@@ -141,6 +141,7 @@ async function startDelivery(
     mxPort: d.mxPort,
     self: config.listeners.filter((l) => l.role === 'mx').map((l) => ({ address: l.address, port: l.port })),
     allowPrivate: d.allowPrivateMx,
+    allowLoopback: d.allowLoopbackMx,
     dkim: keys.length > 0 ? new MailauthDkimSigner({ keys, logger }) : null,
     logger,
   });

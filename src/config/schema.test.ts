@@ -80,6 +80,7 @@ test('schema: defaultConfig is complete, in ms and bytes, absolute and deeply fr
     mxPort: 25,
     dnsServers: [],
     allowPrivateMx: false,
+    allowLoopbackMx: false,
     dkim: [],
     smartHost: null,
     retry: { minimalBackoff: 300_000, maximalBackoff: 14_400_000, lifetime: 432_000_000 },

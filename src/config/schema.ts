@@ -500,6 +500,10 @@ export const configSchema = z
           .boolean()
           .default(false)
           .describe('Deliver to MX hosts with RFC 1918, ULA or link-local addresses (internal deployments). Loopback and our own listeners are always refused as loops.'),
+        allowLoopbackMx: z
+          .boolean()
+          .default(false)
+          .describe('Deliver to MX hosts on loopback (test rigs where the next hop runs on this machine). Our own MX listeners are still refused as loops.'),
         dkim: z
           .array(
             z.strictObject({
@@ -658,6 +662,7 @@ export interface Config {
     readonly mxPort: number;
     readonly dnsServers: readonly string[];
     readonly allowPrivateMx: boolean;
+    readonly allowLoopbackMx: boolean;
     /** keyFile absolute. */
     readonly dkim: readonly { readonly domain: string; readonly selector: string; readonly keyFile: string }[];
     readonly smartHost: { readonly host: string; readonly port: number } | null;
@@ -734,6 +739,7 @@ export function buildConfig(parsed: ParsedConfig, options: { baseDir: string; co
       mxPort: parsed.delivery.mxPort,
       dnsServers: [...parsed.delivery.dnsServers],
       allowPrivateMx: parsed.delivery.allowPrivateMx,
+      allowLoopbackMx: parsed.delivery.allowLoopbackMx,
       dkim: parsed.delivery.dkim.map((k) => ({ domain: k.domain.toLowerCase(), selector: k.selector, keyFile: path.resolve(resolve(parsed.dataDir), k.keyFile) })),
       smartHost: parsed.delivery.smartHost === null ? null : { ...parsed.delivery.smartHost },
       retry: { ...parsed.delivery.retry },

@@ -486,6 +486,33 @@ test('runner: a commit kicks a started runner at once; kick() wakes it for chang
   await t.close();
 });
 
+test('runner: a message committed behind the cursor during a long pass is picked up at its kick, not after the pass', async () => {
+  // Arrival stamps are taken before the group commit, so a message can become visible with a stamp older than
+  // the pass's cursor. The kick must restart the scan from the start of the due index.
+  const t = setup({ pollIntervalMs: 3_600_000 });
+  let releaseFirst!: () => void;
+  const firstBlocked = new Promise<void>((r) => { releaseFirst = r; });
+  const seen: string[] = [];
+  let sawSecond!: (id: string) => void;
+  const second = new Promise<string>((r) => { sawSecond = r; });
+  t.deliverer.script = async (job) => {
+    seen.push(job.queueId);
+    if (seen.length === 1) await firstBlocked; else sawSecond(job.queueId);
+    return job.recipients.map((r) => ({ address: r.address, outcome: 'delivered', reply: R250 }));
+  };
+  t.clock.set(T0 + 1000);
+  t.runner.start();
+  const first = await queueOne(t.store);
+  while (seen.length === 0) await sleep(5); // the pass's cursor is now at T0 + 1000
+  t.clock.set(T0 + 500);
+  const late = await queueOne(t.store); // stamped T0 + 500: behind the cursor
+  const got = await Promise.race([second, sleep(3000).then(() => 'not picked up while the pass runs')]);
+  releaseFirst();
+  assert.equal(got, late);
+  assert.deepEqual(seen, [first, late]);
+  await t.close();
+});
+
 test('runner: a started runner polls for changes made by other processes', async () => {
   const t = setup({ pollIntervalMs: 50 });
   const id = await queueOne(t.store);

@@ -329,6 +329,9 @@ export class QueueRunner {
         if (this.#kicked) {
           this.#kicked = false;
           exhausted = false;
+          // Arrival stamps are taken before the group commit, so new work can sort before the cursor: scan from
+          // the start again (windowIds skips what this pass holds already).
+          cursor = null;
         }
         const room = this.#windowSize - windowIds.size;
         if (!halted && !exhausted && ready.length < this.#concurrency && room > 0) {

@@ -9,16 +9,14 @@
  *   (c) kill -9 of relayguard while deliveries to a slow next hop are in flight, restart on the same data dir and
  *       ports → every message reaches the next hop at least once (duplicates allowed and reported, losses not).
  *
- * MX on loopback: serve refuses loopback next hops as loops unless the deliverer gets `allowLoopback`
- * (src/delivery/mx.ts). While the config key for it (LOOPBACK_KEY below) is not in the schema, the tests route
- * remote mail through `delivery.smartHost: [127.0.0.1]:PORT` instead, and say so in a diagnostic.
+ * MX on loopback: remote.test's MX (from the fake DNS) points at 127.0.0.1, which serve would refuse as a loop
+ * without `delivery.allowLoopbackMx` (src/delivery/mx.ts); our own listeners stay refused either way.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseConfig } from '../../src/config/load.ts';
 import { startServe, type ServeProcess } from '../../src/testing/serve-process.ts';
 import { startFakeDns, type FakeDns } from '../../src/testing/fake-dns.ts';
 import { startPostfix, hasBinary, type PostfixInstance } from '../../src/testing/postfix.ts';
@@ -26,32 +24,15 @@ import { startFakeMta, type FakeMta, type FakeStep } from '../../src/testing/fak
 import { p1 } from '../../src/testing/smtp-client.ts';
 import { OUTSIDE, SWAKS, addUser, cli, explain, requirePeer, run } from '../interop/peers.ts';
 
-/** The delivery.* key that lets serve treat loopback MX hosts as ordinary next hops (tests only). */
-const LOOPBACK_KEY = 'allowLoopbackMx';
+/** delivery.* keys that send remote mail by MX (fake DNS: MX remote.test -> 127.0.0.1) to 127.0.0.1:port. */
+function routeTo(port: number): Record<string, unknown> {
+  return { dnsServers: [`${dns.host}:${dns.port}`], mxPort: port, allowLoopbackMx: true };
+}
+
 const NOBODY = 65534;
 const NOGROUP = 65534;
 const ALICE = 'alice@local.test';
 const ALICE_PW = 'deliver-path-alice-pw';
-
-function loopbackKeySupported(): boolean {
-  try {
-    parseConfig({ delivery: { [LOOPBACK_KEY]: true } });
-    return true;
-  } catch {
-    return false;
-  }
-}
-const MX_ON_LOOPBACK = loopbackKeySupported();
-const ROUTE_NOTE = MX_ON_LOOPBACK
-  ? `next hop by MX through the fake DNS (delivery.${LOOPBACK_KEY})`
-  : `delivery.${LOOPBACK_KEY} is not in the config schema: next hop through delivery.smartHost instead of MX`;
-
-/** delivery.* keys that send remote mail to 127.0.0.1:port (by MX via the fake DNS when possible). */
-function routeTo(port: number): Record<string, unknown> {
-  return MX_ON_LOOPBACK
-    ? { dnsServers: [`${dns.host}:${dns.port}`], mxPort: port, [LOOPBACK_KEY]: true }
-    : { dnsServers: [`${dns.host}:${dns.port}`], smartHost: `[127.0.0.1]:${port}` };
-}
 
 const FAST_RETRY = { minimalBackoff: '1s', maximalBackoff: '2s', lifetime: '1h' };
 
@@ -150,7 +131,6 @@ function uniqueId(tag: string): string {
 }
 
 test('(a) swaks AUTH + STARTTLS → relayguard → next hop on loopback → Postfix Maildir, body intact', async (t) => {
-  t.diagnostic(ROUTE_NOTE);
   const id = uniqueId('a');
   const body = [
     'First line of the body.',
@@ -188,16 +168,13 @@ test('(a) swaks AUTH + STARTTLS → relayguard → next hop on loopback → Post
 
   const delivered = serveLog(serve!, (l) => l['msg'] === 'recipient delivered' && l['rcpt'] === 'bob@remote.test');
   assert.ok(delivered.length >= 1, await diagnostics());
-  if (MX_ON_LOOPBACK) {
-    assert.ok(dns.queries.some((q) => q.name === 'remote.test' && q.type === 'MX'), `no MX query for remote.test: ${JSON.stringify(dns.queries)}`);
-    assert.ok(delivered.some((l) => /mx\.remote\.test/.test(String(l['relay']))), JSON.stringify(delivered));
-  }
+  assert.ok(dns.queries.some((q) => q.name === 'remote.test' && q.type === 'MX'), `no MX query for remote.test: ${JSON.stringify(dns.queries)}`);
+  assert.ok(delivered.some((l) => /mx\.remote\.test/.test(String(l['relay']))), JSON.stringify(delivered));
   // Postfix saw it come from relayguard (its Received line names relayguard's EHLO).
   assert.match(headers, /Received: from mx\.local\.test \(/);
 });
 
 test('(b) Postfix refuses the recipient (550 5.1.1) → a DSN from <> lands in alice\'s local Maildir', async (t) => {
-  t.diagnostic(ROUTE_NOTE);
   const id = uniqueId('b');
   const data = [
     `From: Alice <${ALICE}>`,
@@ -235,7 +212,6 @@ test('(b) Postfix refuses the recipient (550 5.1.1) → a DSN from <> lands in a
 });
 
 test('(c) kill -9 of relayguard with deliveries in flight: after a restart every message arrives at least once', async (t) => {
-  t.diagnostic(ROUTE_NOTE);
   const N = 30;
   let slow = true;
   const ackDelayMs = 3000;
