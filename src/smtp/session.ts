@@ -112,6 +112,8 @@ const R = {
 } as const satisfies Record<string, Reply>;
 
 const MAX_DISCARD = 1024 * 1024;
+/** Commands answered from the input buffer before the session yields to the event loop. */
+const BURST = 32;
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
 let sessionCounter = 0;
 
@@ -162,6 +164,7 @@ export class SmtpSession {
   #closeReason = 'quit';
   #closing = false;
   #corked = false;
+  #burst = 0;
   #shutdown = false;
 
   constructor(options: SessionOptions) {
@@ -304,31 +307,32 @@ export class SmtpSession {
   async #readChunk(timeoutMs: number = this.#o.limits.idleTimeoutMs): Promise<Buffer | null> {
     this.#uncork();
     // Wait for our replies to leave before reading more: a client that never reads cannot make us buffer.
-    if (this.#socket.writableNeedDrain) await this.#drainOutput();
+    await this.#input.waitWritable(this.#o.limits.idleTimeoutMs);
     const chunk = await this.#input.read(timeoutMs);
     if (chunk) this.#bytesIn += chunk.length;
     return chunk;
-  }
-
-  #drainOutput(): Promise<void> {
-    return new Promise((resolve) => {
-      const done = (): void => {
-        this.#socket.off('drain', done);
-        this.#socket.off('close', done);
-        resolve();
-      };
-      this.#socket.on('drain', done);
-      this.#socket.on('close', done);
-    });
   }
 
   async #nextLine(): Promise<LineEvent | null> {
     for (;;) {
       const ev = this.#reader.next();
       if (ev) {
+        // Pipelined input is answered from the buffer without reading the socket, so check output here too:
+        // replies a client does not read stay bounded by the socket's high-water mark (PL-10).
+        if (this.#socket.writableNeedDrain) {
+          this.#uncork();
+          await this.#input.waitWritable(this.#o.limits.idleTimeoutMs);
+        }
+        // And let other sessions run now and then while one works through a long pipelined burst.
+        if (++this.#burst >= BURST) {
+          this.#burst = 0;
+          this.#uncork();
+          await new Promise<void>((resolve) => setImmediate(resolve));
+        }
         if (this.#reader.buffered > 0) this.#cork();
         return ev;
       }
+      this.#burst = 0;
       const chunk = await this.#readChunk();
       if (chunk === null) return null;
       if (this.#commands === 0 && this.#reader.buffered === 0 && chunk[0] === 0x16 && !this.#tls) {

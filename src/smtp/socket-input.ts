@@ -56,6 +56,34 @@ export class SocketInput {
     });
   }
 
+  /**
+   * Waits until the socket's output buffer drains (or the socket closes). A client that does not read its
+   * replies cannot hold the session forever: the wait ends with InputInterrupted('timeout') after timeoutMs,
+   * and an interrupt (shutdown, session deadline) ends it too.
+   */
+  waitWritable(timeoutMs: number): Promise<void> {
+    if (this.#interrupted) return Promise.reject(this.#interrupted);
+    const s = this.socket;
+    if (!s.writableNeedDrain || s.destroyed) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const done = (err?: Error): void => {
+        clearTimeout(timer);
+        s.off('drain', onDrain);
+        s.off('close', onDrain);
+        this.#drainWaiter = null;
+        if (err) reject(err); else resolve();
+      };
+      const onDrain = (): void => done();
+      const timer = setTimeout(() => done(new InputInterrupted('timeout')), timeoutMs);
+      timer.unref();
+      s.on('drain', onDrain);
+      s.on('close', onDrain);
+      this.#drainWaiter = done;
+    });
+  }
+
+  #drainWaiter: ((err?: Error) => void) | null = null;
+
   /** Reads and throws away whatever the socket holds now (STARTTLS: plaintext sent before the handshake). */
   discardPending(): number {
     let n = 0;
@@ -71,6 +99,7 @@ export class SocketInput {
     this.#waiter = null;
     this.#disarm();
     w?.reject(this.#interrupted);
+    this.#drainWaiter?.(this.#interrupted);
   }
 
   /** Stops listening (before the socket is handed to TLS). */
