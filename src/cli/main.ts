@@ -14,6 +14,7 @@ import { createLogger } from './logger.ts';
 import { databasePath, startRelay } from './serve.ts';
 import { registerQueueCommands } from './queue-commands.ts';
 import { registerTesterCommands } from './tester-commands.ts';
+import { registerDnsblCommands } from './dnsbl-commands.ts';
 import { writeDkimKey } from '../delivery/index.ts';
 
 interface Io {
@@ -87,6 +88,7 @@ export function buildProgram(io: Io, setExit: (code: number) => void): Command {
 
   registerQueueCommands(program, io, setExit, configFrom);
   registerTesterCommands(program, io, setExit);
+  registerDnsblCommands(program, io, setExit, configFrom);
 
   const user = program.command('user').description('manage users who may submit mail (SMTP AUTH)');
   user

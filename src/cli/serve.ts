@@ -19,10 +19,13 @@ import { AuthThrottle, ConnectionCounter } from '../policy/auth-throttle.ts';
 import { NetworkList } from '../policy/networks.ts';
 import { compileRelayRules } from '../policy/relay-rules.ts';
 import { createReceiveHandler } from './receive-handler.ts';
+import { dnsblGateFromConfig, startOrdb, type RunningOrdb } from './ordb-service.ts';
 
 export interface RunningRelay {
   readonly listeners: readonly BoundListener[];
   readonly queue: QueueStore;
+  /** The ORDB service (DNS zone, listings, test scheduler), when dnsbl.enabled. */
+  readonly ordb: RunningOrdb | null;
   close(): Promise<void>;
 }
 
@@ -55,7 +58,9 @@ export async function startRelay(config: Config, logger: Logger): Promise<Runnin
   refresh.unref();
   const trusted = new NetworkList(config.trustedNetworks);
   const proxies = new NetworkList(config.trustedProxies);
-  const handler = createReceiveHandler({
+  // DNSBL checks of incoming clients (dnsblChecks): looked up at connect, decided at RCPT.
+  const dnsblGate = dnsblGateFromConfig(config, logger);
+  const receive = createReceiveHandler({
     hostname: config.hostname,
     queue,
     logger,
@@ -69,6 +74,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Runnin
     throttle: new AuthThrottle({ maxFailures: config.limits.authFailuresPerIp, windowMs: config.limits.authFailureWindow }),
     messageSizeLimit: config.limits.messageSize,
   });
+  const handler = dnsblGate ? dnsblGate.wrap(receive) : receive;
   const l = config.limits;
   const server = new SmtpServer({
     hostname: config.hostname,
@@ -89,9 +95,14 @@ export async function startRelay(config: Config, logger: Logger): Promise<Runnin
   });
   const outbound = config.delivery.enabled ? await startDelivery(config, queue, () => localDomains, logger) : null;
   let listeners: BoundListener[];
+  let ordb: RunningOrdb | null = null;
   try {
+    ordb = config.dnsbl.enabled ? await startOrdb(config, logger) : null;
+    await dnsblGate?.start(); // after the ORDB: a relay may consult its own zone
     listeners = await server.listen();
   } catch (err) {
+    dnsblGate?.stop();
+    await ordb?.stop();
     await outbound?.stop();
     clearInterval(refresh);
     await server.close({ graceMs: 0 });
@@ -104,10 +115,13 @@ export async function startRelay(config: Config, logger: Logger): Promise<Runnin
   return {
     listeners,
     queue,
+    ordb,
     close() {
       closing ??= (async () => {
         clearInterval(refresh);
         await server.close({ graceMs: 5000 });
+        dnsblGate?.stop();
+        await ordb?.stop();
         await outbound?.stop();
         await queue.close();
         users.close();

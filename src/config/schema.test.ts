@@ -86,7 +86,15 @@ test('schema: defaultConfig is complete, in ms and bytes, absolute and deeply fr
     retry: { minimalBackoff: 300_000, maximalBackoff: 14_400_000, lifetime: 432_000_000 },
   });
   assert.deepEqual(c.web, { enabled: true, address: '127.0.0.1', port: 8025 });
-  assert.deepEqual(c.dnsbl, { enabled: true, zone: 'relays.localhost', listen: { address: '127.0.0.1', port: 5353 } });
+  assert.deepEqual(c.dnsbl, {
+    enabled: true, zone: 'relays.localhost', listen: { address: '127.0.0.1', port: 5353 },
+    ttl: 2_100_000, evidenceUrl: 'http://localhost:8025/dnsbl/lookup?ip=$', axfrAllow: [], notify: [],
+    probeDomain: null, sink: { address: '0.0.0.0', port: 25 }, probeWait: 60_000, testPorts: [25, 587, 465],
+    sourceAddress: null, testBudget: 300_000, retestInterval: 604_800_000, retryInterval: 3_600_000,
+    submissionsPerHour: 10, excluded: [], allowPrivateTargets: false, schedulerInterval: 60_000, testConcurrency: 2,
+  });
+  assert.equal(c.dnsblThreshold, 1);
+  assert.deepEqual(c.dnsblResolver, { servers: [], timeout: 5000, minTtl: 60_000, maxTtl: 3_600_000, negativeTtl: 60_000, healthCheckInterval: 600_000 });
   assert.ok(Object.isFrozen(c) && Object.isFrozen(c.listeners) && Object.isFrozen(c.listeners[0]) && Object.isFrozen(c.limits));
   assert.throws(() => { (c.trustedNetworks as string[]).push('0.0.0.0/0'); }, TypeError);
   // A fresh object each time: no shared mutable state between callers.

@@ -463,16 +463,48 @@ export const configSchema = z
       })
       .prefault([])
       .describe('DNS blocklists consulted for incoming connections.'),
+    dnsblThreshold: z.number().positive().max(100_000).default(1).describe('Total weight of the dnsblChecks zones listing a client at which its mail is refused (postscreen-style scoring).'),
+    dnsblResolver: z
+      .strictObject({
+        servers: z.array(z.string()).default([]).describe('DNS servers ("ip" or "ip:port") for DNSBL lookups. Empty: the system resolver.'),
+        timeout: duration({ min: 100, max: 30_000 }).prefault('5s').describe('Lookup timeout; a lookup that times out never blocks.'),
+        minTtl: duration({ min: 0 }).prefault('60s').describe('Shortest time a DNSBL answer is cached.'),
+        maxTtl: duration({ min: 1000 }).prefault('1h').describe('Longest time a DNSBL answer is cached.'),
+        negativeTtl: duration({ min: 0 }).prefault('60s').describe('Time a "not listed" answer is cached.'),
+        healthCheckInterval: duration({ min: 1000 }).prefault('10m').describe('How often each zone is checked with the RFC 5782 test points; a zone that lists 127.0.0.1 (lists the world) or not 127.0.0.2 is disabled until it passes.'),
+      })
+      .prefault({})
+      .describe('How the relay queries dnsblChecks zones.'),
     dnsbl: z
       .strictObject({
-        enabled: z.boolean().default(true).describe('Run the ORDB DNS server.'),
+        enabled: z.boolean().default(true).describe('Run the ORDB DNS server and its test scheduler.'),
         zone: domain().prefault('relays.localhost').describe('Zone served (listings appear as <reversed-ip>.<zone>).'),
         listen: z
           .strictObject({
             address: ipAddress().prefault('127.0.0.1').describe('Address to bind (UDP and TCP).'),
-            port: port().default(5353).describe('Port (UDP and TCP).'),
+            port: port().default(5353).describe('Port (UDP and TCP); 0 picks a free one.'),
           })
           .prefault({}),
+        ttl: duration({ min: 0 }).prefault('35m').describe('TTL of listing answers (rbldnsd\'s default).'),
+        evidenceUrl: z.string().nullable().prefault('http://localhost:8025/dnsbl/lookup?ip=$').describe('Evidence page named in TXT answers; "$" is the address. Null: no link.'),
+        axfrAllow: uniqueList(cidr(), 1000).prefault([]).describe('Networks allowed to transfer the zone (AXFR over TCP).'),
+        notify: z.array(z.strictObject({ address: ipAddress(), port: port().default(53) })).max(64).prefault([]).describe('Secondaries sent a NOTIFY when the zone changes.'),
+        probeDomain: domain().nullable().prefault(null).describe('Proof mode: tagged probes go to this domain (you control it; its MX reaches dnsbl.sink). Null: safe mode, and nothing is listed automatically.'),
+        sink: z
+          .strictObject({ address: ipAddress().prefault('0.0.0.0'), port: port().default(25) })
+          .prefault({})
+          .describe('The proof-mode probe sink listener (only with probeDomain).'),
+        probeWait: duration({ min: 1000 }).prefault('60s').describe('How long proof mode waits for a probe to arrive.'),
+        testPorts: z.array(z.union([z.number(), z.string()])).min(1).max(16).prefault([25, 587, 465]).describe('Ports a submitted host is tested on (PORT or PORT:ROLE).'),
+        sourceAddress: ipAddress().nullable().prefault(null).describe('Source address of the tester. Null: the system\'s choice.'),
+        testBudget: duration({ min: 1000 }).prefault('5m').describe('Time budget of one host test.'),
+        retestInterval: duration({ min: 60_000 }).prefault('7d').describe('Listed hosts are retested this often (and on a delisting request).'),
+        retryInterval: duration({ min: 1000 }).prefault('1h').describe('Retry delay after an inconclusive test.'),
+        submissionsPerHour: count(1, 1_000_000).default(10).describe('Submissions accepted per submitter and hour.'),
+        excluded: uniqueList(cidr(), 100_000).prefault([]).describe('Networks never tested and never listed.'),
+        allowPrivateTargets: z.boolean().default(false).describe('Accept loopback, private and reserved addresses as submissions (labs and tests).'),
+        schedulerInterval: duration({ min: 0 }).prefault('60s').describe('How often due tests and retests run; 0 turns the scheduler off.'),
+        testConcurrency: count(1, 64).default(2).describe('Host tests run at once.'),
       })
       .prefault({})
       .describe('The open-relay DNS blocklist this instance publishes.'),
@@ -647,10 +679,38 @@ export interface Config {
   readonly limits: LimitsConfig;
   readonly log: { readonly level: LogLevel };
   readonly dnsblChecks: readonly { readonly zone: string; readonly weight: number }[];
+  readonly dnsblThreshold: number;
+  /** Durations in ms. */
+  readonly dnsblResolver: {
+    readonly servers: readonly string[];
+    readonly timeout: number;
+    readonly minTtl: number;
+    readonly maxTtl: number;
+    readonly negativeTtl: number;
+    readonly healthCheckInterval: number;
+  };
+  /** Durations in ms. */
   readonly dnsbl: {
     readonly enabled: boolean;
     readonly zone: string;
     readonly listen: { readonly address: string; readonly port: number };
+    readonly ttl: number;
+    readonly evidenceUrl: string | null;
+    readonly axfrAllow: readonly string[];
+    readonly notify: readonly { readonly address: string; readonly port: number }[];
+    readonly probeDomain: string | null;
+    readonly sink: { readonly address: string; readonly port: number };
+    readonly probeWait: number;
+    readonly testPorts: readonly (number | string)[];
+    readonly sourceAddress: string | null;
+    readonly testBudget: number;
+    readonly retestInterval: number;
+    readonly retryInterval: number;
+    readonly submissionsPerHour: number;
+    readonly excluded: readonly string[];
+    readonly allowPrivateTargets: boolean;
+    readonly schedulerInterval: number;
+    readonly testConcurrency: number;
   };
   readonly delivery: {
     readonly enabled: boolean;
@@ -732,7 +792,17 @@ export function buildConfig(parsed: ParsedConfig, options: { baseDir: string; co
     limits: { ...parsed.limits },
     log: { ...parsed.log },
     dnsblChecks: parsed.dnsblChecks.map((c) => ({ zone: c.zone, weight: c.weight })),
-    dnsbl: { enabled: parsed.dnsbl.enabled, zone: parsed.dnsbl.zone, listen: { ...parsed.dnsbl.listen } },
+    dnsblThreshold: parsed.dnsblThreshold,
+    dnsblResolver: { ...parsed.dnsblResolver, servers: [...parsed.dnsblResolver.servers] },
+    dnsbl: {
+      ...parsed.dnsbl,
+      listen: { ...parsed.dnsbl.listen },
+      axfrAllow: [...parsed.dnsbl.axfrAllow],
+      notify: parsed.dnsbl.notify.map((n) => ({ ...n })),
+      sink: { ...parsed.dnsbl.sink },
+      testPorts: [...parsed.dnsbl.testPorts],
+      excluded: [...parsed.dnsbl.excluded],
+    },
     delivery: {
       enabled: parsed.delivery.enabled,
       localTransport: localTransportOf(parsed.delivery.localTransport, resolve(parsed.dataDir)),

@@ -5,6 +5,8 @@
  *   buildZone     immutable RFC 5782 index + lookups      (zone.ts, pure)
  *   DnsblServer   authoritative UDP/TCP server, AXFR, NOTIFY (server.ts, wire.ts)
  *   exporters     rbldnsd ip4set/ip6trie, BIND master file (export.ts)
+ *   OrdbWorkflow  submit -> test -> list -> retest -> delist, tester injected (workflow.ts)
+ *   DnsblClient   the relay's DNSBL lookups: TTL cache, broken-answer detection, zone health checks (lookup.ts)
  */
 import type { ListingStore, ZoneEntriesOptions } from './store.ts';
 import { buildZone, type Zone, type ZoneOptions } from './zone.ts';
@@ -53,6 +55,38 @@ export {
   type RbldnsdFiles,
 } from './export.ts';
 export { dnsblName, parseNetwork, parseAddress, type Family, type Network } from './network.ts';
+export {
+  OrdbWorkflow,
+  decide,
+  effectiveVerdict,
+  ordbEvidence,
+  type Action,
+  type DecideContext,
+  type Decision,
+  type HostTestResult,
+  type HostTester,
+  type OrdbEvidence,
+  type OrdbWorkflowOptions,
+  type Refused,
+  type RetestResult,
+  type SubmitResult,
+  type TestOutcome,
+  type TestVerdict,
+  type WorkflowRefusal,
+} from './workflow.ts';
+export {
+  DnsblClient,
+  brokenAnswer,
+  queryName,
+  type DnsblClientOptions,
+  type DnsblErrorKind,
+  type DnsblLookupResult,
+  type DnsblResolver,
+  type DnsblZoneConfig,
+  type DnsblZoneLookup,
+  type ZoneHealth,
+  type ZoneHealthStatus,
+} from './lookup.ts';
 
 /** Builds the zone of a store: its listed and excluded entries, with the store's serial as the SOA serial. */
 export function zoneFromStore(store: ListingStore, options: ZoneOptions & ZoneEntriesOptions): Zone {

@@ -33,6 +33,8 @@ export interface UserStoreOptions {
   readonly clock?: Clock;
   /** scrypt cost for new hashes (tests lower it). Default DEFAULT_SCRYPT_PARAMS. */
   readonly scrypt?: ScryptParams;
+  /** Password verification (tests count calls). Default verifyPassword. */
+  readonly verify?: (password: string, encoded: string) => Promise<boolean>;
 }
 
 export interface AddUserOptions {
@@ -119,6 +121,7 @@ export class UserStore {
   readonly #clock: Clock;
   readonly #params: ScryptParams;
   #dummyHash: Promise<string> | null = null;
+  readonly #verify: (password: string, encoded: string) => Promise<boolean>;
 
   /** `database` is a file path, ":memory:", or an open DatabaseSync shared with other stores (not closed by close()). */
   constructor(database: string | DatabaseSync, options: UserStoreOptions = {}) {
@@ -126,6 +129,7 @@ export class UserStore {
     this.#db = typeof database === 'string' ? new DatabaseSync(database) : database;
     this.#clock = options.clock ?? SYSTEM_CLOCK;
     this.#params = options.scrypt ?? DEFAULT_SCRYPT_PARAMS;
+    this.#verify = options.verify ?? verifyPassword;
     if (this.#ownsDb && database !== ':memory:') {
       this.#db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;');
     }
@@ -301,10 +305,11 @@ export class UserStore {
     }
     const pw = typeof password === 'string' ? password : '';
     if (row === undefined) {
-      await verifyPassword(pw, await this.#dummy());
+      // The same work as for a known user, so timing does not tell which names exist.
+      await this.#verify(pw, await this.#dummy());
       return false;
     }
-    const ok = await verifyPassword(pw, String(row.password_hash));
+    const ok = await this.#verify(pw, String(row.password_hash));
     return ok && Number(row.disabled) === 0;
   }
 

@@ -57,6 +57,8 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeProce
     localDomains: ['local.test'],
     // Receive-path tests inspect the queue: the runner stays off unless a test turns delivery on.
     delivery: { enabled: false },
+    // Tests run in parallel: the ORDB DNS server takes a free port instead of 5353.
+    dnsbl: { listen: { port: 0 } },
     listeners: [
       { name: 'mx', role: 'mx', address: '127.0.0.1', port: ports.mx, tls: 'starttls' },
       { name: 'submission', role: 'submission', address: '127.0.0.1', port: ports.submission, tls: 'starttls' },

@@ -1,0 +1,412 @@
+/**
+ * The ORDB inside `relayguard serve`, and the relay's DNSBL gate.
+ *
+ *   startOrdb(config, logger, deps)   opens the listing store (dataDir/relayguard.db, shared with the users), serves
+ *                                     the zone on dnsbl.listen (UDP+TCP, AXFR, NOTIFY), rebuilds the zone whenever
+ *                                     the store's serial moves (the workflow's changes at once; the CLI's, made from
+ *                                     another process, within zonePollMs), and runs the workflow's scheduler
+ *                                     (pending submissions, due retests) every schedulerIntervalMs.
+ *   createTestHost(settings, logger)  the tester the workflow gets: src/tester in proof mode with a built-in sink when
+ *                                     dnsbl.probeDomain is set, else safe mode (which never lists anything).
+ *   createDnsblGate(options)          the consumer side: DNSBL lookups start at connect, the decision is taken at
+ *                                     RCPT (554 5.7.1 for a listed client; trusted networks and AUTH'd users pass;
+ *                                     a DNS failure never blocks); wrap(handler) puts it in front of any handler.
+ *
+ * Configuration keys this reads that the schema may not have yet are read defensively with the defaults below
+ * (OrdbSettings / GateSettings), so adding them to src/config/schema.ts is all that is needed to expose them.
+ */
+import { mkdirSync } from 'node:fs';
+import { promises as dnsPromises } from 'node:dns';
+import { join } from 'node:path';
+import type { Config } from '../config/schema.ts';
+import type { Clock } from '../core/clock.ts';
+import type { Logger } from '../core/log.ts';
+import {
+  DnsblClient, DnsblServer, ListingStore, OrdbWorkflow, zoneFromStore,
+  type DnsblResolver, type DnsblZoneLookup, type HostTestResult, type HostTester, type ZoneHealth, type ZoneOptions,
+} from '../dnsbl/index.ts';
+import { evaluateDnsbl, type DnsblDecision } from '../policy/dnsbl-check.ts';
+import { NetworkList } from '../policy/networks.ts';
+import type { SessionHandler } from '../smtp/handler.ts';
+import { generateSelfSigned } from '../smtp/tls-cert.ts';
+import { ProbeSink, parsePortSpec, runTester, type PortSpec } from '../tester/index.ts';
+
+const MIN = 60_000;
+
+export interface OrdbSettings {
+  readonly zone: string;
+  readonly listen: { readonly address: string; readonly port: number };
+  /** SQLite file of the listings. Default dataDir/relayguard.db. */
+  readonly databasePath: string;
+  /** TTL of listing answers, seconds. Default 2100 (rbldnsd's 35 min). */
+  readonly ttlSeconds: number;
+  /** Evidence page in the TXT ("$" = the address), or null for none. */
+  readonly evidenceUrl: string | null;
+  /** Networks allowed to AXFR the zone; secondaries to NOTIFY. */
+  readonly axfrAllow: readonly string[];
+  readonly notify: readonly { readonly address: string; readonly port: number }[];
+  /** Proof mode when set: probes go to this domain, whose MX must reach the sink. */
+  readonly probeDomain: string | null;
+  readonly sink: { readonly address: string; readonly port: number };
+  readonly probeWaitMs: number;
+  readonly testPorts: readonly PortSpec[];
+  /** The tester's source address, or null for the system's choice. */
+  readonly sourceAddress: string | null;
+  /** Per-address time budget of a test. */
+  readonly testBudgetMs: number;
+  readonly retestIntervalMs: number;
+  readonly retryIntervalMs: number;
+  readonly submissionsPerHour: number;
+  /** Never tested, never listed (also written to the store as exclusions at start). */
+  readonly excluded: readonly string[];
+  /** Test loopback/private/reserved addresses (labs, tests). */
+  readonly allowPrivateTargets: boolean;
+  readonly schedulerIntervalMs: number;
+  readonly zonePollMs: number;
+  readonly testConcurrency: number;
+}
+
+/** The ORDB database: the embedded database under dataDir (tables are prefixed dnsbl_). */
+export function ordbDatabasePath(config: Config): string {
+  return join(config.dataDir, 'relayguard.db');
+}
+
+export function ordbSettings(config: Config, overrides: Partial<OrdbSettings> = {}): OrdbSettings {
+  const d = config.dnsbl;
+  return {
+    zone: d.zone,
+    listen: { ...d.listen },
+    databasePath: ordbDatabasePath(config),
+    ttlSeconds: Math.max(0, Math.round(d.ttl / 1000)),
+    evidenceUrl: d.evidenceUrl,
+    axfrAllow: d.axfrAllow,
+    notify: d.notify,
+    probeDomain: d.probeDomain,
+    sink: d.sink,
+    probeWaitMs: d.probeWait,
+    testPorts: d.testPorts.map((p) => parsePortSpec(String(p))),
+    sourceAddress: d.sourceAddress,
+    testBudgetMs: d.testBudget,
+    retestIntervalMs: d.retestInterval,
+    retryIntervalMs: d.retryInterval,
+    submissionsPerHour: d.submissionsPerHour,
+    excluded: d.excluded,
+    allowPrivateTargets: d.allowPrivateTargets,
+    schedulerIntervalMs: d.schedulerInterval,
+    zonePollMs: 2000,
+    testConcurrency: d.testConcurrency,
+    ...overrides,
+  };
+}
+
+export interface TestHost {
+  readonly test: HostTester;
+  /** Proof mode is available (a probe domain and a running sink). */
+  readonly prove: boolean;
+  readonly sink: ProbeSink | null;
+  close(): Promise<void>;
+}
+
+export interface TestHostSettings {
+  readonly probeDomain: string | null;
+  readonly sink: { readonly address: string; readonly port: number };
+  readonly probeWaitMs: number;
+  readonly testPorts: readonly PortSpec[];
+  readonly sourceAddress: string | null;
+  readonly testBudgetMs: number;
+  /** Reply timeouts (tests shorten them). */
+  readonly timeouts?: { readonly connect: number; readonly greeting: number; readonly command: number } | undefined;
+}
+
+/**
+ * The tester as the workflow sees it. A target whose every port refused the connection comes back INCONCLUSIVE
+ * ("unreachable"), never CLOSED: a relay must not get delisted by firewalling the tester.
+ */
+export async function createTestHost(settings: TestHostSettings, logger: Logger): Promise<TestHost> {
+  let sink: ProbeSink | null = null;
+  if (settings.probeDomain !== null) {
+    const cert = await generateSelfSigned(settings.probeDomain);
+    sink = await ProbeSink.start({
+      address: settings.sink.address, port: settings.sink.port, probeDomain: settings.probeDomain,
+      hostname: `sink.${settings.probeDomain}`, tls: cert,
+    });
+    logger.info('dnsbl probe sink listening', { address: sink.address, port: sink.port, probe_domain: settings.probeDomain });
+  }
+  const test: HostTester = async (ip, { prove, signal }) => {
+    const proving = prove && sink !== null;
+    const run = await runTester([ip], {
+      ports: settings.testPorts,
+      testerDomain: proving ? settings.probeDomain! : 'example.net',
+      ...(settings.sourceAddress !== null ? { sourceAddress: settings.sourceAddress } : {}),
+      ...(proving ? { proof: { collector: sink!, waitMs: settings.probeWaitMs } } : {}),
+      ...(settings.timeouts ? { timeouts: settings.timeouts } : {}),
+      budgetMs: settings.testBudgetMs,
+      signal,
+      resolve: { mx: false },
+    });
+    const t = run.targets[0];
+    if (t === undefined) {
+      return { verdict: 'INCONCLUSIVE', proved: false, reason: 'error', detail: run.errors.map((e) => e.error).join('; ') || 'not tested', mode: run.mode, report: run };
+    }
+    const unreachable = t.ports.length > 0 && t.ports.every((p) => p.reason === 'no-service');
+    const result: HostTestResult = {
+      verdict: unreachable ? 'INCONCLUSIVE' : t.verdict,
+      proved: t.verdict === 'OPEN' && t.reason === 'proved',
+      reason: unreachable ? 'unreachable' : t.reason,
+      detail: t.detail,
+      mode: run.mode,
+      report: run,
+    };
+    return result;
+  };
+  return { test, prove: sink !== null, sink, close: async () => { await sink?.close(); } };
+}
+
+export interface OrdbDeps {
+  /** The tester; default createTestHost(settings) (with a sink when dnsbl.probeDomain is set). */
+  readonly testHost?: HostTester | undefined;
+  /** With testHost: whether it runs in proof mode. Default: settings.probeDomain is set. */
+  readonly prove?: boolean | undefined;
+  readonly clock?: Clock | undefined;
+  readonly settings?: Partial<OrdbSettings> | undefined;
+}
+
+export interface RunningOrdb {
+  readonly store: ListingStore;
+  readonly workflow: OrdbWorkflow;
+  readonly server: DnsblServer;
+  readonly settings: OrdbSettings;
+  /** Rebuilds the zone when the store's serial moved; true when it did. */
+  rebuild(): boolean;
+  /** Runs the scheduler's work now (tests). */
+  runDue(): ReturnType<OrdbWorkflow['runDue']>;
+  stop(): Promise<void>;
+}
+
+export async function startOrdb(config: Config, logger: Logger, deps: OrdbDeps = {}): Promise<RunningOrdb> {
+  const settings = ordbSettings(config, deps.settings);
+  const log = logger.child({ component: 'dnsbl' });
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o750 });
+  const store = ListingStore.open(settings.databasePath, deps.clock ? { clock: deps.clock } : {});
+  let tester: TestHost | null = null;
+  let server: DnsblServer | null = null;
+  try {
+    for (const net of settings.excluded) {
+      if (store.get(net)?.state !== 'excluded') store.exclude(net, { detail: 'excluded by the configuration (dnsbl.excluded)' });
+    }
+    const zoneOptions: ZoneOptions & { evidenceUrl: string | null } = {
+      apex: settings.zone, ttl: settings.ttlSeconds, evidenceUrl: settings.evidenceUrl, soa: { mname: config.hostname },
+    };
+    let serial = store.serial();
+    server = new DnsblServer({
+      zone: zoneFromStore(store, zoneOptions),
+      address: settings.listen.address,
+      port: settings.listen.port,
+      axfrAllow: settings.axfrAllow,
+      notify: settings.notify,
+      logger: log,
+    });
+    await server.start();
+    const srv = server;
+    const rebuild = (): boolean => {
+      try {
+        const now = store.serial();
+        if (now === serial) return false;
+        srv.setZone(zoneFromStore(store, zoneOptions));
+        serial = now;
+        log.info('dnsbl zone rebuilt', { serial: srv.zone.serial, listed: store.count('listed'), excluded: store.count('excluded') });
+        return true;
+      } catch (err) {
+        log.error('dnsbl zone rebuild failed', { error: (err as Error).message });
+        return false;
+      }
+    };
+    let test = deps.testHost;
+    let prove = deps.prove ?? settings.probeDomain !== null;
+    if (test === undefined) {
+      tester = await createTestHost(settings, log);
+      test = tester.test;
+      prove = tester.prove;
+    }
+    const workflow = new OrdbWorkflow({
+      store, test, prove, clock: deps.clock, logger: log,
+      rateLimit: { perSubmitterPerHour: settings.submissionsPerHour },
+      retestIntervalMs: settings.retestIntervalMs,
+      retryIntervalMs: settings.retryIntervalMs,
+      excluded: settings.excluded,
+      allowNonGlobal: settings.allowPrivateTargets,
+      concurrency: settings.testConcurrency,
+      onChange: rebuild,
+    });
+    const poll = setInterval(rebuild, settings.zonePollMs);
+    poll.unref();
+    const runDue = (): ReturnType<OrdbWorkflow['runDue']> => workflow.runDue().catch((err: unknown) => {
+      log.error('dnsbl scheduler failed', { error: (err as Error)?.message ?? String(err) });
+      return [];
+    });
+    let scheduler: NodeJS.Timeout | null = null;
+    if (settings.schedulerIntervalMs > 0) {
+      scheduler = setInterval(() => { void runDue(); }, settings.schedulerIntervalMs);
+      scheduler.unref();
+    }
+    log.info('dnsbl workflow started', {
+      zone: settings.zone, mode: prove ? 'prove' : 'safe', probe_domain: settings.probeDomain,
+      retest_interval_ms: settings.retestIntervalMs, scheduler_interval_ms: settings.schedulerIntervalMs,
+    });
+    let stopping: Promise<void> | null = null;
+    const t = tester;
+    return {
+      store, workflow, server: srv, settings, rebuild, runDue,
+      stop() {
+        stopping ??= (async () => {
+          clearInterval(poll);
+          if (scheduler) clearInterval(scheduler);
+          await workflow.stop();
+          await srv.stop();
+          await t?.close();
+          store.close();
+        })();
+        return stopping;
+      },
+    };
+  } catch (err) {
+    await server?.stop().catch(() => {});
+    await tester?.close().catch(() => {});
+    store.close();
+    throw err;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The relay's DNSBL gate
+// ---------------------------------------------------------------------------------------------------------------
+
+export interface DnsblGateOptions {
+  readonly zones: readonly { readonly zone: string; readonly weight: number }[];
+  /** Default 1. */
+  readonly threshold?: number | undefined;
+  readonly resolver: DnsblResolver;
+  readonly isTrusted: (ip: string) => boolean;
+  readonly logger: Logger;
+  readonly clock?: Clock | undefined;
+  /** Per lookup, ms. Default 5000. */
+  readonly timeoutMs?: number | undefined;
+  readonly minTtlMs?: number | undefined;
+  readonly maxTtlMs?: number | undefined;
+  readonly negativeTtlMs?: number | undefined;
+  /** Zone health checks; default 10 min (0: only at start). */
+  readonly healthCheckIntervalMs?: number | undefined;
+}
+
+export interface DnsblGate {
+  readonly client: DnsblClient;
+  /** Looks the address up and decides (what wrap() does at RCPT). */
+  check(ip: string, who?: { readonly user?: string | null; readonly trusted?: boolean }): Promise<DnsblDecision>;
+  /** A handler that does the lookups at connect and rejects listed clients at RCPT, else defers to `inner`. */
+  wrap(inner: SessionHandler): SessionHandler;
+  /** First health check of every zone (lookups wait for it), then periodic ones. */
+  start(): Promise<ZoneHealth[]>;
+  stop(): void;
+}
+
+export function createDnsblGate(options: DnsblGateOptions): DnsblGate {
+  const log = options.logger;
+  const client = new DnsblClient({
+    resolver: options.resolver, zones: options.zones, clock: options.clock, logger: log,
+    timeoutMs: options.timeoutMs, minTtlMs: options.minTtlMs, maxTtlMs: options.maxTtlMs, negativeTtlMs: options.negativeTtlMs,
+  });
+  const threshold = options.threshold ?? 1;
+  const lookups = new Map<string, Promise<DnsblZoneLookup[]>>();
+
+  const decide = (ip: string, results: readonly DnsblZoneLookup[], user: string | null, trusted: boolean): DnsblDecision =>
+    evaluateDnsbl({ ip, results, threshold, trusted, user });
+
+  return {
+    client,
+    async check(ip, who = {}) {
+      const trusted = who.trusted ?? options.isTrusted(ip);
+      return decide(ip, trusted ? [] : await client.checkAll(ip), who.user ?? null, trusted);
+    },
+    wrap(inner) {
+      if (options.zones.length === 0) return inner;
+      return {
+        ...inner, // hooks this gate does not touch (own properties of a handler object)
+        async onConnect(req) {
+          if (inner.onConnect) {
+            const v = await inner.onConnect(req);
+            if (!v.ok) return v;
+          }
+          const ip = req.connection.remoteAddress;
+          if (!options.isTrusted(ip)) lookups.set(req.connection.id, client.checkAll(ip));
+          return { ok: true };
+        },
+        onHelo: inner.onHelo ? (req) => inner.onHelo!(req) : undefined,
+        onAuth: (req) => inner.onAuth(req),
+        onMailFrom: (req) => inner.onMailFrom(req),
+        async onRcptTo(req) {
+          const s = req.session;
+          const ip = s.connection.remoteAddress;
+          const trusted = options.isTrusted(ip);
+          if (!trusted && s.user === null) {
+            let pending = lookups.get(s.connection.id);
+            if (pending === undefined) {
+              pending = client.checkAll(ip);
+              lookups.set(s.connection.id, pending);
+            }
+            const d = decide(ip, await pending, s.user, trusted);
+            if (d.blocked) {
+              log.warn('dnsbl blocked', {
+                session_id: s.connection.id, client_ip: ip, listener: s.connection.listener.name, helo: s.helo,
+                rcpt: req.path.mailbox ? `${req.path.mailbox.localPart}@${req.path.mailbox.domain}` : '', zone: d.zone,
+                score: d.score, listed_in: d.listedIn, reply: `${d.reply.code} ${d.reply.enhanced} ${String(d.reply.text)}`,
+              });
+              return { ok: false, reply: d.reply };
+            }
+          }
+          return inner.onRcptTo(req);
+        },
+        onData: (req) => inner.onData(req),
+        onClose(summary) {
+          lookups.delete(summary.connection.id);
+          inner.onClose?.(summary);
+        },
+      };
+    },
+    start() {
+      return client.startHealthChecks(options.healthCheckIntervalMs ?? 10 * MIN);
+    },
+    stop() {
+      client.stopHealthChecks();
+    },
+  };
+}
+
+/** Consumer keys this reads (top level) until the schema has them. */
+/**
+ * The gate for `serve`, from config.dnsblChecks (+ dnsblThreshold, dnsblResolver); null when no zone is configured.
+ * The caller starts it (await gate.start()) and wraps the receive handler with it.
+ */
+export function dnsblGateFromConfig(config: Config, logger: Logger, deps: { resolver?: DnsblResolver; clock?: Clock } = {}): DnsblGate | null {
+  if (config.dnsblChecks.length === 0) return null;
+  const r = config.dnsblResolver;
+  let resolver = deps.resolver;
+  if (resolver === undefined) {
+    const res = new dnsPromises.Resolver({ timeout: r.timeout, tries: 2 });
+    if (r.servers.length > 0) res.setServers([...r.servers]);
+    resolver = res;
+  }
+  const trusted = new NetworkList(config.trustedNetworks);
+  return createDnsblGate({
+    zones: config.dnsblChecks,
+    threshold: config.dnsblThreshold,
+    resolver,
+    isTrusted: (ip) => trusted.contains(ip),
+    logger: logger.child({ component: 'dnsbl-client' }),
+    clock: deps.clock,
+    timeoutMs: r.timeout,
+    minTtlMs: r.minTtl,
+    maxTtlMs: r.maxTtl,
+    negativeTtlMs: r.negativeTtl,
+    healthCheckIntervalMs: r.healthCheckInterval,
+  });
+}

@@ -1,0 +1,504 @@
+/**
+ * The ORDB listing workflow: submit -> test -> list -> retest -> delist (relay-testers.md 3.4, hostile-inputs DB-06).
+ *
+ *   submit(ip, submitter)    rate limited per submitter; refused for excluded, non-global and test-point addresses;
+ *                            a no-op when the address is listed or pending already; otherwise a pending entry,
+ *                            due for a test at once.
+ *   runDue()                 tests the due pending entries and the listings due for a retest (single addresses of
+ *                            category open-relay only: a network or a honeypot listing is not the tester's to judge).
+ *   requestDelisting(ip)     (rate limited) schedules an immediate retest of a listed address.
+ *   scheduleRetest(ip)       the administrator's version: any pending or listed address, no limit.
+ *   testNow(ip)              runs the test for one entry now (the CLI's --now).
+ *
+ * Decisions (decide(), pure):
+ *   pending + OPEN, proved               -> listed (evidence kept), retest after retestIntervalMs
+ *   pending + relaying accepted, not proved (safe mode, or the probe never arrived)
+ *                                        -> stays pending, flagged for a human; retried after retryIntervalMs in
+ *                                           proof mode (the probe may be late), parked (no retest) in safe mode:
+ *                                           only proof lists automatically
+ *   pending + CLOSED                     -> delisted (never listed; the test is in the history and the evidence)
+ *   pending + INCONCLUSIVE               -> stays pending, retried after retryIntervalMs; after maxPendingAttempts
+ *                                           tries it is parked, flagged
+ *   listed  + OPEN                       -> stays listed, next retest after retestIntervalMs
+ *   listed  + CLOSED                     -> delisted
+ *   listed  + anything else              -> stays listed, retried after retestIntervalMs (a relay that tarpits or
+ *                                           firewalls the tester must not get itself delisted that way)
+ * A host whose every port refused the connection is not "closed" (reason no-service / unreachable): it may be down
+ * or may be blocking the tester; it is INCONCLUSIVE here.
+ *
+ * The tester is injected (src/dnsbl imports only src/core): the CLI passes a function that runs src/tester in proof
+ * mode when a probe domain is configured, else in safe mode. Tests run concurrently up to `concurrency`, one at a
+ * time per address; stop() aborts the running ones and records nothing for them.
+ */
+import ipaddr from 'ipaddr.js';
+import { SYSTEM_CLOCK, type Clock } from '../core/clock.ts';
+import { NULL_LOGGER, type Logger } from '../core/log.ts';
+import { isNetworkError, parseAddress, parseNetwork, type Network } from './network.ts';
+import type { Listing, ListingStore } from './store.ts';
+
+export type TestVerdict = 'OPEN' | 'CLOSED' | 'INCONCLUSIVE';
+
+export interface HostTestResult {
+  readonly verdict: TestVerdict;
+  /** The probe reached the sink (proof mode). OPEN without proof never lists. */
+  readonly proved: boolean;
+  /** The tester's reason ("proved", "refused", "accepted-not-proved", "no-service", ...). */
+  readonly reason?: string | undefined;
+  readonly detail?: string | undefined;
+  readonly mode?: 'prove' | 'safe' | undefined;
+  /** The tester's JSON report (docs/tester-json.md). */
+  readonly report: unknown;
+}
+
+export type HostTester = (ip: string, options: { readonly prove: boolean; readonly signal: AbortSignal }) => Promise<HostTestResult>;
+
+export interface OrdbWorkflowOptions {
+  readonly store: ListingStore;
+  readonly test: HostTester;
+  /** Proof mode is available (a probe domain is configured). Default false: safe mode, nothing listed automatically. */
+  readonly prove?: boolean | undefined;
+  readonly clock?: Clock | undefined;
+  readonly logger?: Logger | undefined;
+  /** Submissions (and delisting requests) per submitter per hour. Default 10; 0 = no limit. */
+  readonly rateLimit?: { readonly perSubmitterPerHour: number; readonly maxSubmitters?: number } | undefined;
+  /** Retest of listed addresses. Default 7 days. */
+  readonly retestIntervalMs?: number | undefined;
+  /** Retry of a pending address whose test was inconclusive. Default 1 hour. */
+  readonly retryIntervalMs?: number | undefined;
+  /** Tests of a pending address before it is parked for a human. Default 3. */
+  readonly maxPendingAttempts?: number | undefined;
+  /** Networks never tested or listed (besides the store's excluded entries). */
+  readonly excluded?: readonly string[] | undefined;
+  /** Accept loopback, private and reserved addresses (tests, labs). Default false. */
+  readonly allowNonGlobal?: boolean | undefined;
+  /** Tests at once. Default 2. */
+  readonly concurrency?: number | undefined;
+  /** Entries taken per runDue(). Default 20. */
+  readonly batch?: number | undefined;
+  /** Called after every change to the store (the zone is rebuilt). */
+  readonly onChange?: (() => void) | undefined;
+}
+
+/** The evidence kept with a listing (ListingStore evidence column). */
+export interface OrdbEvidence {
+  readonly schema: 'relayguard-ordb-evidence/1';
+  readonly submittedBy: string | null;
+  readonly submittedAt: string | null;
+  /** Tests since the submission. */
+  readonly attempts: number;
+  readonly testedAt: string | null;
+  readonly mode: 'prove' | 'safe' | null;
+  readonly verdict: TestVerdict | null;
+  readonly reason: string | null;
+  readonly detail: string | null;
+  readonly proved: boolean;
+  /** Why a human should look at this entry, or null. */
+  readonly flagged: string | null;
+  readonly report: unknown;
+}
+
+export type WorkflowRefusal =
+  | 'ERR_DNSBL_RATE_LIMIT' | 'ERR_DNSBL_EXCLUDED' | 'ERR_DNSBL_NOT_GLOBAL' | 'ERR_DNSBL_NETWORK' | 'ERR_DNSBL_NOT_HOST'
+  | 'ERR_DNSBL_NOT_LISTED' | 'ERR_DNSBL_NOT_FOUND' | 'ERR_DNSBL_NOT_TESTABLE' | 'ERR_DNSBL_BUSY' | 'ERR_DNSBL_STOPPED';
+
+export interface Refused {
+  readonly ok: false;
+  readonly code: WorkflowRefusal;
+  readonly message: string;
+  /** ERR_DNSBL_RATE_LIMIT: when the submitter may try again. */
+  readonly retryAfterMs?: number;
+}
+
+export type SubmitResult =
+  | { readonly ok: true; readonly status: 'queued' | 'already-listed' | 'already-pending'; readonly listing: Listing | null }
+  | Refused;
+
+export type RetestResult = { readonly ok: true; readonly status: 'retest-scheduled'; readonly listing: Listing } | Refused;
+
+export type Action = 'list' | 'keep-listed' | 'delist' | 'keep-pending' | 'park' | 'not-listed';
+
+export interface Decision {
+  readonly action: Action;
+  /** The state afterwards. */
+  readonly state: 'listed' | 'pending' | 'delisted';
+  /** When to test again (null: not scheduled). */
+  readonly nextRetest: number | null;
+  readonly flagged: string | null;
+  readonly detail: string;
+}
+
+export interface TestOutcome {
+  readonly network: string;
+  readonly before: Listing['state'];
+  readonly after: Listing['state'];
+  readonly action: Action | 'skipped';
+  readonly verdict: TestVerdict | null;
+  readonly detail: string;
+}
+
+export interface DecideContext {
+  readonly now: number;
+  readonly prove: boolean;
+  /** Tests of this pending entry including this one. */
+  readonly attempts: number;
+  readonly retestIntervalMs: number;
+  readonly retryIntervalMs: number;
+  readonly maxPendingAttempts: number;
+}
+
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+const MAX_SUBMITTER = 128;
+const UNREACHABLE = new Set(['no-service', 'unreachable']);
+const RELAY_ACCEPTED = new Set(['accepted-not-proved', 'accepts-all-recipients']);
+
+/** The verdict the workflow acts on: CLOSED only for a host that answered and refused; OPEN only when proved. */
+export function effectiveVerdict(r: HostTestResult): 'OPEN' | 'SUSPECT' | 'CLOSED' | 'INCONCLUSIVE' {
+  if (r.verdict === 'OPEN') return r.proved ? 'OPEN' : 'SUSPECT';
+  if (r.verdict === 'CLOSED') return r.reason !== undefined && UNREACHABLE.has(r.reason) ? 'INCONCLUSIVE' : 'CLOSED';
+  return r.reason !== undefined && RELAY_ACCEPTED.has(r.reason) ? 'SUSPECT' : 'INCONCLUSIVE';
+}
+
+/** What to do with an entry after a test (pure). */
+export function decide(state: 'pending' | 'listed', r: HostTestResult, ctx: DecideContext): Decision {
+  const v = effectiveVerdict(r);
+  const why = `${r.verdict}${r.reason ? ` (${r.reason})` : ''}${r.detail ? `: ${r.detail}` : ''}`.slice(0, 400);
+  if (state === 'listed') {
+    if (v === 'CLOSED') return { action: 'delist', state: 'delisted', nextRetest: null, flagged: null, detail: `retest found it closed, delisted; ${why}` };
+    if (v === 'OPEN') return { action: 'keep-listed', state: 'listed', nextRetest: ctx.now + ctx.retestIntervalMs, flagged: null, detail: `retest proved it still open; ${why}` };
+    return {
+      action: 'keep-listed', state: 'listed', nextRetest: ctx.now + ctx.retestIntervalMs,
+      flagged: v === 'SUSPECT' ? null : 'retest inconclusive: still listed',
+      detail: `retest did not show it closed, still listed; ${why}`,
+    };
+  }
+  if (v === 'OPEN') return { action: 'list', state: 'listed', nextRetest: ctx.now + ctx.retestIntervalMs, flagged: null, detail: `proved open by the tester, listed; ${why}` };
+  if (v === 'CLOSED') return { action: 'not-listed', state: 'delisted', nextRetest: null, flagged: null, detail: `tested closed, not listed; ${why}` };
+  if (v === 'SUSPECT') {
+    const flag = ctx.prove
+      ? 'accepted relaying but the probe never arrived: not listed (only proved relays are listed)'
+      : 'accepted relaying in safe mode (no proof): not listed automatically; a human or a proof-mode test must confirm';
+    if (ctx.prove && ctx.attempts < ctx.maxPendingAttempts) {
+      return { action: 'keep-pending', state: 'pending', nextRetest: ctx.now + ctx.retryIntervalMs, flagged: flag, detail: `not proved, retry later; ${why}` };
+    }
+    return { action: 'park', state: 'pending', nextRetest: null, flagged: flag, detail: `not proved, waiting for a human; ${why}` };
+  }
+  if (ctx.attempts < ctx.maxPendingAttempts) {
+    return { action: 'keep-pending', state: 'pending', nextRetest: ctx.now + ctx.retryIntervalMs, flagged: null, detail: `inconclusive, retry later; ${why}` };
+  }
+  return {
+    action: 'park', state: 'pending', nextRetest: null,
+    flagged: `inconclusive after ${ctx.attempts} tests: waiting for a human`, detail: `inconclusive, gave up; ${why}`,
+  };
+}
+
+function isEvidence(x: unknown): x is OrdbEvidence {
+  return typeof x === 'object' && x !== null && (x as { schema?: unknown }).schema === 'relayguard-ordb-evidence/1';
+}
+
+/** The workflow's evidence of a listing, or null (manual listings, imports). */
+export function ordbEvidence(listing: Listing): OrdbEvidence | null {
+  return isEvidence(listing.evidence) ? listing.evidence : null;
+}
+
+function contains(net: Network, addr: Network): boolean {
+  if (net.family !== addr.family) return false;
+  return (addr.first as number | bigint) >= (net.first as number | bigint) && (addr.first as number | bigint) <= (net.last as number | bigint);
+}
+
+/** "global" for an address the workflow may test, else why not. */
+function addressScope(a: Network): string {
+  const text = a.text;
+  if (text === '127.0.0.1' || text === '127.0.0.2') return 'an RFC 5782 test point';
+  const range = ipaddr.parse(text).range();
+  return range === 'unicast' ? 'global' : range;
+}
+
+function cleanSubmitter(s: string): string {
+  const t = String(s).replace(/[^\x21-\x7e]/g, '?').slice(0, MAX_SUBMITTER);
+  return t === '' ? 'unknown' : t;
+}
+
+/** A sliding one-hour window per key, bounded in keys. */
+class HourlyLimiter {
+  readonly #limit: number;
+  readonly #maxKeys: number;
+  readonly #hits = new Map<string, number[]>();
+  constructor(limit: number, maxKeys: number) {
+    this.#limit = limit;
+    this.#maxKeys = maxKeys;
+  }
+  /** Records a hit, or returns how long to wait. */
+  take(key: string, now: number): { ok: true } | { ok: false; retryAfterMs: number } {
+    if (this.#limit <= 0) return { ok: true };
+    const times = (this.#hits.get(key) ?? []).filter((t) => t > now - HOUR);
+    if (times.length >= this.#limit) {
+      this.#hits.set(key, times);
+      return { ok: false, retryAfterMs: times[0]! + HOUR - now };
+    }
+    times.push(now);
+    this.#hits.delete(key);
+    this.#hits.set(key, times);
+    // Least recently used keys go first (a re-inserted key moves to the end).
+    for (const k of this.#hits.keys()) {
+      if (this.#hits.size <= this.#maxKeys) break;
+      this.#hits.delete(k);
+    }
+    return { ok: true };
+  }
+}
+
+export class OrdbWorkflow {
+  readonly #store: ListingStore;
+  readonly #test: HostTester;
+  readonly #prove: boolean;
+  readonly #clock: Clock;
+  readonly #log: Logger;
+  readonly #limiter: HourlyLimiter;
+  readonly #retestMs: number;
+  readonly #retryMs: number;
+  readonly #maxAttempts: number;
+  readonly #excluded: Network[];
+  readonly #allowNonGlobal: boolean;
+  readonly #concurrency: number;
+  readonly #batch: number;
+  readonly #onChange: () => void;
+  readonly #inFlight = new Map<string, Promise<TestOutcome>>();
+  readonly #abort = new AbortController();
+  #running: Promise<TestOutcome[]> | null = null;
+
+  constructor(options: OrdbWorkflowOptions) {
+    this.#store = options.store;
+    this.#test = options.test;
+    this.#prove = options.prove ?? false;
+    this.#clock = options.clock ?? SYSTEM_CLOCK;
+    this.#log = options.logger ?? NULL_LOGGER;
+    this.#limiter = new HourlyLimiter(options.rateLimit?.perSubmitterPerHour ?? 10, options.rateLimit?.maxSubmitters ?? 100_000);
+    this.#retestMs = options.retestIntervalMs ?? 7 * DAY;
+    this.#retryMs = options.retryIntervalMs ?? HOUR;
+    this.#maxAttempts = Math.max(1, options.maxPendingAttempts ?? 3);
+    this.#excluded = (options.excluded ?? []).map((n) => {
+      const p = parseNetwork(n);
+      if (isNetworkError(p)) throw new RangeError(`excluded network: ${p.error}`);
+      return p;
+    });
+    this.#allowNonGlobal = options.allowNonGlobal ?? false;
+    this.#concurrency = Math.max(1, options.concurrency ?? 2);
+    this.#batch = Math.max(1, options.batch ?? 20);
+    this.#onChange = options.onChange ?? (() => {});
+  }
+
+  get proofMode(): boolean {
+    return this.#prove;
+  }
+
+  #changed(): void {
+    try { this.#onChange(); } catch (err) { this.#log.error('dnsbl onChange failed', { error: (err as Error).message }); }
+  }
+
+  /** Parses and vets one address: the canonical host, or why it cannot be tested. */
+  #vet(ip: string): { ok: true; addr: Network } | Refused {
+    const raw = String(ip).trim();
+    const mapped = /^::ffff:(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})$/i.exec(raw);
+    const text = mapped ? mapped[1]! : raw;
+    if (text.includes('/')) return { ok: false, code: 'ERR_DNSBL_NOT_HOST', message: `${text.slice(0, 64)} is a network: submit single addresses (an administrator can list networks with "dnsbl add")` };
+    const addr = parseAddress(text);
+    if (addr === null) return { ok: false, code: 'ERR_DNSBL_NETWORK', message: `not an IP address: ${JSON.stringify(text.slice(0, 64))}` };
+    const ex = this.#excluded.find((n) => contains(n, addr));
+    if (ex) return { ok: false, code: 'ERR_DNSBL_EXCLUDED', message: `${addr.text} is in the excluded network ${ex.text}: it is never tested or listed` };
+    const inStore = this.#store.lookup(addr.text).matches.find((m) => m.state === 'excluded');
+    if (inStore) return { ok: false, code: 'ERR_DNSBL_EXCLUDED', message: `${addr.text} is excluded (${inStore.network}${inStore.reason ? `: ${inStore.reason}` : ''}): it is never tested or listed` };
+    const scope = addressScope(addr);
+    if (scope === 'an RFC 5782 test point' || (scope !== 'global' && !this.#allowNonGlobal)) {
+      return { ok: false, code: 'ERR_DNSBL_NOT_GLOBAL', message: `${addr.text} is ${scope === 'an RFC 5782 test point' ? scope : `not a global address (${scope})`}: not tested` };
+    }
+    return { ok: true, addr };
+  }
+
+  /** Submits an address for testing. Never throws for bad input: the result says why it was refused. */
+  submit(ip: string, submitter: string): SubmitResult {
+    const who = cleanSubmitter(submitter);
+    const now = this.#clock.now();
+    const gate = this.#limiter.take(`submit\0${who}`, now);
+    if (!gate.ok) {
+      this.#log.warn('dnsbl submission rate limited', { submitter: who, retry_after_ms: gate.retryAfterMs });
+      return { ok: false, code: 'ERR_DNSBL_RATE_LIMIT', message: `too many submissions from ${who}: try again in ${Math.ceil(gate.retryAfterMs / 60_000)} min`, retryAfterMs: gate.retryAfterMs };
+    }
+    const v = this.#vet(ip);
+    if (!v.ok) {
+      this.#log.info('dnsbl submission refused', { submitter: who, ip: String(ip).slice(0, 64), code: v.code });
+      return v;
+    }
+    const net = v.addr.text;
+    const found = this.#store.lookup(net);
+    if (found.listed) return { ok: true, status: 'already-listed', listing: found.effective };
+    const existing = this.#store.get(net);
+    if (existing?.state === 'pending') return { ok: true, status: 'already-pending', listing: existing };
+    const evidence: OrdbEvidence = {
+      schema: 'relayguard-ordb-evidence/1', submittedBy: who, submittedAt: new Date(now).toISOString(), attempts: 0,
+      testedAt: null, mode: null, verdict: null, reason: null, detail: null, proved: false, flagged: null, report: null,
+    };
+    const listing = this.#store.add({ network: net, state: 'pending', evidence, nextRetest: now, detail: `submitted by ${who}` });
+    this.#log.info('dnsbl submitted', { ip: net, submitter: who });
+    this.#changed();
+    return { ok: true, status: 'queued', listing };
+  }
+
+  #retestable(ip: string, states: readonly Listing['state'][]): { ok: true; listing: Listing } | Refused {
+    const addr = parseAddress(String(ip).trim());
+    if (addr === null) return { ok: false, code: 'ERR_DNSBL_NETWORK', message: `not an IP address: ${JSON.stringify(String(ip).slice(0, 64))}` };
+    const listing = this.#store.get(addr.text);
+    if (listing === null || !states.includes(listing.state)) {
+      const covering = this.#store.lookup(addr.text);
+      if (covering.listed && covering.effective) {
+        return { ok: false, code: 'ERR_DNSBL_NOT_TESTABLE', message: `${addr.text} is listed as part of ${covering.effective.network}: that listing is not retested automatically` };
+      }
+      return listing === null
+        ? { ok: false, code: 'ERR_DNSBL_NOT_LISTED', message: `${addr.text} is not listed` }
+        : { ok: false, code: 'ERR_DNSBL_NOT_LISTED', message: `${addr.text} is ${listing.state}, not ${states.join(' or ')}` };
+    }
+    if (listing.category !== 'open-relay') {
+      return { ok: false, code: 'ERR_DNSBL_NOT_TESTABLE', message: `${addr.text} is listed as ${listing.category}: the relay tester cannot retest it` };
+    }
+    return { ok: true, listing };
+  }
+
+  /** A delisting request (rate limited per requester): schedules an immediate retest of a listed address. */
+  requestDelisting(ip: string, requester = 'anonymous'): RetestResult {
+    const who = cleanSubmitter(requester);
+    const now = this.#clock.now();
+    const gate = this.#limiter.take(`delist\0${who}`, now);
+    if (!gate.ok) return { ok: false, code: 'ERR_DNSBL_RATE_LIMIT', message: `too many requests from ${who}: try again in ${Math.ceil(gate.retryAfterMs / 60_000)} min`, retryAfterMs: gate.retryAfterMs };
+    const r = this.#retestable(ip, ['listed']);
+    if (!r.ok) return r;
+    const listing = this.#store.update(r.listing.network, { nextRetest: now, detail: `delisting requested by ${who}: retest scheduled` });
+    this.#log.info('dnsbl delisting requested', { ip: listing.network, requester: who });
+    this.#changed();
+    return { ok: true, status: 'retest-scheduled', listing };
+  }
+
+  /** The administrator's retest: any pending or listed single address, now, without a rate limit. */
+  scheduleRetest(ip: string, by = 'admin'): RetestResult {
+    const r = this.#retestable(ip, ['listed', 'pending']);
+    if (!r.ok) return r;
+    const listing = this.#store.update(r.listing.network, { nextRetest: this.#clock.now(), detail: `retest scheduled by ${cleanSubmitter(by)}` });
+    this.#changed();
+    return { ok: true, status: 'retest-scheduled', listing };
+  }
+
+  /** Tests one pending or listed address now (waits for a test already running for it). */
+  async testNow(ip: string): Promise<TestOutcome | Refused> {
+    const r = this.#retestable(ip, ['listed', 'pending']);
+    if (!r.ok) return r;
+    return this.#testOnce(r.listing);
+  }
+
+  /** Tests everything due: pending submissions and retests whose time has come. Overlapping calls share one run. */
+  runDue(): Promise<TestOutcome[]> {
+    this.#running ??= this.#runDue().finally(() => { this.#running = null; });
+    return this.#running;
+  }
+
+  async #runDue(): Promise<TestOutcome[]> {
+    if (this.#abort.signal.aborted) return [];
+    const now = this.#clock.now();
+    const due = this.#store.list({ state: ['pending', 'listed'], dueBefore: now, limit: this.#batch * 4 })
+      .filter((l) => l.prefix === (l.family === 4 ? 32 : 128) && l.category === 'open-relay' && !this.#inFlight.has(l.network))
+      .slice(0, this.#batch);
+    const out: TestOutcome[] = [];
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < due.length && !this.#abort.signal.aborted) {
+        const l = due[next++]!;
+        out.push(await this.#testOnce(l));
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.#concurrency, due.length) }, worker));
+    return out;
+  }
+
+  #testOnce(listing: Listing): Promise<TestOutcome> {
+    const running = this.#inFlight.get(listing.network);
+    if (running) return running;
+    const p = this.#run(listing).finally(() => this.#inFlight.delete(listing.network));
+    this.#inFlight.set(listing.network, p);
+    return p;
+  }
+
+  async #run(listing: Listing): Promise<TestOutcome> {
+    const net = listing.network;
+    const skipped = (detail: string, after: Listing['state'] = listing.state): TestOutcome => ({ network: net, before: listing.state, after, action: 'skipped', verdict: null, detail });
+    const excluded = this.#excluded.find((n) => contains(n, parseAddress(net)!));
+    if (excluded || this.#store.lookup(net).matches.some((m) => m.state === 'excluded')) {
+      const cur = this.#store.get(net);
+      if (cur !== null && cur.state !== 'excluded' && cur.nextRetest !== null) {
+        this.#store.update(net, { nextRetest: null, detail: 'excluded: not tested' });
+        this.#changed();
+      }
+      return skipped('excluded: not tested');
+    }
+    const prove = this.#prove;
+    const started = this.#clock.now();
+    this.#log.info('dnsbl test started', { ip: net, state: listing.state, mode: prove ? 'prove' : 'safe' });
+    let result: HostTestResult;
+    try {
+      result = await this.#test(net, { prove, signal: this.#abort.signal });
+    } catch (err) {
+      result = { verdict: 'INCONCLUSIVE', proved: false, reason: 'error', detail: `the tester failed: ${(err as Error)?.message ?? String(err)}`, report: null };
+    }
+    if (this.#abort.signal.aborted) return skipped('stopped while testing: nothing recorded');
+    // The entry may have changed while the test ran (removed, excluded, listed by hand).
+    const cur = this.#store.get(net);
+    if (cur === null || (cur.state !== 'pending' && cur.state !== 'listed')) {
+      this.#log.info('dnsbl test result dropped', { ip: net, state: cur?.state ?? null, verdict: result.verdict });
+      return skipped(`changed to ${cur?.state ?? 'removed'} during the test: result not recorded`, cur?.state ?? listing.state);
+    }
+    const now = this.#clock.now();
+    const prev = ordbEvidence(cur);
+    const attempts = (cur.state === 'pending' ? prev?.attempts ?? 0 : 0) + 1;
+    const d = decide(cur.state, result, {
+      now, prove, attempts, retestIntervalMs: this.#retestMs, retryIntervalMs: this.#retryMs, maxPendingAttempts: this.#maxAttempts,
+    });
+    const evidence: OrdbEvidence = {
+      schema: 'relayguard-ordb-evidence/1',
+      submittedBy: prev?.submittedBy ?? null,
+      submittedAt: prev?.submittedAt ?? null,
+      attempts,
+      testedAt: new Date(now).toISOString(),
+      mode: result.mode ?? (prove ? 'prove' : 'safe'),
+      verdict: result.verdict,
+      reason: result.reason ?? null,
+      detail: result.detail ?? null,
+      proved: result.proved,
+      flagged: d.flagged,
+      report: result.report ?? null,
+    };
+    // A listing keeps the evidence that listed it when a retest is inconclusive (the proof stays on show).
+    const keepProof = cur.state === 'listed' && d.state === 'listed' && effectiveVerdict(result) !== 'OPEN' && prev?.proved === true;
+    let after: Listing;
+    try {
+      after = this.#store.update(net, {
+        state: d.state === cur.state ? undefined : d.state,
+        evidence: keepProof ? { ...prev!, flagged: d.flagged } : evidence,
+        lastTested: now,
+        nextRetest: d.nextRetest,
+        detail: d.detail,
+      });
+    } catch (err) {
+      this.#log.error('dnsbl result not recorded', { ip: net, error: (err as Error).message });
+      return skipped(`not recorded: ${(err as Error).message}`);
+    }
+    this.#log.info('dnsbl tested', {
+      ip: net, before: cur.state, after: after.state, action: d.action, verdict: result.verdict, reason: result.reason ?? null,
+      proved: result.proved, flagged: d.flagged, next_retest: d.nextRetest, ms: now - started,
+    });
+    this.#changed();
+    return { network: net, before: cur.state, after: after.state, action: d.action, verdict: result.verdict, detail: d.detail };
+  }
+
+  /** Aborts running tests (nothing is recorded for them) and waits for them to end. */
+  async stop(): Promise<void> {
+    this.#abort.abort();
+    await Promise.allSettled([...this.#inFlight.values(), this.#running]);
+  }
+}
