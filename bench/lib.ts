@@ -11,6 +11,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
@@ -137,6 +138,18 @@ export function filesystemNote(dir: string): string | null {
     '(ext4 recently_deleted), so both servers\' create-a-file-per-message paths get slower after file churn; expect large run-to-run spread';
 }
 
+/** Messages in a relayguard queue (rows of `messages` in queue.db, read-only); 0 when there is no index yet. */
+export function queueCount(dataDir: string): number {
+  const path = join(dataDir, 'queue.db');
+  if (!existsSync(path)) return 0;
+  const db = new DatabaseSync(path, { readOnly: true, timeout: 5000 });
+  try {
+    return Number((db.prepare('SELECT count(*) AS n FROM messages').get() as { n: number }).n);
+  } finally {
+    db.close();
+  }
+}
+
 export function countFiles(dir: string): number {
   try {
     return readdirSync(dir).length;
@@ -204,7 +217,7 @@ export interface Relayguard {
   readonly port: number;
   readonly dataDir: string;
   readonly child: ChildProcess;
-  /** Messages in the spool (committed bodies). */
+  /** Messages in the queue (commit records in the index; small bodies are stored inline, not as spool files). */
   spoolCount(): number;
   stderr(): string;
   /** SIGTERM, wait (SIGKILL after graceMs), remove the data dir (unless told not to). Safe to call twice. */
@@ -243,6 +256,9 @@ export async function startRelayguard(options: RelayguardOptions = {}): Promise<
     localDomains: ['peers.test'],
     listeners: [{ name: 'mx', role: 'mx', address: '127.0.0.1', port, tls: 'starttls' }],
     log: { level: 'warn' },
+    // Only the SMTP listener: a default DNSBL (5353) or web port would clash with any other relayguard on the box.
+    web: { enabled: false },
+    dnsbl: { enabled: false },
     // Like the Postfix peer (relay_transport = discard:): the runner delivers accepted mail to a discard transport.
     delivery: { localTransport: { discard: true } },
     ...options.config,
@@ -275,7 +291,7 @@ export async function startRelayguard(options: RelayguardOptions = {}): Promise<
     port,
     dataDir,
     child,
-    spoolCount: () => countFiles(join(dataDir, 'spool', 'msg')),
+    spoolCount: () => queueCount(dataDir),
     stderr: () => stderr,
     stop,
   };

@@ -6,8 +6,9 @@
  *
  *   - Next hop: one smtp-sink (`-c` counters on stdout) shared by both servers; relayguard reaches it through
  *     `delivery.smartHost: [127.0.0.1]:PORT`, Postfix through `relay_transport = relay:[127.0.0.1]:PORT`.
- *   - Both durable: Postfix's cleanup fsyncs each message before 250; relayguard fsyncs body + dir + WAL (group
- *     commit). Both remove the queue file after delivery. Both log every message (relayguard JSON lines at level
+ *   - Both durable: Postfix's cleanup fsyncs each message before 250; relayguard commits small bodies inline in its
+ *     SQLite index and fdatasyncs the WAL (group commit), larger ones as spool files (body + dir fsync first).
+ *     Both remove the message after delivery. Both log every message (relayguard JSON lines at level
  *     info to a file, Postfix its maillog): the latency figures come from those logs.
  *   - Load: smtp-source -s SESSIONS -l SIZE -m MESSAGES to user@peers.test, one connection per message (add
  *     --reuse for -d). Rounds interleave the two servers (the order alternates).
@@ -33,7 +34,7 @@ import { stringify } from 'yaml';
 import { freePort } from '../src/testing/ports.ts';
 import { CLI, NODE } from '../src/testing/serve-process.ts';
 import { hasBinary, smtpSource, startPostfix, type PostfixInstance } from '../src/testing/postfix.ts';
-import { cleanupAll, filesystemNote, installSignalHandlers, median, onCleanup, sleep, startRelayguard } from './lib.ts';
+import { cleanupAll, filesystemNote, installSignalHandlers, median, onCleanup, queueCount, sleep, startRelayguard, summariseProfiles } from './lib.ts';
 
 const GOAL_RATIO = 1.5;
 const FROM = 'sender@example.org';
@@ -55,11 +56,14 @@ interface Options {
   /** Longest wait for one run's messages to reach the sink. */
   timeoutMs: number;
   quick: boolean;
+  /** Run relayguard under --cpu-prof into this directory ('' = a scratch subdirectory) and print a summary; null = off. */
+  profileDir: string | null;
 }
 
-const USAGE = `usage: node bench/relay.ts [--messages=N] [--rounds=N] [--sessions=N] [--size=BYTES] [--warmup=N] [--reuse] [--keep] [--timeout=SECONDS] [--quick]
-env: BENCH_MESSAGES BENCH_ROUNDS BENCH_SESSIONS BENCH_SIZE BENCH_WARMUP BENCH_REUSE=1 BENCH_KEEP=1 BENCH_TIMEOUT BENCH_QUICK=1
+const USAGE = `usage: node bench/relay.ts [--messages=N] [--rounds=N] [--sessions=N] [--size=BYTES] [--warmup=N] [--reuse] [--keep] [--timeout=SECONDS] [--profile[=DIR]] [--quick]
+env: BENCH_MESSAGES BENCH_ROUNDS BENCH_SESSIONS BENCH_SIZE BENCH_WARMUP BENCH_REUSE=1 BENCH_KEEP=1 BENCH_TIMEOUT BENCH_PROFILE(=1|DIR) BENCH_QUICK=1
 --keep: leave the scratch dir (relayguard data dirs with serve.log) in place and print its path
+--profile: run relayguard under --cpu-prof (figures drop) and print where its CPU went
 defaults: 5000 messages x 3 rounds, 20 sessions, 5120-byte bodies, 500 warm-up, one connection per message, 300 s timeout
 quick:    1000 messages x 1 round, 200 warm-up`;
 
@@ -74,7 +78,7 @@ function options(argv: readonly string[], env: NodeJS.ProcessEnv): Options {
     if (!m) throw new Error(`unknown argument ${JSON.stringify(a)}\n${USAGE}`);
     args.set(m[1]!, m[2] ?? '1');
   }
-  const known = new Set(['messages', 'rounds', 'sessions', 'size', 'warmup', 'reuse', 'keep', 'timeout', 'quick']);
+  const known = new Set(['messages', 'rounds', 'sessions', 'size', 'warmup', 'reuse', 'keep', 'timeout', 'quick', 'profile']);
   for (const k of args.keys()) if (!known.has(k)) throw new Error(`unknown option --${k}\n${USAGE}`);
   const raw = (k: string): string | undefined => args.get(k) ?? env[`BENCH_${k.toUpperCase()}`];
   const flag = (k: string): boolean => ['1', 'true', 'yes'].includes((raw(k) ?? '').toLowerCase());
@@ -95,6 +99,11 @@ function options(argv: readonly string[], env: NodeJS.ProcessEnv): Options {
     reuse: flag('reuse'),
     keep: flag('keep'),
     timeoutMs: int('timeout', 300, 1) * 1000,
+    profileDir: (() => {
+      const v = raw('profile');
+      if (v === undefined || v === '' || ['0', 'false', 'no'].includes(v.toLowerCase())) return null;
+      return ['1', 'true', 'yes'].includes(v.toLowerCase()) ? '' : v;
+    })(),
   };
 }
 
@@ -193,12 +202,12 @@ interface RelayguardRun {
   readonly logFile: string;
   /** 'recipient delivered' and 'recipient deferred/bounced' counts, and the delay_ms of deliveries of messages queued at or after sinceMs. */
   readLog(sinceMs: number): { delaysMs: number[]; delivered: number; deferred: number; bounced: number; errors: string[]; slowest: Record<string, unknown> | null };
-  /** Messages still in the spool. */
+  /** Messages still in the queue (index rows: small bodies are inline, not spool files). */
   spoolCount(): number;
   stop(): Promise<void>;
 }
 
-async function startRelayguardRelay(sinkPort: number, tlsDir: string, parentDir: string): Promise<RelayguardRun> {
+async function startRelayguardRelay(sinkPort: number, tlsDir: string, parentDir: string, nodeArgs: readonly string[] = []): Promise<RelayguardRun> {
   const dataDir = await mkdtemp(join(parentDir, 'relayguard-bench-relay-'));
   cpSync(tlsDir, join(dataDir, 'tls'), { recursive: true });
   const port = await freePort();
@@ -217,7 +226,7 @@ async function startRelayguardRelay(sinkPort: number, tlsDir: string, parentDir:
   await writeFile(configFile, stringify(config));
   const logFile = join(dataDir, 'serve.log');
   const fd = openSync(logFile, 'a');
-  const child = spawn(NODE, [CLI, 'serve', '--config', configFile], { stdio: ['ignore', fd, 'pipe'] });
+  const child = spawn(NODE, [...nodeArgs, CLI, 'serve', '--config', configFile], { stdio: ['ignore', fd, 'pipe'] });
   closeSync(fd);
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (d: string) => { if (stderr.length < 65_536) stderr += d; });
@@ -262,7 +271,7 @@ async function startRelayguardRelay(sinkPort: number, tlsDir: string, parentDir:
         let rec: Record<string, unknown>;
         try { rec = JSON.parse(line) as Record<string, unknown>; } catch { continue; }
         const msg = rec['msg'];
-        if (msg === 'message queued') queuedAt.set(String(rec['queue_id']), Date.parse(String(rec['time'])));
+        if (msg === 'message accepted') queuedAt.set(String(rec['queue_id']), Date.parse(String(rec['time'])));
         else if (msg === 'recipient delivered') {
           const at = queuedAt.get(String(rec['queue_id']));
           if (at === undefined || at < sinceMs) continue;
@@ -275,7 +284,7 @@ async function startRelayguardRelay(sinkPort: number, tlsDir: string, parentDir:
       }
       return { delaysMs, delivered, deferred, bounced, errors, slowest };
     },
-    spoolCount: () => { try { return readdirSync(join(dataDir, 'spool', 'msg')).length; } catch { return 0; } },
+    spoolCount: () => queueCount(dataDir),
     stop,
   };
 }
@@ -380,6 +389,8 @@ async function main(): Promise<void> {
 
   // relayguard's self-signed certificate, generated once and copied into every fresh data dir.
   const tlsCache = join(scratch, 'tls');
+  const profileDir = o.profileDir === null ? null : o.profileDir === '' ? join(scratch, 'profiles') : o.profileDir;
+  if (profileDir !== null) console.log('PROFILING: relayguard runs under --cpu-prof, its figures are lower than unprofiled ones');
   {
     const rg = await startRelayguard({ parentDir: scratch });
     cpSync(join(rg.dataDir, 'tls'), tlsCache, { recursive: true });
@@ -410,7 +421,7 @@ async function main(): Promise<void> {
   });
 
   const runRelayguard = async (): Promise<RunResult> => {
-    const rg = await startRelayguardRelay(sink.port, tlsCache, scratch);
+    const rg = await startRelayguardRelay(sink.port, tlsCache, scratch, profileDir === null ? [] : ['--cpu-prof', `--cpu-prof-dir=${profileDir}`]);
     try {
       const explain = (): string => {
         const l = rg.readLog(0);
@@ -490,6 +501,22 @@ async function main(): Promise<void> {
   console.log(`p99 250 -> delivered: relayguard ${fmt(median(results.relayguard.map((r) => r.p99)))} ms, Postfix ${fmt(median(results.postfix.map((r) => r.p99)))} ms (medians of the per-run p99)`);
   console.log('(goals are informational; on this 2-vCPU box spread between runs is 10-25 %, differences under ~20 % are noise)');
   console.log(`load average after the timed runs: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  if (profileDir !== null) printProfile(profileDir);
+}
+
+function printProfile(dir: string): void {
+  const s = summariseProfiles(dir);
+  console.log('');
+  if (s === null) { console.log(`profile: no .cpuprofile written in ${dir}`); return; }
+  const busy = s.totalMs - s.idleMs;
+  const pct = (ms: number): string => `${fmt((100 * ms) / busy, 1).padStart(5)} %`;
+  console.log(`relayguard CPU profile (${dir}): ${fmt(busy)} ms busy of ${fmt(s.totalMs)} ms sampled (includes start-up)`);
+  console.log('  self time by source:');
+  for (const e of s.sources) console.log(`    ${pct(e.ms)}  ${e.name}`);
+  console.log('  self time, top functions:');
+  for (const e of s.functions) console.log(`    ${pct(e.ms)}  ${e.name}`);
+  console.log('  inclusive time (frame and everything it called), top frames:');
+  for (const e of s.inclusive) console.log(`    ${pct(e.ms)}  ${e.name}`);
 }
 
 try {

@@ -3,8 +3,7 @@
  * throttle and the durable queue. One structured log event per relay decision (with its rule and reason),
  * one per AUTH outcome, one per accepted message, and one summary line per connection.
  */
-import { pipeline } from 'node:stream/promises';
-import { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { canonicalize, formatPath, type CanonicalAddress, type Path } from '../core/address.ts';
 import type { Logger } from '../core/log.ts';
 import { errorCode, toReply } from '../core/errors.ts';
@@ -129,7 +128,7 @@ export function createReceiveHandler(deps: ReceiveDeps): SessionHandler {
       }
       const trace = receivedHeader(session, deps.hostname, msg.queueId);
       try {
-        await pipeline(concatStreams(Buffer.from(trace, 'utf8'), body), msg.body);
+        await copyBody(Buffer.from(trace, 'utf8'), body, msg.body);
         const recipients = session.recipients.map((r) => ({
           address: (r.data as RecipientData).canonical.address,
           params: Object.fromEntries(r.params) as Record<string, string | true>,
@@ -186,11 +185,72 @@ export function createReceiveHandler(deps: ReceiveDeps): SessionHandler {
   };
 }
 
-function concatStreams(head: Buffer, body: Readable): Readable {
-  return Readable.from((async function* () {
-    yield head;
-    for await (const chunk of body) yield chunk as Buffer;
-  })(), { objectMode: false });
+/**
+ * Writes `head`, then everything `src` yields, into `dst` with backpressure, ends `dst` and resolves once it
+ * finished (for the queue: the body is complete, and fsynced if it is a file). Like pipeline(), but without its
+ * per-call AbortController and async iteration: when either side fails or closes early, the other is destroyed
+ * with the error and the promise rejects with it.
+ */
+function copyBody(head: Buffer, src: Readable, dst: Writable): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let settled = false;
+    const done = (err?: Error): void => {
+      if (settled) return;
+      settled = true;
+      src.off('data', onData);
+      src.off('end', onEnd);
+      src.off('error', onSrcError);
+      src.off('close', onSrcClose);
+      dst.off('drain', onDrain);
+      dst.off('finish', onFinish);
+      dst.off('error', onDstError);
+      dst.off('close', onDstClose);
+      if (err === undefined) resolve();
+      else reject(err);
+    };
+    const failSrc = (err: Error): void => {
+      if (!dst.destroyed) dst.destroy(err);
+      done(err);
+    };
+    const failDst = (err: Error): void => {
+      if (!src.destroyed) src.destroy(err);
+      done(err);
+    };
+    const onData = (chunk: Buffer): void => {
+      if (!dst.write(chunk)) src.pause();
+    };
+    const onDrain = (): void => {
+      src.resume();
+    };
+    const onEnd = (): void => {
+      dst.end();
+    };
+    const onFinish = (): void => done();
+    const onSrcError = (err: Error): void => failSrc(err);
+    const onSrcClose = (): void => {
+      if (!src.readableEnded) failSrc(src.errored ?? prematureClose());
+    };
+    const onDstError = (err: Error): void => failDst(err);
+    const onDstClose = (): void => {
+      if (!dst.writableFinished) failDst(dst.errored ?? prematureClose());
+    };
+    if (src.destroyed) return failSrc(src.errored ?? prematureClose());
+    if (dst.destroyed) return failDst(dst.errored ?? prematureClose());
+    dst.on('drain', onDrain);
+    dst.on('finish', onFinish);
+    dst.on('error', onDstError);
+    dst.on('close', onDstClose);
+    src.on('end', onEnd);
+    src.on('error', onSrcError);
+    src.on('close', onSrcClose);
+    if (!dst.write(head)) src.pause();
+    src.on('data', onData);
+    if (!dst.writableNeedDrain) src.resume();
+  });
+}
+
+function prematureClose(): Error {
+  return Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
 }
 
 /** RFC 5321 section 4.4 trace header, with the RFC 3848 "with" keyword. Field text is already safe ASCII. */

@@ -1,11 +1,11 @@
 /**
- * Reads a spool body for delivery or a bounce. The stream checks the byte count against the recorded size and
- * errors instead of ending when they differ, so a truncated or missing body can never look complete to the
- * SMTP client that sends it on (it must not send the final dot after an error).
+ * Reads a queued body (a spool file, or an inline body from the index) for delivery or a bounce. The stream
+ * checks the byte count against the recorded size and errors instead of ending when they differ, so a truncated
+ * or missing body can never look complete to the SMTP client that sends it on (it must not send the final dot
+ * after an error).
  */
 import { createReadStream } from 'node:fs';
-import { Transform } from 'node:stream';
-import type { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { RelayguardError } from '../core/errors.ts';
 
 export const ERR_QUEUE_BODY = 'ERR_QUEUE_BODY';
@@ -52,4 +52,34 @@ export function openSpoolBody(path: string, size: number, onFault: (err: Error) 
   out.on('close', () => file.destroy());
   file.pipe(out);
   return out;
+}
+
+/**
+ * A stream of an inline body read from the index (`body`, or null when its row is missing). A missing body or one
+ * whose length is not `size` is a fault (onFault, then the stream errors). `readError` (the index could not be
+ * read) errors the stream without a fault: the attempt is deferred, the message is not set aside.
+ */
+export function openInlineBody(body: Buffer | null, readError: unknown, size: number, onFault: (err: Error) => void): Readable {
+  let sent = false;
+  return new Readable({
+    highWaterMark: 64 * 1024,
+    read() {
+      if (sent) return;
+      sent = true;
+      if (readError !== null && readError !== undefined) {
+        this.destroy(readError instanceof Error ? readError : new Error(String(readError)));
+        return;
+      }
+      const seen = body?.length ?? 0;
+      const what = body === null ? 'is missing' : seen < size ? 'is truncated' : seen > size ? 'is too long' : null;
+      if (what !== null) {
+        const err = new RelayguardError(ERR_QUEUE_BODY, `Inline body ${what}: expected ${size} bytes, read ${seen}`);
+        onFault(err);
+        this.destroy(err);
+        return;
+      }
+      for (let off = 0; off < seen; off += 64 * 1024) this.push(body!.subarray(off, off + 64 * 1024));
+      this.push(null);
+    },
+  });
 }

@@ -5,7 +5,8 @@
  */
 
 export interface GroupCommitStats {
-  /** Flushes run (each one a directory fsync and one database transaction in the queue store). */
+  /** Flushes run (in the queue store: one database transaction + WAL fdatasync each, plus a directory fsync when
+   *  the batch has a spool-file body). */
   readonly flushes: number;
   /** Items committed. */
   readonly items: number;

@@ -1,6 +1,15 @@
 /**
- * The queue index: envelopes and per-recipient delivery state in SQLite (WAL, synchronous=FULL, so each COMMIT
- * fsyncs the WAL). A row in `messages` is the commit record: a body in the spool without one does not exist.
+ * The queue index: envelopes, small message bodies and per-recipient delivery state in SQLite (WAL mode). A row
+ * in `messages` is the commit record: a body in the spool without one does not exist. A body up to the store's
+ * inline limit lives in `bodies` (same transaction as its record, so it can never be half there); a larger one
+ * is a spool file named by `body_path` (which is '' for an inline body).
+ *
+ * Durability: a connection opened with `durability: 'wal-async'` (the receiving store) runs `synchronous =
+ * NORMAL`: COMMIT writes the WAL without fsyncing it, and the WAL is fdatasynced on libuv's pool instead
+ * (WalSync): the store awaits syncWal() after insertBatch before any 250; other transactions (the runner's,
+ * admin changes) get a sync soon after, and one that removed a spool file's record is synced before it returns
+ * (so the caller's unlink can never outlive a lost delete). Other connections (admin CLI) use synchronous = FULL:
+ * each COMMIT fsyncs the WAL.
  * Recipients carry the state the queue runner needs: pending -> deferred (reason, next attempt) -> delivered or
  * bounced; a message can be held. All writes here are synchronous (node:sqlite), and no transaction ever spans
  * an await, so the receiver, the runner and admin commands can share one connection.
@@ -12,8 +21,9 @@
 import { DatabaseSync } from 'node:sqlite';
 import type { SQLInputValue, StatementSync } from 'node:sqlite';
 import type { Reply } from '../core/reply.ts';
+import { WalSync } from './wal-sync.ts';
 
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 /** Message states: `queued` (the runner may deliver), `hold` (kept until released), `corrupt` (body missing or bad). */
 export type MessageState = 'queued' | 'hold' | 'corrupt';
@@ -62,14 +72,24 @@ CREATE TABLE IF NOT EXISTS recipients (
 ) STRICT;
 `;
 
+/** Inline bodies (schema version 3). */
+const BODIES = `
+CREATE TABLE IF NOT EXISTS bodies (
+  queue_id        TEXT PRIMARY KEY REFERENCES messages (queue_id) ON DELETE CASCADE,
+  data            BLOB NOT NULL
+) STRICT;
+`;
+
+/** messages_state (up to schema version 2) is dropped: messages_run's leading column serves `state = ?`, and each
+ *  index costs a b-tree write on every insert and delete. */
 const INDEXES = `
 CREATE INDEX IF NOT EXISTS recipients_due ON recipients (state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS recipients_domain ON recipients (domain);
 CREATE INDEX IF NOT EXISTS messages_received_at ON messages (received_at);
 CREATE INDEX IF NOT EXISTS messages_sender ON messages (sender);
 CREATE INDEX IF NOT EXISTS messages_message_id ON messages (message_id);
-CREATE INDEX IF NOT EXISTS messages_state ON messages (state);
 CREATE INDEX IF NOT EXISTS messages_run ON messages (state, next_run_at, queue_id);
+DROP INDEX IF EXISTS messages_state;
 `;
 
 /** Version 1 -> 2: the runner's columns. next_run_at starts at the earliest open next attempt. */
@@ -100,8 +120,10 @@ export interface MessageRecord {
   readonly receivedAt: number;
   readonly sender: string;
   readonly size: number;
-  /** Relative to the data directory. */
+  /** The spool file, relative to the data directory; '' when the body is inline. */
   readonly bodyPath: string;
+  /** The whole body when it is stored inline (then bodyPath is ''). */
+  readonly body?: Uint8Array | null;
   readonly messageId: string | null;
   readonly clientIp: string;
   readonly helo: string | null;
@@ -153,8 +175,10 @@ export interface QueuedMessageDetail {
   readonly receivedAt: number;
   readonly sender: string;
   readonly size: number;
-  /** Relative to the data directory. */
+  /** The spool file, relative to the data directory; '' when the body is stored inline in the index. */
   readonly bodyPath: string;
+  /** True when the body is in the index (read it with readBody), not in a spool file. */
+  readonly bodyInline: boolean;
   readonly messageId: string | null;
   readonly clientIp: string;
   readonly helo: string | null;
@@ -213,7 +237,8 @@ export interface AttemptResult {
   readonly state: MessageState;
   /** Recipients still open. */
   readonly open: number;
-  /** Set when the message was finished and removed in the same transaction: unlink this body. */
+  /** Set when the message was finished and removed in the same transaction: unlink this body ('' when it was
+   *  inline: nothing to unlink). */
   readonly removedBodyPath: string | null;
 }
 
@@ -265,61 +290,114 @@ function clipReply(reply: Reply | null): string | null {
 
 const OPEN = `('pending', 'deferred')`;
 
+export interface IndexDbOptions {
+  readonly readOnly?: boolean;
+  /**
+   * 'full' (default): synchronous = FULL, every COMMIT fsyncs the WAL on the calling thread. 'wal-async':
+   * synchronous = NORMAL plus WalSync; the caller awaits syncWal() where it needs durability (see the header).
+   */
+  readonly durability?: 'full' | 'wal-async';
+  /** Told about failures of the background WAL syncs ('wal-async'). */
+  readonly onSyncError?: (err: unknown) => void;
+}
+
 export class IndexDb {
   readonly #db: DatabaseSync;
   readonly #insertMessage: StatementSync | null;
   readonly #insertRecipient: StatementSync | null;
+  readonly #insertBody: StatementSync | null;
   readonly #readOnly: boolean;
   readonly #statements = new Map<string, StatementSync>();
+  readonly #wal: WalSync | null = null;
+  readonly #onSyncError: (err: unknown) => void;
+  /** Committed by insertBatch, WAL sync pending: hidden from due(). */
+  readonly #unsynced = new Set<string>();
+  /** A spool file's record was deleted in the transaction under way: sync before returning. */
+  #fileRemoved = false;
   #commits = 0;
 
-  constructor(path: string, options: { readOnly?: boolean } = {}) {
+  constructor(path: string, options: IndexDbOptions = {}) {
     const readOnly = options.readOnly ?? false;
     this.#readOnly = readOnly;
+    this.#onSyncError = options.onSyncError ?? (() => {});
     this.#db = new DatabaseSync(path, { readOnly, timeout: 5000, enableForeignKeyConstraints: true });
     if (readOnly) {
       this.#insertMessage = null;
       this.#insertRecipient = null;
+      this.#insertBody = null;
       return;
     }
     this.#db.exec('PRAGMA journal_mode = WAL');
-    this.#db.exec('PRAGMA synchronous = FULL');
+    if (options.durability === 'wal-async') {
+      this.#db.exec('PRAGMA synchronous = NORMAL');
+      this.#wal = new WalSync(`${path}-wal`);
+    } else {
+      this.#db.exec('PRAGMA synchronous = FULL');
+    }
     // The version is read inside the write transaction: two processes opening at once migrate once.
     this.#transaction(() => {
       const version = Number((this.#prepare('PRAGMA user_version').get() as { user_version: number }).user_version);
       if (version > SCHEMA_VERSION) throw new Error(`Queue index schema version ${version} is newer than this program (${SCHEMA_VERSION})`);
       if (version === 1) this.#db.exec(MIGRATE_1_2);
       else if (version === 0) this.#db.exec(SCHEMA);
-      this.#db.exec(`${INDEXES} PRAGMA user_version = ${SCHEMA_VERSION};`);
+      this.#db.exec(`${BODIES} ${INDEXES} PRAGMA user_version = ${SCHEMA_VERSION};`);
     });
     this.#insertMessage = this.#prepare(`INSERT INTO messages (queue_id, received_at, sender, size, body_path,
       message_id, client_ip, helo, auth_user, listener, mail_params, state, updated_at, next_run_at)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)`);
     this.#insertRecipient = this.#prepare(`INSERT INTO recipients (queue_id, idx, address, domain, params, state,
       attempts, next_attempt_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?)`);
+    this.#insertBody = this.#prepare('INSERT INTO bodies (queue_id, data) VALUES (?, ?)');
   }
 
-  /** Database transactions committed by insertBatch (each one WAL fsync under synchronous=FULL). */
+  /** Database transactions committed by insertBatch. */
   get commits(): number {
     return this.#commits;
   }
 
-  /** Inserts the commit records of a batch in one transaction. Throws (after rolling back) if anything fails. */
+  /** WAL fdatasyncs made off the event loop ('wal-async'). */
+  get walSyncs(): number {
+    return this.#wal?.syncs ?? 0;
+  }
+
+  /**
+   * Inserts the commit records (and inline bodies) of a batch in one transaction. Throws (after rolling back) if
+   * anything fails. With 'wal-async' the batch is durable only once syncWal() resolves: call it right after.
+   */
   insertBatch(records: readonly MessageRecord[]): void {
     const im = this.#insertMessage;
     const ir = this.#insertRecipient;
-    if (im === null || ir === null) throw new Error('Queue index is read-only');
+    const ib = this.#insertBody;
+    if (im === null || ir === null || ib === null) throw new Error('Queue index is read-only');
     this.#transaction(() => {
       for (const r of records) {
         im.run(r.queueId, r.receivedAt, r.sender, r.size, r.bodyPath, r.messageId, r.clientIp, r.helo, r.authUser,
           r.listener, JSON.stringify(r.mailParams), r.receivedAt, r.receivedAt);
-        r.recipients.forEach((rcpt, i) => {
+        for (let i = 0; i < r.recipients.length; i++) {
+          const rcpt = r.recipients[i]!;
           ir.run(r.queueId, i, rcpt.address, recipientDomain(rcpt.address), JSON.stringify(rcpt.params), r.receivedAt,
             r.receivedAt);
-        });
+        }
+        if (r.body !== undefined && r.body !== null) ib.run(r.queueId, r.body);
       }
-    });
+    }, true);
     this.#commits++;
+  }
+
+  /**
+   * Resolves when every transaction committed so far is on disk: an fdatasync of the WAL on the thread pool
+   * ('wal-async'; at once with 'full', where COMMIT itself synced). Call it right after the COMMIT it is for.
+   */
+  syncWal(): Promise<void> {
+    return this.#wal === null ? Promise.resolve() : this.#wal.sync();
+  }
+
+  /** An inline body, or null when the message has none (unknown, deleted, or its body is a spool file). */
+  readBody(queueId: string): Buffer | null {
+    const r = this.#prepare('SELECT data FROM bodies WHERE queue_id = ?').get(queueId);
+    if (r === undefined) return null;
+    const d = r.data as Uint8Array;
+    return Buffer.from(d.buffer, d.byteOffset, d.byteLength);
   }
 
   has(queueId: string): boolean {
@@ -329,17 +407,20 @@ export class IndexDb {
   /** Removes a message's records (used when a commit failed in an uncertain way). */
   delete(queueId: string): void {
     this.#prepare('DELETE FROM messages WHERE queue_id = ?').run(queueId);
+    this.#afterWrite();
   }
 
-  /** Body paths and sizes of every message not yet marked corrupt, for recovery. */
+  /** Spool-file body paths and sizes of every message not yet marked corrupt, for recovery (inline bodies are
+   *  committed with their record and need no check). */
   bodyPaths(): { queueId: string; bodyPath: string; size: number }[] {
-    const rows = this.#prepare(`SELECT queue_id, body_path, size FROM messages WHERE state != 'corrupt'`).all();
+    const rows = this.#prepare(`SELECT queue_id, body_path, size FROM messages WHERE state != 'corrupt' AND body_path != ''`).all();
     return rows.map((r) => ({ queueId: String(r.queue_id), bodyPath: String(r.body_path), size: Number(r.size) }));
   }
 
   markCorrupt(queueId: string, reason: string, now: number): void {
     this.#prepare(`UPDATE messages SET state = 'corrupt', state_reason = ?, updated_at = ? WHERE queue_id = ?`)
       .run(clip(reason), now, queueId);
+    this.#afterWrite();
   }
 
   list(filter: ListFilter, now: number): QueuedMessageSummary[] {
@@ -387,6 +468,7 @@ export class IndexDb {
       sender: String(m.sender),
       size: Number(m.size),
       bodyPath: String(m.body_path),
+      bodyInline: String(m.body_path) === '',
       messageId: nullableString(m.message_id),
       clientIp: String(m.client_ip),
       helo: nullableString(m.helo),
@@ -418,14 +500,39 @@ export class IndexDb {
 
   // ---- the runner ----
 
-  /** Queued messages due at `now`, after the keyset cursor `after`, in (next_run_at, queue_id) order. */
+  /**
+   * Queued messages due at `now`, after the keyset cursor `after`, in (next_run_at, queue_id) order. Messages
+   * committed by insertBatch whose WAL sync has not completed yet (see unsynced()) are left out: nothing is
+   * delivered before it is durable (and acknowledged).
+   */
   due(now: number, after: DueEntry | null, limit: number): DueEntry[] {
-    const rows = after === null
-      ? this.#prepare(`SELECT queue_id, next_run_at FROM messages WHERE state = 'queued' AND next_run_at <= ?
-          ORDER BY next_run_at, queue_id LIMIT ?`).all(now, limit)
-      : this.#prepare(`SELECT queue_id, next_run_at FROM messages WHERE state = 'queued' AND next_run_at <= ?
-          AND (next_run_at, queue_id) > (?, ?) ORDER BY next_run_at, queue_id LIMIT ?`).all(now, after.nextRunAt, after.queueId, limit);
-    return rows.map((r) => ({ queueId: String(r.queue_id), nextRunAt: Number(r.next_run_at) }));
+    const out: DueEntry[] = [];
+    let cursor = after;
+    for (;;) {
+      const want = limit - out.length;
+      const rows = cursor === null
+        ? this.#prepare(`SELECT queue_id, next_run_at FROM messages WHERE state = 'queued' AND next_run_at <= ?
+            ORDER BY next_run_at, queue_id LIMIT ?`).all(now, want)
+        : this.#prepare(`SELECT queue_id, next_run_at FROM messages WHERE state = 'queued' AND next_run_at <= ?
+            AND (next_run_at, queue_id) > (?, ?) ORDER BY next_run_at, queue_id LIMIT ?`).all(now, cursor.nextRunAt, cursor.queueId, want);
+      for (const r of rows) {
+        cursor = { queueId: String(r.queue_id), nextRunAt: Number(r.next_run_at) };
+        if (!this.#unsynced.has(cursor.queueId)) out.push(cursor);
+      }
+      if (rows.length < want || out.length >= limit || this.#unsynced.size === 0) return out;
+    }
+  }
+
+  /**
+   * Marks messages committed but not yet durable (their batch's WAL sync is under way): due() skips them until
+   * synced() (or the records are deleted after a failed sync, which calls synced() too).
+   */
+  unsynced(queueIds: readonly string[]): void {
+    for (const id of queueIds) this.#unsynced.add(id);
+  }
+
+  synced(queueIds: readonly string[]): void {
+    for (const id of queueIds) this.#unsynced.delete(id);
   }
 
   /** The earliest next_run_at of any queued message, or null when nothing is queued. */
@@ -460,7 +567,6 @@ export class IndexDb {
         clipReply(u.reply), u.dsnStatus, u.remoteMta === null ? null : clip(u.remoteMta),
         u.diagnostic === null ? null : clip(u.diagnostic), now, queueId, u.index);
     }
-    this.#prepare(REFRESH_NEXT_RUN).run(queueId, now);
     let state = String(m.state) as MessageState;
     if (corruptReason !== null && state !== 'corrupt') {
       this.markCorrupt(queueId, corruptReason, now);
@@ -468,19 +574,24 @@ export class IndexDb {
     }
     const open = this.#openCount(queueId);
     if (state === 'queued' && open === 0 && this.#unreportedBounces(queueId) === 0) {
+      // Finished: removed at once (no point recomputing the schedule of a row about to go).
       this.delete(queueId);
+      if (m.body_path !== '') this.#fileRemoved = true;
       return { state, open, removedBodyPath: String(m.body_path) };
     }
+    this.#prepare(REFRESH_NEXT_RUN).run(queueId, now);
     return { state, open, removedBodyPath: null };
   }
 
   /** Recomputes next_run_at from the open recipients (`fallback` when none is open). */
   refreshNextRun(queueId: string, fallback: number): void {
     this.#prepare(REFRESH_NEXT_RUN).run(queueId, fallback);
+    this.#afterWrite();
   }
 
   setNextRun(queueId: string, at: number): void {
     this.#prepare('UPDATE messages SET next_run_at = ? WHERE queue_id = ?').run(at, queueId);
+    this.#afterWrite();
   }
 
   /** Marks bounced recipients as reported (their DSN is queued). */
@@ -493,6 +604,7 @@ export class IndexDb {
 
   markDelayWarned(queueId: string, now: number): void {
     this.#prepare('UPDATE messages SET delay_warned_at = ? WHERE queue_id = ?').run(now, queueId);
+    this.#afterWrite();
   }
 
   /** Removes a finished message (queued, no open recipient, every bounce reported) and returns its body path, or
@@ -502,6 +614,7 @@ export class IndexDb {
       const m = this.#prepare('SELECT state, body_path FROM messages WHERE queue_id = ?').get(queueId);
       if (m === undefined || m.state !== 'queued' || this.#openCount(queueId) > 0 || this.#unreportedBounces(queueId) > 0) return null;
       this.delete(queueId);
+      if (m.body_path !== '') this.#fileRemoved = true;
       return String(m.body_path);
     });
   }
@@ -539,13 +652,17 @@ export class IndexDb {
     });
   }
 
-  /** Deletes messages in any state; returns their body paths for the caller to unlink after the commit. */
+  /** Deletes messages in any state; returns their spool-file body paths for the caller to unlink after the commit
+   *  (inline bodies go with their records). */
   deleteMessages(ids: readonly string[]): AdminResult & { bodyPaths: string[] } {
     const bodyPaths: string[] = [];
     const result = this.#admin(ids, (id) => {
       const m = this.#prepare('SELECT body_path FROM messages WHERE queue_id = ?').get(id);
       this.delete(id);
-      if (m !== undefined) bodyPaths.push(String(m.body_path));
+      if (m !== undefined && m.body_path !== '') {
+        bodyPaths.push(String(m.body_path));
+        this.#fileRemoved = true;
+      }
       return null;
     });
     return { ...result, bodyPaths };
@@ -557,7 +674,9 @@ export class IndexDb {
       .all(now).map((r) => String(r.queue_id));
   }
 
+  /** Closes the connection (SQLite checkpoints and syncs on the last close); a WAL sync under way finishes. */
   close(): void {
+    this.#wal?.close();
     if (this.#db.isOpen) this.#db.close();
   }
 
@@ -569,6 +688,11 @@ export class IndexDb {
       this.#statements.set(sql, st);
     }
     return st;
+  }
+
+  /** After a write outside #transaction (autocommit, or inside one: then the transaction decides). */
+  #afterWrite(): void {
+    if (this.#wal !== null && !this.#db.isTransaction) this.#wal.syncSoon(this.#onSyncError);
   }
 
   #unreportedBounces(queueId: string): number {
@@ -634,12 +758,21 @@ export class IndexDb {
     return { where: where.length > 0 ? ` WHERE ${where.join(' AND ')}` : '', args };
   }
 
-  /** Runs fn in BEGIN IMMEDIATE ... COMMIT; rolls back and rethrows on failure. Never spans an await. */
-  #transaction<T>(fn: () => T): T {
+  /**
+   * Runs fn in BEGIN IMMEDIATE ... COMMIT; rolls back and rethrows on failure. Never spans an await. With
+   * 'wal-async': a transaction that removed a spool file's record is synced before returning (the caller unlinks
+   * the file next); others are synced soon, unless `callerSyncs` (insertBatch: the store awaits syncWal()).
+   */
+  #transaction<T>(fn: () => T, callerSyncs = false): T {
     this.#db.exec('BEGIN IMMEDIATE');
+    this.#fileRemoved = false;
     try {
       const out = fn();
       this.#db.exec('COMMIT');
+      if (this.#wal !== null) {
+        if (this.#fileRemoved) this.#wal.syncNow();
+        else if (!callerSyncs) this.#wal.syncSoon(this.#onSyncError);
+      }
       return out;
     } catch (err) {
       if (this.#db.isTransaction) {

@@ -1,7 +1,9 @@
 /**
- * Purpose: the durable mail queue: spool files for bodies, a SQLite index for envelopes and per-recipient
- *   delivery state, group commit, recovery, the queue runner (bounded active window, backoff, lifetime, bounces,
- *   delay warnings), admin commands (hold, release, retry, flush, delete) and queue listing for the CLI and web.
+ * Purpose: the durable mail queue: a SQLite index for envelopes, per-recipient delivery state and bodies up to
+ *   64 KiB (inline, committed with their record), spool files for larger bodies, group commit (one WAL fdatasync
+ *   off the event loop per batch, before any 250), recovery, the queue runner (bounded active window, backoff,
+ *   lifetime, bounces, delay warnings), admin commands (hold, release, retry, flush, delete) and queue listing for
+ *   the CLI and web.
  *   Defines the Deliverer and Bouncer interfaces that the delivery module implements.
  * Trust: writes the spool under the data directory; trusts the envelope it is given (decided by policy);
  *   reads message bytes only to find the Message-ID header and to hand bodies to the deliverer. Needs no privileges.
@@ -10,6 +12,7 @@
  */
 export { QueueStore } from './store.ts';
 export type { AdminTarget, EsmtpParams, IncomingEnvelope, IncomingMessage, QueueStats, QueueStoreOptions } from './store.ts';
+export { DEFAULT_INLINE_MAX_BYTES } from './store.ts';
 export { QueueRunner, backoffDelay, DEFAULT_RETRY_POLICY } from './runner.ts';
 export type { QueueRunnerOptions, RetryPolicy, RunSummary, RunnerStats } from './runner.ts';
 export type {

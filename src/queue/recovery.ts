@@ -1,9 +1,11 @@
 /**
  * Receive-side recovery, run when a receiving store opens (under the receiver lock, so no other receiver is
  * writing): temp files are bodies whose DATA never finished and are deleted; bodies in the spool without a
- * commit record were never acknowledged with 250 and are deleted; commit records whose body is missing, or whose
- * body's size differs from the recorded one (truncated, overwritten), are set aside as corrupt (never delivered
- * half) and logged. One stat per queued message, the cost of the existence check it replaces.
+ * commit record were never acknowledged with 250 and are deleted; commit records whose body file is missing, or
+ * whose body file's size differs from the recorded one (truncated, overwritten), are set aside as corrupt (never
+ * delivered half) and logged. One stat per message with a spool file; inline bodies are committed in the same
+ * transaction as their record and need no check (a damaged one is still caught by its size while it is read for
+ * delivery).
  */
 import { readdirSync, statSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';

@@ -110,10 +110,13 @@ class FakeBouncer implements Bouncer {
   }
 }
 
-function setup(over: Partial<QueueRunnerOptions> & { dataDir?: string } = {}) {
+function setup(over: Partial<QueueRunnerOptions> & { dataDir?: string; inlineMaxBytes?: number } = {}) {
   const clock = (over.clock as ManualClock | undefined) ?? new ManualClock(T0);
   const logger = new MemoryLogger();
-  const store = QueueStore.open({ dataDir: over.dataDir ?? tempDataDir(), clock, logger });
+  const store = QueueStore.open({
+    dataDir: over.dataDir ?? tempDataDir(), clock, logger,
+    ...(over.inlineMaxBytes === undefined ? {} : { inlineMaxBytes: over.inlineMaxBytes }),
+  });
   const deliverer = (over.deliverer as FakeDeliverer | undefined) ?? new FakeDeliverer();
   const bouncer = (over.bouncer as FakeBouncer | undefined) ?? new FakeBouncer();
   const runner = new QueueRunner({ ...over, store, deliverer, bouncer, clock, logger });
@@ -360,12 +363,12 @@ test('runner: a message held after it was selected is not delivered (state read 
 test('runner: corrupt messages are never delivered: found at recovery, or while reading the body', async () => {
   const dataDir = tempDataDir();
   const clock = new ManualClock(T0);
-  const first = QueueStore.open({ dataDir, clock });
+  const first = QueueStore.open({ dataDir, clock, inlineMaxBytes: 0 });
   const truncated = await queueOne(first, 'Subject: t\r\n\r\n' + 'x'.repeat(1000));
   await first.close();
   truncateSync(join(dataDir, 'spool', 'msg', `${truncated}.eml`), 100);
 
-  const t = setup({ dataDir, clock });
+  const t = setup({ dataDir, clock, inlineMaxBytes: 0 });
   assert.deepEqual(t.store.recovery?.badBodies, [truncated]);
   assert.equal(t.store.get(truncated)?.state, 'corrupt');
   assert.match(t.store.get(truncated)?.stateReason ?? '', /100 bytes, 1014 were queued/);
@@ -391,6 +394,36 @@ test('runner: corrupt messages are never delivered: found at recovery, or while 
   assert.ok(!t.deliverer.jobs.some((j) => j.job.queueId === truncated));
   assert.equal(t.logger.records.filter((r) => r.level === 'error' && r.msg === 'queued message body is corrupt; set aside').length, 3);
   assert.equal((await t.runner.runOnce()).messages, 0, 'set aside: not tried again');
+  await t.close();
+});
+
+test('runner: inline bodies: delivered from the index; one missing or of the wrong size is set aside as corrupt', async () => {
+  const { DatabaseSync } = await import('node:sqlite');
+  const t = setup();
+  const good = await queueOne(t.store, 'Subject: good\r\n\r\nfine\r\n');
+  const vanished = await queueOne(t.store);
+  const shrunk = await queueOne(t.store, 'Subject: s\r\n\r\n' + 'y'.repeat(2000));
+  const grown = await queueOne(t.store, 'Subject: g\r\n\r\nshort\r\n');
+  for (const id of [good, vanished, shrunk, grown]) assert.equal(t.store.get(id)?.bodyInline, true);
+  // Damage them behind the store's back, through another connection.
+  const db = new DatabaseSync(join(t.store.dataDir, 'queue.db'));
+  db.prepare('DELETE FROM bodies WHERE queue_id = ?').run(vanished);
+  db.prepare('UPDATE bodies SET data = ? WHERE queue_id = ?').run(Buffer.from('Subject: s\r\n\r\nyyy'), shrunk);
+  db.prepare('UPDATE bodies SET data = ? WHERE queue_id = ?').run(Buffer.from('Subject: g\r\n\r\nshort\r\nand more appended\r\n'), grown);
+  db.close();
+  const s = await t.runner.runOnce();
+  assert.equal(s.delivered, 1);
+  assert.equal(s.corrupt, 3);
+  assert.equal(t.deliverer.jobs.find((j) => j.job.queueId === good)?.body, 'Subject: good\r\n\r\nfine\r\n');
+  assert.equal(t.store.get(good), null, 'delivered and removed');
+  for (const id of [vanished, shrunk, grown]) {
+    const d = t.store.get(id)!;
+    assert.equal(d.state, 'corrupt', id);
+    assert.match(d.stateReason ?? '', /body unreadable during delivery: Inline body/);
+    const job = t.deliverer.jobs.find((j) => j.job.queueId === id)!;
+    assert.equal(job.body, null, 'the body stream errored instead of ending');
+    assert.ok(job.bodyError);
+  }
   await t.close();
 });
 
@@ -605,12 +638,12 @@ test('index: a version 1 queue index is migrated in place', async () => {
   const { DatabaseSync } = await import('node:sqlite');
   const dataDir = tempDataDir();
   const clock = new ManualClock(T0);
-  const first = QueueStore.open({ dataDir, clock });
+  const first = QueueStore.open({ dataDir, clock, inlineMaxBytes: 0 });
   const id = await queueOne(first);
   await first.close();
-  // Make it look like a version 1 index: drop the new columns and index.
+  // Make it look like a version 1 index: drop the new columns, table and index.
   const db = new DatabaseSync(join(dataDir, 'queue.db'));
-  db.exec(`DROP INDEX messages_run;
+  db.exec(`DROP INDEX messages_run; DROP TABLE bodies;
     ALTER TABLE messages DROP COLUMN next_run_at; ALTER TABLE messages DROP COLUMN delay_warned_at;
     ALTER TABLE recipients DROP COLUMN reply; ALTER TABLE recipients DROP COLUMN dsn_status;
     ALTER TABLE recipients DROP COLUMN remote_mta; ALTER TABLE recipients DROP COLUMN diagnostic;
@@ -621,7 +654,30 @@ test('index: a version 1 queue index is migrated in place', async () => {
   await reader.close();
   const t = setup({ dataDir, clock });
   assert.equal(t.store.get(id)?.nextRunAt, T0);
-  assert.equal((await t.runner.runOnce()).delivered, 1);
+  assert.equal(t.store.get(id)?.bodyInline, false);
+  const inline = await queueOne(t.store);
+  assert.equal(t.store.get(inline)?.bodyInline, true, 'the migrated index takes inline bodies');
+  assert.equal((await t.runner.runOnce()).delivered, 2);
   assert.equal(existsSync(join(dataDir, 'spool', 'msg', `${id}.eml`)), false);
   await t.close();
+});
+
+test('index: due() hides messages whose WAL sync is still under way, and pages past them', async () => {
+  const dataDir = tempDataDir();
+  const clock = new ManualClock(T0);
+  const ids = await bulkQueue(dataDir, 6, clock);
+  const index = new IndexDb(join(dataDir, 'queue.db'));
+  try {
+    const all = index.due(T0, null, 10).map((e) => e.queueId);
+    assert.equal(all.length, 6);
+    index.unsynced([all[0]!, all[1]!, all[3]!]);
+    const page1 = index.due(T0, null, 2);
+    assert.deepEqual(page1.map((e) => e.queueId), [all[2], all[4]], 'a full page of visible entries, hidden ones skipped');
+    assert.deepEqual(index.due(T0, page1[1]!, 2).map((e) => e.queueId), [all[5]], 'fewer than asked: exhausted');
+    index.synced([all[0]!, all[1]!, all[3]!]);
+    assert.deepEqual(index.due(T0, null, 10).map((e) => e.queueId), all);
+    assert.deepEqual(new Set(all), new Set(ids));
+  } finally {
+    index.close();
+  }
 });

@@ -34,7 +34,7 @@ import { SYSTEM_CLOCK } from '../core/clock.ts';
 import { RelayguardError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import type { Reply } from '../core/reply.ts';
-import { isTransientBodyError, openSpoolBody } from './body-reader.ts';
+import { isTransientBodyError } from './body-reader.ts';
 import type {
   Bouncer,
   DelayedRecipient,
@@ -604,13 +604,14 @@ export class QueueRunner {
 
   async #removed(detail: QueuedMessageDetail, bodyPath: string, summary: RunSummary): Promise<void> {
     try {
-      await unlink(this.#port.bodyFile(bodyPath));
+      if (bodyPath !== '') await unlink(this.#port.bodyFile(bodyPath)); // '': the body was inline, gone with the record
     } catch (err) {
       // The next recovery removes an orphan body.
       if ((err as { code?: unknown }).code !== 'ENOENT') this.#logger.warn('spool body not removed', { queue_id: detail.queueId, error: String(err) });
     }
     summary.finished++;
-    this.#logger.info('message removed', { queue_id: detail.queueId });
+    // Debug: the message's last 'recipient delivered' (or 'bounce queued') line already says it is done.
+    this.#logger.debug('message removed', { queue_id: detail.queueId });
   }
 
   async #maybeWarn(detail: QueuedMessageDetail, now: number): Promise<void> {
@@ -634,7 +635,6 @@ export class QueueRunner {
   }
 
   #view(detail: QueuedMessageDetail, streams: Set<Readable>, onFault: (err: Error) => void): QueuedMessageView {
-    const file = this.#port.bodyFile(detail.bodyPath);
     return {
       queueId: detail.queueId,
       sender: detail.sender,
@@ -647,7 +647,7 @@ export class QueueRunner {
       authUser: detail.authUser,
       listener: detail.listener,
       openBody: () => {
-        const s = openSpoolBody(file, detail.size, onFault);
+        const s = this.#port.openBody(detail, onFault);
         streams.add(s);
         s.once('close', () => streams.delete(s));
         return s;

@@ -1,7 +1,10 @@
 /**
- * One message body on its way into the spool: a temp file created with O_EXCL, a Writable that streams into it
- * with backpressure (memory stays at one highWaterMark whatever the size), fsync + close when the body ends,
- * then an atomic rename to its final name. Any failure removes what was written.
+ * One message body on its way into the queue. A Writable (backpressure respected) that keeps the body in memory
+ * while it fits the inline limit: such a body is committed inline, in the index transaction that commits its
+ * record, and never touches the spool directory. A body that grows past the limit spills: a temp file is created
+ * with O_EXCL, what was buffered is written to it, the rest streams after it (memory stays at one highWaterMark
+ * plus the inline limit, whatever the size); when the body ends the file is fsynced and closed, and promote()
+ * renames it to its final name. Any failure removes what was written.
  */
 import { open, rename, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
@@ -17,13 +20,20 @@ type Phase = 'writing' | 'synced' | 'renamed' | 'failed' | 'removed';
 export interface SpoolFileResult {
   readonly size: number;
   readonly messageId: string | null;
+  /** The whole body when it stayed within the inline limit (no file was written); null when it is a file. */
+  readonly inline: Buffer | null;
 }
 
 export class SpoolFile {
   readonly tempPath: string;
   readonly finalPath: string;
   readonly body: Writable;
-  #fh: FileHandle | null;
+  readonly #inlineMax: number;
+  /** The body so far while it is inline. */
+  #chunks: Buffer[] = [];
+  /** Set once the body spilled to a file (it stays set after close, to know what remove() must unlink). */
+  #spilled = false;
+  #fh: FileHandle | null = null;
   #phase: Phase = 'writing';
   #size = 0;
   #error: RelayguardError | null = null;
@@ -31,10 +41,14 @@ export class SpoolFile {
   readonly #synced: Promise<void>;
   #settleSynced!: (err?: RelayguardError) => void;
 
-  private constructor(fh: FileHandle, tempPath: string, finalPath: string) {
-    this.#fh = fh;
+  /**
+   * @param inlineMax largest body kept in memory and committed inline; 0 writes every body to a file. No I/O
+   *   happens until the body passes this size.
+   */
+  constructor(tempPath: string, finalPath: string, inlineMax: number) {
     this.tempPath = tempPath;
     this.finalPath = finalPath;
+    this.#inlineMax = inlineMax;
     this.#synced = new Promise<void>((resolve, reject) => {
       this.#settleSynced = (err) => (err === undefined ? resolve() : reject(err));
     });
@@ -42,10 +56,15 @@ export class SpoolFile {
     this.body = new Writable({
       highWaterMark: HIGH_WATER_MARK,
       write: (chunk: Buffer, _enc, cb) => {
+        if (this.#tryInline([chunk], chunk.length)) return cb();
         this.#write([chunk]).then(() => cb(), cb);
       },
       writev: (chunks, cb) => {
-        this.#write(chunks.map((c) => c.chunk as Buffer)).then(() => cb(), cb);
+        const list = chunks.map((c) => c.chunk as Buffer);
+        let total = 0;
+        for (const c of list) total += c.length;
+        if (this.#tryInline(list, total)) return cb();
+        this.#write(list).then(() => cb(), cb);
       },
       final: (cb) => {
         this.#final().then(() => cb(), cb);
@@ -54,25 +73,18 @@ export class SpoolFile {
         this.#onDestroy(err).then(() => cb(err), () => cb(err));
       },
     });
-    // A write error must never crash the process for want of a listener; the owner sees it via pipeline()
-    // or complete().
+    // A write error must never crash the process for want of a listener; the owner sees it through its copy
+    // loop or complete().
     this.body.on('error', () => {});
-  }
-
-  /** Creates the temp file (O_EXCL, mode 0600). Rejects with a queue write error (EEXIST passes through). */
-  static async create(tempPath: string, finalPath: string): Promise<SpoolFile> {
-    let fh: FileHandle;
-    try {
-      fh = await open(tempPath, 'wx', 0o600);
-    } catch (err) {
-      if ((err as { code?: unknown }).code === 'EEXIST') throw err;
-      throw toQueueWriteError(err, 'creating the spool file');
-    }
-    return new SpoolFile(fh, tempPath, finalPath);
   }
 
   get size(): number {
     return this.#size;
+  }
+
+  /** True once the body spilled to a spool file. */
+  get isFile(): boolean {
+    return this.#spilled;
   }
 
   /** The first failure, if any (the temp data is then already being removed). */
@@ -80,19 +92,23 @@ export class SpoolFile {
     return this.#error;
   }
 
-  /** Waits until the body ended and is fsynced and closed. Rejects if the body failed or was never ended. */
+  /** Waits until the body ended (and, as a file, is fsynced and closed). Rejects if the body failed or was never
+   *  ended. */
   async complete(): Promise<SpoolFileResult> {
     if (this.#error !== null) throw this.#error;
     if (this.#phase === 'writing' && !this.body.writableEnded) {
       throw new RelayguardError(ERR_QUEUE_STATE, 'Message committed before its body ended');
     }
     await this.#synced;
-    return { size: this.#size, messageId: this.#sniffer.messageId };
+    const inline = this.#spilled ? null : this.#chunks.length === 1 ? this.#chunks[0]! : Buffer.concat(this.#chunks, this.#size);
+    return { size: this.#size, messageId: this.#sniffer.messageId, inline };
   }
 
-  /** Renames the synced temp file to its final name. The caller fsyncs the directory. */
+  /** Renames a synced spool file to its final name (nothing to do for an inline body). The caller fsyncs the
+   *  directory. */
   async promote(): Promise<void> {
     if (this.#phase !== 'synced') throw new RelayguardError(ERR_QUEUE_STATE, `Cannot rename a spool file in phase "${this.#phase}"`);
+    if (!this.#spilled) return;
     try {
       await rename(this.tempPath, this.finalPath);
       this.#phase = 'renamed';
@@ -102,15 +118,17 @@ export class SpoolFile {
   }
 
   /**
-   * Removes the temp file or the renamed file, whichever exists. Idempotent; never rejects: resolves with the
-   * unlink error, if removing failed, so the caller can log it.
+   * Removes the temp file or the renamed file, whichever exists (and drops an inline body). Idempotent; never
+   * rejects: resolves with the unlink error, if removing failed, so the caller can log it.
    */
   async remove(): Promise<unknown> {
     if (this.#phase === 'removed') return null;
     const renamed = this.#phase === 'renamed';
     this.#phase = 'removed';
+    this.#chunks = [];
     if (!this.body.destroyed) this.body.destroy();
     this.#settleSynced(this.#error ?? new RelayguardError(ERR_QUEUE_STATE, 'Message aborted'));
+    if (!this.#spilled) return null;
     await this.#closeQuietly();
     try {
       await unlinkQuietly(renamed ? this.finalPath : this.tempPath);
@@ -120,16 +138,48 @@ export class SpoolFile {
     }
   }
 
+  /** Keeps chunks in memory when the body stays within the inline limit. */
+  #tryInline(chunks: readonly Buffer[], total: number): boolean {
+    if (this.#spilled || this.#phase !== 'writing' || this.#size + total > this.#inlineMax) return false;
+    for (const c of chunks) {
+      this.#sniffer.push(c);
+      this.#chunks.push(c);
+    }
+    this.#size += total;
+    return true;
+  }
+
   async #write(chunks: Buffer[]): Promise<void> {
-    const fh = this.#fh;
-    if (fh === null || this.#phase !== 'writing') throw new RelayguardError(ERR_QUEUE_STATE, 'Spool file is closed');
+    if (this.#phase !== 'writing') throw new RelayguardError(ERR_QUEUE_STATE, 'Spool file is closed');
     for (const c of chunks) this.#sniffer.push(c);
+    let fh = this.#fh;
+    let out = chunks;
+    if (!this.#spilled) {
+      // The body outgrew the inline limit: create the file and write what was buffered first.
+      this.#spilled = true;
+      try {
+        fh = await open(this.tempPath, 'wx', 0o600);
+      } catch (err) {
+        throw this.#fail(err, 'creating the spool file');
+      }
+      if (this.#phase !== 'writing') {
+        // Removed while the file was being created.
+        await fh.close().catch(() => {});
+        await unlinkQuietly(this.tempPath).catch(() => {});
+        throw new RelayguardError(ERR_QUEUE_STATE, 'Spool file is closed');
+      }
+      this.#fh = fh;
+      out = [...this.#chunks, ...chunks];
+      this.#size -= this.#chunks.reduce((n, c) => n + c.length, 0);
+      this.#chunks = [];
+    }
+    if (fh === null) throw new RelayguardError(ERR_QUEUE_STATE, 'Spool file is closed');
     try {
       let total = 0;
-      for (const c of chunks) total += c.length;
-      let written = (await fh.writev(chunks)).bytesWritten;
+      for (const c of out) total += c.length;
+      let written = (await fh.writev(out)).bytesWritten;
       // Short writes (a filling disk) continue chunk by chunk; the next write then reports the error.
-      for (const c of chunks) {
+      for (const c of out) {
         if (written >= c.length) {
           written -= c.length;
           continue;
@@ -145,22 +195,25 @@ export class SpoolFile {
   }
 
   async #final(): Promise<void> {
-    const fh = this.#fh;
-    if (fh === null || this.#phase !== 'writing') throw new RelayguardError(ERR_QUEUE_STATE, 'Spool file is closed');
+    if (this.#phase !== 'writing') throw new RelayguardError(ERR_QUEUE_STATE, 'Spool file is closed');
     this.#sniffer.end();
-    try {
-      await fh.sync();
-      this.#fh = null;
-      await fh.close();
-    } catch (err) {
-      throw this.#fail(err, 'syncing the spool file');
+    if (this.#spilled) {
+      const fh = this.#fh;
+      if (fh === null) throw new RelayguardError(ERR_QUEUE_STATE, 'Spool file is closed');
+      try {
+        await fh.sync();
+        this.#fh = null;
+        await fh.close();
+      } catch (err) {
+        throw this.#fail(err, 'syncing the spool file');
+      }
     }
     this.#phase = 'synced';
     this.#settleSynced();
   }
 
   async #onDestroy(err: Error | null): Promise<void> {
-    // After 'finish' (autoDestroy) the file is synced and the owner decides; after remove() nothing is left to do.
+    // After 'finish' (autoDestroy) the body is complete and the owner decides; after remove() nothing is left to do.
     if (this.#phase !== 'writing' && this.#phase !== 'failed') return;
     this.#fail(err ?? new RelayguardError(ERR_QUEUE_STATE, 'Message body destroyed before it ended'), 'receiving the body');
     await this.remove();

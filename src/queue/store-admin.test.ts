@@ -120,8 +120,8 @@ test('admin: long id lists are changed in chunks, all of them', async () => {
   await store.close();
 });
 
-test('admin: readHeaders returns the header section, bounded, and null for unknown ids', async () => {
-  const store = QueueStore.open({ dataDir: tempDataDir() });
+for (const inline of [true, false]) test(`admin: readHeaders returns the header section, bounded, and null for unknown ids (${inline ? 'inline bodies' : 'spool files'})`, async () => {
+  const store = QueueStore.open({ dataDir: tempDataDir(), ...(inline ? {} : { inlineMaxBytes: 0 }) });
   const id = await queueOne(store, {}, 'Message-ID: <h@test>\r\nSubject: hello\r\n\r\nbody line\r\n');
   assert.deepEqual(store.readHeaders(id), { headers: 'Message-ID: <h@test>\r\nSubject: hello\r\n', truncated: false });
   const lf = await queueOne(store, {}, 'Subject: lf\n\nbody\n');
@@ -131,7 +131,15 @@ test('admin: readHeaders returns the header section, bounded, and null for unkno
   assert.equal(h?.headers.length, 1000);
   assert.equal(h?.truncated, true);
   assert.equal(store.readHeaders(newQueueId()), null);
-  writeFileSync(join(store.dataDir, 'spool', 'msg', `${id}.eml`), '');
+  assert.equal(store.get(id)?.bodyInline, inline);
+  if (inline) {
+    const { DatabaseSync } = await import('node:sqlite');
+    const db = new DatabaseSync(join(store.dataDir, 'queue.db'));
+    db.prepare('DELETE FROM bodies WHERE queue_id = ?').run(id);
+    db.close();
+  } else {
+    writeFileSync(join(store.dataDir, 'spool', 'msg', `${id}.eml`), '');
+  }
   assert.deepEqual(store.readHeaders(id), { headers: '', truncated: true }, 'a body shorter than recorded');
   await store.close();
 });

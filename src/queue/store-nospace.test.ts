@@ -103,16 +103,17 @@ test('queue: disk fills up mid-DATA -> ERR_QUEUE_NOSPACE (452 4.3.1), temp data 
   rmSync(dataDir, { recursive: true });
 });
 
-test('queue: no room for the commit record -> ERR_QUEUE_NOSPACE, body removed; works again once space is freed', async () => {
-  const dataDir = join(small, 'b');
-  const store = QueueStore.open({ dataDir });
+for (const inline of [false, true]) test(`queue: no room for the commit record -> ERR_QUEUE_NOSPACE, body removed; works again once space is freed (${inline ? 'inline bodies' : 'spool files'})`, async () => {
+  const dataDir = join(small, inline ? 'b-inline' : 'b');
+  const store = QueueStore.open({ dataDir, ...(inline ? {} : { inlineMaxBytes: 0 }) });
   await queueOne(store, 'Subject: first\r\n\r\n.');
   const filler = fill(join(small, 'filler-b'));
   assert.equal(store.checkSpace(1024), 'insufficient');
-  // An empty body needs no data block, so the failure comes from the index (SQLITE_FULL) after the rename.
-  for (const body of ['', 'Subject: needs a block\r\n\r\n.']) {
+  // Spool files: an empty body needs no data block, so the failure comes from the index (SQLITE_FULL) after the
+  // rename. Inline bodies: the WAL write of the transaction fails (SQLITE_FULL), before any sync.
+  for (const body of ['', 'Subject: needs a block\r\n\r\n.', `Subject: bigger\r\n\r\n${'z'.repeat(30_000)}`]) {
     await assert.rejects(queueOne(store, body), { code: 'ERR_QUEUE_NOSPACE' });
-    assert.equal(spoolFiles(dataDir).length, 1, 'only the first message is in the spool');
+    assert.equal(spoolFiles(dataDir).length, inline ? 0 : 1, 'only the first message is in the spool');
     assert.equal(store.list().length, 1);
   }
   unlinkSync(filler);
@@ -127,9 +128,11 @@ test('queue: no room for the commit record -> ERR_QUEUE_NOSPACE, body removed; w
   rmSync(dataDir, { recursive: true });
 });
 
-test('queue: no inode left for the temp file -> beginMessage rejects with ERR_QUEUE_NOSPACE', async () => {
+test('queue: no inode left for the temp file -> the body fails with ERR_QUEUE_NOSPACE; an inline body needs no inode', async () => {
   const dataDir = join(fewInodes, 'q');
-  const store = QueueStore.open({ dataDir });
+  const store = QueueStore.open({ dataDir, inlineMaxBytes: 1024 });
+  // The WAL file exists from the first commit on; filling the inodes afterwards leaves it usable.
+  await queueOne(store, 'Subject: before\r\n\r\n.');
   const fillDir = join(fewInodes, 'fill');
   mkdirSync(fillDir);
   let n = 0;
@@ -138,11 +141,37 @@ test('queue: no inode left for the temp file -> beginMessage rejects with ERR_QU
   } catch (err) {
     assert.equal((err as { code?: unknown }).code, 'ENOSPC');
   }
-  await assert.rejects(store.beginMessage(), { code: 'ERR_QUEUE_NOSPACE' });
-  assert.equal(store.checkSpace(0), 'insufficient', 'no free inodes counts as full');
+  assert.equal(store.checkSpace(0), 'insufficient', 'no free inodes counts as full (452 at MAIL)');
+  // A body past the inline limit needs a temp file: the write that spills it fails, nothing is left behind.
+  const msg = await store.beginMessage();
+  await assert.rejects(pipeline(Readable.from([Buffer.alloc(2048, 0x61)]), msg.body), { code: 'ERR_QUEUE_NOSPACE' });
+  await assert.rejects(msg.commit(ENVELOPE), { code: 'ERR_QUEUE_NOSPACE' });
+  await msg.abort();
   assert.deepEqual(spoolFiles(dataDir), []);
+  // An inline body goes into the index alone.
+  await queueOne(store, 'Subject: inline\r\n\r\n.');
+  assert.equal(store.list().length, 2);
   rmSync(fillDir, { recursive: true });
-  await queueOne(store, 'Subject: ok\r\n\r\n.');
-  assert.equal(store.list().length, 1);
+  await queueOne(store, `Subject: file\r\n\r\n${'f'.repeat(2048)}`);
+  assert.equal(store.list().length, 3);
+  assert.equal(spoolFiles(dataDir).length, 1);
   await store.close();
+});
+
+test('queue: the MAIL-time space check reuses a recent statfs only with room to spare', async () => {
+  const { SpaceChecker } = await import('./space.ts');
+  let now = 0;
+  const roomy = new SpaceChecker(tmpdir(), 0, () => now);
+  assert.equal(roomy.check(1024), 'ok');
+  // A tiny tmpfs never has the margin: every check asks the kernel, so filling it is seen at once.
+  const dir = join(fewInodes, 'space');
+  mkdirSync(dir);
+  const tight = new SpaceChecker(dir, 0, () => now);
+  assert.equal(tight.check(1024), 'ok');
+  const filler = fill(join(fewInodes, 'space-filler'));
+  assert.equal(tight.check(1024), 'insufficient', 'no reuse near the limit');
+  unlinkSync(filler);
+  now += 1;
+  assert.equal(tight.check(1024), 'ok');
+  rmSync(dir, { recursive: true });
 });

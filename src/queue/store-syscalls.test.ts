@@ -1,7 +1,7 @@
 /**
- * Durability seen from outside the process: the syscall order under strace (hostile-inputs T3), and kill -9 in the
- * middle of a body or right after a commit (T1/T2). A killed process cannot show a missing fsync (the page cache
- * survives it); the strace order can.
+ * Durability seen from outside the process: the syscall order under strace (hostile-inputs T3) for an inline
+ * body and for one that spills to a spool file, and kill -9 in the middle of a body or right after a commit
+ * (T1/T2). A killed process cannot show a missing fsync (the page cache survives it); the strace order can.
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -29,7 +29,8 @@ if (mode === 'half') {
   msg.body.write(Buffer.alloc(100000, 0x61), () => writeSync(1, 'HALF ' + msg.queueId + '\\n'));
   setInterval(() => {}, 1000);
 } else {
-  msg.body.end('Message-ID: <traced@test>\\r\\nSubject: traced\\r\\n\\r\\nhello\\r\\n');
+  const pad = mode === 'commit-large' ? 'x'.repeat(100000) + '\\r\\n' : '';
+  msg.body.end('Message-ID: <traced@test>\\r\\nSubject: traced\\r\\n\\r\\nhello\\r\\n' + pad);
   await msg.commit({ sender: 'a@example.org', recipients: [{ address: 'b@example.net' }], clientIp: '192.0.2.1',
     helo: 'h.example.org', user: null, listener: 'mx' });
   writeSync(1, 'COMMITTED ' + msg.queueId + '\\n');
@@ -85,19 +86,54 @@ function find(events: SysEvent[], after: number, kind: SysEvent['kind'], what: s
 
 const isSync = (e: SysEvent) => e.name === 'fsync' || e.name === 'fdatasync';
 
-test('queue: syscall order is fsync(body) -> rename -> fsync(spool dir) -> WAL write + fsync -> "COMMITTED"', async () => {
+function traceCommit(name: string, mode: 'commit' | 'commit-large'): { id: string; ev: SysEvent[]; dataDir: string } {
   assert.ok(existsSync(STRACE), `${STRACE} is required for this test`);
-  const dataDir = join(work, 'traced');
-  const traceFile = join(work, 'trace.txt');
+  const dataDir = join(work, name);
+  const traceFile = join(work, `${name}.txt`);
   const r = spawnSync(STRACE, [
     '-f', '-y', '-s', '256', '-o', traceFile,
-    '-e', 'trace=fsync,fdatasync,rename,renameat,renameat2,write,writev,pwrite64',
-    NODE, CHILD, INDEX_URL, dataDir, 'commit',
+    '-e', 'trace=fsync,fdatasync,rename,renameat,renameat2,write,writev,pwrite64,openat',
+    NODE, CHILD, INDEX_URL, dataDir, mode,
   ], { encoding: 'utf8', timeout: 60_000 });
   assert.equal(r.status, 0, `child failed: ${r.stderr}`);
   const id = /^COMMITTED (\w+)$/m.exec(r.stdout)?.[1];
   assert.ok(id !== undefined, `no marker in ${JSON.stringify(r.stdout)}`);
-  const ev = parseTrace(readFileSync(traceFile, 'utf8'));
+  return { id, ev: parseTrace(readFileSync(traceFile, 'utf8')), dataDir };
+}
+
+const isWal = (e: SysEvent) => e.args.includes('/queue.db-wal>');
+
+/**
+ * The WAL part of the order: the transaction's frames are written, then an fsync/fdatasync of the WAL starts after
+ * the last WAL write before the marker and returns (0) before the marker is written. Returns the sync's exit.
+ */
+function assertWalSyncedBefore(ev: SysEvent[], marker: number, after: number): number {
+  let lastWalWrite = -1;
+  ev.forEach((e, i) => {
+    if (i < marker && e.kind === 'exit' && e.name === 'pwrite64' && isWal(e)) lastWalWrite = i;
+  });
+  assert.ok(lastWalWrite > after, 'the commit record is written to the WAL after the body is durable');
+  const syncEnter = find(ev, lastWalWrite, 'enter', 'fsync(WAL) after the last WAL write', (e) => isSync(e) && isWal(e));
+  const syncExit = find(ev, syncEnter, 'exit', 'fsync(WAL) return', (e) => isSync(e) && isWal(e));
+  assert.equal(ev[syncExit]!.ret, '0');
+  assert.ok(syncExit < marker, 'commit() resolved only after a WAL sync that started after the last WAL write');
+  return syncExit;
+}
+
+test('queue: inline body: syscall order is WAL write -> fdatasync(WAL) -> "COMMITTED", no spool file', async () => {
+  const { id, ev, dataDir } = traceCommit('traced-inline', 'commit');
+  const marker = find(ev, -1, 'enter', 'the COMMITTED marker', (e) => e.name === 'write' && e.args.includes('COMMITTED'));
+  assertWalSyncedBefore(ev, marker, -1);
+  assert.ok(!ev.some((e) => e.args.includes(`/spool/tmp/${id}`) || e.args.includes(`/spool/msg/${id}`) || e.args.includes(`${id}.tmp`)),
+    'an inline body creates no spool file');
+  const store = QueueStore.open({ dataDir, readOnly: true });
+  assert.deepEqual(store.list({ messageId: '<traced@test>' }).map((m) => m.queueId), [id]);
+  assert.match(store.readBody(id)!.toString(), /hello/);
+  await store.close();
+});
+
+test('queue: spool-file body: syscall order is fsync(body) -> rename -> fsync(spool dir) -> WAL write + fdatasync -> "COMMITTED"', async () => {
+  const { id, ev, dataDir } = traceCommit('traced-file', 'commit-large');
 
   const tmp = `/spool/tmp/${id}.tmp`;
   const eml = `/spool/msg/${id}.eml`;
@@ -110,11 +146,9 @@ test('queue: syscall order is fsync(body) -> rename -> fsync(spool dir) -> WAL w
   const isDirSync = (e: SysEvent) => isSync(e) && /<[^>]*\/spool\/msg>$/.test(e.args);
   const dirSyncEnter = find(ev, renameExit, 'enter', 'fsync(spool/msg)', isDirSync);
   const dirSync = find(ev, dirSyncEnter, 'exit', 'fsync(spool/msg) return', isDirSync);
-  const isWal = (e: SysEvent) => e.args.includes('/queue.db-wal>');
   const walWrite = find(ev, dirSync, 'enter', 'a WAL write', (e) => e.name === 'pwrite64' && isWal(e));
-  const walSyncEnter = find(ev, walWrite, 'enter', 'fsync(WAL)', (e) => isSync(e) && isWal(e));
-  const walSync = find(ev, walSyncEnter, 'exit', 'fsync(WAL) return', (e) => isSync(e) && isWal(e));
   const marker = find(ev, -1, 'enter', 'the COMMITTED marker', (e) => e.name === 'write' && e.args.includes('COMMITTED'));
+  const walSync = assertWalSyncedBefore(ev, marker, dirSync);
 
   assert.ok(bodySync < renameEnter, 'the body is fsynced before it is renamed');
   assert.ok(renameExit < dirSyncEnter, 'the directory fsync follows the rename');
@@ -170,6 +204,7 @@ test('queue: kill -9 right after commit() resolved -> the message is queued afte
   const store = QueueStore.open({ dataDir });
   assert.deepEqual(store.recovery, { tempFilesRemoved: 0, uncommittedBodiesRemoved: 0, missingBodies: [], badBodies: [] });
   assert.deepEqual(store.list({ messageId: 'traced@test' }).map((m) => m.queueId), [id]);
-  assert.match(readFileSync(join(dataDir, store.get(id)!.bodyPath), 'utf8'), /hello/);
+  assert.equal(store.get(id)!.bodyInline, true);
+  assert.match(store.readBody(id)!.toString(), /hello/);
   await store.close();
 });

@@ -49,10 +49,10 @@ function files(dir: string): string[] {
   return existsSync(dir) ? readdirSync(dir) : [];
 }
 
-test('queue: a committed message survives a reopen with its envelope, recipients and Message-ID', async () => {
+for (const inline of [true, false]) test(`queue: a committed message survives a reopen with its envelope, recipients and Message-ID (${inline ? 'inline body' : 'spool file'})`, async () => {
   const dataDir = tempDataDir();
   const clock = new ManualClock(1_700_000_000_000);
-  const store = QueueStore.open({ dataDir, clock });
+  const store = QueueStore.open({ dataDir, clock, ...(inline ? {} : { inlineMaxBytes: 0 }) });
   const body = 'Received: from client\r\nMessage-ID: <one@example.org>\r\nSubject: hi\r\n\r\nHello\r\n';
   const id = await queueOne(store, body);
   assert.ok(isQueueId(id));
@@ -75,7 +75,14 @@ test('queue: a committed message survives a reopen with its envelope, recipients
   });
   const detail = again.get(id);
   assert.ok(detail);
-  assert.equal(readFileSync(join(dataDir, detail.bodyPath), 'utf8'), body);
+  assert.equal(detail.bodyInline, inline);
+  if (inline) {
+    assert.equal(detail.bodyPath, '');
+    assert.deepEqual(files(join(dataDir, 'spool', 'msg')), [], 'an inline body writes no spool file');
+  } else {
+    assert.equal(readFileSync(join(dataDir, detail.bodyPath), 'utf8'), body);
+  }
+  assert.equal(again.readBody(id)?.toString('utf8'), body);
   assert.deepEqual(detail.mailParams, { BODY: '8BITMIME', SMTPUTF8: true });
   assert.equal(detail.clientIp, '192.0.2.10');
   assert.equal(detail.helo, 'client.example.org');
@@ -111,9 +118,10 @@ test('queue: list filters by state, sender, recipient domain, Message-ID, age an
 
 test('queue: abort leaves no file, twice is fine, and the body Writable is closed', async () => {
   const dataDir = tempDataDir();
-  const store = QueueStore.open({ dataDir });
+  const store = QueueStore.open({ dataDir, inlineMaxBytes: 0 });
   const msg = await store.beginMessage();
-  msg.body.write('Subject: half a message\r\n');
+  // Written through to the temp file (created by the first write of a body past the inline limit, here 0).
+  await new Promise<void>((resolve, reject) => msg.body.write('Subject: half a message\r\n', (e) => (e ? reject(e) : resolve())));
   assert.equal(files(join(dataDir, 'spool', 'tmp')).length, 1);
   await msg.abort('client went away');
   await msg.abort();
@@ -148,7 +156,7 @@ test('queue: a source that fails mid-body (client disconnect) leaves nothing and
 
 test('queue: misuse is refused: commit before the body ended, no recipients, double commit', async () => {
   const dataDir = tempDataDir();
-  const store = QueueStore.open({ dataDir });
+  const store = QueueStore.open({ dataDir, inlineMaxBytes: 0 });
   const early = await store.beginMessage();
   early.body.write('Subject: x\r\n');
   await assert.rejects(early.commit(envelope()), { code: 'ERR_QUEUE_STATE' });
@@ -167,19 +175,23 @@ test('queue: misuse is refused: commit before the body ended, no recipients, dou
   await store.close();
 });
 
-test('queue: 200 concurrent commits are all durable and share far fewer database commits', async (t) => {
+for (const inline of [true, false]) test(`queue: 200 concurrent commits are all durable and share far fewer database commits and WAL syncs (${inline ? 'inline bodies' : 'spool files'})`, async (t) => {
   const dataDir = tempDataDir();
-  const store = QueueStore.open({ dataDir });
+  const store = QueueStore.open({ dataDir, ...(inline ? {} : { inlineMaxBytes: 0 }) });
   const n = 200;
   const ids = await Promise.all(
     Array.from({ length: n }, (_, i) => queueOne(store, `Message-ID: <c${i}@test>\r\nSubject: ${i}\r\n\r\nbody ${i}\r\n`)),
   );
   const stats = store.stats();
-  t.diagnostic(`${n} messages: ${stats.dbCommits} database commits, ${stats.dirSyncs} directory fsyncs, largest batch ${stats.largestBatch}`);
+  t.diagnostic(`${n} messages: ${stats.dbCommits} database commits, ${stats.walSyncs} WAL fdatasyncs, ${stats.dirSyncs} directory fsyncs, largest batch ${stats.largestBatch}`);
   await store.close();
   assert.equal(new Set(ids).size, n);
   assert.equal(stats.messagesCommitted, n);
-  assert.equal(stats.dirSyncs, stats.dbCommits, 'one directory fsync per database commit');
+  assert.equal(stats.inlineBodies, inline ? n : 0);
+  if (inline) assert.equal(stats.dirSyncs, 0, 'inline bodies need no directory fsync');
+  else assert.equal(stats.dirSyncs, stats.dbCommits, 'one directory fsync per database commit');
+  // At most one per batch, plus one in the background after the schema transaction at open.
+  assert.ok(stats.walSyncs >= 1 && stats.walSyncs <= stats.dbCommits + 1, `one WAL fdatasync per database commit at most, got ${stats.walSyncs} for ${stats.dbCommits}`);
   assert.ok(stats.dbCommits <= n / 4, `expected at most ${n / 4} database commits for ${n} messages, got ${stats.dbCommits}`);
   assert.ok(stats.largestBatch >= 8, `largest batch ${stats.largestBatch}`);
 
@@ -187,9 +199,51 @@ test('queue: 200 concurrent commits are all durable and share far fewer database
   const listed = again.list();
   assert.equal(listed.length, n);
   assert.deepEqual(new Set(listed.map((m) => m.queueId)), new Set(ids));
-  assert.equal(files(join(dataDir, 'spool', 'msg')).length, n);
+  assert.equal(files(join(dataDir, 'spool', 'msg')).length, inline ? 0 : n);
   assert.equal(again.list({ messageId: '<c117@test>' }).length, 1);
+  const i = ids.indexOf(again.list({ messageId: '<c117@test>' })[0]!.queueId);
+  assert.equal(again.readBody(ids[i]!)?.toString(), 'Message-ID: <c117@test>\r\nSubject: 117\r\n\r\nbody 117\r\n');
   await again.close();
+});
+
+test('queue: a body up to the inline limit is stored inline, one byte more spills to a spool file', async () => {
+  const dataDir = tempDataDir();
+  const limit = 1000;
+  const store = QueueStore.open({ dataDir, inlineMaxBytes: limit });
+  const head = 'Message-ID: <edge@test>\r\n\r\n';
+  const fits = head + 'x'.repeat(limit - head.length);
+  const over = head + 'y'.repeat(limit - head.length + 1);
+  // Many small writes, as the SMTP layer makes them: buffered until the limit, then the file takes over.
+  const inChunks = async (body: string): Promise<string> => {
+    const msg = await store.beginMessage();
+    const parts = Array.from({ length: Math.ceil(body.length / 97) }, (_, i) => Buffer.from(body.slice(i * 97, i * 97 + 97)));
+    await pipeline(Readable.from(parts), msg.body);
+    await msg.commit(envelope());
+    return msg.queueId;
+  };
+  const a = await inChunks(fits);
+  const b = await inChunks(over);
+  assert.equal(store.get(a)?.bodyInline, true);
+  assert.equal(store.get(b)?.bodyInline, false);
+  assert.equal(store.get(b)?.bodyPath, `spool/msg/${b}.eml`);
+  assert.equal(store.readBody(a)?.toString(), fits);
+  assert.equal(store.readBody(b)?.toString(), over);
+  assert.equal(readFileSync(join(dataDir, 'spool', 'msg', `${b}.eml`), 'utf8'), over);
+  assert.equal(store.get(a)?.messageId, '<edge@test>');
+  assert.equal(store.get(b)?.messageId, '<edge@test>');
+  assert.deepEqual(store.readHeaders(a), { headers: 'Message-ID: <edge@test>\r\n', truncated: false });
+  assert.equal(store.stats().inlineBodies, 1);
+  assert.equal(store.stats().dirSyncs, 1, 'only the spilled body needed a directory fsync');
+  // An inline message in flight has no file; one that spilled has a temp file until abort removes it.
+  const small = await store.beginMessage();
+  small.body.write('Subject: small\r\n');
+  const big = await store.beginMessage();
+  await new Promise<void>((resolve, reject) => big.body.write(Buffer.alloc(limit + 1, 0x61), (e) => (e ? reject(e) : resolve())));
+  assert.deepEqual(files(join(dataDir, 'spool', 'tmp')), [`${big.queueId}.tmp`]);
+  await small.abort();
+  await big.abort();
+  assert.deepEqual(files(join(dataDir, 'spool', 'tmp')), []);
+  await store.close();
 });
 
 test('queue: a 64 MiB body streams to disk in bounded memory', async (t) => {
@@ -238,10 +292,14 @@ test('queue: a 64 MiB body streams to disk in bounded memory', async (t) => {
 test('queue: recovery removes temp files and uncommitted bodies, keeps committed ones, flags missing bodies', async () => {
   const dataDir = tempDataDir();
   const logger = new MemoryLogger();
-  const store = QueueStore.open({ dataDir, logger });
+  const store = QueueStore.open({ dataDir, logger, inlineMaxBytes: 0 });
   const kept = await queueOne(store, 'Subject: kept\r\n\r\n.');
   const lost = await queueOne(store, 'Subject: lost\r\n\r\n.');
   await store.close();
+  // Inline bodies are committed with their record: recovery has nothing to check for them.
+  const inlineStore = QueueStore.open({ dataDir, logger });
+  const inline = await queueOne(inlineStore, 'Subject: inline\r\n\r\n.');
+  await inlineStore.close();
   // What a crash leaves behind, made by hand: a temp file (DATA cut off), a renamed body whose commit record never
   // made it, and a committed message whose body vanished. (kill -9 itself is covered by the strace test's child.)
   const tmp = join(dataDir, 'spool', 'tmp');
@@ -257,7 +315,8 @@ test('queue: recovery removes temp files and uncommitted bodies, keeps committed
   assert.deepEqual(again.recovery, { tempFilesRemoved: 1, uncommittedBodiesRemoved: 1, missingBodies: [lost], badBodies: [] });
   assert.deepEqual(files(tmp), []);
   assert.deepEqual(files(msgDir).sort(), [`${kept}.eml`, 'README'].sort());
-  assert.deepEqual(again.list({ state: 'queued' }).map((m) => m.queueId), [kept]);
+  assert.deepEqual(again.list({ state: 'queued' }).map((m) => m.queueId), [kept, inline]);
+  assert.equal(again.readBody(inline)?.toString(), 'Subject: inline\r\n\r\n.');
   assert.deepEqual(again.list({ state: 'corrupt' }).map((m) => m.queueId), [lost]);
   assert.equal(again.get(lost)?.stateReason, 'body file missing at recovery');
   assert.ok(logger.records.some((r) => r.level === 'error' && r.fields.queue_id === lost));
@@ -266,7 +325,7 @@ test('queue: recovery removes temp files and uncommitted bodies, keeps committed
 
 test('queue: one receiving store per data directory; read-only stores may look alongside', async () => {
   const dataDir = tempDataDir();
-  const store = QueueStore.open({ dataDir });
+  const store = QueueStore.open({ dataDir, inlineMaxBytes: 0 });
   const id = await queueOne(store, 'Subject: x\r\n\r\n.');
   assert.throws(() => QueueStore.open({ dataDir }), (err: unknown) => err instanceof RelayguardError && err.code === 'ERR_QUEUE_LOCKED');
   const reader = QueueStore.open({ dataDir, readOnly: true });
@@ -274,7 +333,7 @@ test('queue: one receiving store per data directory; read-only stores may look a
   assert.deepEqual(reader.list().map((m) => m.queueId), [id]);
   await assert.rejects(reader.beginMessage(), { code: 'ERR_QUEUE_READONLY' });
   const pending = await store.beginMessage();
-  pending.body.write('Subject: in flight\r\n');
+  await new Promise<void>((resolve, reject) => pending.body.write('Subject: in flight\r\n', (e) => (e ? reject(e) : resolve())));
   assert.equal(files(join(dataDir, 'spool', 'tmp')).length, 1, 'the reader did not run recovery');
   await reader.close();
   await store.close();
@@ -329,4 +388,23 @@ test('queue: write errors map to 451/452 replies', async () => {
   assert.equal(eio.code, 'ERR_QUEUE_WRITE');
   assert.deepEqual(toReply(eio), { code: 451, enhanced: '4.3.0', text: 'Error: queue file write error' });
   assert.equal((eio.cause as { code: string }).code, 'EIO');
+});
+
+test('queue: a failed WAL sync fails the commit (451), takes the records back and never acknowledges', async () => {
+  const dataDir = tempDataDir();
+  const logger = new MemoryLogger();
+  const store = QueueStore.open({ dataDir, logger });
+  const ok = await queueOne(store, 'Message-ID: <before@test>\r\n\r\n.');
+  // Pull the WAL file out from under the store: SQLite keeps writing to its descriptor, but the sync can no longer
+  // reach a linked WAL file, so nothing committed from now on may count as durable.
+  unlinkSync(join(dataDir, 'queue.db-wal'));
+  const results = await Promise.allSettled([1, 2, 3].map((i) => queueOne(store, `Message-ID: <lost${i}@test>\r\n\r\n.`)));
+  for (const r of results) {
+    assert.equal(r.status, 'rejected');
+    assert.equal((r as PromiseRejectedResult).reason.code, 'ERR_QUEUE_WRITE');
+    assert.deepEqual(toReply((r as PromiseRejectedResult).reason), { code: 451, enhanced: '4.3.0', text: 'Error: queue file write error' });
+  }
+  assert.deepEqual(store.list().map((m) => m.queueId), [ok], 'the unsynced records were taken back');
+  assert.equal(store.stats().messagesFailed, 3);
+  await store.close();
 });

@@ -1,15 +1,25 @@
 /**
- * The durable queue, receive half. A message is a body file in the spool plus a commit record (its rows in the
- * SQLite index); the record is what makes it exist. Commit order, per message and batch:
+ * The durable queue, receive half. A message is a body plus a commit record (its rows in the SQLite index); the
+ * record is what makes it exist. A body up to `inlineMaxBytes` (default 64 KiB) is kept in memory while it
+ * arrives and stored inline, in the same transaction as its record; a larger one spills to a spool file.
+ * Commit order, per message and batch:
  *
- *   body -> spool/tmp/<id>.tmp (O_EXCL, streamed) -> fsync(body) -> close -> rename to spool/msg/<id>.eml
- *   -> [batch] fsync(spool/msg) -> BEGIN; INSERT ...; COMMIT (fsyncs the WAL) -> commit() resolves -> 250
+ *   inline body:  body -> memory
+ *   file body:    body -> spool/tmp/<id>.tmp (O_EXCL, streamed once past the inline limit) -> fsync(body)
+ *                 -> close -> rename to spool/msg/<id>.eml
+ *   [batch]       fsync(spool/msg) (only when the batch has a file body) -> BEGIN; INSERT records (+ inline
+ *                 bodies); COMMIT (writes the WAL; synchronous = NORMAL, no fsync on the event loop)
+ *                 -> fdatasync(queue.db-wal) on libuv's pool -> commit() resolves -> 250
  *
- * Concurrent commits share the directory fsync and the database transaction (group commit); body fsyncs are
- * per file and overlap. Any failure removes the message's files and rejects with ERR_QUEUE_NOSPACE (452 4.3.1)
- * or ERR_QUEUE_WRITE (451 4.3.0); the store keeps serving.
+ * Concurrent commits share the directory fsync, the database transaction and the WAL fdatasync (group commit);
+ * body fsyncs are per file and overlap. The WAL is append-only, so one fdatasync started after a COMMIT returned
+ * makes that transaction and every earlier one durable (see wal-sync.ts for checkpoints and WAL restarts). Any
+ * failure removes the message's data and rejects with ERR_QUEUE_NOSPACE (452 4.3.1) or ERR_QUEUE_WRITE
+ * (451 4.3.0); the store keeps serving. If the WAL fdatasync fails, the batch's records are deleted again and
+ * each message is retried alone (GroupCommit), so none gets a 250 without a successful sync after its COMMIT.
  *
- * Layout under dataDir: queue.db (+ -wal, -shm), receiver.lock, spool/tmp/, spool/msg/.
+ * Layout under dataDir: queue.db (+ -wal, -shm; table `bodies` holds inline bodies), receiver.lock, spool/tmp/,
+ * spool/msg/.
  *
  * Three ways to open a store: receiving (QueueStore.open: the one process that receives and runs the queue, under
  * the receiver lock), admin (QueueStore.openAdmin: CLI hold/release/retry/flush/delete from another process, small
@@ -20,16 +30,17 @@
  * descriptor: the attempt under way finishes (it cannot be recalled), and its outcomes are dropped because the
  * record is gone.
  */
-import { closeSync, existsSync, fsync, fsyncSync, mkdirSync, openSync, readSync, unlinkSync } from 'node:fs';
+import { closeSync, existsSync, fsync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, unlinkSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import type { Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import type { Clock } from '../core/clock.ts';
 import { SYSTEM_CLOCK } from '../core/clock.ts';
 import { RelayguardError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { NULL_LOGGER } from '../core/log.ts';
 import { newQueueId } from '../core/queue-id.ts';
+import { ERR_QUEUE_BODY, openInlineBody, openSpoolBody } from './body-reader.ts';
 import { GroupCommit } from './group-commit.ts';
 import { IndexDb } from './index-db.ts';
 import type { AdminResult, ListFilter, MessageRecord, QueuedMessageDetail, QueuedMessageSummary } from './index-db.ts';
@@ -44,7 +55,7 @@ import { ReceiverLock } from './receiver-lock.ts';
 import { BODY_SUFFIX, recoverSpool, TEMP_SUFFIX } from './recovery.ts';
 import type { RecoveryReport } from './recovery.ts';
 import { SpoolFile } from './spool-file.ts';
-import { checkSpace } from './space.ts';
+import { SpaceChecker } from './space.ts';
 import type { SpaceVerdict } from './space.ts';
 
 const fsyncAsync = promisify(fsync);
@@ -85,7 +96,12 @@ export interface QueueStoreOptions {
   readonly minFreeBytes?: number;
   /** Largest group-commit batch. Default 512. */
   readonly maxBatch?: number;
+  /** Largest body stored inline in the index (buffered in memory while it arrives); larger bodies go to spool
+   *  files. 0 puts every body in a file. Default 64 KiB. */
+  readonly inlineMaxBytes?: number;
 }
+
+export const DEFAULT_INLINE_MAX_BYTES = 64 * 1024;
 
 export interface QueueStats {
   readonly messagesCommitted: number;
@@ -94,10 +110,14 @@ export interface QueueStats {
   readonly bytesCommitted: number;
   /** Messages begun and not yet committed, failed or aborted. */
   readonly inFlight: number;
-  /** Database transactions committed (each one WAL fsync). */
+  /** Database transactions committed by group commit. */
   readonly dbCommits: number;
-  /** fsyncs of the spool directory. */
+  /** fdatasyncs of the WAL (receive batches and background syncs after the runner's transactions). */
+  readonly walSyncs: number;
+  /** fsyncs of the spool directory (only batches with a spool-file body need one). */
   readonly dirSyncs: number;
+  /** Messages committed with their body inline in the index. */
+  readonly inlineBodies: number;
   /** Group-commit flushes attempted (failed batches are retried one message at a time). */
   readonly batches: number;
   readonly largestBatch: number;
@@ -115,6 +135,9 @@ export interface RunnerPort {
   readonly logger: Logger;
   /** Absolute path of a body, from its path relative to the data directory. */
   bodyFile(bodyPath: string): string;
+  /** A stream of exactly the message's body (inline or file); errors instead of ending, and tells onFault, when
+   *  the body is missing, unreadable or not `size` bytes long. */
+  openBody(detail: QueuedMessageDetail, onFault: (err: Error) => void): Readable;
   /** Called whenever work may have become due (a commit, a release, a retry). Returns the unsubscribe function. */
   onWork(listener: () => void): () => void;
   /** Gives up the store's one runner slot. */
@@ -184,7 +207,8 @@ export class QueueStore {
   readonly #writer: Writer | null;
   readonly #logger: Logger;
   readonly #clock: Clock;
-  readonly #minFreeBytes: number;
+  readonly #inlineMax: number;
+  readonly #space: SpaceChecker;
   /** Admin commands allowed (receiving and admin stores). */
   readonly #canAdmin: boolean;
   readonly #workListeners = new Set<() => void>();
@@ -195,6 +219,7 @@ export class QueueStore {
   #aborted = 0;
   #bytes = 0;
   #dirSyncs = 0;
+  #inline = 0;
   readonly #hooks: StoreHooks = {
     now: () => this.#clock.now(),
     // Not refused while closing: close() waits for commits already under way.
@@ -211,7 +236,8 @@ export class QueueStore {
       if (outcome === 'committed') {
         this.#committed++;
         this.#bytes += Number(fields.size ?? 0);
-        this.#logger.info('message queued', { queue_id: msg.queueId, ...fields });
+        // The receive path logs 'message accepted' for the same message; this one is for debugging the queue.
+        this.#logger.debug('message queued', { queue_id: msg.queueId, ...fields });
       } else if (outcome === 'failed') {
         this.#failed++;
         this.#logger.warn('message not queued', { queue_id: msg.queueId, ...fields });
@@ -231,7 +257,9 @@ export class QueueStore {
     clock: Clock;
     minFreeBytes: number;
     canAdmin: boolean;
+    inlineMaxBytes?: number;
   }) {
+    this.#inlineMax = init.inlineMaxBytes ?? DEFAULT_INLINE_MAX_BYTES;
     this.#canAdmin = init.canAdmin;
     this.#paths = init.paths;
     this.dataDir = init.paths.dataDir;
@@ -240,12 +268,13 @@ export class QueueStore {
     this.recovery = init.recovery;
     this.#logger = init.logger;
     this.#clock = init.clock;
-    this.#minFreeBytes = init.minFreeBytes;
+    this.#space = new SpaceChecker(init.paths.spool, init.minFreeBytes);
     if (init.writer !== null) {
       PORTS.set(this, {
         index: init.index,
         logger: init.logger,
         bodyFile: (bodyPath) => join(this.#paths.dataDir, bodyPath),
+        openBody: (detail, onFault) => this.#openBody(detail, onFault),
         onWork: (listener) => {
           this.#workListeners.add(listener);
           return () => this.#workListeners.delete(listener);
@@ -278,7 +307,10 @@ export class QueueStore {
         mkdirSync(paths.bodyDir, { recursive: true, mode: 0o700 });
       });
       lock = ReceiverLock.acquire(paths.lock);
-      const idx = wrapOpen(() => new IndexDb(paths.db));
+      const idx = wrapOpen(() => new IndexDb(paths.db, {
+        durability: 'wal-async',
+        onSyncError: (err) => logger.error('queue index WAL sync failed', { error: String(err) }),
+      }));
       index = idx;
       const recovery = wrapOpen(() =>
         recoverSpool({ dataDir: paths.dataDir, tempDir: paths.tempDir, bodyDir: paths.bodyDir, index: idx, logger, now: clock.now() }),
@@ -294,7 +326,10 @@ export class QueueStore {
         (records) => store!.#flush(records),
         options.maxBatch === undefined ? {} : { maxBatch: options.maxBatch },
       );
-      store = new QueueStore({ ...common, index: idx, recovery, canAdmin: true, writer: { lock, bodyDirFd: fd, groupCommit, inFlight: new Set() } });
+      store = new QueueStore({
+        ...common, index: idx, recovery, canAdmin: true, writer: { lock, bodyDirFd: fd, groupCommit, inFlight: new Set() },
+        ...(options.inlineMaxBytes === undefined ? {} : { inlineMaxBytes: Math.max(0, options.inlineMaxBytes) }),
+      });
       return store;
     } catch (err) {
       if (bodyDirFd !== null) closeSync(bodyDirFd);
@@ -320,30 +355,19 @@ export class QueueStore {
     });
   }
 
-  /** Reserves a queue id and creates the message's temp file. Rejects with ERR_QUEUE_NOSPACE / ERR_QUEUE_WRITE. */
+  /**
+   * Reserves a queue id for a message. No I/O: the body stays in memory up to the inline limit, and only a larger
+   * one creates its temp file (write errors then surface through the body stream and commit()).
+   */
   async beginMessage(): Promise<IncomingMessage> {
     const w = this.#requireWriter();
-    let spool: SpoolFile | null = null;
-    let queueId = '';
-    for (let attempt = 0; spool === null; attempt++) {
-      queueId = newQueueId(this.#clock.now());
-      try {
-        spool = await SpoolFile.create(
-          join(this.#paths.tempDir, queueId + TEMP_SUFFIX),
-          join(this.#paths.bodyDir, queueId + BODY_SUFFIX),
-        );
-      } catch (err) {
-        if ((err as { code?: unknown }).code === 'EEXIST' && attempt < 3) continue; // a queue id collision
-        const e = toQueueWriteError(err, 'creating the spool file');
-        this.#failed++;
-        this.#logger.warn('queue file not created', { error_code: e.code, error: e.message });
-        throw e;
-      }
-    }
-    if (this.#closed) {
-      await spool.remove();
-      throw new RelayguardError(ERR_QUEUE_CLOSED, 'Queue store is closed');
-    }
+    // 50 random bits per millisecond: a collision is a failed INSERT or O_EXCL create (451), never an overwrite.
+    const queueId = newQueueId(this.#clock.now());
+    const spool = new SpoolFile(
+      join(this.#paths.tempDir, queueId + TEMP_SUFFIX),
+      join(this.#paths.bodyDir, queueId + BODY_SUFFIX),
+      this.#inlineMax,
+    );
     const msg = new Incoming(queueId, spool, this.#hooks);
     w.inFlight.add(msg);
     return msg;
@@ -405,30 +429,52 @@ export class QueueStore {
     this.#requireOpen();
     const detail = this.#index.get(queueId);
     if (detail === null) return null;
-    const fd = openSync(join(this.#paths.dataDir, detail.bodyPath), 'r');
-    try {
-      const buf = Buffer.alloc(Math.min(maxBytes, detail.size));
-      let len = 0;
-      while (len < buf.length) {
-        const n = readSync(fd, buf, len, buf.length - len, len);
-        if (n === 0) break;
-        len += n;
+    let bytes: Buffer;
+    if (detail.bodyInline) {
+      const body = this.#index.readBody(queueId) ?? Buffer.alloc(0);
+      bytes = body.subarray(0, Math.min(maxBytes, detail.size));
+    } else {
+      const fd = openSync(join(this.#paths.dataDir, detail.bodyPath), 'r');
+      try {
+        const buf = Buffer.alloc(Math.min(maxBytes, detail.size));
+        let len = 0;
+        while (len < buf.length) {
+          const n = readSync(fd, buf, len, buf.length - len, len);
+          if (n === 0) break;
+          len += n;
+        }
+        bytes = buf.subarray(0, len);
+      } finally {
+        closeSync(fd);
       }
-      const bytes = buf.subarray(0, len);
-      const crlf = bytes.indexOf('\r\n\r\n');
-      const lf = bytes.indexOf('\n\n');
-      const ends = [crlf < 0 ? -1 : crlf + 2, lf < 0 ? -1 : lf + 1].filter((e) => e >= 0);
-      if (ends.length > 0) return { headers: bytes.subarray(0, Math.min(...ends)).toString('utf8'), truncated: false };
-      return { headers: bytes.toString('utf8'), truncated: len < detail.size };
-    } finally {
-      closeSync(fd);
     }
+    const crlf = bytes.indexOf('\r\n\r\n');
+    const lf = bytes.indexOf('\n\n');
+    const ends = [crlf < 0 ? -1 : crlf + 2, lf < 0 ? -1 : lf + 1].filter((e) => e >= 0);
+    if (ends.length > 0) return { headers: bytes.subarray(0, Math.min(...ends)).toString('utf8'), truncated: false };
+    return { headers: bytes.toString('utf8'), truncated: bytes.length < detail.size };
+  }
+
+  /**
+   * A queued message's whole body (inline or spool file), exactly as stored. Null when the message is unknown.
+   * Throws when the body cannot be read. For tests and tools; delivery streams it (openBody).
+   */
+  readBody(queueId: string): Buffer | null {
+    this.#requireOpen();
+    const detail = this.#index.get(queueId);
+    if (detail === null) return null;
+    if (detail.bodyInline) {
+      const body = this.#index.readBody(queueId);
+      if (body === null) throw new RelayguardError(ERR_QUEUE_BODY, `Inline body of ${queueId} is missing`);
+      return body;
+    }
+    return readFileSync(join(this.#paths.dataDir, detail.bodyPath));
   }
 
   /** The MAIL-time free-space check (one statfs): 'insufficient' means reply 452 4.3.1. Fails closed. */
   checkSpace(messageSize: number): SpaceVerdict {
     try {
-      return checkSpace(this.#paths.spool, messageSize, this.#minFreeBytes);
+      return this.#space.check(messageSize);
     } catch (err) {
       this.#logger.warn('queue free space check failed', { error_code: (err as { code?: unknown }).code });
       return 'insufficient';
@@ -444,7 +490,9 @@ export class QueueStore {
       bytesCommitted: this.#bytes,
       inFlight: this.#writer?.inFlight.size ?? 0,
       dbCommits: this.#index.commits,
+      walSyncs: this.#index.walSyncs,
       dirSyncs: this.#dirSyncs,
+      inlineBodies: this.#inline,
       batches: gc?.flushes ?? 0,
       largestBatch: gc?.largestBatch ?? 0,
     };
@@ -464,17 +512,53 @@ export class QueueStore {
       await w.groupCommit.idle();
       closeSync(w.bodyDirFd);
     }
+    // Closing the last connection checkpoints the WAL into queue.db and syncs it (synchronous = NORMAL does).
     this.#index.close();
     w?.lock.release();
   }
 
   async #flush(records: readonly MessageRecord[]): Promise<void> {
     const w = this.#writer!;
-    // One directory fsync makes every rename of the batch durable; it must precede the commit record.
-    await fsyncAsync(w.bodyDirFd);
-    this.#dirSyncs++;
+    if (records.some((r) => r.bodyPath !== '')) {
+      // One directory fsync makes every rename of the batch durable; it must precede the commit record.
+      await fsyncAsync(w.bodyDirFd);
+      this.#dirSyncs++;
+    }
+    const ids = records.map((r) => r.queueId);
     this.#index.insertBatch(records);
+    // Committed, and visible to this connection: the runner must not pick the messages up before they are durable.
+    this.#index.unsynced(ids);
+    // COMMIT wrote the WAL; the fdatasync runs on the thread pool. It must be the first thing after the COMMIT.
+    try {
+      await this.#index.syncWal();
+    } catch (err) {
+      // Not durable: take the records back (GroupCommit then retries each message alone, with a fresh sync).
+      for (const id of ids) {
+        try {
+          this.#index.delete(id);
+        } catch (e) {
+          this.#logger.error('commit record not removed after failed WAL sync', { queue_id: id, error: String(e) });
+        }
+      }
+      throw err;
+    } finally {
+      this.#index.synced(ids);
+    }
+    for (const r of records) if (r.bodyPath === '') this.#inline++;
+    // Only now may the runner see the messages: nothing is delivered before it is durable.
     this.#notifyWork();
+  }
+
+  #openBody(detail: QueuedMessageDetail, onFault: (err: Error) => void): Readable {
+    if (!detail.bodyInline) return openSpoolBody(join(this.#paths.dataDir, detail.bodyPath), detail.size, onFault);
+    let body: Buffer | null = null;
+    let error: unknown = null;
+    try {
+      body = this.#index.readBody(detail.queueId);
+    } catch (err) {
+      error = err;
+    }
+    return openInlineBody(body, error, detail.size, onFault);
   }
 
   #adminRun(action: string, target: AdminTarget, apply: (ids: readonly string[], now: number) => AdminResult, wakesRunner = false): AdminResult {
@@ -586,7 +670,7 @@ class Incoming implements IncomingMessage {
     }
   }
 
-  #record(env: IncomingEnvelope, body: { size: number; messageId: string | null }): MessageRecord {
+  #record(env: IncomingEnvelope, body: { size: number; messageId: string | null; inline: Buffer | null }): MessageRecord {
     if (typeof env.sender !== 'string') throw new RelayguardError(ERR_QUEUE_STATE, 'Envelope sender must be a string');
     if (env.recipients.length === 0) throw new RelayguardError(ERR_QUEUE_STATE, 'Envelope has no recipients');
     for (const r of env.recipients) {
@@ -597,7 +681,8 @@ class Incoming implements IncomingMessage {
       receivedAt: this.#hooks.now(),
       sender: env.sender,
       size: body.size,
-      bodyPath: `spool/msg/${this.queueId}${BODY_SUFFIX}`,
+      bodyPath: body.inline === null ? `spool/msg/${this.queueId}${BODY_SUFFIX}` : '',
+      body: body.inline,
       messageId: body.messageId,
       clientIp: env.clientIp,
       helo: env.helo,

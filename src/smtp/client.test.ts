@@ -1,6 +1,6 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -156,7 +156,7 @@ describe('client against relayguard', () => {
     await c.quit();
     const detail = h.queue.get(id);
     assert.ok(detail);
-    const stored = await readFile(join(h.dataDir, detail.bodyPath), 'latin1');
+    const stored = h.queue.readBody(detail.queueId)!.toString('latin1');
     const body = normalized(TRICKY);
     assert.ok(stored.endsWith(body), JSON.stringify(stored));
     const head = stored.slice(0, stored.length - body.length);
@@ -177,7 +177,7 @@ describe('client against relayguard', () => {
     const r = await c.bdat(Buffer.from('.body\r\n'), { last: true });
     assert.equal(r.code, 250);
     const id = /queued as (\S+)/.exec(r.lines[0]!)![1]!;
-    const stored = await readFile(join(h.dataDir, h.queue.get(id)!.bodyPath), 'latin1');
+    const stored = h.queue.readBody(id)!.toString('latin1');
     assert.ok(stored.endsWith('Subject: b\r\n\r\n.body\r\n'));
     await c.quit();
   });

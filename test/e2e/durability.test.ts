@@ -1,9 +1,10 @@
 /**
  * Durability of `relayguard serve` seen from outside the process (hostile-inputs.md section 2, T1-T4):
  *   - kill -9 at random moments under concurrent load: every Message-ID that got a 250 is in the queue after the
- *     restart (at least once), recovery leaves no temp file and no orphan body;
- *   - strace: the body fsync, the spool directory fsync and the WAL fsync all return before the socket write that
- *     carries "250 2.0.0 Ok: queued as";
+ *     restart (at least once) with its whole body, recovery leaves no temp file and no orphan body;
+ *   - strace: for a small message (body stored inline in the index) the WAL writes and then a WAL fdatasync that
+ *     started after the last of them return before the socket write that carries "250 2.0.0 Ok: queued as"; for a
+ *     large one (spool file) the body fsync, the rename, the spool directory fsync, then the same WAL write + sync;
  *   - a small tmpfs fills up: 452/451 and never 250 for what could not be stored, the process keeps serving, and
  *     mail is accepted again once space returns.
  * Replay a kill run with DURABILITY_SEED=<printed seed>.
@@ -13,6 +14,7 @@ import assert from 'node:assert/strict';
 import { closeSync, copyFileSync, existsSync, ftruncateSync, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { QueueStore } from '../../src/queue/index.ts';
 import { startServe, type ServeProcess } from '../../src/testing/serve-process.ts';
 import {
   alive, assertServing, messageText, mountTmpfs, p1, pidsWithArg, prng, queuedById, queuedMessages, seedFrom, sleep, spoolEntries, transaction,
@@ -116,8 +118,30 @@ test('durability: kill -9 at random moments under 10 concurrent clients; every 2
   const bodies = spoolEntries(dataDir, 'msg').length;
   const total = entries.length;
   const corrupt = entries.filter((m) => m.state === 'corrupt').length;
+  // Every queued message has its whole body: a spool file of the recorded size, or an inline body of that size
+  // (committed in the same transaction as its record), holding its own Message-ID.
+  let fileBodies = 0;
+  let inlineBodies = 0;
+  const badBodies: string[] = [];
+  {
+    const store = QueueStore.open({ dataDir, readOnly: true });
+    try {
+      for (const m of store.list()) {
+        const d = store.get(m.queueId)!;
+        if (d.bodyInline) inlineBodies++;
+        else fileBodies++;
+        let body: Buffer | null = null;
+        try { body = store.readBody(m.queueId); } catch { /* reported below */ }
+        if (body === null || body.length !== d.size || !body.includes(`Message-ID: <${(m.messageId ?? '').replace(/^<|>$/g, '')}>`)) {
+          badBodies.push(`${m.queueId} (${d.bodyInline ? 'inline' : 'file'}, ${body?.length ?? 'unreadable'} of ${d.size} bytes)`);
+        }
+      }
+    } finally {
+      await store.close();
+    }
+  }
   const summary = `250s ${acked.size}, found ${acked.size - lost.length}, lost ${lost.length}, duplicates ${duplicates}, ` +
-    `queue entries ${total}, body files ${bodies}, corrupt ${corrupt}, in flight at a kill (dot sent, no reply) ${unackedTotal} ` +
+    `queue entries ${total} (${inlineBodies} inline, ${fileBodies} in files), body files ${bodies}, corrupt ${corrupt}, in flight at a kill (dot sent, no reply) ${unackedTotal} ` +
     `of which queued ${unackedPresent}, non-250 final replies ${refused.size}, temp files left by kills ${tempLeftAtKill.join('/')}, ` +
     `recovery events ${JSON.stringify(recoveries.map((r) => ({ tmp: r['temp_files_removed'], bodies: r['uncommitted_bodies_removed'], missing: r['missing_bodies'] })))}`;
   t.diagnostic(summary);
@@ -126,13 +150,16 @@ test('durability: kill -9 at random moments under 10 concurrent clients; every 2
   assert.deepEqual(lost, [], `messages acknowledged with 250 but missing after restart (seed ${seed})`);
   assert.equal(refused.size, 0, `unexpected non-250 final replies: ${JSON.stringify([...refused])}`);
   assert.equal(corrupt, 0, 'a committed message lost its body');
-  assert.equal(bodies, total, 'every body file has exactly one commit record (no orphan after recovery)');
+  assert.equal(bodies, fileBodies, 'every body file has exactly one commit record (no orphan after recovery)');
+  assert.equal(inlineBodies + fileBodies, total);
+  assert.ok(inlineBodies > 0 && fileBodies > 0, `the load exercised both inline bodies and spool files (${inlineBodies}/${fileBodies})`);
+  assert.deepEqual(badBodies, [], 'a queued message with a missing, short or foreign body');
   // Every message whose 250 was never seen may or may not be there; nothing unknown may be.
   for (const id of queued.keys()) assert.ok(attempted.has(id), `queued message ${id} was never sent`);
 });
 
 // ---------------------------------------------------------------------------------------------------------------
-// strace: fsyncs before the 250
+// strace: durable writes before the 250
 
 interface TraceEvent {
   readonly line: number;
@@ -174,7 +201,7 @@ function parseTrace(text: string): TraceEvent[] {
   return events;
 }
 
-test('durability: strace shows fsync(body), fsync(spool dir) and fsync(WAL) complete before "250 ... queued as" is written', { timeout: 180_000 }, async (t) => {
+test('durability: strace shows the durable writes (WAL fdatasync for an inline body; fsync(body), fsync(spool dir) and WAL sync for a spool file) complete before "250 ... queued as" is written', { timeout: 180_000 }, async (t) => {
   assert.ok(existsSync('/usr/bin/strace'), '/usr/bin/strace is required');
   const work = mkdtempSync(join(tmpdir(), 'relayguard-strace-'));
   cleanups.push(() => rmSync(work, { recursive: true, force: true }));
@@ -194,31 +221,48 @@ test('durability: strace shows fsync(body), fsync(spool dir) and fsync(WAL) comp
   const serve = await startServe({
     dataDir,
     wrap: ['/usr/bin/strace', '-f', '-tt', '-yy', '-s', '128', '-o', traceFile,
-      '-e', 'trace=fsync,fdatasync,rename,renameat,renameat2,write,writev,pwrite64,sendto,sendmsg'],
+      '-e', 'trace=fsync,fdatasync,rename,renameat,renameat2,write,writev,pwrite64,sendto,sendmsg,openat'],
   });
   cleanups.push(() => serve.kill9());
   const startMs = Date.now() - started;
 
+  // A small message (its body goes inline into the index) and a large one (past the 64 KiB inline limit: a spool
+  // file), in one session.
   const c = await p1(serve.ports.mx);
   const sent = Date.now();
-  const r = await transaction(c, 'traced.1@durability.test', { timeoutMs: 60_000 });
+  const queueIds: string[] = [];
+  for (const [n, bodyBytes] of [[1, 200], [2, 100_000]] as const) {
+    const r = await transaction(c, `traced.${n}@durability.test`, { timeoutMs: 60_000, bodyBytes });
+    assert.equal(r.stage, 'END');
+    assert.equal(r.reply.code, 250, r.reply.lines.join(' | '));
+    const queueId = /queued as (\S+)/.exec(r.reply.text)?.[1];
+    assert.ok(queueId !== undefined, `no queue id in ${r.reply.text}`);
+    queueIds.push(queueId);
+  }
   const replyMs = Date.now() - sent;
-  assert.equal(r.stage, 'END');
-  assert.equal(r.reply.code, 250, r.reply.lines.join(' | '));
-  const queueId = /queued as (\S+)/.exec(r.reply.text)?.[1];
-  assert.ok(queueId !== undefined, `no queue id in ${r.reply.text}`);
+  const [smallId, largeId] = queueIds as [string, string];
   c.close();
   // Stop the traced server itself (SIGTERM to strace would only detach it); strace exits with it.
   assert.equal(killTraced('SIGTERM').length, 1, 'the traced relayguard process was not found');
   const t0 = Date.now();
   while (serve.child.exitCode === null && serve.child.signalCode === null && Date.now() - t0 < 30_000) await sleep(50);
   await serve.kill9();
-  assert.deepEqual(queuedById(dataDir, 'traced.1@durability.test').map((m) => m.queueId), [queueId]);
+  assert.deepEqual(queuedById(dataDir, 'traced.1@durability.test').map((m) => m.queueId), [smallId]);
+  assert.deepEqual(queuedById(dataDir, 'traced.2@durability.test').map((m) => m.queueId), [largeId]);
+  {
+    const store = QueueStore.open({ dataDir, readOnly: true });
+    try {
+      assert.equal(store.get(smallId)?.bodyInline, true, 'the small body is inline');
+      assert.equal(store.get(largeId)?.bodyInline, false, 'the large body is a spool file');
+    } finally {
+      await store.close();
+    }
+  }
 
   const trace = readFileSync(traceFile, 'utf8');
   const ev = parseTrace(trace);
   const isSync = (e: TraceEvent): boolean => e.name === 'fsync' || e.name === 'fdatasync';
-  const isBody = (e: TraceEvent): boolean => e.args.includes(`/spool/tmp/${queueId}.tmp>`) || e.args.includes(`/spool/msg/${queueId}.eml>`);
+  const isBody = (id: string) => (e: TraceEvent): boolean => e.args.includes(`/spool/tmp/${id}.tmp>`) || e.args.includes(`/spool/msg/${id}.eml>`);
   const isDir = (e: TraceEvent): boolean => /<[^>]*\/spool\/msg>/.test(e.args);
   const isWal = (e: TraceEvent): boolean => e.args.includes('/queue.db-wal>');
   const isWrite = (e: TraceEvent): boolean => /^(write|writev|sendto|sendmsg)$/.test(e.name);
@@ -227,29 +271,52 @@ test('durability: strace shows fsync(body), fsync(spool dir) and fsync(WAL) comp
     assert.ok(i >= 0, `no ${what} after event ${from} in the trace (${ev.length} events)`);
     return i;
   };
+  const lineOf = (i: number): string => `trace line ${ev[i]!.line + 1}`;
+  // The socket write carrying a message's 250 (strace -s 128 shows the start of the buffer; -yy names the socket).
+  const replyOf = (id: string): number => idx(`write of "250 2.0.0 Ok: queued as ${id}"`, -1,
+    (e) => e.kind === 'enter' && isWrite(e) && e.args.includes(`250 2.0.0 Ok: queued as ${id}`) && /^\d+<(TCP|TCPv6|socket):/.test(e.args));
+  /**
+   * The commit record's durability: the last WAL write before the 250 (the runner is off, so every WAL write comes
+   * from receiving), then a WAL fsync/fdatasync that started after it and returned 0 before the 250.
+   */
+  const walDurable = (reply: number, after: number): { walWrite: number; walSync: number } => {
+    let walWrite = -1;
+    ev.forEach((e, i) => { if (i < reply && e.kind === 'exit' && e.name === 'pwrite64' && isWal(e)) walWrite = i; });
+    assert.ok(walWrite > after, `no WAL write between event ${after} and the 250`);
+    const syncEnter = idx('WAL sync started after the last WAL write', walWrite, (e) => e.kind === 'enter' && isSync(e) && isWal(e));
+    const walSync = idx('WAL sync return', syncEnter, (e) => e.kind === 'exit' && isSync(e) && isWal(e) && e.pid === ev[syncEnter]!.pid);
+    assert.equal(ev[walSync]!.ret, '0', 'the WAL sync succeeded');
+    assert.ok(walSync < reply, 'the WAL sync returned before the 250 was written');
+    return { walWrite, walSync };
+  };
 
   try {
-    // The socket write carrying the 250 (strace -s 128 shows the start of the buffer; -yy names the TCP socket).
-    const reply = idx('write of "250 2.0.0 Ok: queued as"', -1,
-      (e) => e.kind === 'enter' && isWrite(e) && e.args.includes('250 2.0.0 Ok: queued as') && /^\d+<(TCP|TCPv6|socket):/.test(e.args));
-    const bodyWrite = idx('a body write', -1, (e) => e.kind === 'enter' && /^(write|writev|pwrite64)$/.test(e.name) && isBody(e));
-    const bodySync = idx('fsync(body) return', bodyWrite, (e) => e.kind === 'exit' && isSync(e) && isBody(e));
-    const rename = idx('rename tmp -> msg', -1, (e) => e.kind === 'exit' && e.name.startsWith('rename') && e.args.includes(`${queueId}.tmp`) && e.args.includes(`${queueId}.eml`));
+    // Inline body: no spool file at all; WAL write -> WAL sync -> 250.
+    const smallReply = replyOf(smallId);
+    assert.ok(!ev.some((e) => isBody(smallId)(e) || e.args.includes(`${smallId}.tmp`) || e.args.includes(`${smallId}.eml`)),
+      'the inline message created no spool file');
+    const small = walDurable(smallReply, -1);
+
+    // Spool file: fsync(body) -> rename -> fsync(spool/msg) -> WAL write -> WAL sync -> 250.
+    const largeReply = replyOf(largeId);
+    const bodyWrite = idx('a body write', smallReply, (e) => e.kind === 'enter' && /^(write|writev|pwrite64)$/.test(e.name) && isBody(largeId)(e));
+    const bodySync = idx('fsync(body) return', bodyWrite, (e) => e.kind === 'exit' && isSync(e) && isBody(largeId)(e));
+    const rename = idx('rename tmp -> msg', -1, (e) => e.kind === 'exit' && e.name.startsWith('rename') && e.args.includes(`${largeId}.tmp`) && e.args.includes(`${largeId}.eml`));
     const dirSync = idx('fsync(spool/msg) return', rename, (e) => e.kind === 'exit' && isSync(e) && isDir(e));
-    const walWrite = idx('a WAL write', dirSync, (e) => e.kind === 'enter' && e.name === 'pwrite64' && isWal(e));
-    const walSync = idx('fsync(WAL) return', walWrite, (e) => e.kind === 'exit' && isSync(e) && isWal(e));
-    const lineOf = (i: number): string => `trace line ${ev[i]!.line + 1}`;
-    t.diagnostic(`serve start under strace ${startMs} ms; DATA-to-250 ${replyMs} ms; trace ${trace.length} bytes, ${ev.length} events`);
-    t.diagnostic(`fsync(body) ${lineOf(bodySync)}, rename ${lineOf(rename)}, fsync(dir) ${lineOf(dirSync)}, WAL write ${lineOf(walWrite)}, fsync(WAL) ${lineOf(walSync)}, 250 write ${lineOf(reply)}`);
-    console.log(`[durability] strace: start ${startMs} ms, DATA-to-250 ${replyMs} ms; order fsync(body)@${ev[bodySync]!.line + 1} < rename@${ev[rename]!.line + 1} < fsync(dir)@${ev[dirSync]!.line + 1} < fsync(WAL)@${ev[walSync]!.line + 1} < 250@${ev[reply]!.line + 1}`);
+    const large = walDurable(largeReply, dirSync);
+    t.diagnostic(`serve start under strace ${startMs} ms; DATA-to-250 x2 ${replyMs} ms; trace ${trace.length} bytes, ${ev.length} events`);
+    t.diagnostic(`inline: WAL write ${lineOf(small.walWrite)}, WAL sync ${lineOf(small.walSync)}, 250 write ${lineOf(smallReply)}`);
+    t.diagnostic(`file: fsync(body) ${lineOf(bodySync)}, rename ${lineOf(rename)}, fsync(dir) ${lineOf(dirSync)}, WAL write ${lineOf(large.walWrite)}, WAL sync ${lineOf(large.walSync)}, 250 write ${lineOf(largeReply)}`);
+    console.log(`[durability] strace: start ${startMs} ms, DATA-to-250 x2 ${replyMs} ms; inline: WAL write@${ev[small.walWrite]!.line + 1} < WAL sync@${ev[small.walSync]!.line + 1} < 250@${ev[smallReply]!.line + 1}; ` +
+      `file: fsync(body)@${ev[bodySync]!.line + 1} < rename@${ev[rename]!.line + 1} < fsync(dir)@${ev[dirSync]!.line + 1} < WAL write@${ev[large.walWrite]!.line + 1} < WAL sync@${ev[large.walSync]!.line + 1} < 250@${ev[largeReply]!.line + 1}`);
 
     assert.equal(ev[bodySync]!.ret, '0', 'fsync(body) succeeded');
-    assert.equal(ev[walSync]!.ret, '0', 'fsync(WAL) succeeded');
     assert.ok(bodySync < rename, 'the body is fsynced before the rename');
     assert.ok(rename < dirSync, 'the spool directory is fsynced after the rename');
-    assert.ok(bodySync < reply, 'fsync(body) returned before the 250 was written');
-    assert.ok(dirSync < reply, 'fsync(spool/msg) returned before the 250 was written');
-    assert.ok(walSync < reply, 'fsync(queue.db-wal) returned before the 250 was written');
+    assert.ok(dirSync < large.walWrite, 'the commit record is written after the directory fsync');
+    assert.ok(bodySync < largeReply, 'fsync(body) returned before the 250 was written');
+    assert.ok(dirSync < largeReply, 'fsync(spool/msg) returned before the 250 was written');
+    assert.ok(large.walSync < largeReply, 'the WAL sync returned before the 250 was written');
   } catch (err) {
     const keep = join(tmpdir(), `relayguard-durability-trace-${Date.now()}.txt`);
     copyFileSync(traceFile, keep);

@@ -3,8 +3,6 @@
  * catalogue (/work/shared/reference/hostile-inputs.md section 0), queue assertions, and small waits.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import type { Harness } from '../../src/testing/relay-harness.ts';
@@ -67,11 +65,11 @@ export function assertNothingRemoteQueued(h: Harness, localDomains: readonly str
   }
 }
 
-/** The stored body of a queued message (the spool file: our Received header, then the client's bytes). */
+/** The stored body of a queued message (inline or spool file: our Received header, then the client's bytes). */
 export function storedBody(h: Harness, queueId: string): Buffer {
-  const d = h.queue.get(queueId);
-  assert.ok(d, `no queued message ${queueId}`);
-  return readFileSync(join(h.dataDir, d.bodyPath));
+  const body = h.queue.readBody(queueId);
+  assert.ok(body, `no queued message ${queueId}`);
+  return body;
 }
 
 /** The stored body without the Received: trace header the relay prepends. */
