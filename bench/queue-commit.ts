@@ -1,12 +1,12 @@
 /**
  * Queue commit throughput: N small messages from C concurrent writers, with group commit and without it
- * (maxBatch 1). Run: ./node_modules/.bin/node src/queue/store.bench.ts [messages=1000] [writers=20]
+ * (maxBatch 1). Run: ./node_modules/.bin/node bench/queue-commit.ts [messages=1000] [writers=20]
  * (belongs in bench/ once wired; kept here next to the code it measures).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { QueueStore } from './store.ts';
+import { QueueStore } from '../src/queue/index.ts';
 
 async function run(messages: number, writers: number, maxBatch: number): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), 'relayguard-bench-'));
