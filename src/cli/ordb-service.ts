@@ -204,6 +204,7 @@ export async function startOrdb(config: Config, logger: Logger, deps: OrdbDeps =
       port: settings.listen.port,
       axfrAllow: settings.axfrAllow,
       notify: settings.notify,
+      udpThreads: config.dnsbl.udpThreads,
       logger: log,
     });
     await server.start();

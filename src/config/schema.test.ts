@@ -91,7 +91,7 @@ test('schema: defaultConfig is complete, in ms and bytes, absolute and deeply fr
     ttl: 2_100_000, evidenceUrl: 'http://localhost:8025/dnsbl/lookup?ip=$', axfrAllow: [], notify: [],
     probeDomain: null, sink: { address: '0.0.0.0', port: 25 }, probeWait: 60_000, testPorts: [25, 587, 465],
     sourceAddress: null, testBudget: 300_000, retestInterval: 604_800_000, retryInterval: 3_600_000,
-    submissionsPerHour: 10, excluded: [], allowPrivateTargets: false, schedulerInterval: 60_000, testConcurrency: 2,
+    submissionsPerHour: 10, excluded: [], allowPrivateTargets: false, schedulerInterval: 60_000, testConcurrency: 2, udpThreads: 1,
   });
   assert.equal(c.dnsblThreshold, 1);
   assert.deepEqual(c.dnsblResolver, { servers: [], timeout: 5000, minTtl: 60_000, maxTtl: 3_600_000, negativeTtl: 60_000, healthCheckInterval: 600_000 });

@@ -505,6 +505,7 @@ export const configSchema = z
         allowPrivateTargets: z.boolean().default(false).describe('Accept loopback, private and reserved addresses as submissions (labs and tests).'),
         schedulerInterval: duration({ min: 0 }).prefault('60s').describe('How often due tests and retests run; 0 turns the scheduler off.'),
         testConcurrency: count(1, 64).default(2).describe('Host tests run at once.'),
+        udpThreads: count(1, 64).default(1).describe('UDP answering threads on the DNS port (SO_REUSEPORT); more than 1 helps on machines with spare cores.'),
       })
       .prefault({})
       .describe('The open-relay DNS blocklist this instance publishes.'),
@@ -711,6 +712,7 @@ export interface Config {
     readonly allowPrivateTargets: boolean;
     readonly schedulerInterval: number;
     readonly testConcurrency: number;
+    readonly udpThreads: number;
   };
   readonly delivery: {
     readonly enabled: boolean;

@@ -178,3 +178,57 @@ describe('DnsblServer', () => {
     }
   });
 });
+
+describe('DnsblServer with UDP worker threads', () => {
+  it('answers from every thread, swaps the zone in all of them, sums the counters, stops', async () => {
+    const s = new DnsblServer({ zone: zoneWith(1), port: 0, udpThreads: 3 });
+    await s.start();
+    try {
+      assert.equal(s.udpThreads, 3);
+      // Many client sockets (the kernel spreads them over the threads by source port).
+      const ask = async (name: string, type: string): Promise<Decoded[]> => Promise.all(Array.from({ length: 40 }, async (_, i) =>
+        dnsPacket.decode((await udp(s.port, q(name, type, i)))!) as Decoded));
+      const a = await ask('3.2.1.10.relays.test', 'A');
+      assert.ok(a.every((d) => d.rcode === 'NOERROR' && (d.answers?.[0] as { data: string }).data === '127.0.0.7'));
+      const t = await ask('7.2.0.192.relays.test', 'TXT');
+      assert.ok(t.every((d) => (d.answers?.[0] as { data: Buffer[] }).data.map(String).join('') === 'net 192.0.2.7'));
+      const before = await ask('4.2.1.10.relays.test', 'A');
+      assert.ok(before.every((d) => d.rcode === 'NXDOMAIN'));
+      s.setZone(zoneWith(2, [{ network: '10.1.2.4', txt: 'new $' }]));
+      await new Promise((r) => setTimeout(r, 100)); // the workers get the zone by message
+      const after = await ask('4.2.1.10.relays.test', 'A');
+      assert.ok(after.every((d) => d.rcode === 'NOERROR'), 'every thread serves the new zone');
+      const st = s.stats;
+      assert.equal(st.udpQueries, 160);
+      assert.equal(st.udpQueriesByThread.length, 3);
+      assert.ok(st.udpQueriesByThread.filter((n) => n > 0).length >= 2, `spread: ${st.udpQueriesByThread.join(' ')}`);
+      assert.equal(st.answered, 160);
+      assert.equal(st.nxdomain, 40);
+    } finally {
+      await s.stop();
+    }
+    assert.equal(s.udpThreads, 0);
+    // The port is free again: a single-threaded server can bind it.
+    const again = new DnsblServer({ zone: zoneWith(1), port: s.port });
+    await again.start();
+    await again.stop();
+  });
+
+  it('a second server on the same port fails even with threads (TCP stays exclusive)', async () => {
+    const s = new DnsblServer({ zone: zoneWith(1), port: 0, udpThreads: 2 });
+    await s.start();
+    try {
+      const other = new DnsblServer({ zone: zoneWith(1), port: s.port, udpThreads: 2 });
+      await assert.rejects(other.start(), { code: 'EADDRINUSE' });
+      const single = new DnsblServer({ zone: zoneWith(1), port: s.port });
+      await assert.rejects(single.start(), { code: 'EADDRINUSE' });
+    } finally {
+      await s.stop();
+    }
+  });
+
+  it('refuses a bad thread count', () => {
+    assert.throws(() => new DnsblServer({ zone: zoneWith(1), udpThreads: 0 }), RangeError);
+    assert.throws(() => new DnsblServer({ zone: zoneWith(1), udpThreads: 1.5 }), RangeError);
+  });
+});

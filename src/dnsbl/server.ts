@@ -6,15 +6,30 @@
  * Limits: UDP answers fit the client's EDNS size (capped at `ednsUdpSize`, 512 without EDNS) or come back with
  * TC set; TCP connections are capped in number, idle time and unanswered output; malformed messages get
  * FORMERR (12 bytes, never more than the query) or nothing.
+ *
+ * UDP threads: with `udpThreads` N > 1 the main thread and N - 1 worker threads (server-worker.ts) each bind a
+ * socket to the port with SO_REUSEPORT; the kernel spreads clients (by address and port) over the sockets, and
+ * every thread answers from the same zone index (SharedArrayBuffers, no copies). TCP, AXFR and NOTIFY stay on
+ * the main thread. A worker that dies is replaced after a second.
  */
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
 import { once } from 'node:events';
 import { createServer, isIPv6, type Server as TcpServer, type Socket } from 'node:net';
+import { Worker } from 'node:worker_threads';
 import dnsPacket from 'dns-packet';
 import ipaddr from 'ipaddr.js';
 import { NULL_LOGGER, type Logger } from '../core/log.ts';
 import type { Zone } from './zone.ts';
 import { axfrMessages, FLAG_AA, OPCODE_NOTIFY, RCODE_REFUSED, respond, type Query } from './wire.ts';
+import {
+  bindUdp, C_ANSWERED, C_DROPPED, C_FORMERR, C_NXDOMAIN, C_QUERIES, C_REFUSED, C_TRUNCATED, createUdpSocket, listenIp,
+  UDP_COUNTERS, UdpAnswerer,
+} from './server-udp.ts';
+import type { UdpWorkerData, UdpWorkerMessage } from './server-worker.ts';
+
+/** The worker script next to this file (.ts when run from the sources, .js when built). */
+const WORKER_URL = new URL(`./server-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url);
+const MAX_UDP_THREADS = 64;
 
 export interface NotifyTarget {
   readonly address: string;
@@ -29,6 +44,11 @@ export interface DnsblServerOptions {
   readonly port?: number | undefined;
   /** Largest UDP answer for EDNS clients, 512..4096, default 1232. */
   readonly ednsUdpSize?: number | undefined;
+  /**
+   * Threads answering UDP, 1..64, default 1 (the main thread alone). N > 1 adds N - 1 worker threads on the same
+   * port (SO_REUSEPORT); each costs about 10 MB, the zone index is shared.
+   */
+  readonly udpThreads?: number | undefined;
   /** Networks (CIDR or addresses) allowed to transfer the zone over TCP. Default: none. */
   readonly axfrAllow?: readonly string[] | undefined;
   /** Secondaries to NOTIFY when the serial changes. */
@@ -45,6 +65,8 @@ export interface DnsblServerOptions {
 
 export interface DnsblServerStats {
   udpQueries: number;
+  /** UDP queries per thread (index 0: the main thread), to see how the kernel spreads the clients. */
+  udpQueriesByThread: number[];
   tcpQueries: number;
   answered: number;
   dropped: number;
@@ -67,17 +89,23 @@ export class DnsblServer {
   readonly #opts: DnsblServerOptions;
   readonly #log: Logger;
   readonly #ednsUdpSize: number;
+  readonly #udpThreads: number;
   readonly #axfrAllow: Array<[ipaddr.IPv4 | ipaddr.IPv6, number]>;
   #udp: UdpSocket | null = null;
+  #answerer: UdpAnswerer | null = null;
   #tcp: TcpServer | null = null;
   readonly #conns = new Set<Socket>();
   #port = 0;
+  #ip = '';
+  /** Worker threads by slot (slot 0 is the main thread's socket). */
+  readonly #workers: Array<Worker | null> = [];
+  #running = false;
   #notifyGeneration = 0;
   #notifying: Promise<NotifyResult[]> | null = null;
-  readonly stats: DnsblServerStats = {
-    udpQueries: 0, tcpQueries: 0, answered: 0, dropped: 0, formerr: 0, nxdomain: 0, refused: 0, truncated: 0,
-    transfers: 0, tcpRejected: 0,
-  };
+  /** UDP counters, UDP_COUNTERS per thread (slot 0: main thread), shared with the workers. */
+  readonly #udpCounters: Float64Array;
+  /** TCP counters (main thread only). */
+  readonly #tcpStats = { queries: 0, answered: 0, dropped: 0, formerr: 0, nxdomain: 0, refused: 0, truncated: 0, transfers: 0, rejected: 0 };
 
   constructor(options: DnsblServerOptions) {
     this.#opts = options;
@@ -86,6 +114,10 @@ export class DnsblServer {
     const size = options.ednsUdpSize ?? 1232;
     if (!Number.isInteger(size) || size < 512 || size > 4096) throw new RangeError(`ednsUdpSize ${size} not in 512..4096`);
     this.#ednsUdpSize = size;
+    const threads = options.udpThreads ?? 1;
+    if (!Number.isInteger(threads) || threads < 1 || threads > MAX_UDP_THREADS) throw new RangeError(`udpThreads ${threads} not in 1..${MAX_UDP_THREADS}`);
+    this.#udpThreads = threads;
+    this.#udpCounters = new Float64Array(new SharedArrayBuffer(threads * UDP_COUNTERS * 8));
     this.#axfrAllow = (options.axfrAllow ?? []).map((c) => (c.includes('/') ? ipaddr.parseCIDR(c) : (() => {
       const a = ipaddr.parse(c);
       return [a, a.kind() === 'ipv4' ? 32 : 128] as [ipaddr.IPv4 | ipaddr.IPv6, number];
@@ -94,6 +126,35 @@ export class DnsblServer {
 
   get zone(): Zone {
     return this.#zone;
+  }
+
+  /** Counters since start (a snapshot: UDP counters are summed over the threads). */
+  get stats(): DnsblServerStats {
+    const c = this.#udpCounters;
+    const sum = (slot: number): number => {
+      let n = 0;
+      for (let i = slot; i < c.length; i += UDP_COUNTERS) n += c[i]!;
+      return n;
+    };
+    const t = this.#tcpStats;
+    return {
+      udpQueries: sum(C_QUERIES),
+      udpQueriesByThread: Array.from({ length: this.#udpThreads }, (_, i) => c[i * UDP_COUNTERS + C_QUERIES]!),
+      tcpQueries: t.queries,
+      answered: sum(C_ANSWERED) + t.answered,
+      dropped: sum(C_DROPPED) + t.dropped,
+      formerr: sum(C_FORMERR) + t.formerr,
+      nxdomain: sum(C_NXDOMAIN) + t.nxdomain,
+      refused: sum(C_REFUSED) + t.refused,
+      truncated: sum(C_TRUNCATED) + t.truncated,
+      transfers: t.transfers,
+      tcpRejected: t.rejected,
+    };
+  }
+
+  /** Threads answering UDP (the main thread included) right now. */
+  get udpThreads(): number {
+    return (this.#udp ? 1 : 0) + this.#workers.filter((w) => w !== null).length;
   }
 
   get port(): number {
@@ -108,6 +169,11 @@ export class DnsblServer {
   setZone(zone: Zone): void {
     const old = this.#zone;
     this.#zone = zone;
+    if (this.#answerer) this.#answerer.zone = zone;
+    if (this.#workers.some((w) => w !== null)) {
+      const shared = zone.toShared();
+      for (const w of this.#workers) w?.postMessage({ type: 'zone', zone: shared });
+    }
     if (old.serial !== zone.serial && (this.#opts.notify?.length ?? 0) > 0 && this.#udp) {
       this.#notifying = this.notify();
       this.#notifying.catch(() => {});
@@ -121,82 +187,126 @@ export class DnsblServer {
 
   async start(): Promise<void> {
     const address = this.address;
+    const ip = await listenIp(address);
     const want = this.#opts.port ?? 5353;
+    // SO_REUSEPORT only with worker threads: else a second server on the port fails as before.
+    const reusePort = this.#udpThreads > 1;
     for (let attempt = 0; ; attempt++) {
-      const udp = createSocket({ type: isIPv6(address) ? 'udp6' : 'udp4' });
+      let port = want;
+      if (want === 0 && reusePort) {
+        // Port 0 with SO_REUSEPORT could join another reuseport group of this user: take a port nobody holds.
+        const probe = createUdpSocket(ip, false);
+        await bindUdp(probe, ip, 0);
+        port = probe.address().port;
+        await new Promise<void>((r) => probe.close(() => r()));
+      }
+      const udp = createUdpSocket(ip, reusePort);
+      let tcp: TcpServer | null = null;
       try {
+        await bindUdp(udp, ip, port);
+        port = udp.address().port;
+        const server = createServer({ noDelay: true }, (s) => this.#onTcp(s));
+        tcp = server;
         await new Promise<void>((resolve, reject) => {
-          udp.once('error', reject);
-          udp.bind({ address, port: want, exclusive: true }, () => {
-            udp.off('error', reject);
+          server.once('error', reject);
+          server.listen({ host: address, port, exclusive: true }, () => {
+            server.off('error', reject);
             resolve();
           });
         });
-        const port = udp.address().port;
-        const tcp = createServer({ noDelay: true }, (s) => this.#onTcp(s));
-        await new Promise<void>((resolve, reject) => {
-          tcp.once('error', reject);
-          tcp.listen({ host: address, port, exclusive: true }, () => {
-            tcp.off('error', reject);
-            resolve();
-          });
-        });
-        udp.on('error', (err) => this.#log.warn('dnsbl udp error', { error: err.message }));
-        udp.on('message', (msg, rinfo) => this.#onUdp(msg, rinfo));
-        tcp.on('error', (err) => this.#log.warn('dnsbl tcp error', { error: err.message }));
-        this.#udp = udp;
-        this.#tcp = tcp;
-        this.#port = port;
-        this.#log.info('dnsbl listening', { address, port, zone: this.#zone.apex, serial: this.#zone.serial });
-        return;
       } catch (err) {
         udp.close();
+        if (tcp?.listening) tcp.close();
         // With an ephemeral port, TCP may find that port taken: try another.
         if (want === 0 && (err as NodeJS.ErrnoException).code === 'EADDRINUSE' && attempt < 20) continue;
         throw err;
       }
+      udp.on('error', (err) => this.#log.warn('dnsbl udp error', { error: err.message }));
+      const answerer = new UdpAnswerer(udp, this.#zone, this.#ednsUdpSize, this.#udpCounters.subarray(0, UDP_COUNTERS),
+        (message) => this.#log.error('dnsbl respond failed', { error: message }));
+      udp.on('message', answerer.onMessage);
+      tcp.on('error', (err) => this.#log.warn('dnsbl tcp error', { error: err.message }));
+      this.#udp = udp;
+      this.#answerer = answerer;
+      this.#tcp = tcp;
+      this.#port = port;
+      this.#ip = ip;
+      this.#running = true;
+      try {
+        await Promise.all(Array.from({ length: this.#udpThreads - 1 }, (_, i) => this.#startWorker(i + 1)));
+      } catch (err) {
+        await this.stop();
+        throw err;
+      }
+      this.#log.info('dnsbl listening', { address, port, zone: this.#zone.apex, serial: this.#zone.serial, udpThreads: this.#udpThreads });
+      return;
     }
   }
 
   async stop(): Promise<void> {
     this.#notifyGeneration++;
+    this.#running = false;
     const udp = this.#udp;
     const tcp = this.#tcp;
+    const workers = this.#workers.splice(0);
     this.#udp = null;
+    this.#answerer = null;
     this.#tcp = null;
     for (const s of this.#conns) s.destroy();
     this.#conns.clear();
     await Promise.all([
+      ...workers.map((w) => w?.terminate()),
       udp ? new Promise<void>((r) => udp.close(() => r())) : undefined,
       tcp ? new Promise<void>((r) => tcp.close(() => r())) : undefined,
     ]);
   }
 
-  #count(rcode: number, truncated: boolean): void {
-    this.stats.answered++;
-    if (rcode === 1) this.stats.formerr++;
-    else if (rcode === 3) this.stats.nxdomain++;
-    else if (rcode === RCODE_REFUSED) this.stats.refused++;
-    if (truncated) this.stats.truncated++;
+  /** Starts the UDP worker of a slot (1..udpThreads-1); resolves when its socket is bound. */
+  #startWorker(slot: number): Promise<void> {
+    const data: UdpWorkerData = {
+      ip: this.#ip,
+      port: this.#port,
+      ednsUdpSize: this.#ednsUdpSize,
+      counters: this.#udpCounters.subarray(slot * UDP_COUNTERS, (slot + 1) * UDP_COUNTERS),
+      zone: this.#zone.toShared(),
+    };
+    // A worker's heap holds little but each datagram's garbage: a small young generation keeps its RSS down
+    // (about 10 MB less than V8's default under load) and scavenging dead datagrams stays cheap.
+    const worker = new Worker(WORKER_URL, { workerData: data, name: `dnsbl-udp-${slot}`, resourceLimits: { maxYoungGenerationSizeMb: 4 } });
+    this.#workers[slot] = worker;
+    return new Promise<void>((resolve, reject) => {
+      let ready = false;
+      worker.on('message', (m: UdpWorkerMessage) => {
+        if (m.type === 'ready') { ready = true; resolve(); }
+        else if (m.type === 'error') reject(Object.assign(new Error(`dnsbl udp worker: ${m.message}`), { code: m.code }));
+        else if (m.type === 'log') this.#log[m.level](m.message, { worker: slot });
+      });
+      worker.on('error', (err) => {
+        this.#log.error('dnsbl udp worker failed', { worker: slot, error: err.message });
+        if (!ready) reject(err);
+      });
+      worker.on('exit', (code) => {
+        if (this.#workers[slot] !== worker) return; // stopped, or already replaced
+        this.#workers[slot] = null;
+        if (!ready) { reject(new Error(`dnsbl udp worker exited (${code})`)); return; }
+        if (!this.#running) return;
+        this.#log.warn('dnsbl udp worker exited, restarting it in 1 s', { worker: slot, code });
+        setTimeout(() => {
+          if (this.#running && this.#workers[slot] === null) {
+            this.#startWorker(slot).catch((err: Error) => this.#log.error('dnsbl udp worker restart failed', { worker: slot, error: err.message }));
+          }
+        }, 1000).unref();
+      });
+    });
   }
 
-  #onUdp(msg: Buffer, rinfo: RemoteInfo): void {
-    this.stats.udpQueries++;
-    let r;
-    try {
-      r = respond(msg, this.#zone, { tcp: false, ednsUdpSize: this.#ednsUdpSize });
-    } catch (err) {
-      this.#log.error('dnsbl respond failed', { error: (err as Error).message });
-      this.stats.dropped++;
-      return;
-    }
-    if (r.kind !== 'reply') {
-      // "xfr" over UDP can't happen (respond refuses it); "drop" is a response or a runt.
-      this.stats.dropped++;
-      return;
-    }
-    this.#count(r.rcode, r.truncated);
-    this.#udp?.send(r.bytes, rinfo.port, rinfo.address, () => {});
+  #count(rcode: number, truncated: boolean): void {
+    const t = this.#tcpStats;
+    t.answered++;
+    if (rcode === 1) t.formerr++;
+    else if (rcode === 3) t.nxdomain++;
+    else if (rcode === RCODE_REFUSED) t.refused++;
+    if (truncated) t.truncated++;
   }
 
   #xfrAllowed(remote: string | undefined): boolean {
@@ -213,7 +323,7 @@ export class DnsblServer {
   #onTcp(socket: Socket): void {
     const max = this.#opts.maxTcpConnections ?? 128;
     if (this.#conns.size >= max) {
-      this.stats.tcpRejected++;
+      this.#tcpStats.rejected++;
       socket.destroy();
       return;
     }
@@ -250,9 +360,9 @@ export class DnsblServer {
           if (pending.length < 2 + len) break;
           const msg = Buffer.from(pending.subarray(2, 2 + len));
           pending = pending.subarray(2 + len);
-          this.stats.tcpQueries++;
+          this.#tcpStats.queries++;
           const r = respond(msg, this.#zone, { tcp: true, ednsUdpSize: this.#ednsUdpSize, xfrAllowed });
-          if (r.kind === 'drop') { this.stats.dropped++; continue; }
+          if (r.kind === 'drop') { this.#tcpStats.dropped++; continue; }
           if (r.kind === 'xfr') {
             if (!(await this.#transfer(msg, r.query, socket, write))) return;
             continue;
@@ -279,7 +389,7 @@ export class DnsblServer {
 
   async #transfer(msg: Buffer, q: Query, socket: Socket, write: (b: Buffer) => Promise<boolean>): Promise<boolean> {
     const zone = this.#zone;
-    this.stats.transfers++;
+    this.#tcpStats.transfers++;
     this.#log.info('dnsbl transfer', { client: socket.remoteAddress, serial: zone.serial });
     for (const m of axfrMessages(msg, q, zone)) {
       if (!(await write(m))) return false;

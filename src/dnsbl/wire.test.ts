@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import dnsPacket from 'dns-packet';
 import { buildZone } from './zone.ts';
-import { axfrMessages, parseQuery, respond, type RespondContext } from './wire.ts';
+import { axfrMessages, FAST_OUT_BYTES, parseQuery, respond, respondFast, type RespondContext } from './wire.ts';
+import type { Zone } from './zone.ts';
 
 const zone = buildZone(
   [
@@ -242,5 +243,95 @@ describe('respond: malformed queries (DB-04)', () => {
       const r = respond(m.subarray(0, Math.max(0, m.length - cut)), zone, UDP);
       if (r.kind === 'reply') assert.ok(r.bytes.length <= 1232);
     }), { numRuns: 3000 });
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// respondFast: the allocation-free UDP path must give respond()'s bytes whenever it answers.
+// ---------------------------------------------------------------------------------------------------------------
+
+describe('respondFast', () => {
+  const entries = [
+    { network: '10.1.2.3', code: '127.0.0.7', txt: 'single $' },
+    { network: '10.9.9.9', txt: `${'long '.repeat(60)}$ and again $ and $$ (${'x'.repeat(200)})` },
+    { network: '10.0.0.0/16', code: '127.0.0.3', txt: 'Ünïcödé ✓ $ 😀 $' },
+    { network: '10.0.5.0/24', code: '127.0.0.4', txt: null },
+    { network: '10.0.6.0/24', txt: 'no address here' },
+    { network: '10.0.6.128/25', excluded: true },
+    { network: '1.2.3.0/24', txt: '$' },
+    { network: '192.0.2.0/24', txt: 'net $' },
+    { network: '2001:db8::/32', txt: 'six $' },
+  ];
+  const plain = buildZone(entries, { apex: 'Relays.Test', soa: { serial: 3 }, ns: ['ns.example.net', 'ns2.relays.test'], testPointTxt: '' });
+  const long = buildZone(entries, { apex: 'a.b.c.dnsbl.example.org', soa: { serial: 4, mname: 'ns.a.b.c.dnsbl.example.org' } });
+  const withHosts = zone; // has a host record: unlisted names go to respond()
+  const out = Buffer.alloc(FAST_OUT_BYTES);
+
+  const octet = fc.oneof(
+    fc.constantFrom('0', '1', '2', '3', '5', '6', '9', '10', '127', '192', '200', '255', '256', '01', '007', '999', 'a', '1a'),
+    fc.integer({ min: 0, max: 255 }).map(String),
+  );
+  const ipName = fc.tuple(octet, octet, octet, octet).map((o) => o.join('.'));
+  const known = fc.constantFrom('3.2.1.10', '9.9.9.10', '7.0.0.10', '7.5.0.10', '7.6.0.10', '200.6.0.10', '5.3.2.1', '2.0.0.127', '1.0.0.127', '7.2.0.192', '1.2.3.4', '0.0.0.0', '3.0.0.10');
+  const caseMix = (s: string, flips: number): string => [...s].map((c, i) => ((flips >> (i % 31)) & 1 ? c.toUpperCase() : c)).join('');
+  const zones: Array<[string, Zone]> = [['relays.test', plain], ['a.b.c.dnsbl.example.org', long], ['relays.test', withHosts]];
+
+  it('answers like respond() byte for byte, or leaves the query to it (property)', () => {
+    let fast = 0;
+    let total = 0;
+    fc.assert(fc.property(
+      fc.oneof(known, ipName, fc.constantFrom('', '2.1.10', '1.2.3.4.5', 'x.3.2.1.10')),
+      fc.nat(2),
+      fc.integer({ min: 0, max: 0x7fffffff }),
+      fc.constantFrom('A', 'TXT', 'TXT', 'AAAA', 'ANY', 'SOA'),
+      fc.option(fc.constantFrom(0, 100, 512, 600, 1232, 4096, 65535)),
+      fc.constantFrom(512, 1232, 4096),
+      fc.record({ id: fc.nat(65535), rd: fc.boolean(), cd: fc.boolean(), do: fc.boolean(), version: fc.constantFrom(0, 0, 0, 1), cls: fc.constantFrom(1, 1, 1, 3, 255), opts: fc.boolean() }),
+      (label, zi, flips, type, edns, ours, o) => {
+        const [apex, z] = zones[zi]!;
+        const name = caseMix(label === '' ? apex : `${label}.${apex}`, flips);
+        const msg = dnsPacket.encode({
+          type: 'query', id: o.id,
+          flags: (o.rd ? dnsPacket.RECURSION_DESIRED : 0) | (o.cd ? dnsPacket.CHECKING_DISABLED : 0),
+          questions: [{ type: type as dnsPacket.RecordType, name, class: 'IN' }],
+          additionals: edns === null ? [] : [{
+            type: 'OPT', name: '.', udpPayloadSize: edns, extendedRcode: 0, ednsVersion: o.version, flags: o.do ? dnsPacket.DNSSEC_OK : 0,
+            options: o.opts ? [{ code: 10, data: Buffer.from('12345678') }] : [],
+          } as unknown as dnsPacket.Answer],
+        });
+        const qEnd = msg.length - (edns === null ? 0 : o.opts ? 23 : 11);
+        msg.writeUInt16BE(o.cls, qEnd - 2);
+        const n = respondFast(msg, z, ours, out);
+        total++;
+        if (n === 0) return;
+        fast++;
+        const r = respond(msg, z, { tcp: false, ednsUdpSize: ours });
+        assert.equal(r.kind, 'reply');
+        if (r.kind === 'reply') assert.deepEqual(out.subarray(0, n).toString('hex'), r.bytes.toString('hex'), `${name} ${type}`);
+      },
+    ), { numRuns: 6000 });
+    assert.ok(fast > total / 25, `fast path answered only ${fast} of ${total}`);
+  });
+
+  it('leaves malformed and mutated queries to respond(), or answers them identically (property)', () => {
+    fc.assert(fc.property(fc.array(fc.tuple(fc.nat(80), fc.nat(255)), { maxLength: 4 }), fc.nat(20), fc.boolean(), (muts, cut, edns) => {
+      const m = Buffer.from(query('3.2.1.10.relays.test', 'TXT', edns ? { edns: 1232 } : {}));
+      for (const [pos, v] of muts) if (pos < m.length) m[pos] = v;
+      const msg = m.subarray(0, Math.max(0, m.length - cut));
+      const n = respondFast(msg, plain, 1232, out);
+      if (n === 0) return;
+      const r = respond(msg, plain, UDP);
+      assert.equal(r.kind, 'reply');
+      if (r.kind === 'reply') assert.equal(out.subarray(0, n).toString('hex'), r.bytes.toString('hex'));
+    }), { numRuns: 5000 });
+  });
+
+  it('answers the common queries itself', () => {
+    for (const [name, type] of [['3.2.1.10', 'A'], ['3.2.1.10', 'TXT'], ['7.0.0.10', 'TXT'], ['77.5.0.10', 'TXT'], ['4.3.2.11', 'A'], ['2.0.0.127', 'TXT']] as const) {
+      assert.ok(respondFast(query(`${name}.relays.test`, type), plain, 1232, out) > 0, `${name} ${type}`);
+      assert.ok(respondFast(query(`${name}.relays.test`, type, { edns: 1232 }), plain, 1232, out) > 0, `${name} ${type} EDNS`);
+    }
+    // Too long for 512 bytes: respond() sets TC.
+    assert.equal(respondFast(query('9.9.9.10.relays.test', 'TXT'), plain, 1232, out), 0);
   });
 });

@@ -465,6 +465,233 @@ export function respond(msg: Buffer, zone: Zone, ctx: RespondContext): Response 
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// UDP fast path
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Per-zone data of the fast path, encoded once: the apex in wire form, the SOA RR, the values' answers. */
+interface FastWire {
+  /** The apex labels in wire form, lower case, with the root label. */
+  readonly apex: Uint8Array;
+  /** The negative answer's SOA RR after its owner: TYPE CLASS TTL RDLENGTH RDATA, apex pointers left as 0. */
+  readonly soa: Uint8Array;
+  /** Offsets in `soa` where a 2-byte pointer to the apex goes. */
+  readonly soaPatches: readonly number[];
+  /** Per value: A record value, and the TXT template's parts as UTF-8 (null: no TXT). */
+  readonly a: Uint32Array;
+  readonly txt: ReadonlyArray<readonly Uint8Array[] | null>;
+  /** Per value: bytes of the TXT text without the addresses. */
+  readonly txtFixed: Uint32Array;
+}
+
+const fastCache = new WeakMap<Zone, FastWire>();
+
+function fastWire(zone: Zone): FastWire {
+  let f = fastCache.get(zone);
+  if (f) return f;
+  const zw = zoneWire(zone);
+  const apex = Buffer.concat([labelsToWire(zone.apexLabels), Buffer.from([0])]);
+  const w = new Writer(512);
+  const soaPatches: number[] = [];
+  w.u16(TYPE_SOA);
+  w.u16(CLASS_IN);
+  w.u32(zone.negativeTtl);
+  const lenAt = w.pos;
+  w.u16(0);
+  for (const n of [zw.mname, zw.rname]) {
+    w.bytes(n.head);
+    if (n.underApex) { soaPatches.push(w.pos); w.u16(0xc000); } else w.u8(0);
+  }
+  const soa = zone.soa;
+  for (const v of [soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum]) w.u32(v);
+  w.setU16(lenAt, w.pos - lenAt - 2);
+  const count = zone.valueCount;
+  const a = new Uint32Array(count);
+  const txt: Array<Uint8Array[] | null> = [];
+  const txtFixed = new Uint32Array(count);
+  for (let i = 0; i < count; i++) {
+    const v = zone.value(i);
+    a[i] = v.a;
+    const parts = v.parts === null ? null : v.parts.map((p) => Buffer.from(p, 'utf8'));
+    txt.push(parts);
+    txtFixed[i] = parts === null ? 0 : parts.reduce((n, p) => n + p.length, 0);
+  }
+  f = { apex, soa: w.take(), soaPatches, a, txt, txtFixed };
+  fastCache.set(zone, f);
+  return f;
+}
+
+/** Bytes of `out` that respondFast needs at least. */
+export const FAST_OUT_BYTES = 4096;
+
+/**
+ * The common query, answered without allocating: A or TXT, class IN, for a reversed IPv4 name (four canonical
+ * decimal labels) of this zone, no EDNS or one valid version-0 OPT. Writes the reply into `out` (at least
+ * FAST_OUT_BYTES long) and returns its length; returns 0 for anything else (including answers that would need TC),
+ * which the caller hands to respond(). For the queries it answers, the bytes are exactly respond()'s.
+ */
+export function respondFast(msg: Uint8Array, zone: Zone, ednsUdpSize: number, out: Uint8Array): number {
+  const len = msg.length;
+  if (len < 17) return 0;
+  const reqFlags = (msg[2]! << 8) | msg[3]!;
+  // QR clear, opcode QUERY; QDCOUNT 1, ANCOUNT 0, NSCOUNT 0, ARCOUNT 0 or 1.
+  if ((reqFlags & 0xf800) !== 0 || msg[4] !== 0 || msg[5] !== 1 || msg[6] !== 0 || msg[7] !== 0 || msg[8] !== 0 || msg[9] !== 0 || msg[10] !== 0) return 0;
+  const ar = msg[11]!;
+  if (ar > 1) return 0;
+
+  // Four decimal labels, least significant octet first.
+  let pos = 12;
+  let ip = 0;
+  let scale = 1;
+  let singleDigits = true;
+  for (let k = 0; k < 4; k++) {
+    const l = msg[pos]!;
+    if (!(l >= 1 && l <= 3)) return 0;
+    let v = 0;
+    for (let b = 1; b <= l; b++) {
+      const c = msg[pos + b]! - 48;
+      if (!(c >= 0 && c <= 9)) return 0;
+      v = v * 10 + c;
+    }
+    if (v > 255 || (l > 1 && msg[pos + 1] === 48)) return 0;
+    if (l > 1) singleDigits = false;
+    ip += v * scale;
+    scale *= 256;
+    pos += l + 1;
+  }
+  const apexOffset = pos;
+  // The apex, ASCII case-insensitively, then the root label.
+  const fw = fastWire(zone);
+  const apex = fw.apex;
+  if (pos + apex.length + 4 > len) return 0;
+  for (let i = 0; i < apex.length; i++) {
+    let c = msg[pos + i]!;
+    if (c >= 65 && c <= 90) c += 32;
+    if (c !== apex[i]) return 0;
+  }
+  pos += apex.length;
+  if (pos - 12 > MAX_NAME) return 0;
+  const qtype = (msg[pos]! << 8) | msg[pos + 1]!;
+  if ((qtype !== TYPE_A && qtype !== TYPE_TXT) || msg[pos + 2] !== 0 || msg[pos + 3] !== CLASS_IN) return 0;
+  const questionEnd = pos + 4;
+
+  let limit = 512;
+  let dnssecOk = false;
+  if (ar === 0) {
+    if (questionEnd !== len) return 0;
+  } else {
+    // One OPT: root owner, TYPE 41, version 0, options framed exactly to the end of the message.
+    const o = questionEnd;
+    if (o + 11 > len || msg[o] !== 0 || msg[o + 1] !== 0 || msg[o + 2] !== TYPE_OPT || msg[o + 6] !== 0) return 0;
+    const next = o + 11 + ((msg[o + 9]! << 8) | msg[o + 10]!);
+    if (next !== len) return 0;
+    for (let p = o + 11; p < next; ) {
+      if (p + 4 > next) return 0;
+      p += 4 + ((msg[p + 2]! << 8) | msg[p + 3]!);
+      if (p > next) return 0;
+    }
+    limit = Math.min(Math.max((msg[o + 3]! << 8) | msg[o + 4]!, 512), ednsUdpSize);
+    dnssecOk = (msg[o + 7]! & 0x80) !== 0;
+  }
+
+  const vi = zone.v4Value(ip);
+  let rcode = RCODE_NOERROR;
+  let answer = 0; // 0: negative (SOA), TYPE_A, TYPE_TXT
+  let txtLen = 0;
+  let addrLen = 0;
+  if (vi < 0) {
+    // Host names and IPv6 nibble prefixes (four single-digit labels) are the general path's business.
+    if (zone.hasHosts || singleDigits) return 0;
+    rcode = RCODE_NXDOMAIN;
+  } else if (qtype === TYPE_A) {
+    answer = TYPE_A;
+  } else if (fw.txt[vi] !== null) {
+    answer = TYPE_TXT;
+    addrLen = apexOffset - 12 - 1; // "d.c.b.a": the four labels' bytes and three dots
+    txtLen = fw.txtFixed[vi]! + (fw.txt[vi]!.length - 1) * addrLen;
+  }
+  const chunks = Math.max(1, Math.ceil(txtLen / 255));
+  const size = questionEnd + (answer === TYPE_A ? 16 : answer === TYPE_TXT ? 12 + chunks + txtLen : 2 + fw.soa.length) + (ar === 1 ? 11 : 0);
+  if (size > limit || size > out.length) return 0;
+
+  // Header.
+  const flags = FLAG_QR | (reqFlags & (FLAG_RD | FLAG_CD)) | FLAG_AA | rcode;
+  out[0] = msg[0]!;
+  out[1] = msg[1]!;
+  out[2] = flags >> 8;
+  out[3] = flags & 0xff;
+  out[4] = 0; out[5] = 1;
+  out[6] = 0; out[7] = answer === 0 ? 0 : 1;
+  out[8] = 0; out[9] = answer === 0 ? 1 : 0;
+  out[10] = 0; out[11] = ar;
+  for (let i = 12; i < questionEnd; i++) out[i] = msg[i]!;
+  let p = questionEnd;
+  if (answer === 0) {
+    out[p++] = 0xc0 | (apexOffset >> 8);
+    out[p++] = apexOffset & 0xff;
+    const soa = fw.soa;
+    out.set(soa, p);
+    for (const at of fw.soaPatches) {
+      out[p + at] = 0xc0 | (apexOffset >> 8);
+      out[p + at + 1] = apexOffset & 0xff;
+    }
+    p += soa.length;
+  } else {
+    const ttl = zone.ttl;
+    out[p++] = 0xc0; out[p++] = 12;
+    out[p++] = 0; out[p++] = answer;
+    out[p++] = 0; out[p++] = CLASS_IN;
+    out[p++] = ttl >>> 24; out[p++] = (ttl >>> 16) & 0xff; out[p++] = (ttl >>> 8) & 0xff; out[p++] = ttl & 0xff;
+    if (answer === TYPE_A) {
+      const a = fw.a[vi]!;
+      out[p++] = 0; out[p++] = 4;
+      out[p++] = a >>> 24; out[p++] = (a >>> 16) & 0xff; out[p++] = (a >>> 8) & 0xff; out[p++] = a & 0xff;
+    } else {
+      const rdlen = txtLen + chunks;
+      out[p++] = rdlen >> 8; out[p++] = rdlen & 0xff;
+      // The text: parts joined by the address, cut into character-strings of at most 255 bytes.
+      const parts = fw.txt[vi]!;
+      // The address is the question's labels 3, 2, 1, 0 joined by dots.
+      const s0 = 12;
+      const s1 = s0 + msg[s0]! + 1;
+      const s2 = s1 + msg[s1]! + 1;
+      const s3 = s2 + msg[s2]! + 1;
+      let lenAt = p++;
+      let inChunk = 0;
+      for (let i = 0; i < parts.length; i++) {
+        if (i > 0) {
+          for (let k = 3; k >= 0; k--) {
+            const s = k === 3 ? s3 : k === 2 ? s2 : k === 1 ? s1 : s0;
+            const l = msg[s]!;
+            const end = k > 0 ? l + 1 : l;
+            for (let b = 1; b <= end; b++) {
+              if (inChunk === 255) { out[lenAt] = 255; lenAt = p++; inChunk = 0; }
+              out[p++] = b <= l ? msg[s + b]! : 46;
+              inChunk++;
+            }
+          }
+        }
+        const part = parts[i]!;
+        for (let b = 0; b < part.length; b++) {
+          if (inChunk === 255) { out[lenAt] = 255; lenAt = p++; inChunk = 0; }
+          out[p++] = part[b]!;
+          inChunk++;
+        }
+      }
+      out[lenAt] = inChunk;
+    }
+  }
+  if (ar === 1) {
+    out[p++] = 0;
+    out[p++] = 0; out[p++] = TYPE_OPT;
+    out[p++] = ednsUdpSize >> 8; out[p++] = ednsUdpSize & 0xff;
+    out[p++] = 0; out[p++] = 0;
+    out[p++] = dnssecOk ? 0x80 : 0; out[p++] = 0;
+    out[p++] = 0; out[p++] = 0;
+  }
+  return p;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Zone transfer messages
 // ---------------------------------------------------------------------------------------------------------------
 

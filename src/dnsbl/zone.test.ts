@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { buildZone, normalizeTxtTemplate, ZoneError, type LookupResult, type ZoneEntry } from './zone.ts';
+import { buildZone, normalizeTxtTemplate, ZoneBuilder, ZoneError, type LookupResult, type ZoneEntry } from './zone.ts';
 import { dnsblName, parseNetwork, isNetworkError, numberToIpv4, bigintToIpv6, formatIpv6Words } from './network.ts';
 
 const APEX = 'relays.test';
@@ -103,6 +103,16 @@ describe('zone building', () => {
     const z = buildZone(entries, { apex: APEX });
     assert.equal(z.stats.v4Intervals, 2); // the block + the 127.0.0.2 test point
     assert.equal(kind(z.lookupAddress('198.51.100.77')), 'listed 127.0.0.2 x 198.51.100.77');
+  });
+
+  it('builds once: the builder frees its entries', () => {
+    const b = new ZoneBuilder({ apex: APEX });
+    for (let i = 0; i < 5000; i++) b.add({ network: numberToIpv4(0x0a000000 + i * 2), txt: 'x $' });
+    const z = b.build();
+    assert.equal(z.stats.v4Intervals, 5001);
+    assert.equal(kind(z.lookupAddress('10.0.39.14')), 'listed 127.0.0.2 x 10.0.39.14');
+    assert.throws(() => b.build(), ZoneError);
+    assert.throws(() => b.add({ network: '10.0.0.1' }), ZoneError);
   });
 
   it('refuses bad input', () => {
@@ -222,6 +232,36 @@ describe('zone index vs a naive model (property)', () => {
         for (const ip of [0xffff7f000001n, 0xffff7f000002n, 0xffff7f000003n]) check(bigintToIpv6(ip), 6, ip);
       }),
       { numRuns: 60 },
+    );
+  });
+
+  it('answers like the model around /16 boundaries for wide networks (the lookup directory)', () => {
+    const wide = fc.tuple(fc.integer({ min: 0, max: 255 }), fc.integer({ min: 9, max: 24 })).map(([off, p]) => {
+      const size = 2 ** (32 - p);
+      const first = 0x0a000000 + Math.floor((off * 65536 + (off % 7) * 4096) / size) * size;
+      return `${numberToIpv4(first)}/${p}`;
+    });
+    fc.assert(
+      fc.property(fc.array(fc.record({ network: wide, excluded: fc.boolean(), code: fc.constantFrom('127.0.0.2', '127.0.0.3') }), { maxLength: 12 }), (raw) => {
+        const byNet = new Map<string, { network: string; excluded: boolean; code: string }>();
+        for (const e of raw) byNet.set(e.network, e);
+        const entries = [...byNet.values()];
+        const z = buildZone(entries, { apex: APEX });
+        const model: ModelEntry[] = entries.map((e) => {
+          const n = parseNetwork(e.network);
+          if (isNetworkError(n)) throw new Error(n.error);
+          return { first: BigInt(n.first), last: BigInt(n.last), prefix: n.prefix, excluded: e.excluded, code: e.code, family: n.family };
+        });
+        for (let h = 0x0a00 - 1; h <= 0x0b00; h++) {
+          for (const ip of [h * 65536 - 1, h * 65536, h * 65536 + 4096, h * 65536 + 65535]) {
+            if (ip < 0) continue;
+            const want = modelLookup(model, 4, BigInt(ip));
+            const got = z.lookupAddress(numberToIpv4(ip));
+            assert.equal(got.kind === 'listed' ? got.code : null, want, numberToIpv4(ip));
+          }
+        }
+      }),
+      { numRuns: 40 },
     );
   });
 

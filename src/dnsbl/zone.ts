@@ -16,9 +16,12 @@
  *   no data (RFC 8020 / RFC 7816 QNAME minimisation); every other name below the apex is NXDOMAIN.
  *
  * Index: the entries are flattened into sorted, disjoint intervals, each pointing at a deduplicated value
- * (A code + TXT template). IPv4 uses three Uint32Arrays (start, end, value: 12 bytes per interval), IPv6 two
- * Uint32Arrays of four words each plus a value array (36 bytes per interval). Lookup is a binary search.
+ * (A code + TXT template). IPv4 uses one Uint32Array of (start, end, value) triples (12 bytes per interval) and
+ * a 256 KiB directory by /16, so a lookup is a binary search among the intervals of one /16 (a cache line or
+ * two); IPv6 two Uint32Arrays of four words each plus a value array (36 bytes per interval), binary search.
  * Adjacent intervals with the same value are merged, so a /24 listed as 256 single addresses costs one interval.
+ * The arrays live on SharedArrayBuffers: worker threads answer from them without a copy (toShared/fromShared).
+ * ZoneBuilder keeps IPv4 entries in typed arrays too (8 bytes each) and frees its temporaries as it goes.
  */
 import {
   formatIpv6Words,
@@ -99,6 +102,18 @@ export interface ZoneStats {
   readonly values: number;
   /** Bytes held by the typed arrays of the index. */
   readonly indexBytes: number;
+}
+
+/** Zone.toShared(): what a worker thread needs to rebuild the zone (Zone.fromShared) without copying the index. */
+export interface SharedZone {
+  readonly options: ZoneOptions;
+  /** IPv4 intervals: start, end, value index, interleaved. */
+  readonly v4: Uint32Array;
+  readonly v6s: Uint32Array;
+  readonly v6e: Uint32Array;
+  readonly v6v: Uint32Array;
+  readonly v4dir: Uint32Array;
+  readonly values: readonly ZoneValue[];
 }
 
 export class ZoneError extends Error {
@@ -188,19 +203,23 @@ export function expandTxt(template: string, address: string): string {
 // Building
 // ---------------------------------------------------------------------------------------------------------------
 
-interface ZoneValue {
+/** A deduplicated listing value: the A record and the TXT template of one or more intervals. */
+export interface ZoneValue {
   readonly code: string;
   readonly a: number;
   /** Normalized template, or null. */
   readonly template: string | null;
+  /** The template split at its "$" placeholders (parts.join(address) is the text), or null. */
   readonly parts: readonly string[] | null;
 }
+
+// IPv6: entries are few (and 128-bit), so they are flattened with bigints in plain arrays. IPv4 (up to millions
+// of entries) uses the typed-array version below, which follows the same three steps.
 
 interface Arith<T> {
   inc(x: T): T;
   dec(x: T): T;
 }
-const NUM: Arith<number> = { inc: (x) => x + 1, dec: (x) => x - 1 };
 const BIG: Arith<bigint> = { inc: (x) => x + 1n, dec: (x) => x - 1n };
 
 interface Ranges<T> {
@@ -360,6 +379,239 @@ function mergeAdjacent<T extends number | bigint>(r: Ranges<T>, ar: Arith<T>): R
   return out;
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// IPv4 on typed arrays: 8 bytes per raw entry (first address; prefix + value), an 8-byte sort key per entry
+// while sorting, 12 bytes per interval. No per-entry JS objects, so building a million entries stays in tens of
+// megabytes outside the V8 heap instead of growing the heap (which V8 is slow to hand back).
+// ---------------------------------------------------------------------------------------------------------------
+
+/** A growable Uint32Array. */
+class U32Vec {
+  a: Uint32Array<ArrayBuffer>;
+  n = 0;
+  constructor(capacity = 1024) {
+    this.a = new Uint32Array(Math.max(16, capacity));
+  }
+  push(x: number): void {
+    if (this.n === this.a.length) this.#grow(this.n + 1);
+    this.a[this.n++] = x;
+  }
+  #grow(min: number): void {
+    let cap = Math.max(16, this.a.length * 2);
+    while (cap < min) cap *= 2;
+    // transfer() moves the contents and frees the old memory now, not at some later major GC.
+    this.a = new Uint32Array(this.a.buffer.transfer(cap * 4));
+  }
+  /** Frees the memory now (the vector is empty afterwards). */
+  release(): void {
+    this.a.buffer.transfer(0);
+    this.a = new Uint32Array(0);
+    this.n = 0;
+  }
+  /** Replaces `remove` elements at `at` by `ins`. */
+  splice(at: number, remove: number, ins: readonly number[]): void {
+    const delta = ins.length - remove;
+    if (this.n + delta > this.a.length) this.#grow(this.n + delta);
+    this.a.copyWithin(at + ins.length, at + remove, this.n);
+    for (let k = 0; k < ins.length; k++) this.a[at + k] = ins[k]!;
+    this.n += delta;
+  }
+}
+
+interface V4Ranges {
+  readonly s: U32Vec;
+  readonly e: U32Vec;
+  readonly v: U32Vec;
+}
+
+/** Raw IPv4 entries: meta = prefix + 64 * (value + 1), value -1 for an exclusion. */
+const V4_META_PREFIX = 64;
+/** Entries per family and values are limited by the sort key's 26-bit entry number. */
+const MAX_V4_ENTRIES = 2 ** 26;
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** flatten() for IPv4 on typed arrays: the same rules, the same output. */
+function flattenV4(first: U32Vec, meta: U32Vec): V4Ranges {
+  const n = first.n;
+  const fa = first.a;
+  const ma = meta.a;
+  // Sort key: first address (high word), then prefix length, then entry number (low word), sorted natively.
+  const keys = new BigUint64Array(n);
+  const kw = new Uint32Array(keys.buffer);
+  const hiW = LITTLE_ENDIAN ? 1 : 0;
+  const loW = 1 - hiW;
+  let exclusions = 0;
+  for (let i = 0; i < n; i++) {
+    const m = ma[i]!;
+    kw[2 * i + hiW] = fa[i]!;
+    kw[2 * i + loW] = (m % V4_META_PREFIX) * MAX_V4_ENTRIES + i;
+    if (m < V4_META_PREFIX) exclusions++;
+  }
+  keys.sort();
+  try {
+    return flattenSorted(n, kw, hiW, ma, exclusions);
+  } finally {
+    keys.buffer.transfer(0);
+  }
+}
+
+function flattenSorted(n: number, kw: Uint32Array, hiW: number, ma: Uint32Array, exclusions: number): V4Ranges {
+  const loW = 1 - hiW;
+
+  // 1. Listings: a stack of open (nested) networks; the innermost one owns each address.
+  const out: V4Ranges = { s: new U32Vec(n + 16), e: new U32Vec(n + 16), v: new U32Vec(n + 16) };
+  const emit = (a: number, b: number, v: number): void => {
+    out.s.push(a);
+    out.e.push(b);
+    out.v.push(v);
+  };
+  const stF: number[] = [];
+  const stL: number[] = [];
+  const stP: number[] = [];
+  const stV: number[] = [];
+  let cursor = -1; // -1: none yet
+  const popUntil = (all: boolean, limit: number): void => {
+    while (stL.length > 0) {
+      const top = stL.length - 1;
+      const last = stL[top]!;
+      if (!all && !(last < limit)) break;
+      if (cursor >= 0 && cursor <= last) emit(cursor, last, stV[top]!);
+      cursor = last + 1;
+      stF.pop();
+      stL.pop();
+      stP.pop();
+      stV.pop();
+    }
+  };
+  for (let k = 0; k < n; k++) {
+    const lo = kw[2 * k + loW]!;
+    const i = lo % MAX_V4_ENTRIES;
+    const m = ma[i]!;
+    if (m < V4_META_PREFIX) continue; // an exclusion
+    const f = kw[2 * k + hiW]!;
+    const prefix = (lo - i) / MAX_V4_ENTRIES;
+    const value = Math.floor(m / V4_META_PREFIX) - 1;
+    popUntil(false, f);
+    const top = stL.length - 1;
+    if (top >= 0) {
+      if (stF[top] === f && stP[top] === prefix) {
+        stV[top] = value; // the same network twice: the later entry wins
+        continue;
+      }
+      if (cursor >= 0 && cursor < f) emit(cursor, f - 1, stV[top]!);
+    }
+    cursor = f;
+    stF.push(f);
+    stL.push(f + 2 ** (32 - prefix) - 1);
+    stP.push(prefix);
+    stV.push(value);
+  }
+  popUntil(true, 0);
+  if (exclusions === 0) return out;
+
+  // 2. Union of the exclusions.
+  const xs = new U32Vec(exclusions);
+  const xe = new U32Vec(exclusions);
+  for (let k = 0; k < n; k++) {
+    const lo = kw[2 * k + loW]!;
+    const i = lo % MAX_V4_ENTRIES;
+    if (ma[i]! >= V4_META_PREFIX) continue;
+    const f = kw[2 * k + hiW]!;
+    const l = f + 2 ** (32 - (lo - i) / MAX_V4_ENTRIES) - 1;
+    const x = xe.n;
+    if (x > 0 && !(xe.a[x - 1]! < f)) {
+      if (xe.a[x - 1]! < l) xe.a[x - 1] = l;
+    } else {
+      xs.push(f);
+      xe.push(l);
+    }
+  }
+
+  // 3. Listings minus exclusions.
+  const res: V4Ranges = { s: new U32Vec(out.s.n + exclusions + 16), e: new U32Vec(out.s.n + exclusions + 16), v: new U32Vec(out.s.n + exclusions + 16) };
+  const xsa = xs.a;
+  const xea = xe.a;
+  const xn = xs.n;
+  let j = 0;
+  for (let i = 0; i < out.s.n; i++) {
+    const a = out.s.a[i]!;
+    const b = out.e.a[i]!;
+    const v = out.v.a[i]!;
+    while (j < xn && xea[j]! < a) j++;
+    let cur = a;
+    let done = false;
+    for (let k = j; k < xn && !(b < xsa[k]!); k++) {
+      if (cur < xsa[k]!) {
+        res.s.push(cur);
+        res.e.push(xsa[k]! - 1);
+        res.v.push(v);
+      }
+      if (!(xea[k]! < b)) { done = true; break; }
+      cur = xea[k]! + 1;
+    }
+    if (!done && !(b < cur)) {
+      res.s.push(cur);
+      res.e.push(b);
+      res.v.push(v);
+    }
+  }
+  for (const x of [xs, xe, out.s, out.e, out.v]) x.release();
+  return res;
+}
+
+/** overlay() for IPv4: forces one address to a value (>= 0) or to "not listed" (-1). */
+function overlayV4(r: V4Ranges, p: number, value: number): void {
+  const s = r.s.a;
+  let lo = 0;
+  let hi = r.s.n - 1;
+  let idx = -1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (!(p < s[mid]!)) { idx = mid; lo = mid + 1; } else hi = mid - 1;
+  }
+  const is: number[] = [];
+  const ie: number[] = [];
+  const iv: number[] = [];
+  let removeAt = idx + 1;
+  let removeCount = 0;
+  if (idx >= 0 && !(r.e.a[idx]! < p)) {
+    const a = s[idx]!;
+    const b = r.e.a[idx]!;
+    const v = r.v.a[idx]!;
+    removeAt = idx;
+    removeCount = 1;
+    if (a < p) { is.push(a); ie.push(p - 1); iv.push(v); }
+    if (value >= 0) { is.push(p); ie.push(p); iv.push(value); }
+    if (p < b) { is.push(p + 1); ie.push(b); iv.push(v); }
+  } else if (value >= 0) {
+    is.push(p); ie.push(p); iv.push(value);
+  }
+  r.s.splice(removeAt, removeCount, is);
+  r.e.splice(removeAt, removeCount, ie);
+  r.v.splice(removeAt, removeCount, iv);
+}
+
+/** mergeAdjacent() for IPv4, in place. */
+function mergeAdjacentV4(r: V4Ranges): void {
+  const s = r.s.a;
+  const e = r.e.a;
+  const v = r.v.a;
+  let w = 0;
+  for (let i = 0; i < r.s.n; i++) {
+    if (w > 0 && v[w - 1] === v[i] && e[w - 1]! + 1 === s[i]) {
+      e[w - 1] = e[i]!;
+    } else {
+      s[w] = s[i]!;
+      e[w] = e[i]!;
+      v[w] = v[i]!;
+      w++;
+    }
+  }
+  r.s.n = w;
+  r.e.n = w;
+  r.v.n = w;
+}
+
 function parseCode(code: string): number {
   const host = parseAddress(code);
   if (host === null || host.family !== 4) throw new ZoneError(`bad A value "${code}"`);
@@ -368,12 +620,23 @@ function parseCode(code: string): number {
   return n;
 }
 
-/** Incremental builder: feed entries (possibly a million, streamed from the store), then build(). */
+/** Values looked up by their raw (code, txt) input, so that a million entries don't re-check a few templates. */
+const VALUE_CACHE_LIMIT = 4096;
+
+/**
+ * Incremental builder: feed entries (possibly millions, streamed from the store), then build(). IPv4 entries
+ * cost 8 bytes each until build(); build() needs about 40 bytes per IPv4 entry more while it runs.
+ */
 export class ZoneBuilder {
   readonly #options: ZoneOptions;
   readonly #values: ZoneValue[] = [];
   readonly #valueIds = new Map<string, number>();
-  readonly #v4: RawEntries<number> = { first: [], last: [], prefix: [], value: [], excluded: [] };
+  readonly #byTxt = new Map<string, Map<string, number>>();
+  readonly #byCodeNoTxt = new Map<string, number>();
+  #cached = 0;
+  readonly #v4First = new U32Vec();
+  readonly #v4Meta = new U32Vec();
+  #built = false;
   readonly #v6: RawEntries<bigint> = { first: [], last: [], prefix: [], value: [], excluded: [] };
 
   constructor(options: ZoneOptions) {
@@ -383,61 +646,89 @@ export class ZoneBuilder {
   }
 
   #value(code: string, txt: string | null | undefined): number {
+    const byCode = txt === null || txt === undefined ? this.#byCodeNoTxt : this.#byTxt.get(txt);
+    const hit = byCode?.get(code);
+    if (hit !== undefined) return hit;
     const template = txt === null || txt === undefined ? null : normalizeTxtTemplate(txt);
     const key = `${code}\n${template ?? '\u0000'}`;
-    const known = this.#valueIds.get(key);
-    if (known !== undefined) return known;
-    const a = parseCode(code);
-    const id = this.#values.length;
-    this.#values.push({ code: numberToIpv4(a), a, template, parts: template === null ? null : templateParts(template) });
-    this.#valueIds.set(key, id);
+    let id = this.#valueIds.get(key);
+    if (id === undefined) {
+      const a = parseCode(code);
+      id = this.#values.length;
+      if (id >= MAX_V4_ENTRIES - 2) throw new ZoneError('too many distinct A values and TXT templates');
+      this.#values.push({ code: numberToIpv4(a), a, template, parts: template === null ? null : templateParts(template) });
+      this.#valueIds.set(key, id);
+    }
+    if (this.#cached < VALUE_CACHE_LIMIT) {
+      this.#cached++;
+      if (txt === null || txt === undefined) this.#byCodeNoTxt.set(code, id);
+      else {
+        let m = this.#byTxt.get(txt);
+        if (!m) this.#byTxt.set(txt, m = new Map());
+        m.set(code, id);
+      }
+    }
     return id;
   }
 
   add(entry: ZoneEntry): this {
+    if (this.#built) throw new ZoneError('ZoneBuilder.add() after build()');
     const net = parseNetwork(entry.network);
     if (isNetworkError(net)) throw new ZoneError(net.error);
     const excluded = entry.excluded === true;
     const value = excluded ? -1 : this.#value(entry.code ?? DEFAULT_CODE, entry.txt);
-    const raw: RawEntries<number | bigint> = net.family === 4 ? this.#v4 : this.#v6;
-    raw.first.push(net.first);
-    raw.last.push(net.last);
-    raw.prefix.push(net.prefix);
-    raw.value.push(value);
-    raw.excluded.push(excluded);
+    if (net.family === 4) {
+      if (this.#v4First.n >= MAX_V4_ENTRIES) throw new ZoneError(`more than ${MAX_V4_ENTRIES} IPv4 entries`);
+      this.#v4First.push(net.first as number);
+      this.#v4Meta.push(net.prefix + V4_META_PREFIX * (value + 1));
+    } else {
+      const raw = this.#v6;
+      raw.first.push(net.first as bigint);
+      raw.last.push(net.last as bigint);
+      raw.prefix.push(net.prefix);
+      raw.value.push(value);
+      raw.excluded.push(excluded);
+    }
     return this;
   }
 
+  /** Builds the zone, once: the builder frees its entries as it goes. */
   build(): Zone {
-    let r4 = flatten(this.#v4, NUM);
-    overlay(r4, TEST_POINT_V4_LISTED, 0, NUM);
-    overlay(r4, TEST_POINT_V4_UNLISTED, -1, NUM);
-    r4 = mergeAdjacent(r4, NUM);
+    if (this.#built) throw new ZoneError('ZoneBuilder.build() called twice');
+    this.#built = true;
+    const r4 = flattenV4(this.#v4First, this.#v4Meta);
+    this.#v4First.release();
+    this.#v4Meta.release();
+    overlayV4(r4, TEST_POINT_V4_LISTED, 0);
+    overlayV4(r4, TEST_POINT_V4_UNLISTED, -1);
+    mergeAdjacentV4(r4);
     let r6 = flatten(this.#v6, BIG);
     overlay(r6, TEST_POINT_V6_LISTED, 0, BIG);
     overlay(r6, TEST_POINT_V6_UNLISTED, -1, BIG);
     r6 = mergeAdjacent(r6, BIG);
 
     const n6 = r6.s.length;
-    const v6s = new Uint32Array(n6 * 4);
-    const v6e = new Uint32Array(n6 * 4);
+    const v6s = new Uint32Array(new SharedArrayBuffer(n6 * 16));
+    const v6e = new Uint32Array(new SharedArrayBuffer(n6 * 16));
+    const v6v = new Uint32Array(new SharedArrayBuffer(n6 * 4));
     for (let i = 0; i < n6; i++) {
       for (let k = 0; k < 4; k++) {
         const shift = BigInt(96 - 32 * k);
         v6s[i * 4 + k] = Number((r6.s[i]! >> shift) & 0xffffffffn);
         v6e[i * 4 + k] = Number((r6.e[i]! >> shift) & 0xffffffffn);
       }
+      v6v[i] = r6.v[i]!;
     }
-    return new Zone(
-      this.#options,
-      Uint32Array.from(r4.s),
-      Uint32Array.from(r4.e),
-      Uint32Array.from(r4.v),
-      v6s,
-      v6e,
-      Uint32Array.from(r6.v),
-      this.#values,
-    );
+    // One array, start/end/value side by side: a lookup touches one or two cache lines, not three.
+    const n4 = r4.s.n;
+    const v4 = new Uint32Array(new SharedArrayBuffer(n4 * 12));
+    for (let i = 0; i < n4; i++) {
+      v4[3 * i] = r4.s.a[i]!;
+      v4[3 * i + 1] = r4.e.a[i]!;
+      v4[3 * i + 2] = r4.v.a[i]!;
+    }
+    for (const x of [r4.s, r4.e, r4.v]) x.release();
+    return new Zone(this.#options, v4, v6s, v6e, v6v, [...this.#values]);
   }
 }
 
@@ -485,13 +776,16 @@ export class Zone {
   readonly apexTtl: number;
   /** TTL of negative answers and of the SOA they carry: min(SOA TTL, SOA minimum) (RFC 2308 section 5). */
   readonly negativeTtl: number;
-  readonly #v4s: Uint32Array;
-  readonly #v4e: Uint32Array;
-  readonly #v4v: Uint32Array;
+  /** IPv4 intervals as (start, end, value index) triples, sorted, disjoint. */
+  readonly #v4: Uint32Array;
+  readonly #n4: number;
   readonly #v6s: Uint32Array;
   readonly #v6e: Uint32Array;
   readonly #v6v: Uint32Array;
+  /** #v4dir[h]: how many IPv4 intervals start below h * 65536 (h = 0..65536), so a lookup searches one /16. */
+  readonly #v4dir: Uint32Array;
   readonly #values: readonly ZoneValue[];
+  readonly #options: ZoneOptions;
   /** Relative lower-case name -> host records. */
   readonly #hosts = new Map<string, { a: number[]; aaaa: Uint8Array[]; aText: string[]; aaaaText: string[] }>();
   /** Relative names that are empty non-terminals because of host names. */
@@ -499,13 +793,12 @@ export class Zone {
 
   constructor(
     options: ZoneOptions,
-    v4s: Uint32Array,
-    v4e: Uint32Array,
-    v4v: Uint32Array,
+    v4: Uint32Array,
     v6s: Uint32Array,
     v6e: Uint32Array,
     v6v: Uint32Array,
     values: readonly ZoneValue[],
+    v4dir: Uint32Array = v4Directory(v4),
   ) {
     this.apex = normalizeZoneName(options.apex, 'zone apex');
     this.apexLabels = this.apex.split('.');
@@ -530,13 +823,16 @@ export class Zone {
       if (!Number.isInteger(t) || t < 0 || t > 0x7fffffff) throw new ZoneError(`bad TTL ${t}`);
     }
     this.negativeTtl = Math.min(this.apexTtl, soa.minimum);
-    this.#v4s = v4s;
-    this.#v4e = v4e;
-    this.#v4v = v4v;
+    if (v4.length % 3 !== 0) throw new ZoneError('bad IPv4 index');
+    this.#v4 = v4;
+    this.#n4 = v4.length / 3;
     this.#v6s = v6s;
     this.#v6e = v6e;
     this.#v6v = v6v;
+    if (v4dir.length !== 65537) throw new ZoneError('bad IPv4 directory');
+    this.#v4dir = v4dir;
     this.#values = values;
+    this.#options = options;
     for (const h of options.hosts ?? []) {
       let name = normalizeZoneName(h.name, 'host name');
       if (name === this.apex) throw new ZoneError('host records at the apex are not supported');
@@ -567,14 +863,54 @@ export class Zone {
     return this.soa.serial;
   }
 
+  /**
+   * The zone as structured-clonable data for worker threads: the index arrays are views of SharedArrayBuffers
+   * (ZoneBuilder allocates them so), so posting it to a worker copies only the options and the values.
+   */
+  toShared(): SharedZone {
+    return {
+      options: this.#options,
+      v4: this.#v4,
+      v6s: this.#v6s, v6e: this.#v6e, v6v: this.#v6v,
+      v4dir: this.#v4dir,
+      values: this.#values,
+    };
+  }
+
+  static fromShared(z: SharedZone): Zone {
+    return new Zone(z.options, z.v4, z.v6s, z.v6e, z.v6v, z.values, z.v4dir);
+  }
+
+  /** True when the zone has host records (then names below the apex are not only addresses). */
+  get hasHosts(): boolean {
+    return this.#hosts.size > 0;
+  }
+
+  /** The value index of the interval that holds this IPv4 address (a 32-bit number), or -1: the raw index lookup. */
+  v4Value(ip: number): number {
+    return this.#findV4(ip);
+  }
+
+  /** The value with this index (see v4Value). */
+  value(index: number): ZoneValue {
+    const v = this.#values[index];
+    if (v === undefined) throw new RangeError(`no zone value ${index}`);
+    return v;
+  }
+
+  /** Number of distinct values (value indexes are 0 .. valueCount - 1). */
+  get valueCount(): number {
+    return this.#values.length;
+  }
+
   get stats(): ZoneStats {
     return {
-      v4Intervals: this.#v4s.length,
+      v4Intervals: this.#n4,
       v6Intervals: this.#v6v.length,
       values: this.#values.length,
       indexBytes:
-        this.#v4s.byteLength + this.#v4e.byteLength + this.#v4v.byteLength +
-        this.#v6s.byteLength + this.#v6e.byteLength + this.#v6v.byteLength,
+        this.#v4.byteLength +
+        this.#v6s.byteLength + this.#v6e.byteLength + this.#v6v.byteLength + this.#v4dir.byteLength,
     };
   }
 
@@ -685,28 +1021,31 @@ export class Zone {
   }
 
   #findV4(ip: number): number {
-    const s = this.#v4s;
-    let lo = 0;
-    let hi = s.length - 1;
+    // The last interval starting at or below ip is among those starting in ip's /16, or the one just before.
+    const t = this.#v4;
+    const h = ip >>> 16;
+    let lo = this.#v4dir[h]!;
+    if (lo > 0) lo--;
+    let hi = this.#v4dir[h + 1]! - 1;
     while (lo <= hi) {
       const mid = (lo + hi) >>> 1;
-      if (s[mid]! <= ip) lo = mid + 1;
+      if (t[3 * mid]! <= ip) lo = mid + 1;
       else hi = mid - 1;
     }
-    if (hi < 0 || this.#v4e[hi]! < ip) return -1;
-    return this.#v4v[hi]!;
+    if (hi < 0 || t[3 * hi + 1]! < ip) return -1;
+    return t[3 * hi + 2]!;
   }
 
   #anyV4(lo: number, hi: number): boolean {
-    const s = this.#v4s;
+    const t = this.#v4;
     let a = 0;
-    let b = s.length - 1;
+    let b = this.#n4 - 1;
     while (a <= b) {
       const mid = (a + b) >>> 1;
-      if (s[mid]! <= hi) a = mid + 1;
+      if (t[3 * mid]! <= hi) a = mid + 1;
       else b = mid - 1;
     }
-    return b >= 0 && this.#v4e[b]! >= lo;
+    return b >= 0 && t[3 * b + 1]! >= lo;
   }
 
   /** Index of the last IPv6 interval whose start <= the address, or -1. */
@@ -754,10 +1093,10 @@ export class Zone {
       for (const a of h.aText) yield { name, type: 'A', ttl: this.apexTtl, data: a };
       for (const a of h.aaaaText) yield { name, type: 'AAAA', ttl: this.apexTtl, data: a };
     }
-    for (let i = 0; i < this.#v4s.length; i++) {
-      const v = this.#values[this.#v4v[i]!]!;
-      let s = this.#v4s[i]!;
-      const e = this.#v4e[i]!;
+    for (let i = 0; i < this.#n4; i++) {
+      const v = this.#values[this.#v4[3 * i + 2]!]!;
+      let s = this.#v4[3 * i]!;
+      const e = this.#v4[3 * i + 1]!;
       while (s <= e) {
         let k = 24;
         while (k > 0 && (s % 2 ** k !== 0 || s + 2 ** k - 1 > e)) k -= 8;
@@ -797,9 +1136,9 @@ export class Zone {
    * template (exclusions and overlaps already applied).
    */
   *intervals(): Generator<{ family: 4 | 6; first: number | bigint; last: number | bigint; code: string; template: string | null }> {
-    for (let i = 0; i < this.#v4s.length; i++) {
-      const v = this.#values[this.#v4v[i]!]!;
-      yield { family: 4, first: this.#v4s[i]!, last: this.#v4e[i]!, code: v.code, template: v.template };
+    for (let i = 0; i < this.#n4; i++) {
+      const v = this.#values[this.#v4[3 * i + 2]!]!;
+      yield { family: 4, first: this.#v4[3 * i]!, last: this.#v4[3 * i + 1]!, code: v.code, template: v.template };
     }
     for (let i = 0; i < this.#v6v.length; i++) {
       const v = this.#values[this.#v6v[i]!]!;
@@ -812,6 +1151,19 @@ export class Zone {
       yield { family: 6, first: s, last: e, code: v.code, template: v.template };
     }
   }
+}
+
+/** The /16 directory of sorted IPv4 interval starts (see Zone.#v4dir), on a SharedArrayBuffer. */
+function v4Directory(v4: Uint32Array): Uint32Array {
+  const dir = new Uint32Array(new SharedArrayBuffer(65537 * 4));
+  const n = v4.length / 3;
+  let i = 0;
+  for (let h = 0; h <= 65536; h++) {
+    const bound = h * 65536;
+    while (i < n && v4[3 * i]! < bound) i++;
+    dir[h] = i;
+  }
+  return dir;
 }
 
 function cmp4(a0: number, a1: number, a2: number, a3: number, b0: number, b1: number, b2: number, b3: number): number {
