@@ -19,13 +19,13 @@
  * Everything runs on 127.0.0.1. Options: --help (or BENCH_* variables, BENCH_QUICK=1 for a short run).
  */
 import { execFileSync } from 'node:child_process';
-import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { hasBinary, smtpSource, startPostfix, type PostfixInstance } from '../src/testing/postfix.ts';
 import {
   benchOptions, cleanupAll, filesystemNote, installSignalHandlers, median, nofileWrap, onCleanup, openIdleConnections, procStatusKb,
-  sleep, startRelayguard, summariseProfiles, type BenchOptions, type Relayguard,
+  postfixBacklog, sleep, startRelayguard, summariseProfiles, type BenchOptions, type Relayguard,
 } from './lib.ts';
 
 const GOAL_RATIO = 1.5;
@@ -71,20 +71,6 @@ function cpuDelta(a: ThreadCpu, b: ThreadCpu, messages: number): ThreadCpu {
   return { mainUser: per('mainUser'), mainSys: per('mainSys'), pool: per('pool'), v8: per('v8'), total: per('total') };
 }
 
-/** Files still in Postfix's incoming/active/maildrop/deferred queues. */
-function postfixBacklog(pf: PostfixInstance): number {
-  let n = 0;
-  const walk = (d: string): void => {
-    let entries: string[];
-    try { entries = readdirSync(d); } catch { return; }
-    for (const e of entries) {
-      const p = join(d, e);
-      try { if (statSync(p).isDirectory()) walk(p); else n++; } catch { /* moved on */ }
-    }
-  };
-  for (const q of ['maildrop', 'incoming', 'active', 'deferred']) walk(join(pf.queueDir, q));
-  return n;
-}
 
 /** Waits until Postfix has discarded everything, so its delivery work never overlaps the next timed run. */
 async function drainPostfix(pf: PostfixInstance, timeoutMs = 120_000): Promise<void> {

@@ -6,7 +6,7 @@
  * the idle-connection client that accept.ts starts under prlimit.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { cpSync, existsSync, readdirSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { freePort } from '../src/testing/ports.ts';
 import { CLI, NODE } from '../src/testing/serve-process.ts';
+import type { PostfixInstance } from '../src/testing/postfix.ts';
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -528,4 +529,19 @@ if (import.meta.main && process.argv[2] === 'idle-client') {
     console.error(err);
     process.exit(1);
   });
+}
+
+/** Files still in Postfix's incoming/active/maildrop/deferred queues. */
+export function postfixBacklog(pf: PostfixInstance): number {
+  let n = 0;
+  const walk = (d: string): void => {
+    let entries: string[];
+    try { entries = readdirSync(d); } catch { return; }
+    for (const e of entries) {
+      const p = join(d, e);
+      try { if (statSync(p).isDirectory()) walk(p); else n++; } catch { /* moved on */ }
+    }
+  };
+  for (const q of ['maildrop', 'incoming', 'active', 'deferred']) walk(join(pf.queueDir, q));
+  return n;
 }

@@ -25,7 +25,7 @@
  * on error and on SIGINT/SIGTERM. Options: --help, or BENCH_* variables; BENCH_QUICK=1 for a short run.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, cpSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { closeSync, cpSync, mkdtempSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -34,7 +34,7 @@ import { stringify } from 'yaml';
 import { freePort } from '../src/testing/ports.ts';
 import { CLI, NODE } from '../src/testing/serve-process.ts';
 import { hasBinary, smtpSource, startPostfix, type PostfixInstance } from '../src/testing/postfix.ts';
-import { cleanupAll, filesystemNote, installSignalHandlers, median, onCleanup, queueCount, sleep, startRelayguard, summariseProfiles } from './lib.ts';
+import { cleanupAll, filesystemNote, installSignalHandlers, median, onCleanup, queueCount, sleep, startRelayguard, summariseProfiles, postfixBacklog } from './lib.ts';
 
 const GOAL_RATIO = 1.5;
 const FROM = 'sender@example.org';
@@ -292,20 +292,6 @@ async function startRelayguardRelay(sinkPort: number, tlsDir: string, parentDir:
 // ---------------------------------------------------------------------------------------------------------------
 // Postfix
 
-/** Files still in Postfix's incoming/active/maildrop/deferred queues. */
-function postfixBacklog(pf: PostfixInstance): number {
-  let n = 0;
-  const walk = (d: string): void => {
-    let entries: string[];
-    try { entries = readdirSync(d); } catch { return; }
-    for (const e of entries) {
-      const p = join(d, e);
-      try { if (statSync(p).isDirectory()) walk(p); else n++; } catch { /* moved on */ }
-    }
-  };
-  for (const q of ['maildrop', 'incoming', 'active', 'deferred']) walk(join(pf.queueDir, q));
-  return n;
-}
 
 function logSize(file: string): number {
   try { return statSync(file).size; } catch { return 0; }
