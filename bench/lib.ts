@@ -251,10 +251,15 @@ export async function startRelayguard(options: RelayguardOptions = {}): Promise<
   const dataDir = await mkdtemp(join(options.parentDir ?? tmpdir(), 'relayguard-bench-'));
   if (options.tlsDir !== undefined && existsSync(options.tlsDir)) cpSync(options.tlsDir, join(dataDir, 'tls'), { recursive: true });
   const port = await freePort();
+  // smtp-source sends to a different local part per message: like the Postfix peer's relay_domains, every address
+  // of peers.test exists here, through a catch-all alias to the postmaster mailbox (a config, not a special wiring).
+  const aliasFile = join(dataDir, 'aliases');
+  await writeFile(aliasFile, '@peers.test  postmaster@peers.test\n');
   const config = {
     hostname: 'mx.peers.test',
     dataDir,
     localDomains: ['peers.test'],
+    recipients: { aliasFiles: [aliasFile] },
     listeners: [{ name: 'mx', role: 'mx', address: '127.0.0.1', port, tls: 'starttls' }],
     log: { level: 'warn' },
     // Only the SMTP listener: a default DNSBL (5353) or web port would clash with any other relayguard on the box.

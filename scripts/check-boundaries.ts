@@ -18,6 +18,7 @@ const ALLOWED: Record<string, readonly string[]> = {
   delivery: ['core', 'smtp', 'type:queue'],
   tester: ['core', 'smtp'],
   dnsbl: ['core'],
+  relay: ['core', 'config', 'smtp', 'policy', 'queue', 'dnsbl'],
   web: ['core', 'type:queue'],
   cli: ['*'],
   testing: ['*'],

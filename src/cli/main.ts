@@ -15,6 +15,7 @@ import { databasePath, startRelay } from './serve.ts';
 import { registerQueueCommands } from './queue-commands.ts';
 import { registerTesterCommands } from './tester-commands.ts';
 import { registerDnsblCommands } from './dnsbl-commands.ts';
+import { registerAliasCommands } from './alias-commands.ts';
 import { writeDkimKey } from '../delivery/index.ts';
 
 interface Io {
@@ -155,6 +156,8 @@ export function buildProgram(io: Io, setExit: (code: number) => void): Command {
       for (const d of users.listDomains()) io.out(`${d}  (database)`);
     } finally { users.close(); }
   });
+
+  registerAliasCommands(program, io, configFrom);
 
   const dkim = program.command('dkim').description('DKIM signing keys');
   dkim

@@ -1,5 +1,6 @@
 /**
- * The ORDB inside `relayguard serve`, and the relay's DNSBL gate.
+ * The ORDB inside `relayguard serve`. (The relay's DNSBL consumer is an abuse check of the assembled receive path:
+ * src/relay/abuse.ts.)
  *
  *   startOrdb(config, logger, deps)   opens the listing store (dataDir/relayguard.db, shared with the users), serves
  *                                     the zone on dnsbl.listen (UDP+TCP, AXFR, NOTIFY), rebuilds the zone whenever
@@ -8,9 +9,6 @@
  *                                     (pending submissions, due retests) every schedulerIntervalMs.
  *   createTestHost(settings, logger)  the tester the workflow gets: src/tester in proof mode with a built-in sink when
  *                                     dnsbl.probeDomain is set, else safe mode (which never lists anything).
- *   createDnsblGate(options)          the consumer side: DNSBL lookups start at connect, the decision is taken at
- *                                     RCPT (554 5.7.1 for a listed client; trusted networks and AUTH'd users pass;
- *                                     a DNS failure never blocks); wrap(handler) puts it in front of any handler.
  *
  * Configuration keys this reads that the schema may not have yet are read defensively with the defaults below
  * (OrdbSettings / GateSettings), so adding them to src/config/schema.ts is all that is needed to expose them.
@@ -282,132 +280,3 @@ export async function startOrdb(config: Config, logger: Logger, deps: OrdbDeps =
 // The relay's DNSBL gate
 // ---------------------------------------------------------------------------------------------------------------
 
-export interface DnsblGateOptions {
-  readonly zones: readonly { readonly zone: string; readonly weight: number }[];
-  /** Default 1. */
-  readonly threshold?: number | undefined;
-  readonly resolver: DnsblResolver;
-  readonly isTrusted: (ip: string) => boolean;
-  readonly logger: Logger;
-  readonly clock?: Clock | undefined;
-  /** Per lookup, ms. Default 5000. */
-  readonly timeoutMs?: number | undefined;
-  readonly minTtlMs?: number | undefined;
-  readonly maxTtlMs?: number | undefined;
-  readonly negativeTtlMs?: number | undefined;
-  /** Zone health checks; default 10 min (0: only at start). */
-  readonly healthCheckIntervalMs?: number | undefined;
-}
-
-export interface DnsblGate {
-  readonly client: DnsblClient;
-  /** Looks the address up and decides (what wrap() does at RCPT). */
-  check(ip: string, who?: { readonly user?: string | null; readonly trusted?: boolean }): Promise<DnsblDecision>;
-  /** A handler that does the lookups at connect and rejects listed clients at RCPT, else defers to `inner`. */
-  wrap(inner: SessionHandler): SessionHandler;
-  /** First health check of every zone (lookups wait for it), then periodic ones. */
-  start(): Promise<ZoneHealth[]>;
-  stop(): void;
-}
-
-export function createDnsblGate(options: DnsblGateOptions): DnsblGate {
-  const log = options.logger;
-  const client = new DnsblClient({
-    resolver: options.resolver, zones: options.zones, clock: options.clock, logger: log,
-    timeoutMs: options.timeoutMs, minTtlMs: options.minTtlMs, maxTtlMs: options.maxTtlMs, negativeTtlMs: options.negativeTtlMs,
-  });
-  const threshold = options.threshold ?? 1;
-  const lookups = new Map<string, Promise<DnsblZoneLookup[]>>();
-
-  const decide = (ip: string, results: readonly DnsblZoneLookup[], user: string | null, trusted: boolean): DnsblDecision =>
-    evaluateDnsbl({ ip, results, threshold, trusted, user });
-
-  return {
-    client,
-    async check(ip, who = {}) {
-      const trusted = who.trusted ?? options.isTrusted(ip);
-      return decide(ip, trusted ? [] : await client.checkAll(ip), who.user ?? null, trusted);
-    },
-    wrap(inner) {
-      if (options.zones.length === 0) return inner;
-      return {
-        ...inner, // hooks this gate does not touch (own properties of a handler object)
-        async onConnect(req) {
-          if (inner.onConnect) {
-            const v = await inner.onConnect(req);
-            if (!v.ok) return v;
-          }
-          const ip = req.connection.remoteAddress;
-          if (!options.isTrusted(ip)) lookups.set(req.connection.id, client.checkAll(ip));
-          return { ok: true };
-        },
-        onHelo: inner.onHelo ? (req) => inner.onHelo!(req) : undefined,
-        onAuth: (req) => inner.onAuth(req),
-        onMailFrom: (req) => inner.onMailFrom(req),
-        async onRcptTo(req) {
-          const s = req.session;
-          const ip = s.connection.remoteAddress;
-          const trusted = options.isTrusted(ip);
-          if (!trusted && s.user === null) {
-            let pending = lookups.get(s.connection.id);
-            if (pending === undefined) {
-              pending = client.checkAll(ip);
-              lookups.set(s.connection.id, pending);
-            }
-            const d = decide(ip, await pending, s.user, trusted);
-            if (d.blocked) {
-              log.warn('dnsbl blocked', {
-                session_id: s.connection.id, client_ip: ip, listener: s.connection.listener.name, helo: s.helo,
-                rcpt: req.path.mailbox ? `${req.path.mailbox.localPart}@${req.path.mailbox.domain}` : '', zone: d.zone,
-                score: d.score, listed_in: d.listedIn, reply: `${d.reply.code} ${d.reply.enhanced} ${String(d.reply.text)}`,
-              });
-              return { ok: false, reply: d.reply };
-            }
-          }
-          return inner.onRcptTo(req);
-        },
-        onData: (req) => inner.onData(req),
-        onClose(summary) {
-          lookups.delete(summary.connection.id);
-          inner.onClose?.(summary);
-        },
-      };
-    },
-    start() {
-      return client.startHealthChecks(options.healthCheckIntervalMs ?? 10 * MIN);
-    },
-    stop() {
-      client.stopHealthChecks();
-    },
-  };
-}
-
-/** Consumer keys this reads (top level) until the schema has them. */
-/**
- * The gate for `serve`, from config.dnsblChecks (+ dnsblThreshold, dnsblResolver); null when no zone is configured.
- * The caller starts it (await gate.start()) and wraps the receive handler with it.
- */
-export function dnsblGateFromConfig(config: Config, logger: Logger, deps: { resolver?: DnsblResolver; clock?: Clock } = {}): DnsblGate | null {
-  if (config.dnsblChecks.length === 0) return null;
-  const r = config.dnsblResolver;
-  let resolver = deps.resolver;
-  if (resolver === undefined) {
-    const res = new dnsPromises.Resolver({ timeout: r.timeout, tries: 2 });
-    if (r.servers.length > 0) res.setServers([...r.servers]);
-    resolver = res;
-  }
-  const trusted = new NetworkList(config.trustedNetworks);
-  return createDnsblGate({
-    zones: config.dnsblChecks,
-    threshold: config.dnsblThreshold,
-    resolver,
-    isTrusted: (ip) => trusted.contains(ip),
-    logger: logger.child({ component: 'dnsbl-client' }),
-    clock: deps.clock,
-    timeoutMs: r.timeout,
-    minTtlMs: r.minTtl,
-    maxTtlMs: r.maxTtl,
-    negativeTtlMs: r.negativeTtl,
-    healthCheckIntervalMs: r.healthCheckInterval,
-  });
-}

@@ -136,8 +136,8 @@ test('load: value grammar errors', () => {
   ].join('\n'));
   assert.match(err.message, /trustedNetworks\[0\]: "10\.0\.0\.1\/8" has host bits set; write 10\.0\.0\.0\/8 for the network or 10\.0\.0\.1\/32/);
   assert.match(err.message, /trustedNetworks\[1\]: "127\.1\/8" is not a network/);
-  assert.match(err.message, /localDomains\[0\]: "bad domain" is not a valid domain name/);
-  assert.match(err.message, /localDomains\[1\]: "-x\.example" is not a valid domain name/);
+  assert.match(err.message, /localDomains\[0\]: "bad domain" is not a valid mail domain/);
+  assert.match(err.message, /localDomains\[1\]: "-x\.example" is not a valid mail domain/);
   assert.match(err.message, /listeners\[0\]\.address: "localhost" is not an IP address/);
   assert.match(err.message, /limits\.messageSize: "25M" is not a size/);
   assert.match(err.message, /limits\.commandLineLength: must be at least 512, got 100/);

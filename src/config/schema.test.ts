@@ -83,6 +83,7 @@ test('schema: defaultConfig is complete, in ms and bytes, absolute and deeply fr
     allowLoopbackMx: false,
     dkim: [],
     smartHost: null,
+    bounces: { perRecipient: 10, perDomain: 100, window: 3_600_000 },
     retry: { minimalBackoff: 300_000, maximalBackoff: 14_400_000, lifetime: 432_000_000 },
   });
   assert.deepEqual(c.web, { enabled: true, address: '127.0.0.1', port: 8025 });

@@ -8,10 +8,10 @@
  */
 import { hostname as osHostname } from 'node:os';
 import path from 'node:path';
-import { domainToASCII } from 'node:url';
 import ipaddr from 'ipaddr.js';
 import YAML from 'yaml';
 import { z } from 'zod';
+import { canonicalDomain, canonicalIp } from '../core/canonical.ts';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Value grammars
@@ -85,35 +85,18 @@ function show(v: unknown): string {
   return s.length > 60 ? `${s.slice(0, 57)}...` : s;
 }
 
-const LABEL = /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?$/;
-
-/** Lower-case A-label domain without trailing dot, or null. */
+/** Lower-case A-label domain without trailing dot, or null (core/canonical.ts; "_" allowed for DNS owner names). */
 export function normalizeDomainName(input: string): string | null {
-  if (input.length === 0 || input.length > 1024 || /[\s\x00-\x1f\x7f]/.test(input)) return null;
-  let d = input.normalize('NFC');
-  if (d.endsWith('.')) d = d.slice(0, -1);
-  if (d.length === 0 || d.includes('..') || d.startsWith('[')) return null;
-  const ascii = domainToASCII(d).toLowerCase();
-  if (ascii === '' || ascii.length > 253) return null;
-  return ascii.split('.').every((l) => LABEL.test(l) && !l.startsWith('_') && !l.endsWith('_')) ? ascii : null;
+  return canonicalDomain(input, { allowUnderscore: true });
 }
 
 function isStrictIp(s: string): boolean {
-  if (ipaddr.IPv4.isValidFourPartDecimal(s)) return !/(^|\.)0\d/.test(s);
-  if (!s.includes(':') || s.includes('%') || !ipaddr.IPv6.isValid(s)) return false;
-  if (s.includes('.')) {
-    const tail = s.slice(s.lastIndexOf(':') + 1);
-    return ipaddr.IPv4.isValidFourPartDecimal(tail) && !/(^|\.)0\d/.test(tail);
-  }
-  return true;
+  return canonicalIp(s) !== null;
 }
 
-/** Canonical text of a strictly written IP address (IPv4-mapped IPv6 becomes IPv4), or null. */
+/** Canonical text of a strictly written IP address (IPv4-mapped IPv6 becomes IPv4), or null (core/canonical.ts). */
 export function normalizeIpAddress(input: string): string | null {
-  if (!isStrictIp(input)) return null;
-  const a = ipaddr.parse(input);
-  if (a.kind() === 'ipv6' && (a as ipaddr.IPv6).isIPv4MappedAddress()) return (a as ipaddr.IPv6).toIPv4Address().toString();
-  return a.toString();
+  return canonicalIp(input);
 }
 
 /**
@@ -251,6 +234,36 @@ const domain = () =>
     })
     .meta({ 'x-type': 'domain' } satisfies Meta);
 
+/** A mail domain: like domain() but strictly letters, digits and hyphens, as the address grammar accepts. */
+const mailDomain = () =>
+  z
+    .string()
+    .transform((v, ctx) => {
+      const d = canonicalDomain(v);
+      if (d === null) {
+        ctx.addIssue({ code: 'custom', message: `${show(v)} is not a valid mail domain (letters, digits and hyphens; IDNA allowed)`, input: v });
+        return z.NEVER;
+      }
+      return d;
+    })
+    .meta({ 'x-type': 'domain' } satisfies Meta);
+
+/** A mail address "local@domain" with its domain in canonical form. */
+const mailAddress = () =>
+  z
+    .string()
+    .transform((v, ctx) => {
+      const at = v.lastIndexOf('@');
+      const local = at > 0 ? v.slice(0, at) : '';
+      const d = at > 0 ? canonicalDomain(v.slice(at + 1)) : null;
+      if (d === null || !/^[^\s\x00-\x1f\x7f"<>(),;:\\[\]@%!]+$/u.test(local) || local.length > 64) {
+        ctx.addIssue({ code: 'custom', message: `${show(v)} is not a mail address (local@domain)`, input: v });
+        return z.NEVER;
+      }
+      return `${local.normalize('NFC')}@${d}`;
+    })
+    .meta({ 'x-type': 'address' } satisfies Meta);
+
 const cidr = () =>
   z
     .string()
@@ -379,12 +392,38 @@ export const configSchema = z
     trustedProxies: uniqueList(cidr(), 1000)
       .prefault([])
       .describe('Peers whose PROXY header is believed, on listeners with proxyProtocol. Only your load balancers.'),
-    localDomains: uniqueList(domain(), 10_000)
+    localDomains: uniqueList(mailDomain(), 10_000)
       .prefault(['localhost'])
       .describe('Domains delivered here. More can be managed in the database (UserStore domains).'),
-    relayDomains: uniqueList(domain(), 10_000)
+    relayDomains: uniqueList(mailDomain(), 10_000)
       .prefault([])
       .describe('Other domains accepted from anyone and relayed onwards (backup MX, internal hosts).'),
+    recipients: z
+      .strictObject({
+        postmaster: mailAddress()
+          .nullable()
+          .prefault(null)
+          .describe('Who receives postmaster@ and abuse@ of every local domain and own address literal (RFC 5321 4.5.1, RFC 2142). Null: the mailbox postmaster@<first local domain>.'),
+        abuse: mailAddress().nullable().prefault(null).describe('Who receives abuse@. Null: the postmaster.'),
+        delimiter: z
+          .string()
+          .max(8)
+          .regex(/^[+\-=_.]*$/, 'must be made of + - = _ .')
+          .default('+')
+          .describe('Recipient delimiter: alice+tag@ is delivered to alice@ when alice+tag has no entry of its own. "" turns it off.'),
+        foldCase: z.boolean().default(true).describe('Local parts are case-insensitive (Alice@ is alice@). False keeps them case-sensitive.'),
+        aliasFiles: z
+          .array(pathString())
+          .max(64)
+          .prefault([])
+          .describe('Alias files in Postfix virtual(5)/aliases(5) form ("sales@example.org  alice@example.org, bob@example.org"; "@example.org  x@example.org" is a catch-all). Relative to the config file. Re-read when they change.'),
+        allowRemoteAliasTargets: z
+          .boolean()
+          .default(false)
+          .describe('Let alias files forward to addresses outside the local domains (the CLI asks for --remote per alias instead).'),
+      })
+      .prefault({})
+      .describe('Local recipients: unknown users are refused at RCPT (550 5.1.1); users, aliases and the role accounts exist.'),
     relayRules: z
       .array(relayRuleSchema)
       .max(1000)
@@ -561,6 +600,14 @@ export const configSchema = z
           .prefault(null)
           .describe('Send all non-local mail through this host ("host", "host:port", "[ip]:port"; port 25 by default). Null: deliver by MX.')
           .meta({ 'x-type': 'host[:port]' } satisfies Meta),
+        bounces: z
+          .strictObject({
+            perRecipient: count(0, 1_000_000).default(10).describe('Most delivery status notifications sent to one address per window; more are logged and dropped. 0: no limit.'),
+            perDomain: count(0, 1_000_000).default(100).describe('Most notifications sent to one domain per window. 0: no limit.'),
+            window: duration({ min: 1000 }).prefault('1h').describe('The rate-limit window.'),
+          })
+          .prefault({})
+          .describe('Bounce (DSN) rate limits per destination, so bounces cannot be turned into a mail cannon.'),
         retry: z
           .strictObject({
             minimalBackoff: duration({ min: 1000 }).prefault('5m').describe('First retry delay; it doubles after each failure.'),
@@ -665,6 +712,15 @@ export interface Config {
   readonly localDomains: readonly string[];
   readonly relayDomains: readonly string[];
   readonly relayRules: readonly RelayRule[];
+  readonly recipients: {
+    readonly postmaster: string | null;
+    readonly abuse: string | null;
+    readonly delimiter: string;
+    readonly foldCase: boolean;
+    /** Absolute paths. */
+    readonly aliasFiles: readonly string[];
+    readonly allowRemoteAliasTargets: boolean;
+  };
   readonly tls: {
     /** Absolute path or null (self-signed). */
     readonly cert: string | null;
@@ -728,6 +784,8 @@ export interface Config {
     /** keyFile absolute. */
     readonly dkim: readonly { readonly domain: string; readonly selector: string; readonly keyFile: string }[];
     readonly smartHost: { readonly host: string; readonly port: number } | null;
+    /** window in ms. */
+    readonly bounces: { readonly perRecipient: number; readonly perDomain: number; readonly window: number };
     readonly retry: {
       /** Milliseconds. */
       readonly minimalBackoff: number;
@@ -785,6 +843,7 @@ export function buildConfig(parsed: ParsedConfig, options: { baseDir: string; co
       if (r.match.recipientDomain !== undefined) match.recipientDomain = r.match.recipientDomain;
       return { match, action: r.action };
     }),
+    recipients: { ...parsed.recipients, aliasFiles: parsed.recipients.aliasFiles.map(resolve) },
     tls: {
       cert: parsed.tls.cert === null ? null : resolve(parsed.tls.cert),
       key: parsed.tls.key === null ? null : resolve(parsed.tls.key),
@@ -814,6 +873,7 @@ export function buildConfig(parsed: ParsedConfig, options: { baseDir: string; co
       allowLoopbackMx: parsed.delivery.allowLoopbackMx,
       dkim: parsed.delivery.dkim.map((k) => ({ domain: k.domain.toLowerCase(), selector: k.selector, keyFile: path.resolve(resolve(parsed.dataDir), k.keyFile) })),
       smartHost: parsed.delivery.smartHost === null ? null : { ...parsed.delivery.smartHost },
+      bounces: { ...parsed.delivery.bounces },
       retry: { ...parsed.delivery.retry },
     },
     web: { ...parsed.web },

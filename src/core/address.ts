@@ -3,9 +3,9 @@
  * Parsing is a hand-written linear scanner (no regex runs on attacker input beyond bounded, already-scanned text).
  */
 import { Buffer } from 'node:buffer';
-import { isIPv6 } from 'node:net';
 import { domainToASCII } from 'node:url';
 import type { Reply } from './reply.ts';
+import { canonicalIpv6, canonicalMailDomain, isRoutedLocalPart, isStrictIPv4 } from './canonical.ts';
 
 export interface Mailbox {
   /** The local part exactly as sent, with its quotes if it was a quoted string. */
@@ -236,49 +236,18 @@ function checkAsciiDomain(domain: string): Fail | null {
   return null;
 }
 
-function isStrictIPv4(text: string): boolean {
-  const parts = text.split('.');
-  if (parts.length !== 4) return false;
-  for (const p of parts) {
-    if (p.length < 1 || p.length > 3) return false;
-    for (let k = 0; k < p.length; k++) if (!isDigit(p.charCodeAt(k))) return false;
-    if (p.length > 1 && p.charCodeAt(0) === 0x30) return false; // leading zero: octal in inet_aton
-    if (Number(p) > 255) return false;
-  }
-  return true;
-}
-
-/** RFC 5952 form of an IPv6 address (lower case, longest zero run compressed), or null. */
-function normalizeIPv6(text: string): string | null {
-  if (text.length === 0 || text.length > 45) return null;
-  for (let k = 0; k < text.length; k++) {
-    const c = text.charCodeAt(k);
-    if (!(isDigit(c) || (c >= 0x61 && c <= 0x66) || (c >= 0x41 && c <= 0x46) || c === COLON || c === DOT)) {
-      return null; // no zone ids ("%eth0"), no brackets
-    }
-  }
-  if (!isIPv6(text)) return null;
-  try {
-    const host = new URL(`http://[${text}]/`).hostname;
-    return host.slice(1, -1);
-  } catch {
-    return null;
-  }
-}
-
 /**
- * Normalizes an IP address: strict dotted-quad IPv4 as is, IPv6 in RFC 5952 form. Returns null when the text is
- * not an IP address in one of those forms (no "127.1", "0x7f.0.0.1", leading zeros or zone ids).
+ * An IP address in strict text form: dotted-quad IPv4 as is, IPv6 in RFC 5952 form (IPv4-mapped IPv6 kept as
+ * IPv6: the tester must reach the family it was given). Null otherwise. Comparisons use canonicalIp.
  */
 export function normalizeIp(ip: string): string | null {
-  if (isStrictIPv4(ip)) return ip;
-  return normalizeIPv6(ip);
+  return isStrictIPv4(ip) ? ip : canonicalIpv6(ip);
 }
 
 /** The address of a literal body (between the brackets), or a Fail. */
 function checkLiteral(body: string): Fail | null {
   if (body.length >= 5 && body.slice(0, 5).toLowerCase() === 'ipv6:') {
-    return normalizeIPv6(body.slice(5)) === null ? fail('bad-literal', 'Invalid IPv6 address literal') : null;
+    return canonicalIpv6(body.slice(5)) === null ? fail('bad-literal', 'Invalid IPv6 address literal') : null;
   }
   if (body.includes(':')) return fail('bad-literal', 'Unsupported address literal');
   return isStrictIPv4(body) ? null : fail('bad-literal', 'Invalid IPv4 address literal');
@@ -489,29 +458,6 @@ export function quoteLocalPart(local: string): string {
   return `"${local.replace(/[\\"]/g, '\\$&')}"`;
 }
 
-function canonicalDomain(domain: string): { domain: string; literal: string | null } {
-  if (domain === '') return { domain: '', literal: null };
-  if (domain.charCodeAt(0) === LBRACKET) {
-    const body = domain.slice(1, -1);
-    if (body.slice(0, 5).toLowerCase() === 'ipv6:') {
-      const ip = normalizeIPv6(body.slice(5)) ?? body.slice(5).toLowerCase();
-      return { domain: `[IPv6:${ip}]`, literal: ip };
-    }
-    return { domain: `[${body}]`, literal: isStrictIPv4(body) ? body : null };
-  }
-  const bare = domain.endsWith('.') ? domain.slice(0, -1) : domain;
-  let ascii = true;
-  for (let k = 0; k < bare.length; k++) {
-    if (bare.charCodeAt(k) >= 0x80) {
-      ascii = false;
-      break;
-    }
-  }
-  if (ascii) return { domain: bare.toLowerCase(), literal: null };
-  const converted = domainToASCII(bare);
-  return { domain: converted === '' ? bare.toLowerCase() : converted, literal: null };
-}
-
 /**
  * The canonical form relay decisions and delivery share: local part dequoted (case kept), domain lower-case
  * A-labels without its one trailing dot, literals normalized. `routed` flags "@", "%" or "!" left in the local
@@ -519,8 +465,8 @@ function canonicalDomain(domain: string): { domain: string; literal: string | nu
  */
 export function canonicalize(mailbox: Mailbox): CanonicalAddress {
   const localPart = dequote(mailbox.localPart);
-  const { domain, literal } = canonicalDomain(mailbox.domain);
-  const routed = /[@%!]/.test(localPart);
+  const { domain, ip: literal } = canonicalMailDomain(mailbox.domain);
+  const routed = isRoutedLocalPart(localPart);
   const quoted = quoteLocalPart(localPart);
   return { localPart, domain, literal, routed, address: domain === '' ? quoted : `${quoted}@${domain}` };
 }

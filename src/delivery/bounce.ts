@@ -42,6 +42,11 @@ export interface BouncerOptions {
   readonly maxFullMessageBytes?: number;
   /** Most header bytes returned. Default 64 KiB. */
   readonly maxHeaderBytes?: number;
+  /**
+   * Reports sent to one destination per window, so that bounces cannot be aimed at a victim: per recipient address
+   * and per recipient domain (0: no limit). Reports over the limit are logged and dropped. Default: no limit.
+   */
+  readonly rateLimit?: { readonly perRecipient: number; readonly perDomain: number; readonly windowMs: number };
   readonly clock?: Clock;
   readonly logger?: Logger;
 }
@@ -180,6 +185,8 @@ export class DsnBouncer implements Bouncer {
   readonly #o: BouncerOptions;
   readonly #clock: Clock;
   readonly #logger: Logger;
+  /** Destination -> send times in the current window (oldest first). */
+  readonly #sent = new Map<string, number[]>();
 
   constructor(options: BouncerOptions) {
     if (typeof options.enqueue !== 'function') throw new TypeError('enqueue must be a function');
@@ -212,6 +219,11 @@ export class DsnBouncer implements Bouncer {
       log.info('no DSN requested (NOTIFY)', { kind, rcpts: all.length });
       return;
     }
+    const limited = this.#overLimit(to);
+    if (limited !== null) {
+      log.warn('DSN suppressed by rate limit', { kind, to, limit: limited, rcpts: recipients.length });
+      return;
+    }
     const content = await this.build(kind, message, recipients, to);
     const eightBit = content.some((b) => b >= 0x80);
     const smtputf8 = !isAscii(to);
@@ -220,6 +232,39 @@ export class DsnBouncer implements Bouncer {
     if (smtputf8) mailParams['SMTPUTF8'] = true;
     await this.#o.enqueue({ sender: '', recipients: [{ address: to }], mailParams }, content);
     log.info(kind === 'failed' ? 'DSN queued' : 'delay DSN queued', { to, rcpts: recipients.length, double_bounce: message.sender === '' });
+  }
+
+  /**
+   * Counts a report to `to` against the per-recipient and per-domain limits; returns which limit it exceeds (the
+   * report is then not sent and not counted), or null (counted).
+   */
+  #overLimit(to: string): string | null {
+    const rl = this.#o.rateLimit;
+    if (!rl) return null;
+    const now = this.#clock.now();
+    const at = to.lastIndexOf('@');
+    const keys: [string, number, string][] = [
+      [`rcpt:${to.toLowerCase()}`, rl.perRecipient, 'per-recipient'],
+      [`domain:${at < 0 ? '' : to.slice(at + 1).toLowerCase()}`, rl.perDomain, 'per-domain'],
+    ];
+    for (const [key, max] of keys) {
+      const times = this.#sent.get(key);
+      if (times) {
+        while (times.length > 0 && times[0]! <= now - rl.windowMs) times.shift();
+        if (times.length === 0) this.#sent.delete(key);
+      }
+    }
+    for (const [key, max, name] of keys) {
+      if (max > 0 && (this.#sent.get(key)?.length ?? 0) >= max) return name;
+    }
+    for (const [key, max] of keys) {
+      if (max === 0) continue;
+      const times = this.#sent.get(key);
+      if (times) times.push(now);
+      else this.#sent.set(key, [now]);
+    }
+    if (this.#sent.size > 100_000) this.#sent.clear(); // bounded memory under a flood of distinct destinations
+    return null;
   }
 
   /** The report's bytes (CRLF line ends). Exposed for tests. */

@@ -46,6 +46,8 @@ export interface DelivererOptions {
   /** Destinations of one job delivered at once. Default 4. */
   readonly concurrency?: number;
   readonly dkim?: DkimSigner | null;
+  /** Known local recipients (Maildir transport): unknown ones bounce with 5.1.1, no mailbox is created. */
+  readonly isLocalRecipient?: (address: string) => boolean;
   /** Maildir line endings. Default 'lf'. */
   readonly maildirLineEndings?: 'lf' | 'crlf';
   readonly maxReplyLineLength?: number;
@@ -149,7 +151,10 @@ export class SmtpDeliverer implements Deliverer {
           return { outcomes: recipients.map((r) => ({ address: r.address, outcome: 'delivered' as const, diagnostic: 'discarded by local transport' })), bodyFailed: false };
         }
         if (t.kind === 'maildir') {
-          return deliverLocalMaildir({ root: t.root, hostname: o.hostname, lineEndings: o.maildirLineEndings ?? 'lf' }, message, recipients);
+          return deliverLocalMaildir({
+            root: t.root, hostname: o.hostname, lineEndings: o.maildirLineEndings ?? 'lf',
+            ...(o.isLocalRecipient ? { isKnown: o.isLocalRecipient } : {}),
+          }, message, recipients);
         }
         const hop = { host: t.host, address: t.host, port: t.port };
         const mode: TlsMode = t.kind === 'smtp' ? (t.tls ?? 'none') : 'none';

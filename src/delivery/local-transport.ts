@@ -19,10 +19,15 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { DeliveryRecipient, RecipientOutcome } from '../queue/deliverer.ts';
 import { domainOf } from './routing.ts';
-import { deferred, failureOutcome } from './outcome.ts';
+import { bounced, deferred, failureOutcome } from './outcome.ts';
 
 export interface MaildirOptions {
   readonly root: string;
+  /**
+   * True when the address is a known local recipient (the receive path's recipient tables). A Maildir is created
+   * only for known recipients: anything else bounces with 5.1.1 and no directory is made. Absent: all are known.
+   */
+  readonly isKnown?: (address: string) => boolean;
   readonly lineEndings?: 'lf' | 'crlf';
   /** For unique names; default os.hostname(). */
   readonly hostname?: string;
@@ -127,6 +132,10 @@ export async function deliverLocalMaildir(options: MaildirOptions, message: Mail
   for (const r of recipients) {
     if (bodyFailed) {
       outcomes.push(failureOutcome(r.address, deferred('4.3.0', 'message body unreadable: delivery stopped')));
+      continue;
+    }
+    if (options.isKnown && !options.isKnown(r.address)) {
+      outcomes.push(failureOutcome(r.address, bounced('5.1.1', 'user unknown: no such local mailbox')));
       continue;
     }
     try {

@@ -7,8 +7,12 @@
  * Recipients with the same route key form one destination: one connection and, up to the recipient limit,
  * one transaction.
  *
- * Domains are compared in canonical form (lower case, trailing dot removed), as the relay policy decided on.
+ * Domains are compared in canonical form (core/canonical.ts), and "is it ours" is the same Locality the relay
+ * policy decided with (core/locality.ts): an address accepted as local at RCPT, own address literals included, is
+ * delivered by the local transport, never routed outward.
  */
+import { canonicalDomain, domainOfAddress } from '../core/canonical.ts';
+import { createLocality, type Locality } from '../core/locality.ts';
 
 export type TlsMode = 'none' | 'may' | 'required';
 
@@ -51,6 +55,8 @@ export type Route =
 export interface RoutingConfig {
   /** Canonical local domains, or a function giving the current set (domains added while the relay runs). */
   readonly localDomains: readonly string[] | (() => ReadonlySet<string>);
+  /** The receive path's locality (local domains and own address literals); built from localDomains when absent. */
+  readonly locality?: Locality;
   /** Where mail for local domains goes; null: local mail is deferred (logged) until one is configured. */
   readonly localTransport?: LocalTransportConfig | null;
   readonly smartHost?: SmartHostConfig | null;
@@ -60,11 +66,7 @@ export interface RoutingConfig {
 
 /** The canonical domain of an address: after the last "@", lower case, no trailing dot ('' if none). */
 export function domainOf(address: string): string {
-  const at = address.lastIndexOf('@');
-  if (at < 0) return '';
-  const d = address.slice(at + 1);
-  if (d.startsWith('[')) return d.replace(/^\[ipv6:/i, '[IPv6:');
-  return d.toLowerCase().replace(/\.$/, '');
+  return domainOfAddress(address);
 }
 
 function localKey(t: LocalTransportConfig | null): string {
@@ -78,19 +80,21 @@ function localKey(t: LocalTransportConfig | null): string {
 }
 
 export class Router {
-  readonly #local: () => ReadonlySet<string>;
+  readonly #locality: Locality;
   readonly #config: RoutingConfig;
   readonly #smart: Route | null;
 
   constructor(config: RoutingConfig) {
     this.#config = config;
     const ld = config.localDomains;
+    let domains: () => ReadonlySet<string>;
     if (typeof ld === 'function') {
-      this.#local = ld;
+      domains = ld;
     } else {
-      const fixed = new Set(ld.map((d) => d.toLowerCase().replace(/\.$/, '')));
-      this.#local = () => fixed;
+      const fixed = new Set(ld.map((d) => canonicalDomain(d) ?? d.toLowerCase()));
+      domains = () => fixed;
     }
+    this.#locality = config.locality ?? createLocality({ domains, ownAddresses: () => [] });
     const s = config.smartHost ?? null;
     if (s !== null) {
       const port = s.port ?? 25;
@@ -113,7 +117,7 @@ export class Router {
     const override = this.#config.transports?.[domain];
     if (override === 'mx') return { kind: 'mx', key: `mx:${domain}`, domain };
     if (override !== undefined) return { kind: 'local', key: localKey(override), transport: override };
-    if (domain === '' || this.#local().has(domain)) {
+    if (domain === '' || this.#locality.isLocal(domain)) {
       const t = this.#config.localTransport ?? null;
       return { kind: 'local', key: localKey(t), transport: t };
     }

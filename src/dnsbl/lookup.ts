@@ -20,6 +20,7 @@
  * list 127.0.0.2 or answers it with a broken code. A zone that cannot be reached keeps its state (its lookups fail
  * and fail open anyway). A disabled zone is checked again at the next round and enabled when healthy.
  */
+import { canonicalIp } from '../core/canonical.ts';
 import { SYSTEM_CLOCK, type Clock } from '../core/clock.ts';
 import { NULL_LOGGER, type Logger } from '../core/log.ts';
 import { dnsblName, parseAddress } from './network.ts';
@@ -105,8 +106,7 @@ export function brokenAnswer(codes: readonly string[]): string | null {
 
 /** The query name of an address below a zone; IPv4-mapped IPv6 addresses are looked up as IPv4. Null for a bad address. */
 export function queryName(ip: string, zone: string): string | null {
-  const mapped = /^::ffff:(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})$/i.exec(ip.trim());
-  const address = mapped ? mapped[1]! : ip.trim();
+  const address = canonicalIp(ip.trim()) ?? ip.trim();
   if (parseAddress(address) === null) return null;
   return dnsblName(address, zone);
 }

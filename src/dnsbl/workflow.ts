@@ -30,6 +30,7 @@
  * mode when a probe domain is configured, else in safe mode. Tests run concurrently up to `concurrency`, one at a
  * time per address; stop() aborts the running ones and records nothing for them.
  */
+import { canonicalIp } from '../core/canonical.ts';
 import ipaddr from 'ipaddr.js';
 import { SYSTEM_CLOCK, type Clock } from '../core/clock.ts';
 import { NULL_LOGGER, type Logger } from '../core/log.ts';
@@ -299,8 +300,7 @@ export class OrdbWorkflow {
   /** Parses and vets one address: the canonical host, or why it cannot be tested. */
   #vet(ip: string): { ok: true; addr: Network } | Refused {
     const raw = String(ip).trim();
-    const mapped = /^::ffff:(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})$/i.exec(raw);
-    const text = mapped ? mapped[1]! : raw;
+    const text = canonicalIp(raw) ?? raw;
     if (text.includes('/')) return { ok: false, code: 'ERR_DNSBL_NOT_HOST', message: `${text.slice(0, 64)} is a network: submit single addresses (an administrator can list networks with "dnsbl add")` };
     const addr = parseAddress(text);
     if (addr === null) return { ok: false, code: 'ERR_DNSBL_NETWORK', message: `not an IP address: ${JSON.stringify(text.slice(0, 64))}` };

@@ -8,6 +8,7 @@
  * and "010.0.0.1" are not addresses here), so no lenient spelling can slip into a trusted range.
  */
 import ipaddr from 'ipaddr.js';
+import { canonicalIp } from '../core/canonical.ts';
 import { RelayguardError } from '../core/errors.ts';
 
 export interface Cidr {
@@ -83,9 +84,7 @@ export function parseIp(input: string): ParsedIp | null {
 
 /** The canonical text form of an address ("::ffff:1.2.3.4" -> "1.2.3.4", "2001:DB8::1" -> "2001:db8::1"), or null. */
 export function normalizeIp(input: string): string | null {
-  const p = parseIp(input);
-  if (p === null) return null;
-  return p.family === 4 ? v4ToString(p.value) : wordsToV6String(p.words);
+  return canonicalIp(input);
 }
 
 function v4ToString(v: number): string {

@@ -266,7 +266,7 @@ const labelArb = fc
 const remoteDomainArb = fc
   .tuple(fc.array(labelArb, { minLength: 1, maxLength: 3 }), fc.constantFrom('test', 'example', 'com', 'org'))
   .map(([ls, tld]) => [...ls, tld].join('.'))
-  .filter((d) => !UNTRUSTED.localDomains.has(d) && !UNTRUSTED.relayDomains.has(d));
+  .filter((d) => !UNTRUSTED.localDomains!.has(d) && !UNTRUSTED.relayDomains.has(d));
 const userArb = fc.string({ unit: fc.constantFrom(...ALNUM, '.', '_', '+', '-'), minLength: 1, maxLength: 10 }).filter((u) => !u.startsWith('.') && !u.endsWith('.') && !u.includes('..'));
 /** Randomly upper-cases letters. */
 const recase = (s: string, mask: readonly boolean[]): string =>
@@ -374,7 +374,7 @@ describe('properties', () => {
         if (o.decision.action === 'relay') assert.ok(UNTRUSTED.relayDomains.has(o.rcpt.domain), text);
         else {
           const ours =
-            UNTRUSTED.localDomains.has(o.rcpt.domain) ||
+            UNTRUSTED.localDomains!.has(o.rcpt.domain) ||
             (o.rcpt.domain === '' && o.rcpt.localPart.toLowerCase() === 'postmaster') ||
             ['[127.0.0.1]', '[IPv6:::1]', '[IPv6:::ffff:7f00:1]', '[192.0.2.10]'].includes(o.rcpt.domain);
           assert.ok(ours, `${text} -> ${JSON.stringify(o)}`);

@@ -7,13 +7,15 @@
  * Rules, in order (the rule name goes to the logs):
  *   submission-auth        role 'submission' and no authenticated user: 530 5.7.0 (defence in depth; the engine
  *                          already demands AUTH before MAIL on a submission listener)
- *   routed-address         the local part carries "@", "%" or "!" (percent hack, bang path, quoted "u@remote"):
+ *   routed-address         the local part carries "@", "%" or "!" (percent hack, bang path, quoted "u@remote"),
+ *                          also after NFKC (look-alikes such as U+FF05 fold to "%"):
  *                          never accepted, whoever asks. 554 5.7.1 Relay access denied for an untrusted client;
  *                          553 5.1.3 Sender-specified routing is not supported for a trusted or authenticated one
  *   postmaster             the unqualified <postmaster>: local (RFC 5321 section 4.1.1.3)
  *   unqualified            any other address without a domain: 553 5.1.3 (parsePath refuses these already)
  *   local-domain           the domain is one of ours: local
- *   local-address-literal  [ip] where ip is one of the server's own addresses (IPv4-mapped IPv6 counts): local
+ *   local-address-literal  [ip] naming this host (one of its addresses, any loopback or the unspecified address,
+ *                          IPv4-mapped IPv6 folded): local, exactly as delivery routes it (core/locality.ts)
  *   relay-domain           the domain is one we relay for (backup MX): relay
  *   trusted-network        the client is in trustedNetworks: relay
  *   authenticated          the client authenticated: relay
@@ -23,7 +25,9 @@
  * domain is reported as 'local' (not 'relay'); the accept/reject outcome is the same in either order.
  */
 import type { CanonicalAddress } from '../core/address.ts';
-import { isPostmaster, normalizeIp } from '../core/address.ts';
+import { isPostmaster } from '../core/address.ts';
+import { isRoutedLocalPart } from '../core/canonical.ts';
+import { createLocality, type Locality } from '../core/locality.ts';
 import type { Reply } from '../core/reply.ts';
 
 export interface RelayContext {
@@ -33,12 +37,18 @@ export interface RelayContext {
   readonly trusted: boolean;
   /** The authenticated user, or null. */
   readonly user: string | null;
-  /** Domains we are final for: canonical lower-case A-labels, no trailing dot. */
-  readonly localDomains: ReadonlySet<string>;
+  /** Domains we are final for: canonical lower-case A-labels, no trailing dot (used when `locality` is absent). */
+  readonly localDomains?: ReadonlySet<string>;
   /** Domains we relay for (backup MX): same form as localDomains. */
   readonly relayDomains: ReadonlySet<string>;
   /** The server's own IP addresses: a literal [ip] of one of these counts as a local domain. Any textual form. */
-  readonly localAddresses: ReadonlySet<string>;
+  readonly localAddresses?: ReadonlySet<string>;
+  /**
+   * The one locality answer shared with delivery (core/locality.ts). When given it decides "is this domain ours"
+   * instead of localDomains/localAddresses, which then only serve as documentation for callers that build a
+   * context by hand (tests).
+   */
+  readonly locality?: Locality;
   /** Admin-written relay rules, in order; the first that matches decides (after local and relay domains, trusted networks and authentication). */
   readonly rules?: readonly RelayRuleMatcher[];
   /** The client address, for rules that match on a network. */
@@ -59,26 +69,11 @@ export type RelayDecision =
   | { readonly action: 'relay'; readonly rule: string; readonly reason: string }
   | { readonly action: 'reject'; readonly rule: string; readonly reason: string; readonly reply: Reply };
 
-const ROUTING = /[@%!]/;
-
-/** The comparable form of an IP address: normalized, IPv4-mapped IPv6 turned back into IPv4. */
-function ipKey(ip: string): string | null {
-  const n = normalizeIp(ip.startsWith('[') && ip.endsWith(']') ? ip.slice(1, -1) : ip);
-  if (n === null) return null;
-  const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(n);
-  if (mapped) {
-    const hi = Number.parseInt(mapped[1]!, 16);
-    const lo = Number.parseInt(mapped[2]!, 16);
-    return `${hi >> 8}.${hi & 0xff}.${lo >> 8}.${lo & 0xff}`;
-  }
-  return n;
-}
-
-function isOwnAddress(literal: string, own: ReadonlySet<string>): boolean {
-  const key = ipKey(literal);
-  if (key === null) return false;
-  for (const ip of own) if (ipKey(ip) === key) return true;
-  return false;
+function localityOf(ctx: RelayContext): Locality {
+  if (ctx.locality) return ctx.locality;
+  const domains = ctx.localDomains ?? new Set<string>();
+  const own = ctx.localAddresses ?? new Set<string>();
+  return createLocality({ domains: () => domains, ownAddresses: () => own });
 }
 
 function reject(rule: string, reason: string, code: number, enhanced: string, text: string): RelayDecision {
@@ -99,7 +94,7 @@ export function decideRecipient(rcpt: CanonicalAddress, ctx: RelayContext): Rela
   }
 
   // Recomputed from the local part as well, in case a caller built the address by hand.
-  if (rcpt.routed || ROUTING.test(rcpt.localPart)) {
+  if (rcpt.routed || isRoutedLocalPart(rcpt.localPart)) {
     if (!privileged) return relayDenied('routed-address', 'local part carries routing characters', address);
     return reject(
       'routed-address',
@@ -115,10 +110,11 @@ export function decideRecipient(rcpt: CanonicalAddress, ctx: RelayContext): Rela
     return reject('unqualified', 'recipient has no domain', 553, '5.1.3', `<${address}>: Recipient address must be fully qualified`);
   }
 
-  if (ctx.localDomains.has(rcpt.domain)) {
+  const locality = localityOf(ctx);
+  if (rcpt.literal === null && locality.isLocal(rcpt.domain)) {
     return { action: 'local', rule: 'local-domain', reason: `domain ${rcpt.domain} is local` };
   }
-  if (rcpt.literal !== null && isOwnAddress(rcpt.literal, ctx.localAddresses)) {
+  if (rcpt.literal !== null && locality.isOwnLiteral(rcpt.domain)) {
     return { action: 'local', rule: 'local-address-literal', reason: `literal ${rcpt.domain} is one of our addresses` };
   }
   if (ctx.relayDomains.has(rcpt.domain)) {

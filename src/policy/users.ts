@@ -14,7 +14,7 @@
  * A user whose login name is an address owns that address automatically.
  */
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
-import { domainToASCII } from 'node:url';
+import { canonicalDomain } from '../core/canonical.ts';
 import { SYSTEM_CLOCK, type Clock } from '../core/clock.ts';
 import { RelayguardError } from '../core/errors.ts';
 import { DEFAULT_SCRYPT_PARAMS, hashPassword, verifyPassword, type ScryptParams } from './password.ts';
@@ -47,7 +47,6 @@ const MAX_NAME_BYTES = 255; // RFC 4616: authcid up to 255 octets
 const MAX_PASSWORD_BYTES = 255; // RFC 4616: passwd up to 255 octets
 const CONTROL_OR_SPACE = /[\s\x00-\x1f\x7f\u0085\u00a0\u2028\u2029]/u;
 const LOCAL_PART = /^[^\s\x00-\x1f\x7f@%!"<>(),;:\\[\]]+$/u;
-const LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 
 function invalid(message: string): never {
   throw new RelayguardError('ERR_USER_INVALID', message);
@@ -57,16 +56,9 @@ function bytes(s: string): number {
   return Buffer.byteLength(s, 'utf8');
 }
 
-/** Lower-case A-label form of a domain without trailing dot, or null when it is not a valid host name. */
+/** Lower-case A-label form of a domain without trailing dot, or null when it is not a valid host name (core/canonical.ts). */
 export function normalizeDomain(input: string): string | null {
-  if (typeof input !== 'string' || input.length === 0 || input.length > 1024) return null;
-  let d = input.normalize('NFC');
-  if (d.endsWith('.')) d = d.slice(0, -1);
-  if (d.length === 0 || CONTROL_OR_SPACE.test(d) || d.includes('..')) return null;
-  const ascii = domainToASCII(d);
-  if (ascii === '' || ascii.length > 253) return null;
-  const lower = ascii.toLowerCase();
-  return lower.split('.').every((label) => LABEL.test(label)) ? lower : null;
+  return canonicalDomain(input);
 }
 
 /**
@@ -334,6 +326,18 @@ export class UserStore {
     const domain = a.slice(a.lastIndexOf('@'));
     return this.#stmt('SELECT 1 FROM user_addresses WHERE name = ? AND (address = ? OR address = ?)')
       .get(user, a, domain) !== undefined;
+  }
+
+  /**
+   * True when mail for `address` has a mailbox here: an enabled user whose login name is the address, or who owns
+   * the address exactly (an "@domain" wildcard lets a user send as the domain, it does not make a catch-all).
+   * Case-insensitive on the whole address, like owns().
+   */
+  isMailbox(address: string): boolean {
+    const a = normalizeOwnedAddress(address);
+    if (a === null || a.startsWith('@')) return false;
+    return this.#stmt('SELECT 1 FROM user_addresses a JOIN users u ON u.name = a.name WHERE a.address = ? AND u.disabled = 0 LIMIT 1')
+      .get(a) !== undefined;
   }
 
   /** Adds a local domain. Throws ERR_DOMAIN_INVALID or ERR_DOMAIN_EXISTS. */

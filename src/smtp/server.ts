@@ -6,6 +6,7 @@
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import type { Logger } from '../core/log.ts';
+import { canonicalPeer } from '../core/canonical.ts';
 import { formatReply } from '../core/reply.ts';
 import type { LineEndingMode } from './data-reader.ts';
 import type { ConnectionInfo, ListenerRole, SessionHandler, TlsMode } from './handler.ts';
@@ -233,9 +234,9 @@ export class SmtpServer {
   }
 }
 
-/** "::ffff:1.2.3.4" -> "1.2.3.4"; other addresses unchanged. */
+/** A socket or PROXY address in canonical form ("::ffff:1.2.3.4" -> "1.2.3.4", RFC 5952 IPv6): core/canonical.ts. */
 export function normalizeIp(ip: string): string {
-  return ip.startsWith('::ffff:') && net.isIPv4(ip.slice(7)) ? ip.slice(7) : ip;
+  return canonicalPeer(ip);
 }
 
 async function readProxyHeader(socket: net.Socket, timeoutMs: number): Promise<

@@ -6,7 +6,7 @@
 import { PassThrough } from 'node:stream';
 import * as tls from 'node:tls';
 import type { Socket } from 'node:net';
-import { parsePath } from '../core/address.ts';
+import { addressErrorReply, parsePath } from '../core/address.ts';
 import type { Path } from '../core/address.ts';
 import { formatReply, type Reply } from '../core/reply.ts';
 import { toReply, errorCode } from '../core/errors.ts';
@@ -532,7 +532,7 @@ export class SmtpSession {
     if (!/^FROM:/i.test(arg)) return this.#send({ code: 501, enhanced: '5.5.4', text: 'Syntax: MAIL FROM:<address>' });
     if (this.#o.connection.listener.role === 'submission' && this.#user === null) return this.#send(R.authRequired);
     const parsed = parsePath(arg.slice(5), { smtputf8: true, allowNull: true });
-    if (!parsed.ok) return this.#send(addressErrorReply(parsed.error.code, 'sender'));
+    if (!parsed.ok) return this.#send(addressErrorReply(parsed.error, 'mail'));
     const p = parseParams(parsed.rest);
     if (!p.ok) return this.#send({ code: 501, enhanced: '5.5.4', text: p.problem === 'duplicate' ? `Duplicate parameter ${p.param}` : 'Bad parameter syntax' });
     const check = checkMailParams(p.params);
@@ -558,7 +558,7 @@ export class SmtpSession {
     if (!/^TO:/i.test(arg)) return this.#send({ code: 501, enhanced: '5.5.4', text: 'Syntax: RCPT TO:<address>' });
     this.#rcptAttempts++;
     const parsed = parsePath(arg.slice(3), { smtputf8: true, allowNull: false, allowUnqualifiedPostmaster: true });
-    if (!parsed.ok) { this.#rcptRejected++; return this.#send(addressErrorReply(parsed.error.code, 'recipient')); }
+    if (!parsed.ok) { this.#rcptRejected++; return this.#send(addressErrorReply(parsed.error, 'rcpt')); }
     if (!this.#smtputf8 && hasNonAscii(arg)) { this.#rcptRejected++; return this.#send(R.needUtf8); }
     const p = parseParams(parsed.rest);
     if (!p.ok) { this.#rcptRejected++; return this.#send({ code: 501, enhanced: '5.5.4', text: p.problem === 'duplicate' ? `Duplicate parameter ${p.param}` : 'Bad parameter syntax' }); }
@@ -879,17 +879,6 @@ function syntaxOf(verb: Verb): string {
 function hasNonAscii(s: string): boolean {
   for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return true;
   return false;
-}
-
-function addressErrorReply(code: string, which: 'sender' | 'recipient'): Reply {
-  switch (code) {
-    case 'need-smtputf8': return R.needUtf8;
-    case 'too-long': return { code: 501, enhanced: '5.1.3', text: 'Path too long' };
-    default:
-      return which === 'sender'
-        ? { code: 501, enhanced: '5.1.7', text: 'Bad sender address syntax' }
-        : { code: 501, enhanced: '5.1.3', text: 'Bad recipient address syntax' };
-  }
 }
 
 /** True if the bytes hold a LF not preceded by CR, or a CR not followed by LF (across chunk edges via prevCr). */

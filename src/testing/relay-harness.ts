@@ -1,26 +1,38 @@
 /**
- * An in-process relayguard receive path for tests: the real SMTP server, relay policy, user store, AUTH
- * throttle and durable queue, on ephemeral loopback ports with a temporary data directory.
+ * An in-process relayguard receive path for tests: exactly what `relayguard serve` assembles
+ * (src/relay/assemble.ts: the real SMTP server, relay policy, abuse checks, recipient tables, user store, AUTH
+ * throttle and durable queue), from a Config parsed by the real schema, on ephemeral loopback ports with a
+ * temporary data directory. The options below are config keys under friendlier names; the only things that are
+ * not config are a shared test certificate and limits below the config minimums (short timeouts).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MemoryLogger, type LogRecord } from '../core/log.ts';
-import { SmtpServer, type ListenerOptions } from '../smtp/server.ts';
+import { parseConfig } from '../config/load.ts';
+import type { Config, LimitsConfig } from '../config/schema.ts';
 import { generateSelfSigned } from '../smtp/tls-cert.ts';
-import { QueueStore } from '../queue/index.ts';
-import { UserStore } from '../policy/users.ts';
-import { AuthThrottle } from '../policy/auth-throttle.ts';
-import { NetworkList } from '../policy/networks.ts';
-import { createReceiveHandler } from '../cli/receive-handler.ts';
+import type { QueueStore } from '../queue/index.ts';
+import type { UserStore } from '../policy/users.ts';
+import type { AliasStore } from '../policy/aliases.ts';
 import type { LineEndingMode } from '../smtp/data-reader.ts';
+import { assembleReceivePath, type ReceivePath } from '../relay/index.ts';
+import type { DnsblResolver } from '../dnsbl/index.ts';
+import { addMailboxes } from './serve-process.ts';
 
 export interface HarnessOptions {
   trustedNetworks?: string[];
   trustedProxies?: string[];
   localDomains?: string[];
   relayDomains?: string[];
+  /** Users (who may AUTH); a user whose name is an address is also a mailbox. */
   users?: { name: string; password: string; addresses?: string[] }[];
+  /** Extra mailboxes (users with a random password). Default: u@, user@, v@ and rcpt@ the first local domain. */
+  mailboxes?: string[];
+  /** Aliases added to the database: key -> targets. */
+  aliases?: Record<string, string[]>;
+  /** Any other config keys (recipients, dnsblChecks, ...), merged over the harness's own. */
+  config?: Record<string, unknown>;
   limits?: Partial<{
     messageSize: number; recipients: number; errors: number; idleTimeoutMs: number; sessionTimeoutMs: number;
     hopCount: number; commandLineLength: number; connections: number; connectionsPerIp: number; proxyTimeoutMs: number;
@@ -31,6 +43,9 @@ export interface HarnessOptions {
   /** Listen with PROXY protocol on the mx listener too. */
   proxyProtocol?: boolean;
   dataDir?: string;
+  /** This host's addresses for own-literal decisions (default 127.0.0.1 and ::1; loopback always counts). */
+  ownAddresses?: string[];
+  dnsblResolver?: DnsblResolver;
 }
 
 export interface Harness {
@@ -39,6 +54,9 @@ export interface Harness {
   readonly queue: QueueStore;
   readonly logs: LogRecord[];
   readonly users: UserStore;
+  readonly aliases: AliasStore;
+  readonly config: Config;
+  readonly receive: ReceivePath;
   close(): Promise<void>;
 }
 
@@ -46,62 +64,75 @@ let certCache: Promise<{ cert: string; key: string }> | null = null;
 
 export async function startRelay(options: HarnessOptions = {}): Promise<Harness> {
   certCache ??= generateSelfSigned('localhost');
-  const { cert, key } = await certCache;
+  const tlsMaterial = await certCache;
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'relayguard-test-')));
   const logger = new MemoryLogger();
-  const queue = QueueStore.open({ dataDir, logger });
-  const users = new UserStore(':memory:');
-  for (const u of options.users ?? []) await users.add(u.name, u.password, { addresses: u.addresses ?? [] });
-  const trusted = new NetworkList(options.trustedNetworks ?? ['127.0.0.0/8', '::1/128']);
-  const proxies = new NetworkList(options.trustedProxies ?? []);
-  const local = new Set((options.localDomains ?? ['local.test']).map((d) => d.toLowerCase()));
-  const limits = {
-    messageSize: 10 * 1024 * 1024, recipients: 1000, errors: 20, idleTimeoutMs: 10_000, sessionTimeoutMs: 60_000,
-    hopCount: 100, commandLineLength: 4096, connections: 5000, connectionsPerIp: 5000, proxyTimeoutMs: 2000,
-    ...options.limits,
+  const localDomains = options.localDomains ?? ['local.test'];
+  const parsed = parseConfig({
+    hostname: 'mx.local.test',
+    dataDir,
+    listeners: [
+      { name: 'mx', role: 'mx', address: '127.0.0.1', port: 0, tls: 'starttls', proxyProtocol: options.proxyProtocol ?? false },
+      { name: 'submission', role: 'submission', address: '127.0.0.1', port: 0, tls: 'starttls' },
+      { name: 'submissions', role: 'submission', address: '127.0.0.1', port: 0, tls: 'implicit' },
+    ],
+    trustedNetworks: options.trustedNetworks ?? ['127.0.0.0/8', '::1/128'],
+    trustedProxies: options.trustedProxies ?? [],
+    localDomains,
+    relayDomains: options.relayDomains ?? [],
+    smtp: { bareLineEndings: options.lineEndings ?? 'reject', greetDelay: `${options.greetDelayMs ?? 0}ms` },
+    limits: { authFailuresPerIp: options.authMaxFailures ?? 10 },
+    dnsbl: { enabled: false },
+    delivery: { enabled: false },
+    web: { enabled: false },
+    ...options.config,
+  });
+  const o = options.limits ?? {};
+  const limits: LimitsConfig = {
+    ...parsed.limits,
+    messageSize: o.messageSize ?? 10 * 1024 * 1024,
+    recipients: o.recipients ?? 1000,
+    errors: o.errors ?? 20,
+    idleTimeout: o.idleTimeoutMs ?? 10_000,
+    sessionTimeout: o.sessionTimeoutMs ?? 60_000,
+    hopCount: o.hopCount ?? 100,
+    commandLineLength: o.commandLineLength ?? 4096,
+    connections: o.connections ?? 5000,
+    connectionsPerIp: o.connectionsPerIp ?? 5000,
+    proxyTimeout: o.proxyTimeoutMs ?? 2000,
   };
-  const handler = createReceiveHandler({
-    hostname: 'mx.local.test',
-    queue,
+  const config: Config = { ...parsed, limits };
+  const receive = await assembleReceivePath(config, {
     logger,
-    isTrusted: (ip) => trusted.contains(ip),
-    localDomains: () => local,
-    relayDomains: new Set(options.relayDomains ?? []),
-    localAddresses: new Set(['127.0.0.1', '::1']),
-    authenticate: async (u, p) => ((await users.authenticate(u, p)) ? u : null),
-    owns: (u, a) => users.owns(u, a),
-    throttle: new AuthThrottle({ maxFailures: options.authMaxFailures ?? 10 }),
-    messageSizeLimit: limits.messageSize,
+    tlsMaterial,
+    ownAddresses: () => options.ownAddresses ?? ['127.0.0.1', '::1'],
+    ...(options.dnsblResolver ? { dnsblResolver: options.dnsblResolver } : {}),
   });
-  const listeners: ListenerOptions[] = [
-    { name: 'mx', role: 'mx', address: '127.0.0.1', port: 0, tls: 'starttls', proxyProtocol: options.proxyProtocol ?? false },
-    { name: 'submission', role: 'submission', address: '127.0.0.1', port: 0, tls: 'starttls' },
-    { name: 'submissions', role: 'submission', address: '127.0.0.1', port: 0, tls: 'implicit' },
-  ];
-  const server = new SmtpServer({
-    hostname: 'mx.local.test',
-    listeners,
-    handler,
-    logger,
-    limits,
-    tls: { cert, key },
-    isTrustedProxy: (ip) => proxies.contains(ip),
-    lineEndings: options.lineEndings ?? 'reject',
-    authRequiresTls: true,
-    greetDelayMs: options.greetDelayMs ?? 0,
-  });
-  const bound = await server.listen();
+  const users = receive.users;
+  for (const u of options.users ?? []) await users.add(u.name, u.password, { addresses: u.addresses ?? [] });
+  const first = localDomains[0];
+  const mailboxes = options.mailboxes ?? (first ? ['u', 'user', 'v', 'rcpt'].map((l) => `${l}@${first}`) : []);
+  await addMailboxes(dataDir, mailboxes);
+  for (const [key, targets] of Object.entries(options.aliases ?? {})) receive.aliases.add(key, targets);
+  let bound;
+  try {
+    bound = await receive.listen();
+  } catch (err) {
+    await receive.close({ graceMs: 0 });
+    throw err;
+  }
   const port = (name: string): number => bound.find((b) => b.name === name)!.port;
   return {
     ports: { mx: port('mx'), submission: port('submission'), submissions: port('submissions') },
     dataDir,
-    queue,
+    queue: receive.queue,
     logs: logger.records,
     users,
+    aliases: receive.aliases,
+    config,
+    receive,
     async close() {
-      await server.close({ graceMs: 1000 });
-      await queue.close();
-      users.close();
+      await receive.close({ graceMs: 1000 });
       if (!options.dataDir) await rm(dataDir, { recursive: true, force: true });
     },
   };

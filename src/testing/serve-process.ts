@@ -4,11 +4,13 @@
  * process behind (SIGTERM, then SIGKILL).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { freePort } from './ports.ts';
+import { UserStore } from '../policy/users.ts';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 export const NODE = process.execPath;
@@ -26,6 +28,25 @@ export interface ServeOptions {
   env?: Record<string, string>;
   /** Log lines also go to this callback. */
   onLog?: (line: Record<string, unknown>) => void;
+  /**
+   * Mailboxes created in the database before start (users with a random password): unknown local users are refused.
+   * Default: u@, user@, v@ and rcpt@local.test.
+   */
+  mailboxes?: readonly string[];
+}
+
+export const DEFAULT_MAILBOXES = ['u', 'user', 'v', 'rcpt'].map((l) => `${l}@local.test`);
+
+/** Creates mailboxes (users with random passwords, cheap scrypt) in a data directory's database. */
+export async function addMailboxes(dataDir: string, mailboxes: readonly string[]): Promise<void> {
+  if (mailboxes.length === 0) return;
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const users = new UserStore(join(dataDir, 'relayguard.db'), { scrypt: { N: 1024, r: 8, p: 1 } });
+  try {
+    for (const m of mailboxes) if (!users.isMailbox(m)) await users.add(m, randomBytes(12).toString('hex'));
+  } finally {
+    users.close();
+  }
 }
 
 export interface ServeProcess {
@@ -66,6 +87,7 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeProce
     ],
     ...options.config,
   };
+  await addMailboxes(dataDir, options.mailboxes ?? DEFAULT_MAILBOXES);
   const configFile = join(dataDir, 'relayguard.yaml');
   await writeFile(configFile, stringify(config));
   const argv = [...(options.wrap ?? []), NODE, CLI, 'serve', '--config', configFile];

@@ -132,7 +132,7 @@ describe('ORDB end to end: Postfix open relay -> proved -> listed -> refused -> 
 
   it('mail relayed by the listed Postfix is refused by the relayguard relay at RCPT (554 5.7.1, zone named)', { timeout: 60_000 }, async () => {
     await sendThroughPostfix('while-listed');
-    const blocked = await waitFor(() => relay.logs.find((l) => l.msg === 'dnsbl blocked'), 'the relay to refuse Postfix');
+    const blocked = await waitFor(() => relay.logs.find((l) => l.msg === 'relay decision' && l.fields['rule'] === 'dnsbl'), 'the relay to refuse Postfix');
     assert.equal(blocked.fields['client_ip'], RELAY_HOST, 'the relay saw Postfix\'s sending address');
     assert.equal(blocked.fields['zone'], 'relays.test');
     const log = await waitFor(async () => {
@@ -171,7 +171,7 @@ describe('ORDB end to end: Postfix open relay -> proved -> listed -> refused -> 
     await sendThroughPostfix('after-delisting');
     const accepted = await waitFor(() => relay.logs.find((l) => l.msg === 'message accepted'), 'the relay to accept Postfix\'s mail');
     assert.equal(accepted.fields['client_ip'], RELAY_HOST);
-    assert.equal(relay.logs.filter((l) => l.msg === 'dnsbl blocked').length, 1, 'refused once, while listed');
+    assert.equal(relay.logs.filter((l) => l.msg === 'relay decision' && l.fields['rule'] === 'dnsbl').length, 1, 'refused once, while listed');
     const log = await waitFor(async () => {
       const text = await postfix.readLog();
       return /to=<user@local\.test>.*status=sent/.test(text) ? text : undefined;

@@ -14,7 +14,8 @@ import { promises as dnsPromises } from 'node:dns';
 import { parseConfig } from '../../src/config/load.ts';
 import { MemoryLogger } from '../../src/core/log.ts';
 import { DnsblClient, ListingStore, type HostTestResult } from '../../src/dnsbl/index.ts';
-import { dnsblGateFromConfig, ordbSettings, startOrdb, type RunningOrdb } from '../../src/cli/ordb-service.ts';
+import { ordbSettings, startOrdb, type RunningOrdb } from '../../src/cli/ordb-service.ts';
+import { dnsblCheckFromConfig as dnsblGateFromConfig } from '../../src/relay/index.ts';
 import { p1 } from '../../src/testing/smtp-client.ts';
 import { startGatedRelay, waitFor, type GatedRelay } from './ordb-helpers.ts';
 
@@ -49,7 +50,7 @@ before(async () => {
     dnsPort: ordb.server.port,
     // other.test is not served by the ORDB's server: REFUSED, i.e. a failing zone with a heavy weight
     zones: [{ zone: 'relays.test', weight: 1 }, { zone: 'other.test', weight: 5 }],
-    users: [{ name: 'alice', password: 'correct horse' }],
+    users: [{ name: 'alice', password: 'correct horse', addresses: ['alice@example.org'] }],
   });
 });
 
@@ -105,7 +106,7 @@ describe('ORDB service + relay DNSBL gate', () => {
     const r = await rcptFrom(LISTED_IP);
     assert.equal(r.code, 554);
     assert.equal(r.text, `554 5.7.1 Service unavailable; Client host [${LISTED_IP}] blocked using relays.test; Open relay, see http://localhost:8025/dnsbl/lookup?ip=${LISTED_IP}`);
-    const log = relay.logs.find((l) => l.msg === 'dnsbl blocked');
+    const log = relay.logs.find((l) => l.msg === 'relay decision' && l.fields['rule'] === 'dnsbl');
     assert.ok(log);
     assert.equal(log.fields['client_ip'], LISTED_IP);
     assert.equal(log.fields['zone'], 'relays.test');

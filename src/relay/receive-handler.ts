@@ -1,7 +1,16 @@
 /**
- * The receive path's decisions: wires the SMTP engine's hooks to the relay policy, the user store, the AUTH
- * throttle and the durable queue. One structured log event per relay decision (with its rule and reason),
- * one per AUTH outcome, one per accepted message, and one summary line per connection.
+ * The receive path's decisions: wires the SMTP engine's hooks to the relay policy, the abuse checks, the local
+ * recipient tables, the user store, the AUTH throttle and the durable queue. Per recipient, in order:
+ *   1. the relay decision (policy/relay.ts): reject, local or relay;
+ *   2. the abuse checks, in their configured order (DNSBL, ...): the first refusal wins;
+ *   3. for a local recipient, the recipient tables (policy/recipients.ts): unknown users get 550 5.1.1, known ones
+ *      are expanded (aliases, lists, extensions, role accounts) to the mailboxes that are queued.
+ * One structured log event per relay decision (with its rule and reason), one per AUTH outcome, one per accepted
+ * message, and one summary line per connection.
+ *
+ * Bounces to strangers (field report 1, F1): a message from a client that is neither trusted nor authenticated is
+ * queued with RET=FULL turned into RET=HDRS, so a delivery status notification about it never carries more than
+ * its headers to a sender we cannot vouch for; the DSN generator also rate-limits reports per destination.
  */
 import type { Readable, Writable } from 'node:stream';
 import { canonicalize, formatPath, type CanonicalAddress, type Path } from '../core/address.ts';
@@ -9,22 +18,27 @@ import type { Logger } from '../core/log.ts';
 import { errorCode, toReply } from '../core/errors.ts';
 import { replyToString } from '../core/reply.ts';
 import type { AuthVerdict, DataVerdict, SessionHandler, SessionState, Verdict } from '../smtp/handler.ts';
+import type { Locality } from '../core/locality.ts';
 import { decideRecipient, checkSenderOwnership, type RelayContext, type RelayRuleMatcher } from '../policy/relay.ts';
+import { unknownUserReply, type LocalRecipients } from '../policy/recipients.ts';
 import type { AuthThrottle } from '../policy/auth-throttle.ts';
 import type { QueueStore } from '../queue/index.ts';
+import type { AbuseCheck } from './abuse.ts';
 
 export interface ReceiveDeps {
   readonly hostname: string;
   readonly queue: QueueStore;
   readonly logger: Logger;
   readonly isTrusted: (ip: string) => boolean;
-  /** Local domains (config plus database), canonical form; read at each decision so changes apply at once. */
-  readonly localDomains: () => ReadonlySet<string>;
+  /** Local domains (config plus database) and own address literals: the same answer delivery routes with. */
+  readonly locality: Locality;
   readonly relayDomains: ReadonlySet<string>;
   /** Admin relay rules, compiled. */
   readonly relayRules?: readonly RelayRuleMatcher[];
-  /** The server's own addresses: "[ip]" literals naming them are local. */
-  readonly localAddresses: ReadonlySet<string>;
+  /** The local recipient tables (users, aliases, role accounts). */
+  readonly recipients: LocalRecipients;
+  /** Run in order after the relay decision accepted a recipient. */
+  readonly abuseChecks?: readonly AbuseCheck[];
   readonly authenticate: (username: string, password: string) => Promise<string | null>;
   readonly owns: (user: string, address: string) => boolean;
   readonly throttle: AuthThrottle;
@@ -34,24 +48,31 @@ export interface ReceiveDeps {
 interface RecipientData {
   readonly canonical: CanonicalAddress;
   readonly action: 'local' | 'relay';
+  /** Where the mail goes: the mailboxes a local address expands to, or the relayed address itself. */
+  readonly targets: readonly string[];
 }
 
 export function createReceiveHandler(deps: ReceiveDeps): SessionHandler {
   const log = deps.logger;
 
+  const checks = deps.abuseChecks ?? [];
   const context = (s: SessionState): RelayContext => ({
     role: s.connection.listener.role,
     trusted: deps.isTrusted(s.connection.remoteAddress),
     user: s.user,
-    localDomains: deps.localDomains(),
+    locality: deps.locality,
     relayDomains: deps.relayDomains,
-    localAddresses: deps.localAddresses,
     rules: deps.relayRules ?? [],
     clientIp: s.connection.remoteAddress,
     senderDomain: s.mailFrom?.mailbox ? canonicalize(s.mailFrom.mailbox).domain : '',
   });
 
   return {
+    async onConnect({ connection }): Promise<Verdict> {
+      if (checks.length > 0 && !deps.isTrusted(connection.remoteAddress)) for (const c of checks) c.onConnect?.(connection);
+      return { ok: true };
+    },
+
     async onAuth(req): Promise<AuthVerdict> {
       const ip = req.session.connection.remoteAddress;
       const fields = { session_id: req.session.connection.id, client_ip: ip, mechanism: req.mechanism, sasl_username: req.username };
@@ -95,16 +116,18 @@ export function createReceiveHandler(deps: ReceiveDeps): SessionHandler {
 
     async onRcptTo({ session, path }): Promise<Verdict> {
       const canonical = canonicalize(path.mailbox!);
-      const decision = decideRecipient(canonical, context(session));
+      const ctx = context(session);
+      const decision = decideRecipient(canonical, ctx);
       const fields = {
         session_id: session.connection.id,
         client_ip: session.connection.remoteAddress,
         listener: session.connection.listener.name,
+        helo: session.helo,
         user: session.user,
         mail_from: session.mailFrom ? formatPath(session.mailFrom) : null,
         rcpt: formatPath(path),
         rcpt_canonical: canonical.address,
-        action: decision.action,
+        action: decision.action as string,
         rule: decision.rule,
         reason: decision.reason,
       };
@@ -112,8 +135,27 @@ export function createReceiveHandler(deps: ReceiveDeps): SessionHandler {
         log.warn('relay decision', { ...fields, reply: replyToString(decision.reply) });
         return { ok: false, reply: decision.reply };
       }
-      log.info('relay decision', fields);
-      const data: RecipientData = { canonical, action: decision.action };
+      for (const check of checks) {
+        const refused = await check.checkRecipient({ session, rcpt: canonical, decision, trusted: ctx.trusted });
+        if (refused !== null) {
+          log.warn('relay decision', { ...fields, ...refused.fields, action: 'reject', rule: check.name, reason: refused.reason, reply: replyToString(refused.reply) });
+          return { ok: false, reply: refused.reply };
+        }
+      }
+      let targets: readonly string[] = [canonical.address];
+      if (decision.action === 'local') {
+        const r = deps.recipients.resolve(canonical);
+        if (!r.known) {
+          const reply = unknownUserReply(canonical.address);
+          log.warn('relay decision', { ...fields, action: 'reject', rule: 'unknown-recipient', reason: r.reason, reply: replyToString(reply) });
+          return { ok: false, reply };
+        }
+        targets = r.targets;
+        log.info('relay decision', { ...fields, reason: `${decision.reason}; ${r.via}`, delivered_to: targets.length <= 10 ? targets : [...targets.slice(0, 10), `(+${targets.length - 10})`] });
+      } else {
+        log.info('relay decision', fields);
+      }
+      const data: RecipientData = { canonical, action: decision.action, targets };
       return { ok: true, data };
     },
 
@@ -129,10 +171,11 @@ export function createReceiveHandler(deps: ReceiveDeps): SessionHandler {
       const trace = receivedHeader(session, deps.hostname, msg.queueId);
       try {
         await copyBody(Buffer.from(trace, 'utf8'), body, msg.body);
-        const recipients = session.recipients.map((r) => ({
-          address: (r.data as RecipientData).canonical.address,
-          params: Object.fromEntries(r.params) as Record<string, string | true>,
-        }));
+        const recipients = queuedRecipients(session);
+        const vouched = deps.isTrusted(session.connection.remoteAddress) || session.user !== null;
+        const mailParams = Object.fromEntries(session.mailParams) as Record<string, string | true>;
+        // RET=FULL only for senders we can vouch for: a stranger's message never comes back whole in a DSN.
+        if (!vouched && typeof mailParams['RET'] === 'string' && mailParams['RET'].toUpperCase() === 'FULL') mailParams['RET'] = 'HDRS';
         await msg.commit({
           sender: session.mailFrom?.mailbox ? canonicalize(session.mailFrom.mailbox).address : '',
           recipients,
@@ -140,7 +183,7 @@ export function createReceiveHandler(deps: ReceiveDeps): SessionHandler {
           helo: session.helo,
           user: session.user,
           listener: session.connection.listener.name,
-          mailParams: Object.fromEntries(session.mailParams) as Record<string, string | true>,
+          mailParams,
         });
       } catch (err) {
         await msg.abort(err).catch(() => {});
@@ -163,6 +206,7 @@ export function createReceiveHandler(deps: ReceiveDeps): SessionHandler {
     },
 
     onClose(s) {
+      for (const c of checks) c.onClose?.(s.connection.id);
       log.info('session closed', {
         session_id: s.connection.id,
         client_ip: s.connection.remoteAddress,
@@ -183,6 +227,32 @@ export function createReceiveHandler(deps: ReceiveDeps): SessionHandler {
       });
     },
   };
+}
+
+/**
+ * The queue's recipients for a transaction: each accepted recipient's targets (a local address expands to its
+ * mailboxes, with an ORCPT naming the address the client used), duplicates merged, envelope order kept.
+ */
+function queuedRecipients(session: SessionState): { address: string; params: Record<string, string | true> }[] {
+  const out = new Map<string, { address: string; params: Record<string, string | true> }>();
+  for (const r of session.recipients) {
+    const data = r.data as RecipientData;
+    const params = Object.fromEntries(r.params) as Record<string, string | true>;
+    for (const t of data.targets) {
+      if (out.has(t)) continue;
+      const p = { ...params };
+      if (t !== data.canonical.address && p['ORCPT'] === undefined) p['ORCPT'] = `rfc822;${xtext(data.canonical.address)}`;
+      out.set(t, { address: t, params: p });
+    }
+  }
+  return [...out.values()];
+}
+
+/** RFC 3461 xtext: "+", "=" and characters outside "!".."~" as "+XX". */
+function xtext(s: string): string {
+  let out = '';
+  for (const b of Buffer.from(s, 'utf8')) out += b < 0x21 || b > 0x7e || b === 0x2b || b === 0x3d ? `+${b.toString(16).toUpperCase().padStart(2, '0')}` : String.fromCharCode(b);
+  return out;
 }
 
 /**
