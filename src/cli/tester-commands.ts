@@ -13,6 +13,9 @@ import {
   renderJson, renderProgress, renderText, runScan, runTester, selectTricks, type IpRange, type PortSpec, type RunOptions,
   type ScanLine, isHostName, parseIpTarget,
 } from '../tester/index.ts';
+import {
+  MAX_SCAN_TARGETS, checkTargets, parseRanges, previousFromOutput, renderProgressLine, scanExitCode, type PreviousStatus, type ScanProgress,
+} from '../tester/index.ts';
 
 export interface TesterIo {
   out(s: string): void;
@@ -213,17 +216,18 @@ export function registerTesterCommands(program: Command, io: TesterIo, setExit: 
   test.addHelpText('after', '\nExamples:\n  relayguard test mx.example.org\n  relayguard test example.org --json > report.json\n  relayguard test 192.0.2.25 --port 2525:mx --source-address 192.0.2.99\n  relayguard test mx.example.org --prove --probe-domain probes.example.net --sink 0.0.0.0:25');
 
   const scan = addCommonOptions(program.command('scan'), '25, 587, 465')
-    .description('test many addresses (files, CIDR ranges, stdin) inside the ranges you name; JSON lines out; resumable')
-    .argument('[targets...]', 'addresses, CIDR ranges (these count as named ranges) or names')
+    .description('test many addresses (files, CIDR and a-b ranges, stdin) inside the ranges you name; JSON lines out; resumable')
+    .argument('[targets...]', 'addresses, CIDR ranges (these two count as named ranges), a-b ranges (192.0.2.1-192.0.2.20, 192.0.2.1-20, 192.0.1-3.1-254, 2001:db8::1-2001:db8::ff) or names')
     .option('-i, --input <file>', 'read targets from a file ("-" = stdin), one per line, # comments')
-    .option('--allow <cidr>', 'a range that may be scanned (repeatable); targets from --input must fall inside one', collect)
+    .option('--allow <range>', 'a range that may be scanned, CIDR or a-b (repeatable); a-b targets and targets from --input must fall inside one', collect)
     .option('--opt-out <file>', 'addresses and ranges never to test, one per line')
     .option('-o, --out <file>', 'write JSON lines here (default stdout)')
     .option('--resume', 'skip the addresses already in --out and append to it')
     .option('-c, --concurrency <n>', 'addresses tested at once (default 10)')
     .option('--rate <n>', 'new addresses per second (default 10, 0 = no limit)')
-    .option('--max-targets <n>', 'refuse to scan more addresses than this (default 65536)')
-    .option('--no-progress', 'no progress bar (shown on a terminal)')
+    .option('--max-targets <n>', `refuse to scan more addresses than this (default 65536, at most ${MAX_SCAN_TARGETS})`)
+    .option('--progress', 'show progress even without a terminal (then as plain lines on stderr)')
+    .option('--no-progress', 'no progress bar (default: shown when stderr is a terminal)')
     .action(guard(async (targets: string[], opts: CommonOpts & {
       input?: string; allow?: string[]; optOut?: string; out?: string; resume?: boolean; concurrency?: string; rate?: string;
       maxTargets?: string; progress?: boolean;
@@ -236,27 +240,36 @@ export function registerTesterCommands(program: Command, io: TesterIo, setExit: 
       if (inputs.length === 0) throw new UsageError('give targets as arguments, with --input FILE, or --input - for stdin');
       const allow: IpRange[] = [];
       try {
-        for (const a of opts.allow ?? []) allow.push(parseRange(a));
+        for (const a of opts.allow ?? []) allow.push(...parseRanges(a));
         for (const t of targets) if (isRangeEntry(t)) allow.push(parseRange(t));
       } catch (err) {
         throw new UsageError((err as Error).message);
       }
-      if (allow.length === 0) throw new UsageError('name the ranges you may scan: give CIDR ranges as arguments or with --allow (scan refuses anything else)');
+      if (allow.length === 0) throw new UsageError('name the ranges you may scan: give CIDR ranges as arguments or with --allow (scan refuses anything else; an a-b range needs --allow)');
       let optOut: IpRange[] = [];
       if (opts.optOut) {
-        try { optOut = parseList(readText(opts.optOut, 'opt-out')).map(parseRange); } catch (err) { throw new UsageError(`--opt-out: ${(err as Error).message}`); }
+        try { optOut = parseList(readText(opts.optOut, 'opt-out')).flatMap(parseRanges); } catch (err) { throw new UsageError(`--opt-out: ${(err as Error).message}`); }
       }
       if (opts.resume && !opts.out) throw new UsageError('--resume needs --out FILE (the previous output)');
-      let done = new Set<string>();
+      // every option and target is checked before the output file is touched
+      const base = testerOptions(opts, DEFAULT_PORTS);
+      const concurrency = count(opts.concurrency, 'concurrency', 10, 1);
+      const ratePerSecond = count(opts.rate, 'rate', 10);
+      const maxTargets = count(opts.maxTargets, 'max-targets', 65_536, 1);
+      if (maxTargets > MAX_SCAN_TARGETS) throw new UsageError(`--max-targets takes at most ${MAX_SCAN_TARGETS}, got "${opts.maxTargets}"`);
+      checkTargets(inputs, { maxTargets });
+      let done = new Map<string, PreviousStatus>();
       if (opts.resume && opts.out && existsSync(opts.out)) {
         const previous = readFileSync(opts.out, 'utf8');
-        done = doneFromOutput(previous);
+        done = previousFromOutput(previous);
         // a run cut short may have left half a line: start ours on a fresh one
         if (previous !== '' && !previous.endsWith('\n')) appendFileSync(opts.out, '\n');
       }
       if (opts.out && !opts.resume) writeFileSync(opts.out, '');
-      const base = testerOptions(opts, DEFAULT_PORTS);
-      const showProgress = opts.progress !== false && process.stderr.isTTY === true;
+      // a terminal gets a bar redrawn in place (80 columns when its width is unknown, as under `script`);
+      // --progress without a terminal gets a plain line every 5 s and at the end
+      const tty = process.stderr.isTTY === true;
+      const showProgress = opts.progress ?? tty;
       let lastDraw = 0;
       const emit = (line: ScanLine): void => {
         const text = JSON.stringify(line);
@@ -268,23 +281,26 @@ export function registerTesterCommands(program: Command, io: TesterIo, setExit: 
         allow,
         optOut,
         done,
-        concurrency: count(opts.concurrency, 'concurrency', 10, 1),
-        ratePerSecond: count(opts.rate, 'rate', 10),
-        maxTargets: count(opts.maxTargets, 'max-targets', 65_536, 1),
+        concurrency,
+        ratePerSecond,
+        maxTargets,
         ...(base.resolve ? { resolve: base.resolve } : {}),
         onLine: emit,
-        onProgress: showProgress ? (p) => {
+        onProgress: showProgress ? (p: ScanProgress) => {
           const now = Date.now();
-          if (now - lastDraw < 100 && p.done < p.total) return;
+          const last = p.done === p.total;
+          if (!last && now - lastDraw < (tty ? 100 : 5000)) return;
           lastDraw = now;
-          process.stderr.write(`\r${renderProgress(p, now, process.stderr.columns ?? 80)}${p.done === p.total ? '\n' : ''}`);
+          if (tty) process.stderr.write(`\r${renderProgress(p, now, process.stderr.columns)}${last ? '\n' : ''}`);
+          else process.stderr.write(`${renderProgressLine(p, now)}\n`);
         } : undefined,
       });
-      if (opts.out) io.err(`relayguard: scanned ${summary.tested} address(es) (${summary.resumed} resumed, ${summary.skipped} skipped): ${summary.open} open, ${summary.inconclusive} inconclusive, ${summary.closed} closed -> ${opts.out}`);
-      setExit(summary.open > 0 ? 1 : summary.inconclusive > 0 ? 2 : 0);
+      // the counts cover the whole scan, resumed addresses included, and so does the exit code
+      io.err(`relayguard: scan of ${summary.addresses} address(es): ${summary.open} open, ${summary.inconclusive} inconclusive, ${summary.closed} closed, ${summary.noService} no service, ${summary.skipped} skipped (${summary.tested} tested now, ${summary.resumed} resumed)${opts.out ? ` -> ${opts.out}` : ''}`);
+      setExit(scanExitCode(summary));
     }));
   scan.exitOverride(usageExit);
-  scan.addHelpText('after', '\nExamples:\n  relayguard scan 192.0.2.0/24 --port 25 -o scan.jsonl\n  relayguard scan --input hosts.txt --allow 192.0.2.0/24 --opt-out never.txt -o scan.jsonl --resume');
+  scan.addHelpText('after', '\nExamples:\n  relayguard scan 192.0.2.0/24 --port 25 -o scan.jsonl\n  relayguard scan 192.0.2.10-192.0.2.40 --allow 192.0.2.0/24 -o scan.jsonl\n  relayguard scan --input hosts.txt --allow 192.0.2.0/24 --opt-out never.txt -o scan.jsonl --resume');
 }
 
 function readText(file: string, name: string): string {

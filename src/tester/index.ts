@@ -26,5 +26,6 @@ export { renderJson, renderJUnit, renderText, type TextOptions } from './report.
 export { SCHEMA, type RunResult, type TargetResult, type PortResult, type TransportResult, type TrickResult, type Finding } from './result.ts';
 export {
   doneFromOutput, expandRange, inRanges, isRangeEntry, parseList, parseRange, renderProgress, runScan,
-  type IpRange, type ScanLine, type ScanOptions, type ScanProgress,
+  checkTargets, parseRanges, previousFromOutput, renderProgressLine, scanExitCode, MAX_SCAN_TARGETS,
+  type IpRange, type ScanLine, type ScanOptions, type ScanProgress, type PreviousStatus,
 } from './scan.ts';
