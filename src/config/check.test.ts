@@ -124,7 +124,9 @@ test('check: exposure warnings', () => {
 });
 
 test('check: domains, hostname and limits', () => {
-  assert.deepEqual(codes(lint({ localDomains: ['example.org'], relayDomains: ['Example.org.'] })), ['warning:relay-local-overlap:relayDomains[0]']);
+  assert.deepEqual(codes(lint({ localDomains: ['example.org'], relayDomains: ['Example.org.'], recipients: { postmaster: 'pm@example.org' } })), ['warning:relay-local-overlap:relayDomains[0]']);
+  assert.deepEqual(codes(lint({ localDomains: ['example.org'] })), ['warning:postmaster-unset:recipients.postmaster']);
+  assert.deepEqual(codes(lint({ recipients: { allowRemoteAliasTargets: true } })), ['warning:remote-alias-targets:recipients.allowRemoteAliasTargets']);
   assert.deepEqual(codes(checkConfig(parseConfig({ hostname: 'mailhost' }))), ['warning:hostname-not-fqdn:hostname']);
   assert.deepEqual(codes(lint({ limits: { idleTimeout: '30s', recipients: 50, connectionsPerIp: 20, connections: 10 } })), [
     'warning:timeout-below-rfc:limits.idleTimeout',

@@ -47,6 +47,8 @@ export const CHECKS: readonly CheckDescription[] = Object.freeze([
   { code: 'recipients-below-rfc', severity: 'warning', summary: 'limits.recipients is below the 100 recipients RFC 5321 section 4.5.3.1.8 requires.' },
   { code: 'limits-per-ip-over-total', severity: 'warning', summary: 'limits.connectionsPerIp exceeds limits.connections.' },
   { code: 'web-public', severity: 'warning', summary: 'The dashboard (no authentication) binds a non-loopback address.' },
+  { code: 'postmaster-unset', severity: 'warning', summary: 'Real local domains are configured but recipients.postmaster is not set: postmaster@ and abuse@ mail (RFC 5321, RFC 2142) is kept in the mailbox postmaster@<first local domain>, which nobody may read.' },
+  { code: 'remote-alias-targets', severity: 'warning', summary: 'recipients.allowRemoteAliasTargets is on: alias files may forward mail outside, and a mistake there forwards a stranger\'s mail to a third party.' },
 ]);
 
 // Address space a trusted network may lie in: loopback, RFC 1918, CGNAT, link-local, unique-local.
@@ -170,6 +172,14 @@ export function checkConfig(config: Config): Finding[] {
   if (config.listeners.length === 0) add('warning', 'listeners', 'no-listeners', 'No SMTP listeners are configured');
   if (config.web.enabled && !isLoopback(config.web.address)) {
     add('warning', 'web.address', 'web-public', `The dashboard binds ${config.web.address}; it has no authentication, keep it on loopback or behind an authenticating proxy`);
+  }
+
+  // Recipients.
+  if (config.recipients.postmaster === null && config.localDomains.some((d) => d !== 'localhost')) {
+    add('warning', 'recipients.postmaster', 'postmaster-unset', `recipients.postmaster is not set: postmaster@ and abuse@ go to the mailbox postmaster@${config.localDomains[0] ?? '<first local domain>'}; set it to a person who reads mail`);
+  }
+  if (config.recipients.allowRemoteAliasTargets) {
+    add('warning', 'recipients.allowRemoteAliasTargets', 'remote-alias-targets', 'Alias files may forward to remote addresses; check each such entry (the CLI asks --remote per alias instead)');
   }
 
   // Domains.

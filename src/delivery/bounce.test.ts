@@ -135,4 +135,28 @@ describe('DsnBouncer', () => {
     const long = foldHeader('Diagnostic-Code', `smtp; ${'word '.repeat(40)}`);
     assert.ok(long.split('\r\n').every((l) => l.length <= 78));
   });
+
+  it('rate limit per destination: reports over the per-recipient or per-domain limit are logged and dropped; the window slides', async () => {
+    const queued: string[] = [];
+    const logger = new MemoryLogger();
+    const clock = new ManualClock(Date.UTC(2024, 0, 3));
+    const bouncer = new DsnBouncer({
+      hostname: 'relay.test', clock, logger,
+      rateLimit: { perRecipient: 3, perDomain: 5, windowMs: 60_000 },
+      enqueue: async (envelope) => { queued.push(envelope.recipients[0]!.address); },
+    });
+    for (let i = 0; i < 5; i++) await bouncer.bounce(view({ sender: 'victim@target.test' }), [failed('b@peers.test')]);
+    assert.equal(queued.length, 3, 'three reports to one address per window');
+    assert.equal(logger.records.filter((r) => r.msg === 'DSN suppressed by rate limit').length, 2);
+    await bouncer.bounce(view({ sender: 'other@target.test' }), [failed('b@peers.test')]);
+    await bouncer.bounce(view({ sender: 'third@target.test' }), [failed('b@peers.test')]);
+    await bouncer.bounce(view({ sender: 'fourth@target.test' }), [failed('b@peers.test')]);
+    assert.equal(queued.length, 5, 'five reports to one domain per window');
+    assert.equal(logger.records.at(-1)!.fields['limit'], 'per-domain');
+    await bouncer.bounce(view({ sender: 'someone@elsewhere.test' }), [failed('b@peers.test')]);
+    assert.equal(queued.length, 6, 'other domains are not affected');
+    clock.advance(60_001);
+    await bouncer.bounce(view({ sender: 'victim@target.test' }), [failed('b@peers.test')]);
+    assert.equal(queued.length, 7, 'the window slides');
+  });
 });

@@ -247,7 +247,7 @@ export class DsnBouncer implements Bouncer {
       [`rcpt:${to.toLowerCase()}`, rl.perRecipient, 'per-recipient'],
       [`domain:${at < 0 ? '' : to.slice(at + 1).toLowerCase()}`, rl.perDomain, 'per-domain'],
     ];
-    for (const [key, max] of keys) {
+    for (const [key] of keys) {
       const times = this.#sent.get(key);
       if (times) {
         while (times.length > 0 && times[0]! <= now - rl.windowMs) times.shift();

@@ -179,15 +179,7 @@ export class LocalRecipients {
       const domain = canonicalMailDomain(t.address.slice(at + 1)).domain;
       const local = t.address.slice(0, at);
       if (this.#locality.isLocal(domain)) {
-        const target = `${this.#fold(local)}@${domain}`;
-        if (seen.has(target)) { any = true; continue; } // a loop back to an address already expanded
-        // A target that names a mailbox directly is delivered there, even if it is also an alias key elsewhere.
-        if (this.#tables.aliases(target) === null && this.#tables.isMailbox(target)) {
-          this.#add(out, target);
-          any = true;
-          continue;
-        }
-        seen.add(target);
+        // Loops end in #expand: an alias key already being expanded adds nothing the second time.
         if (this.#resolve(local, domain, depth + 1, seen, out) !== null) any = true;
       } else if (t.remote) {
         this.#add(out, `${local}@${domain}`);
