@@ -219,6 +219,34 @@ describe('OrdbWorkflow.runDue', () => {
     assert.deepEqual(store.history('192.0.2.30').map((h) => h.event), ['submitted', 'listed', 'tested', 'tested', 'tested', 'delisted']);
   });
 
+  it('H1: a retest that reads "554 ... Client host [X] blocked using <zone>" is INCONCLUSIVE client-blocked: still listed, flagged, the reason in the history', async () => {
+    const blockedText = '554 5.7.1 Service unavailable; Client host [127.0.0.5] blocked using ordb.test';
+    const BLOCKED: HostTestResult = {
+      verdict: 'INCONCLUSIVE', proved: false, reason: 'client-blocked', mode: 'prove',
+      detail: `port 25: plain: RCPT ${blockedText} (the tester's address is on a blocklist)`, report: { verdict: 'INCONCLUSIVE', reason: 'client-blocked' },
+    };
+    const { wf, store } = setup({ '192.0.2.32': [OPEN, BLOCKED] });
+    wf.submit('192.0.2.32', 'x');
+    await wf.runDue();
+    assert.equal(store.get('192.0.2.32')!.state, 'listed');
+    const d = wf.requestDelisting('192.0.2.32', 'owner@example.org');
+    assert.ok(d.ok, JSON.stringify(d));
+    const [o] = await wf.runDue();
+    assert.equal(o!.action, 'keep-listed', o!.detail);
+    assert.equal(o!.verdict, 'INCONCLUSIVE');
+    const l = store.get('192.0.2.32')!;
+    assert.equal(l.state, 'listed');
+    assert.ok(l.nextRetest !== null, 'retested again later');
+    assert.match(ordbEvidence(l)!.flagged ?? '', /client-blocked/);
+    assert.equal(ordbEvidence(l)!.proved, true, 'the proof that listed it stays on show');
+    assert.equal(zoneFromStore(store, { apex: 'relays.test' }).lookupName('32.2.0.192.relays.test').kind, 'listed');
+    const last = store.history('192.0.2.32').at(-1)!;
+    assert.equal(last.state, 'listed');
+    assert.match(last.detail ?? '', /INCONCLUSIVE \(client-blocked\)/);
+    assert.ok((last.detail ?? '').includes(blockedText), last.detail ?? '');
+    assert.doesNotMatch(store.history('192.0.2.32').map((h) => h.event).join(' '), /delisted/);
+  });
+
   it('requestDelisting: immediate retest of a listed host; refused for unknown, network and manual honeypot listings; rate limited', async () => {
     const { wf, store, clock } = setup({ '192.0.2.31': [OPEN, CLOSED] }, { rateLimit: { perSubmitterPerHour: 2 } });
     wf.submit('192.0.2.31', 'x');
@@ -306,6 +334,14 @@ describe('decide', () => {
     assert.equal(decide('listed', CLOSED, ctx).action, 'delist');
     assert.equal(decide('listed', { ...CLOSED, reason: 'deferred' }, ctx).action, 'delist');
     assert.equal(decide('pending', TARPIT, { ...ctx, attempts: 3 }).action, 'park');
+  });
+  it('a refusal of the tester (client-blocked, control-refused) never delists, even when a tester calls it CLOSED', () => {
+    for (const reason of ['client-blocked', 'control-refused']) {
+      assert.equal(decide('listed', { ...CLOSED, reason }, ctx).action, 'keep-listed', reason);
+      assert.equal(decide('listed', { ...TARPIT, reason }, ctx).action, 'keep-listed', reason);
+      assert.equal(decide('pending', { ...CLOSED, reason }, ctx).action, 'keep-pending', reason);
+    }
+    assert.match(decide('listed', { ...TARPIT, reason: 'client-blocked' }, ctx).flagged ?? '', /client-blocked/);
   });
   it('zone built from the store agrees with the store after listing', () => {
     const z = buildZone([{ network: '192.0.2.1' }], { apex: 'relays.test' });

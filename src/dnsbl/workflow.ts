@@ -22,9 +22,12 @@
  *   listed  + OPEN                       -> stays listed, next retest after retestIntervalMs
  *   listed  + CLOSED                     -> delisted
  *   listed  + anything else              -> stays listed, retried after retestIntervalMs (a relay that tarpits or
- *                                           firewalls the tester must not get itself delisted that way)
+ *                                           firewalls the tester must not get itself delisted that way); flagged
+ *                                           'client-blocked' when the relay refused the tester's own address (it
+ *                                           blocklists the tester, maybe by this very zone: field report H1)
  * A host whose every port refused the connection is not "closed" (reason no-service / unreachable): it may be down
- * or may be blocking the tester; it is INCONCLUSIVE here.
+ * or may be blocking the tester; it is INCONCLUSIVE here. So is a CLOSED that names a reason the tester counts as
+ * inconclusive (client-blocked, control-refused): only a refusal seen next to an accepted control delists.
  *
  * The tester is injected (src/dnsbl imports only src/core): the CLI passes a function that runs src/tester in proof
  * mode when a probe domain is configured, else in safe mode. Tests run concurrently up to `concurrency`, one at a
@@ -151,12 +154,14 @@ const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 const MAX_SUBMITTER = 128;
 const UNREACHABLE = new Set(['no-service', 'unreachable']);
+/** Reasons that say the tester, not relaying, was refused: never read as CLOSED. */
+const NOT_ABOUT_RELAYING = new Set(['client-blocked', 'control-refused']);
 const RELAY_ACCEPTED = new Set(['accepted-not-proved', 'accepts-all-recipients']);
 
 /** The verdict the workflow acts on: CLOSED only for a host that answered and refused; OPEN only when proved. */
 export function effectiveVerdict(r: HostTestResult): 'OPEN' | 'SUSPECT' | 'CLOSED' | 'INCONCLUSIVE' {
   if (r.verdict === 'OPEN') return r.proved ? 'OPEN' : 'SUSPECT';
-  if (r.verdict === 'CLOSED') return r.reason !== undefined && UNREACHABLE.has(r.reason) ? 'INCONCLUSIVE' : 'CLOSED';
+  if (r.verdict === 'CLOSED') return r.reason !== undefined && (UNREACHABLE.has(r.reason) || NOT_ABOUT_RELAYING.has(r.reason)) ? 'INCONCLUSIVE' : 'CLOSED';
   return r.reason !== undefined && RELAY_ACCEPTED.has(r.reason) ? 'SUSPECT' : 'INCONCLUSIVE';
 }
 
@@ -167,10 +172,13 @@ export function decide(state: 'pending' | 'listed', r: HostTestResult, ctx: Deci
   if (state === 'listed') {
     if (v === 'CLOSED') return { action: 'delist', state: 'delisted', nextRetest: null, flagged: null, detail: `retest found it closed, delisted; ${why}` };
     if (v === 'OPEN') return { action: 'keep-listed', state: 'listed', nextRetest: ctx.now + ctx.retestIntervalMs, flagged: null, detail: `retest proved it still open; ${why}` };
+    const blocked = r.reason === 'client-blocked';
     return {
       action: 'keep-listed', state: 'listed', nextRetest: ctx.now + ctx.retestIntervalMs,
-      flagged: v === 'SUSPECT' ? null : 'retest inconclusive: still listed',
-      detail: `retest did not show it closed, still listed; ${why}`,
+      flagged: v === 'SUSPECT' ? null : blocked
+        ? 'retest refused the tester\'s own address (client-blocked): still listed; retest from an address the relay does not block'
+        : 'retest inconclusive: still listed',
+      detail: `retest did not show it closed${blocked ? ' (the relay refused the tester\'s address, not relaying)' : ''}, still listed; ${why}`,
     };
   }
   if (v === 'OPEN') return { action: 'list', state: 'listed', nextRetest: ctx.now + ctx.retestIntervalMs, flagged: null, detail: `proved open by the tester, listed; ${why}` };

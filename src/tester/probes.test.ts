@@ -1,8 +1,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { TRICKS, addressLiteral, fillTemplate, mixedCase, renderTrick, selectTricks, type ProbeContext } from './probes.ts';
+import { TRICKS, addressLiteral, controlRecipients, fillTemplate, mixedCase, renderTrick, selectTricks, type ProbeContext } from './probes.ts';
 
-const CTX: ProbeContext = { sender: 'relaytest', recipient: 'rcpt', testerDomain: 'example.net', hostName: 'mx.target.test', domain: 'target.test', address: '192.0.2.25' };
+const CTX: ProbeContext = { sender: 'relaytest', recipient: 'rcpt', testerDomain: 'example.net', hostName: 'mx.target.test', domain: 'target.test', address: '192.0.2.25', unknownLocal: 'nosuchuser-abc123' };
 
 describe('probes: the battery table', () => {
   it('has every catalogue variant V01-V22 (with the alternative forms) and the section-5 extras, ids unique', () => {
@@ -11,6 +11,7 @@ describe('probes: the battery table', () => {
     for (let i = 1; i <= 22; i++) assert.ok(ids.includes(`V${String(i).padStart(2, '0')}`), `V${i} missing`);
     for (const extra of ['V09b', 'V13b', 'V20b']) assert.ok(ids.includes(extra));
     for (let i = 1; i <= 11; i++) assert.ok(ids.includes(`X${String(i).padStart(2, '0')}`), `X${i} missing`);
+    for (let i = 1; i <= 4; i++) assert.ok(ids.includes(`B0${i}`), `B0${i} missing`);
     for (const t of TRICKS) {
       assert.ok(t.title && t.exercises && t.seenIn, `${t.id} lacks a description`);
       assert.ok(t.rcptTo.length >= 1);
@@ -78,5 +79,22 @@ describe('probes: the battery table', () => {
     assert.deepEqual(selectTricks(['v08', 'V01']).map((t) => t.id), ['V01', 'V08']);
     assert.equal(selectTricks(undefined), TRICKS);
     assert.throws(() => selectTricks(['V99', 'nope']), /Unknown trick id "V99", "nope"/);
+  });
+
+  it('bounce tricks: a third-party sender ({u}@T: the tag in proof mode) and an unknown local recipient, IPv6 literal included', () => {
+    const get = (id: string, ctx: ProbeContext = CTX) => { const r = renderTrick(TRICKS.find((t) => t.id === id)!, ctx); assert.ok(r.ok); return r.rendered; };
+    assert.equal(get('B01').mailFrom, '<rcpt@example.net>');
+    assert.equal(get('B01').rcptTo[0]!.path, '<nosuchuser-abc123@target.test>');
+    assert.equal(get('B02').rcptTo[0]!.path, '<nosuchuser-abc123@[192.0.2.25]>');
+    assert.equal(get('B03').rcptTo[0]!.path, '<postmaster@[192.0.2.25]>');
+    assert.deepEqual(get('B04').mailParams, ['RET=FULL']);
+    assert.equal(get('B02', { ...CTX, address: '2001:db8::25' }).rcptTo[0]!.path, '<nosuchuser-abc123@[IPv6:2001:db8::25]>');
+    for (const t of TRICKS.filter((x) => x.kind === 'bounce')) assert.equal(t.mailFrom, '<{u}@{T}>', t.id);
+  });
+
+  it('control recipients: postmaster at the domain, the host, unqualified, the literal; unknown names left out', () => {
+    assert.deepEqual(controlRecipients(CTX), ['<postmaster@target.test>', '<postmaster@mx.target.test>', '<postmaster>', '<postmaster@[192.0.2.25]>']);
+    assert.deepEqual(controlRecipients({ ...CTX, hostName: null, domain: null, address: '::1' }), ['<postmaster>', '<postmaster@[IPv6:::1]>']);
+    assert.deepEqual(controlRecipients({ ...CTX, hostName: 'target.test' }), ['<postmaster@target.test>', '<postmaster>', '<postmaster@[192.0.2.25]>']);
   });
 });

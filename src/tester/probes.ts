@@ -11,22 +11,31 @@
  *   {D}  target mail domain; tricks that need it are skipped when it is unknown
  *   {IP} target address literal: "[192.0.2.1]" or, RFC 5321 section 4.1.3, "[IPv6:2001:db8::1]"
  *   {ip} the bare target address        {xip} the same in XCLIENT/XFORWARD form ("IPV6:..." for IPv6)
+ *   {x}  a local part that surely does not exist at the target ("nosuchuser-<run id>")
  *
- * Proof mode sends the probe (DATA) only for accepted 'relay' tricks; for X05 it also reaches the target's own
- * postmaster (the local first recipient), which is the point of that trick.
+ * Proof mode sends the probe (DATA) only for accepted 'relay' and 'bounce' tricks; for X05 it also reaches the
+ * target's own postmaster (the local first recipient), which is the point of that trick.
  *
  * kind 'relay': acceptance of the probe recipient is a relay suspicion. kind 'local': the recipient is local to
  * the target (its own address literal, an unqualified name); acceptance says the server takes unknown local
  * users (a catch-all or a sink), which is what separates "accepts all recipients" from "accepts relay tricks".
+ * kind 'bounce' (B01-B04, the bounce-relay class, field report F1): a local recipient that does not exist (or
+ * postmaster at the server's own address literal) with a third-party sender, {u}@{T}; in proof mode {u} is the
+ * probe tag, so a delivery status notification carrying the probe back to that sender lands at the sink. A
+ * server that accepts such mail and then bounces it with the content delivers chosen content to any address:
+ * an open relay by another name. Safe mode only sees the acceptance, reported as a risk (riskIfAccepted).
+ *
+ * CONTROL_RECIPIENTS: the local recipients the runner tries, in each session of an mx port, before the battery:
+ * a refusal of the relay tricks only shows a closed relay when the same session accepted one of them.
  */
 
-export type TrickKind = 'relay' | 'local';
+export type TrickKind = 'relay' | 'local' | 'bounce';
 
 /** ESMTP extensions a trick needs; it is skipped (not applicable) when the server does not advertise one. */
 export type TrickRequirement = 'DSN' | 'SMTPUTF8' | 'CHUNKING' | 'PIPELINING' | 'XCLIENT' | 'XFORWARD';
 
 export interface Trick {
-  /** Stable id: V01-V22 (+ V09b, V13b, V20b) from the catalogue, X01-X11 for the extra variants. */
+  /** Stable id: V01-V22 (+ V09b, V13b, V20b) from the catalogue, X01-X11 for the extra variants, B01-B04 bounce relay. */
   readonly id: string;
   readonly title: string;
   /** What the trick exercises: the server feature or bug it would reveal. */
@@ -48,6 +57,8 @@ export interface Trick {
   readonly bodyVia?: 'data' | 'bdat';
   /** Where the trick comes from (catalogue column "seen in", or the section-5 proposal). */
   readonly seenIn: string;
+  /** A 'bounce' trick whose acceptance at RCPT is a risk by itself (an unknown user accepted from a stranger). */
+  readonly riskIfAccepted?: boolean;
 }
 
 const r = (path: string, params?: readonly string[]): { path: string; params?: readonly string[] } => (params ? { path, params } : { path });
@@ -90,7 +101,28 @@ export const TRICKS: readonly Trick[] = Object.freeze([
   { id: 'X09', title: 'XCLIENT source spoofing', exercises: 'XCLIENT open to anyone: claiming the target\'s own address', kind: 'relay', preCommands: ['XCLIENT ADDR={xip} NAME=localhost'], mailFrom: '<{s}@{T}>', rcptTo: [r('<{u}@{T}>')], requires: ['XCLIENT'], isolate: true, seenIn: 'section 5 proposal' },
   { id: 'X10', title: 'XFORWARD source spoofing', exercises: 'XFORWARD open to anyone: claiming the target\'s own address', kind: 'relay', preCommands: ['XFORWARD ADDR={xip} NAME=localhost'], mailFrom: '<{s}@{T}>', rcptTo: [r('<{u}@{T}>')], requires: ['XFORWARD'], isolate: true, seenIn: 'section 5 proposal' },
   { id: 'X11', title: 'unqualified recipient (control)', exercises: 'whether an unqualified unknown user is accepted', kind: 'local', mailFrom: '<{s}@{T}>', rcptTo: [r('<{u}>')], seenIn: 'section 5 proposal' },
+  { id: 'B01', title: 'bounce via unknown user at the domain', exercises: 'accept-then-bounce for a nonexistent user of the mail domain (backscatter carrying the message to a forged sender)', kind: 'bounce', mailFrom: '<{u}@{T}>', rcptTo: [r('<{x}@{D}>')], riskIfAccepted: true, seenIn: 'field report H4, backscatter' },
+  { id: 'B02', title: 'bounce via unknown user at own literal', exercises: 'accepting x@[own address] and bouncing it to a forged sender', kind: 'bounce', mailFrom: '<{u}@{T}>', rcptTo: [r('<{x}@{IP}>')], riskIfAccepted: true, seenIn: 'field report F1' },
+  { id: 'B03', title: 'bounce via postmaster at own literal', exercises: 'postmaster@[own address] routed outward (a loop) and bounced to a forged sender', kind: 'bounce', mailFrom: '<{u}@{T}>', rcptTo: [r('<postmaster@{IP}>')], seenIn: 'field report F1' },
+  { id: 'B04', title: 'bounce via own literal, RET=FULL', exercises: 'a DSN returning the full message (RFC 3461 RET=FULL) to a forged sender', kind: 'bounce', mailFrom: '<{u}@{T}>', mailParams: ['RET=FULL'], rcptTo: [r('<{x}@{IP}>', ['NOTIFY=FAILURE'])], requires: ['DSN'], riskIfAccepted: true, seenIn: 'field report F1' },
 ] satisfies Trick[]);
+
+/**
+ * The control: local recipients that every mail server must accept (RFC 5321 section 4.5.1: postmaster at each
+ * of its domains, and "postmaster" without a domain), in the order tried. Templates needing an unknown {D} or
+ * {H} are left out.
+ */
+export const CONTROL_RECIPIENTS: readonly string[] = Object.freeze(['<postmaster@{D}>', '<postmaster@{H}>', '<postmaster>', '<postmaster@{IP}>']);
+
+/** The control recipients for one target, in order, without duplicates. */
+export function controlRecipients(ctx: ProbeContext): string[] {
+  const out: string[] = [];
+  for (const t of CONTROL_RECIPIENTS) {
+    const path = fillTemplate(t, ctx);
+    if (path !== null && !out.some((p) => p.toLowerCase() === path.toLowerCase())) out.push(path);
+  }
+  return out;
+}
 
 /** The values the placeholders take for one target. */
 export interface ProbeContext {
@@ -106,6 +138,8 @@ export interface ProbeContext {
   readonly domain: string | null;
   /** The target address, bare ("192.0.2.1", "2001:db8::1"). */
   readonly address: string;
+  /** {x}: a local part that does not exist at the target. Default "nosuchuser". */
+  readonly unknownLocal?: string;
 }
 
 export interface RenderedTrick {
@@ -138,7 +172,7 @@ export function mixedCase(domain: string): string {
   return out;
 }
 
-const PLACEHOLDER = /\{(s|u|T|Tx|H|D|IP|ip|xip)\}/g;
+const PLACEHOLDER = /\{(s|u|x|T|Tx|H|D|IP|ip|xip)\}/g;
 
 /** Fills a template; null when it needs {H} or {D} and the context has none. */
 export function fillTemplate(template: string, ctx: ProbeContext): string | null {
@@ -147,6 +181,7 @@ export function fillTemplate(template: string, ctx: ProbeContext): string | null
     switch (name) {
       case 's': return ctx.sender;
       case 'u': return ctx.recipient;
+      case 'x': return ctx.unknownLocal ?? 'nosuchuser';
       case 'T': return ctx.testerDomain;
       case 'Tx': return mixedCase(ctx.testerDomain);
       case 'IP': return addressLiteral(ctx.address);

@@ -1,7 +1,9 @@
 /**
  * Proof-mode probes: the per-attempt tag and the message that carries it. The tag is the recipient's local part
  * (so it survives the percent hack, bang paths, quoting and source routes: every trick rewrites to tag@T) and
- * is repeated in a header, the Subject and the body so that a bounce about the probe can be matched too.
+ * is repeated in a header, the Subject and the body so that a bounce about the probe can be matched too. The body
+ * ends with a payload line (payloadLine()): a bounce that carries it returned the probe's content, not only its
+ * headers. For the bounce tricks the tag is the sender's local part instead, so the bounce itself comes to the sink.
  */
 import { randomBytes } from 'node:crypto';
 
@@ -30,6 +32,14 @@ export interface ProbeMessageOptions {
   readonly date?: Date;
 }
 
+/**
+ * The probe's payload line: in the body only, so a message that carries it carries the probe's content (a bounce
+ * with the headers only does not). The sink looks for it, case-insensitively.
+ */
+export function payloadLine(tag: string): string {
+  return `relayguard probe payload ${tag.toLowerCase()}`;
+}
+
 /** The probe message, CRLF line endings, 7-bit. */
 export function buildProbeMessage(o: ProbeMessageOptions): Buffer {
   const date = (o.date ?? new Date()).toUTCString().replace('GMT', '+0000');
@@ -51,6 +61,8 @@ export function buildProbeMessage(o: ProbeMessageOptions): Buffer {
     `  RCPT TO:${safe(o.rcptTo)}`,
     `for delivery to a mailbox of ${o.testerDomain}, a domain the tester controls.`,
     'If you are reading this anywhere else, that server relayed it: please close it.',
+    '',
+    payloadLine(o.tag),
     '',
   ];
   return Buffer.from(lines.join('\r\n'), 'latin1');

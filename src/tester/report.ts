@@ -1,9 +1,21 @@
 /**
  * Renderers for a tester run (pure: strings in, strings out): a readable text report (ANSI colour on request),
- * the JSON document (schema relayguard-tester/1, docs/tester-json.md) and JUnit XML for CI.
+ * the JSON document (schema relayguard-tester/1, docs/tester-json.md) and JUnit XML for CI. Every violated
+ * finding is printed with its remediation line ("fix: ..."), in all three.
  */
 import { formatReplyInfo, REASON_TEXT, type Verdict } from './verdict.ts';
-import type { Finding, PortResult, RunResult, TargetResult, TransportResult, TrickResult } from './result.ts';
+import type { Finding, MailDomain, PortResult, RunResult, TargetResult, TransportResult, TrickResult } from './result.ts';
+
+/** "example.test (given)", "example.test (guessed from the banner: give --domain)". */
+export function describeMailDomain(d: MailDomain | null): string {
+  if (d === null) return 'unknown (give --domain)';
+  switch (d.source) {
+    case 'option': return `${d.name} (given)`;
+    case 'target': return `${d.name} (the target's MX records)`;
+    case 'guessed-from-banner': return `${d.name} (guessed from the banner: give --domain)`;
+    case 'guessed-from-host-name': return `${d.name} (guessed from the host name: give --domain)`;
+  }
+}
 
 export interface TextOptions {
   /** ANSI colours. */
@@ -60,6 +72,7 @@ function renderTarget(t: TargetResult, options: TextOptions, p: Paint, v: (x: Ve
   const about = [t.hostName ? `host ${t.hostName}` : null, t.mx ? `MX ${t.mx.priority} of ${t.domain}` : null, t.sourceAddress ? `from ${t.sourceAddress}` : null].filter(Boolean).join(', ');
   out.push(`${p('bold', t.address)}${t.input !== t.address ? ` (${t.input})` : ''}${about ? `  ${p('dim', about)}` : ''}`);
   out.push(`  verdict ${v(t.verdict)}  ${REASON_TEXT[t.reason]}`);
+  if (t.ports.some((x) => x.role === 'mx')) out.push(`  ${pad('domain', 9)}${describeMailDomain(t.mailDomain)}`);
   for (const port of t.ports) out.push(...renderPort(port, options, p, v));
   return out;
 }
@@ -88,7 +101,10 @@ function renderPort(port: PortResult, options: TextOptions, p: Paint, v: (x: Ver
   const shown = port.findings.filter((f) => !f.ok || options.verbose || f.severity !== 'info');
   if (shown.length > 0) {
     out.push('    findings');
-    for (const f of shown) out.push(`      ${findingMark(f, p)} ${f.id}: ${f.message}`);
+    for (const f of shown) {
+      out.push(`      ${findingMark(f, p)} ${f.id}: ${f.message}`);
+      if (!f.ok && f.remediation) out.push(`            ${p('bold', 'fix:')} ${f.remediation}`);
+    }
   }
   return out;
 }
@@ -121,6 +137,7 @@ function renderTransport(t: TransportResult, options: TextOptions, p: Paint, v: 
 function renderTrick(trick: TrickResult, p: Paint, v: (x: Verdict | 'N/A') => string): string[] {
   const out = [`      ${pad(trick.id, 5)}${pad(trick.title, 36)}${v(trick.verdict)}  ${trick.detail}`];
   if (trick.mailFrom !== null) out.push(`           ${p('dim', `MAIL FROM:${trick.mailFrom}  RCPT TO:${trick.rcptTo.join('  RCPT TO:')}`)}`);
+  if (trick.proof?.bouncePayload) out.push(`           the bounce came back with the probe's body, delivered by ${trick.proof.bounceFrom ?? '?'}`);
   if (trick.proof?.arrived) {
     out.push(`           relay saw the tester as ${trick.proof.relaySawClient ?? '?'}; delivered by ${trick.proof.deliveredBy ?? '?'} after ${trick.proof.latencyMs ?? '?'} ms`);
     for (const r of trick.proof.received) out.push(`           ${p('dim', `Received: ${r}`)}`);
@@ -164,7 +181,7 @@ export function renderJUnit(run: RunResult): string {
           const reason = trick ? trick.reason : tr.reason;
           const time = ((trick ? trick.ms : tr.durationMs) / 1000).toFixed(3);
           let body = '';
-          if (verdict === 'OPEN') { f++; body = `<failure type="OPEN" message="${xml(`${REASON_TEXT[reason]}: ${detail}`)}">${xml(trickText(trick))}</failure>`; }
+          if (verdict === 'OPEN') { f++; body = `<failure type="OPEN" message="${xml(`${REASON_TEXT[reason]}: ${detail}`)}">${xml(trickText(trick, port))}</failure>`; }
           else if (verdict === 'INCONCLUSIVE') { e++; body = `<error type="INCONCLUSIVE" message="${xml(`${REASON_TEXT[reason]}: ${detail}`)}">${xml(trickText(trick))}</error>`; }
           else if (verdict === 'N/A') { skipped++; body = `<skipped message="${xml(detail)}"/>`; }
           cases.push(`    <testcase classname="${xml(cls)}" name="${xml(label)}" time="${time}">${body}</testcase>`);
@@ -180,7 +197,9 @@ export function renderJUnit(run: RunResult): string {
         const cases = port.findings.map((fd) => {
           const failed = !fd.ok && fd.severity !== 'info';
           if (failed) f++;
-          return `    <testcase classname="${xml(cls)}" name="${xml(fd.id)}" time="0">${failed ? `<failure type="${fd.severity}" message="${xml(fd.message)}"/>` : ''}</testcase>`;
+          const fix = fd.remediation ? `fix: ${fd.remediation}` : '';
+          const body = failed ? `<failure type="${fd.severity}" message="${xml(fd.message)}">${xml(fix)}</failure>` : '';
+          return `    <testcase classname="${xml(cls)}" name="${xml(fd.id)}" time="0">${body}</testcase>`;
         });
         tests += cases.length;
         failures += f;
@@ -196,11 +215,14 @@ export function renderJUnit(run: RunResult): string {
   return `<?xml version="1.0" encoding="UTF-8"?>\n<testsuites name="relayguard tester" tests="${tests}" failures="${failures}" errors="${errors}" time="${(run.durationMs / 1000).toFixed(3)}">\n${suites.join('\n')}\n</testsuites>\n`;
 }
 
-function trickText(trick: TrickResult | null): string {
+function trickText(trick: TrickResult | null, port?: PortResult): string {
   if (!trick) return '';
   const lines = [`MAIL FROM:${trick.mailFrom ?? ''}`, ...trick.rcptTo.map((r) => `RCPT TO:${r}`)];
   if (trick.replies.mail) lines.push(`MAIL -> ${formatReplyInfo(trick.replies.mail)}`);
   for (const r of trick.replies.rcpt) lines.push(`RCPT -> ${formatReplyInfo(r)}`);
   if (trick.proof?.arrived) lines.push(`probe ${trick.proof.tag} arrived; relay saw ${trick.proof.relaySawClient ?? '?'}`, ...trick.proof.received.map((r) => `Received: ${r}`));
+  if (trick.proof?.bouncePayload) lines.push(`a bounce carrying probe ${trick.proof.tag}'s body reached the sink`);
+  const finding = trick.verdict === 'OPEN' ? port?.findings.find((f) => f.id === (trick.reason === 'bounce-relay' ? 'bounce-relay' : 'open-relay')) : undefined;
+  if (finding?.remediation) lines.push(`fix: ${finding.remediation}`);
   return lines.join('\n');
 }

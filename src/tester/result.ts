@@ -3,7 +3,8 @@
  * plain data, dates as ISO strings, no class instances, so JSON.stringify(result) is the document.
  */
 import type { PortRole, Transport } from './target.ts';
-import type { Reason, ReplyInfo, Verdict } from './verdict.ts';
+import type { TrickKind } from './probes.ts';
+import type { ControlCheck, Reason, ReplyInfo, Verdict } from './verdict.ts';
 
 export const SCHEMA = 'relayguard-tester/1';
 
@@ -18,8 +19,12 @@ export interface ProofResult {
   readonly tag: string;
   /** The probe reached the sink. */
   readonly arrived: boolean;
-  /** A DSN about the probe reached the sink. */
+  /** A DSN about the probe reached the sink (for a bounce trick: anything sent back to its tagged sender). */
   readonly bounced: boolean;
+  /** A DSN reached the sink carrying the probe's body (its payload line): the content was bounced to a third party. */
+  readonly bouncePayload: boolean;
+  /** The address that delivered that DSN to the sink. */
+  readonly bounceFrom: string | null;
   /** How long the tester waited for it, ms. */
   readonly waitedMs: number;
   /** ms from the end of DATA to its arrival, when it arrived. */
@@ -37,7 +42,7 @@ export interface ProofResult {
 export interface TrickResult {
   readonly id: string;
   readonly title: string;
-  readonly kind: 'relay' | 'local';
+  readonly kind: TrickKind;
   /** 'N/A' when the trick could not apply (needs an extension or a name the target lacks). */
   readonly verdict: Verdict | 'N/A';
   readonly reason: Reason;
@@ -97,6 +102,8 @@ export interface SessionFacts {
   readonly authMechanisms: readonly string[];
   readonly starttlsOffered: boolean;
   readonly tls: TlsFacts | null;
+  /** The tester's own address on the first connection (what the server saw, unless something is in between). */
+  readonly localAddress: string | null;
 }
 
 export interface TransportResult {
@@ -109,6 +116,11 @@ export interface TransportResult {
   readonly connections: number;
   readonly durationMs: number;
   readonly tricks: readonly TrickResult[];
+  /**
+   * mx ports: the first session's control (MAIL FROM the tester, then local recipients such as postmaster@D until
+   * one is accepted). Every session runs one; a refusal is CLOSED only in a session whose control was accepted.
+   */
+  readonly control: ControlCheck | null;
   /** Full dialogues with timings (only with --transcript). */
   readonly transcripts: readonly ConnectionTranscript[] | null;
 }
@@ -134,6 +146,19 @@ export interface Finding {
   /** True when the expectation holds (an "ok" line), false when it is violated. */
   readonly ok: boolean;
   readonly message: string;
+  /** What to change (with the Postfix and Exim settings where one applies), or null when nothing is to be done. */
+  readonly remediation: string | null;
+}
+
+/** The target's mail domain and where it came from. */
+export interface MailDomain {
+  readonly name: string;
+  /**
+   * 'option': given (--domain); 'target': the target was this mail domain (its MX records); 'guessed-from-banner'
+   * / 'guessed-from-host-name': the host name minus its first label, which may well not be a domain the server
+   * serves (checks that depend on it are reported as uncertain).
+   */
+  readonly source: 'option' | 'target' | 'guessed-from-banner' | 'guessed-from-host-name';
 }
 
 export interface ProbeReply {
@@ -164,6 +189,8 @@ export interface TargetResult {
   readonly hostName: string | null;
   readonly domain: string | null;
   readonly mx: { readonly exchange: string; readonly priority: number } | null;
+  /** The mail domain the tricks and the control used, and where it came from (null: none known). */
+  readonly mailDomain: MailDomain | null;
   /** The source address the tester bound (--source-address), or null for the system's choice. */
   readonly sourceAddress: string | null;
   readonly verdict: Verdict;

@@ -7,26 +7,34 @@
  * HELO (SmtpClient.ehlo). Pacing between tries, a per-target time budget (AbortSignal), and command timeouts:
  * two timeouts in a row end the unit (a tarpit).
  *
+ * On mx ports every session starts with a control (CONTROL_RECIPIENTS: postmaster at the mail domain, at the host
+ * name, unqualified, at the address literal): a refusal of the relay tricks reads CLOSED only when the same
+ * session accepted one of them (requireControl), and a refusal about the tester's own address is INCONCLUSIVE
+ * 'client-blocked' (verdict.ts). The mail domain is the one given (--domain), the target's (an MX lookup), or one
+ * guessed from the host name; the report says which.
+ *
  * Safe mode (default) stops every transaction at RCPT and never sends DATA. Proof mode sends one tagged probe
- * per accepted relay trick (to a mailbox of the probe domain), then waits for the collector (the sink) to see it.
+ * per accepted relay or bounce trick (relay: to a mailbox of the probe domain; bounce: to the target's local
+ * recipient, from a tagged sender at the probe domain), then waits for the collector (the sink) to see it or
+ * its bounce.
  *
  * Trust: talks only to the target address given, from the source address given.
  */
 import { performance } from 'node:perf_hooks';
 import type { ConnectionOptions } from 'node:tls';
 import { SmtpClient, SmtpClientError, type SmtpReply, type TlsInfo } from '../smtp/client.ts';
-import { TRICKS, renderTrick, type ProbeContext, type RenderedTrick, type Trick } from './probes.ts';
+import { TRICKS, controlRecipients, renderTrick, type ProbeContext, type RenderedTrick, type Trick } from './probes.ts';
 import { buildProbeMessage, createTagger, type Tagger } from './proof.ts';
 import type { ProbeArrival, ProofCollector } from './sink.ts';
 import { isHostName, transportsFor, type PortSpec, type ResolvedTarget, type Transport } from './target.ts';
 import {
-  aggregate, classifyAttempt, classifyError, classifyReply, finalizeProof, markAcceptAll, replyInfo,
-  type Outcome, type ReplyInfo,
+  aggregate, classifyAttempt, classifyError, classifyReply, finalizeProof, markAcceptAll, replyInfo, requireControl,
+  type ControlCheck, type Outcome, type ReplyContext, type ReplyInfo,
 } from './verdict.ts';
 import { portFindings, targetFindings } from './findings.ts';
 import type {
-  CertificateFacts, ConnectionTranscript, Counts, PortResult, ProbeReply, ProofResult, SessionFacts, TargetResult, TlsFacts,
-  TransportResult, TrickResult,
+  CertificateFacts, ConnectionTranscript, Counts, MailDomain, PortResult, ProbeReply, ProofResult, SessionFacts, TargetResult,
+  TlsFacts, TransportResult, TrickResult,
 } from './result.ts';
 
 export interface TesterTimeouts {
@@ -151,10 +159,13 @@ interface MutableFacts {
   authMechanisms: string[];
   starttlsOffered: boolean;
   tls: TlsFacts | null;
+  localAddress: string | null;
 }
 
 interface PendingProof {
   readonly tag: string;
+  /** The trick was a bounce trick: the tag is the sender, the expected arrival a bounce. */
+  readonly bounce: boolean;
   readonly trickIndex: number;
   readonly sentAt: number;
   readonly sentFrom: string | null;
@@ -175,6 +186,9 @@ interface UnitOutput {
   readonly expn: ProbeReply | null;
   readonly localDelivery: ProbeReply | null;
   readonly mailAccepted: boolean;
+  /** The control of the first session (mx ports), or null. */
+  readonly control: ControlCheck | null;
+  readonly mailDomain: MailDomain | null;
 }
 
 interface Ctx {
@@ -190,6 +204,8 @@ interface Ctx {
   readonly tagger: Tagger;
   /** Recipient local part in safe mode. */
   readonly safeRecipient: string;
+  /** {x}: a local part that does not exist at the target. */
+  readonly unknownLocal: string;
 }
 
 class UnitRunner {
@@ -202,9 +218,16 @@ class UnitRunner {
   #tx = 0;
   #connections = 0;
   #hostName: string | null;
+  /** Where #hostName came from: given or resolved ('name'), or the server's own greeting ('banner'). */
+  #hostNameSource: 'name' | 'banner' | null;
   #domain: string | null;
+  /** The control of the current session, the first session's, and the control recipient last accepted. */
+  #control: ControlCheck | null = null;
+  #firstControl: ControlCheck | null = null;
+  #controlPreferred: string | null = null;
+  #controlTried = false;
   readonly #facts: MutableFacts = {
-    banner: null, connectMs: null, greetingMs: null, hello: null, capabilities: [], authMechanisms: [], starttlsOffered: false, tls: null,
+    banner: null, connectMs: null, greetingMs: null, hello: null, capabilities: [], authMechanisms: [], starttlsOffered: false, tls: null, localAddress: null,
   };
   #plainAuth: string[] | null = null;
   readonly #transcripts: ConnectionTranscript[] | null;
@@ -212,6 +235,7 @@ class UnitRunner {
   constructor(c: Ctx) {
     this.#c = c;
     this.#hostName = c.o.hostName?.toLowerCase() ?? c.target.hostName;
+    this.#hostNameSource = this.#hostName !== null ? 'name' : null;
     this.#domain = c.o.domain?.toLowerCase() ?? c.target.domain;
     this.#transcripts = c.o.transcript ? [] : null;
   }
@@ -275,14 +299,16 @@ class UnitRunner {
     this.#client = client;
     this.#clientIndex = index;
     this.#clientLocal = { address: client.localAddress ?? null, port: client.localPort ?? null };
+    this.#control = null;
     const greeting = replyInfo(client.greeting);
     if (this.#facts.banner === null) {
       this.#facts.banner = greeting;
       this.#facts.greetingMs = Math.round(performance.now() - t0);
       this.#facts.connectMs = client.transcript[0]?.t ?? null;
+      this.#facts.localAddress = this.#clientLocal.address;
     }
-    this.#hostName ??= announcedHostName(greeting.text);
-    const refused = classifyReply(greeting, 'greeting');
+    this.#learnHostName(greeting.text);
+    const refused = classifyReply(greeting, 'greeting', this.#replyContext());
     if (refused) {
       await this.#quit();
       return refused;
@@ -291,9 +317,9 @@ class UnitRunner {
       const hello = await client.ehlo(this.#helo);
       if (hello.code !== 250) {
         await this.#quit();
-        return classifyReply(replyInfo(hello), 'helo') ?? { verdict: 'INCONCLUSIVE', reason: 'helo-refused', detail: `HELO ${hello.code}` };
+        return classifyReply(replyInfo(hello), 'helo', this.#replyContext()) ?? { verdict: 'INCONCLUSIVE', reason: 'helo-refused', detail: `HELO ${hello.code}` };
       }
-      this.#hostName ??= announcedHostName(hello.lines[0] ?? '');
+      this.#learnHostName(hello.lines[0] ?? '');
       const plainCaps = capabilityList(client);
       const starttlsOffered = client.hasCapability('STARTTLS');
       if (index === 0) {
@@ -312,26 +338,86 @@ class UnitRunner {
         const st = await client.startTls(this.#hostName !== null && target.hostName !== null ? { servername: target.hostName } : {});
         if (!st.tls) {
           await this.#quit();
-          return classifyReply(replyInfo(st.reply), 'starttls') ?? { verdict: 'INCONCLUSIVE', reason: 'tls-failed', detail: `STARTTLS ${st.reply.code}` };
+          return classifyReply(replyInfo(st.reply), 'starttls', this.#replyContext()) ?? { verdict: 'INCONCLUSIVE', reason: 'tls-failed', detail: `STARTTLS ${st.reply.code}` };
         }
         this.#facts.tls ??= tlsFacts(st.tls, this.#hostName, Date.now());
         const again = await client.ehlo(this.#helo);
         if (again.code !== 250) {
           await this.#quit();
-          return classifyReply(replyInfo(again), 'helo') ?? { verdict: 'INCONCLUSIVE', reason: 'helo-refused', detail: `EHLO after STARTTLS ${again.code}` };
+          return classifyReply(replyInfo(again), 'helo', this.#replyContext()) ?? { verdict: 'INCONCLUSIVE', reason: 'helo-refused', detail: `EHLO after STARTTLS ${again.code}` };
         }
         if (index === 0) {
           this.#facts.capabilities = capabilityList(client);
           this.#facts.authMechanisms = [...(client.capabilities.get('AUTH') ?? [])];
         }
       }
+      this.#errors = 0;
+      this.#tx = 0;
+      if (this.#c.spec.role === 'mx') await this.#runControl();
     } catch (err) {
       this.#drop();
       return classifyError(err as SmtpClientError);
     }
-    this.#errors = 0;
-    this.#tx = 0;
     return null;
+  }
+
+  #learnHostName(text: string): void {
+    if (this.#hostName !== null) return;
+    this.#hostName = announcedHostName(text);
+    if (this.#hostName !== null) this.#hostNameSource = 'banner';
+  }
+
+  /** What verdicts need to know about this session: the tester's own address, AUTH on a submission port. */
+  #replyContext(): ReplyContext {
+    const mine = [this.#clientLocal.address, this.#c.o.sourceAddress].filter((a): a is string => typeof a === 'string' && a !== '');
+    const auth = this.#client !== null && (this.#client.capabilities.get('AUTH') ?? []).length > 0;
+    return { clientAddresses: mine, submissionWithAuth: this.#c.spec.role !== 'mx' && auth };
+  }
+
+  /** The mail domain in use and where it came from. */
+  #mailDomain(): MailDomain | null {
+    const { o, target } = this.#c;
+    if (o.domain !== undefined) return { name: o.domain.toLowerCase(), source: 'option' };
+    if (target.domain !== null) return { name: target.domain, source: target.mx !== null ? 'target' : 'option' };
+    const guess = domainOfHost(this.#hostName);
+    if (guess === null) return null;
+    return { name: guess, source: this.#hostNameSource === 'banner' ? 'guessed-from-banner' : 'guessed-from-host-name' };
+  }
+
+  /**
+   * The control of this session: MAIL FROM the tester, then the control recipients until one is accepted. The
+   * recipient accepted before goes first; when none ever was, later sessions try only the first one (each refusal
+   * counts toward the server's error limits).
+   */
+  async #runControl(): Promise<void> {
+    const client = this.#client!;
+    const ctx = this.#context(this.#c.safeRecipient);
+    const candidates = controlRecipients(ctx);
+    const pref = this.#controlPreferred;
+    const order = pref !== null ? [pref, ...candidates.filter((c) => c !== pref)] : this.#controlTried ? candidates.slice(0, 1) : candidates;
+    const tries: { command: string; reply: ReplyInfo | null }[] = [];
+    const from = `<${ctx.sender}@${ctx.testerDomain}>`;
+    this.#tx++;
+    const m = await client.mailFrom(from);
+    this.#count(m);
+    tries.push({ command: `MAIL FROM:${from}`, reply: replyInfo(m) });
+    let accepted = false;
+    if (m.code >= 200 && m.code < 300) {
+      for (const path of order) {
+        const r = await client.rcptTo(path);
+        this.#count(r);
+        tries.push({ command: `RCPT TO:${path}`, reply: replyInfo(r) });
+        if (r.code >= 200 && r.code < 300) {
+          accepted = true;
+          this.#controlPreferred = path;
+          break;
+        }
+        if (r.code === 421) break;
+      }
+    }
+    this.#controlTried = true;
+    this.#control = { accepted, tries };
+    this.#firstControl ??= this.#control;
   }
 
   #context(recipient: string): ProbeContext {
@@ -343,13 +429,22 @@ class UnitRunner {
       hostName: this.#hostName,
       domain: this.#domain ?? domainOfHost(this.#hostName),
       address: target.address,
+      unknownLocal: this.#c.unknownLocal,
     };
   }
 
-  /** VRFY, EXPN and (mx role) local delivery, on the first session of the port. */
+  /**
+   * VRFY, EXPN and (mx role) local delivery, on the first session of the port. Local delivery is the first try of
+   * that session's control: RCPT TO:<postmaster@D> when the mail domain is known (or the MAIL refusal).
+   */
   async #portProbes(): Promise<{ vrfy: ProbeReply | null; expn: ProbeReply | null; localDelivery: ProbeReply | null }> {
     const client = this.#client!;
     const out: { vrfy: ProbeReply | null; expn: ProbeReply | null; localDelivery: ProbeReply | null } = { vrfy: null, expn: null, localDelivery: null };
+    const control = this.#control;
+    if (control !== null) {
+      const first = control.tries.find((t) => t.command.startsWith('RCPT')) ?? control.tries[0];
+      if (first) out.localDelivery = { command: first.command, reply: first.reply };
+    }
     try {
       const v = await client.vrfy('postmaster');
       this.#count(v);
@@ -357,21 +452,6 @@ class UnitRunner {
       const e = await client.expn('postmaster');
       this.#count(e);
       out.expn = { command: 'EXPN postmaster', reply: replyInfo(e) };
-      if (this.#c.spec.role === 'mx') {
-        const ctx = this.#context(this.#c.safeRecipient);
-        const from = `<${ctx.sender}@${ctx.testerDomain}>`;
-        const m = await client.mailFrom(from);
-        this.#count(m);
-        this.#tx++;
-        if (m.code >= 200 && m.code < 300) {
-          const path = ctx.domain !== null ? `<postmaster@${ctx.domain}>` : '<postmaster>';
-          const r = await client.rcptTo(path);
-          this.#count(r);
-          out.localDelivery = { command: `RCPT TO:${path}`, reply: replyInfo(r) };
-        } else {
-          out.localDelivery = { command: `MAIL FROM:${from}`, reply: replyInfo(m) };
-        }
-      }
     } catch (err) {
       if (!(err instanceof SmtpClientError)) throw err;
       this.#drop();
@@ -391,7 +471,7 @@ class UnitRunner {
       const out: UnitOutput = {
         transport: this.#c.transport, first, facts: this.#facts, plainAuth: this.#plainAuth, tricks: results, controls, pending,
         connections: this.#connections, durationMs: Math.round(performance.now() - started), transcripts: this.#transcripts,
-        ...probes, mailAccepted,
+        ...probes, mailAccepted, control: this.#firstControl, mailDomain: this.#mailDomain(),
       };
       return out;
     };
@@ -459,7 +539,9 @@ class UnitRunner {
           if (oc.reason === 'budget-exhausted') stop = { ...oc, detail: 'not run: the time budget ran out' };
           break;
         }
-        const oc = classifyAttempt(attempt.replies, trick.kind, rendered.rendered.rcptTo.length);
+        const context = this.#replyContext();
+        const classified = classifyAttempt(attempt.replies, trick.kind, rendered.rendered.rcptTo.length, context);
+        const oc = this.#c.spec.role === 'mx' ? { ...classified, ...requireControl(classified, this.#control, context) } : classified;
         if (oc.reason === 'dropped' && attempts < 2) { this.#drop(); continue; }
         if (oc.mailAccepted) mailAccepted = true;
         timeoutsInARow = 0;
@@ -467,8 +549,10 @@ class UnitRunner {
           ...base, verdict: oc.verdict, reason: oc.reason, detail: oc.detail, ...sent, replies: attempt.replies,
           accepted: oc.accepted, attempts, connection: this.#clientIndex, ms, proof: null,
         };
-        if (tag && attempt.replies.dot && attempt.replies.dot.code >= 200 && attempt.replies.dot.code < 300 && oc.reason === 'accepted-not-proved') {
-          pending.push({ tag, trickIndex: i, sentAt: Date.now(), sentFrom: this.#clientLocal.address ?? o.sourceAddress ?? null });
+        const delivered = attempt.replies.dot !== null && attempt.replies.dot.code >= 200 && attempt.replies.dot.code < 300;
+        const awaiting = trick.kind === 'bounce' ? oc.reason === 'local-accepted' : oc.reason === 'accepted-not-proved';
+        if (tag && delivered && awaiting) {
+          pending.push({ tag, bounce: trick.kind === 'bounce', trickIndex: i, sentAt: Date.now(), sentFrom: this.#clientLocal.address ?? o.sourceAddress ?? null });
         }
         if (oc.reason === 'dropped') this.#drop();
         if (trick.isolate) await this.#quit();
@@ -545,7 +629,7 @@ class UnitRunner {
       }
       const last = replies.rcpt[t.rcptTo.length - 1];
       const accepted = replies.mail.code >= 200 && replies.mail.code < 300 && last !== undefined && last.code >= 200 && last.code < 300;
-      if (o.proof && tag && accepted && t.trick.kind === 'relay') {
+      if (o.proof && tag && accepted && (t.trick.kind === 'relay' || t.trick.kind === 'bounce')) {
         const body = buildProbeMessage({
           tag, trickId: t.trick.id, testerDomain: o.testerDomain, target: this.#c.target.address, port: this.#c.spec.port,
           transport: this.#c.transport, mailFrom: mailFromSent, rcptTo: rcptSent[rcptSent.length - 1] ?? '',
@@ -584,11 +668,16 @@ async function pool<T>(jobs: readonly (() => Promise<T>)[], limit: number): Prom
 }
 
 function proofResult(p: PendingProof, arrivals: readonly ProbeArrival[], waitedMs: number): ProofResult {
-  const probe = arrivals.find((a) => !a.bounce);
+  // A bounce trick's tag is the probe's sender: whatever comes back to it is a bounce.
+  const probe = p.bounce ? undefined : arrivals.find((a) => !a.bounce);
+  const bounces = p.bounce ? arrivals : arrivals.filter((a) => a.bounce);
+  const returned = bounces.find((a) => a.payload);
   return {
     tag: p.tag,
     arrived: probe !== undefined,
-    bounced: arrivals.some((a) => a.bounce),
+    bounced: bounces.length > 0,
+    bouncePayload: returned !== undefined,
+    bounceFrom: (returned ?? bounces[0])?.peerAddress ?? null,
     waitedMs,
     latencyMs: probe ? Math.max(0, probe.at - p.sentAt) : null,
     deliveredBy: probe?.peerAddress ?? null,
@@ -608,13 +697,14 @@ export async function testTarget(target: ResolvedTarget, options: TesterOptions)
   const timeouts = { ...DEFAULT_TESTER_TIMEOUTS, ...options.timeouts };
   const tricks = options.tricks ?? TRICKS;
   const safeRecipient = `relaytest-${tagger.runId.slice(0, 6)}`;
+  const unknownLocal = `nosuchuser-${tagger.runId.slice(0, 6)}`;
   const units: { spec: PortSpec; transport: Transport; first: boolean }[] = [];
   for (const spec of options.ports) {
     const ts = transportsFor(spec.role, { ...(options.tlsOnly ? { tlsOnly: true } : {}), ...(options.noStartTls ? { noStartTls: true } : {}) });
     ts.forEach((transport, i) => units.push({ spec, transport, first: i === 0 }));
   }
   const outputs = await pool(units.map((u) => () => new UnitRunner({
-    target, spec: u.spec, transport: u.transport, first: u.first, o: options, tricks, timeouts, signal, tagger, safeRecipient,
+    target, spec: u.spec, transport: u.transport, first: u.first, o: options, tricks, timeouts, signal, tagger, safeRecipient, unknownLocal,
   }).run()), options.parallel ?? 4);
 
   // Safe-mode catch-all marking per unit, then proof.
@@ -623,14 +713,16 @@ export async function testTarget(target: ResolvedTarget, options: TesterOptions)
     const all = outputs.flatMap((out) => out.pending);
     const waitMs = options.proof.waitMs ?? 30_000;
     const t0 = performance.now();
-    const arrived = all.length > 0 ? await options.proof.collector.waitFor(all.map((p) => p.tag), waitMs, options.signal) : new Map<string, ProbeArrival[]>();
+    const arrived = all.length > 0
+      ? await options.proof.collector.waitFor(all.filter((p) => !p.bounce).map((p) => p.tag), waitMs, options.signal, { bounceTags: all.filter((p) => p.bounce).map((p) => p.tag) })
+      : new Map<string, ProbeArrival[]>();
     const waited = Math.round(performance.now() - t0);
     outputs.forEach((out, u) => {
       for (const p of out.pending) {
         const set = trickSets[u]!;
         const item = set[p.trickIndex]!;
         const proof = proofResult(p, arrived.get(p.tag) ?? [], waited);
-        const outcome = finalizeProof(item.outcome, { arrived: proof.arrived, bounced: proof.bounced, waitedMs: waitMs });
+        const outcome = finalizeProof(item.outcome, { arrived: proof.arrived, bounced: proof.bounced, bouncePayload: proof.bouncePayload, waitedMs: waitMs }, item.kind);
         set[p.trickIndex] = { ...item, outcome, proof };
       }
     });
@@ -645,7 +737,7 @@ export async function testTarget(target: ResolvedTarget, options: TesterOptions)
       const session: SessionFacts = { ...out.facts };
       return {
         transport: out.transport, verdict: agg.verdict, reason: agg.reason, detail: agg.detail, counts, session,
-        connections: out.connections, durationMs: out.durationMs, tricks: tricksOut, transcripts: out.transcripts,
+        connections: out.connections, durationMs: out.durationMs, tricks: tricksOut, control: out.control, transcripts: out.transcripts,
       };
     });
     const agg = aggregate(transports.filter((t) => t.verdict !== 'N/A').map((t) => ({ verdict: t.verdict, reason: t.reason, detail: `${t.transport}: ${t.detail}` })));
@@ -655,11 +747,19 @@ export async function testTarget(target: ResolvedTarget, options: TesterOptions)
       transports, vrfy: firstOut?.vrfy ?? null, expn: firstOut?.expn ?? null, localDelivery: firstOut?.localDelivery ?? null,
     };
     const plainAuth = mine.find((x) => x.out.plainAuth !== null)?.out.plainAuth ?? null;
-    return { ...port, findings: portFindings(port, { mailAccepted: mine.some((x) => x.out.mailAccepted), plainAuth, sourceAddress: options.sourceAddress ?? null }) };
+    return {
+      ...port,
+      findings: portFindings(port, {
+        mailAccepted: mine.some((x) => x.out.mailAccepted), plainAuth, sourceAddress: options.sourceAddress ?? null,
+        mailDomain: mine.map((x) => x.out.mailDomain).find((d) => d !== null) ?? null, mode: options.proof ? 'prove' : 'safe',
+      }),
+    };
   });
   const agg = aggregate(ports.map((p) => ({ verdict: p.verdict, reason: p.reason, detail: `port ${p.port}: ${p.detail}` })));
+  const domains = outputs.map((o) => o.mailDomain).filter((d): d is MailDomain => d !== null);
   return {
     input: target.input, address: target.address, family: target.family, hostName: target.hostName, domain: target.domain, mx: target.mx,
+    mailDomain: domains.find((d) => !d.source.startsWith('guessed')) ?? domains[0] ?? null,
     sourceAddress: options.sourceAddress ?? null,
     verdict: agg.verdict, reason: agg.reason, detail: agg.detail, counts: sumCounts(ports.map((p) => p.counts)),
     ports, findings: targetFindings(ports), startedAt, durationMs: Math.round(performance.now() - started),

@@ -73,4 +73,36 @@ describe('sink: a listening sink', () => {
     assert.ok(Date.now() - started >= 250, 'a bounce must not end the wait');
     assert.equal(got.get(tag)![0]!.bounce, true);
   });
+
+  it('a DSN to a tagged sender (a bounce trick) is a bounce; payload says whether it carries the probe\'s body', async () => {
+    const tags = createTagger('0123abd0');
+    const full = tags.next();
+    const headersOnly = tags.next();
+    const probe = (tag: string): string => buildProbeMessage({ tag, trickId: 'B02', testerDomain: 'probe.test', target: '127.0.0.1', port: 25, transport: 'plain', mailFrom: `<${tag}@probe.test>`, rcptTo: '<nosuchuser@[127.0.0.1]>' }).toString('latin1');
+    const dsn = (tag: string, returned: string): Buffer => Buffer.from([
+      'From: MAILER-DAEMON@bounce.test', `To: <${tag}@probe.test>`, 'Subject: Undelivered Mail Returned to Sender', 'MIME-Version: 1.0',
+      'Content-Type: multipart/report; report-type=delivery-status; boundary="b"', '', '--b', 'Content-Type: text/plain', '', 'no such user', '',
+      '--b', 'Content-Type: message/delivery-status', '', 'Reporting-MTA: dns; bounce.test', '', 'Final-Recipient: rfc822; nosuchuser@[127.0.0.1]', 'Action: failed', 'Status: 5.1.1', '',
+      '--b', 'Content-Type: message/rfc822', '', returned, '--b--', '',
+    ].join('\r\n'), 'latin1');
+    const send = async (tag: string, body: Buffer): Promise<void> => {
+      const c = await SmtpClient.connect({ host: '127.0.0.1', port: sink.port, timeouts: { command: 5000 } });
+      await c.ehlo('bounce.test');
+      await c.mailFrom('<>');
+      assert.equal((await c.rcptTo(`<${tag}@probe.test>`)).code, 250);
+      assert.equal((await c.data(body)).reply.code, 250);
+      await c.quit();
+    };
+    const whole = probe(full);
+    await send(full, dsn(full, whole));
+    await send(headersOnly, dsn(headersOnly, probe(headersOnly).split('\r\n\r\n')[0]!));
+    const got = await sink.waitFor([], 2000, undefined, { bounceTags: [full, headersOnly] });
+    const a = got.get(full)![0]!;
+    assert.equal(a.bounce, true, 'a multipart/report from the null sender is a DSN, even addressed to the tag');
+    assert.equal(a.payload, true);
+    const h = got.get(headersOnly)![0]!;
+    assert.equal(h.bounce, true);
+    assert.equal(h.payload, false, 'the headers alone do not carry the payload line');
+    assert.match(whole, /relayguard probe payload rg-0123abd0-0/);
+  });
 });

@@ -13,6 +13,7 @@ import { EventEmitter } from 'node:events';
 import { canonicalize } from '../core/address.ts';
 import { NULL_LOGGER, type Logger } from '../core/log.ts';
 import { SmtpServer } from '../smtp/server.ts';
+import { payloadLine } from './proof.ts';
 import type { SessionHandler } from '../smtp/handler.ts';
 
 /** Probe tags: "rg-" + 8 hex run id + "-" + a base-36 sequence number. */
@@ -23,6 +24,8 @@ export interface ProbeArrival {
   readonly tag: string;
   /** A delivery status notification about the probe, not the probe itself. */
   readonly bounce: boolean;
+  /** The message carries the probe's payload line (its body): a bounce with it returned the content. */
+  readonly payload: boolean;
   /** Milliseconds since the epoch. */
   readonly at: number;
   /** The address that delivered it to the sink (the relay's outbound address). */
@@ -39,8 +42,16 @@ export interface ProbeArrival {
 
 /** Whatever receives the probes: the built-in sink, or an adapter over another mailbox (e.g. relayguard serve). */
 export interface ProofCollector {
-  /** Resolves once every tag has a (non-bounce) arrival, or after waitMs; with every arrival seen per tag. */
-  waitFor(tags: readonly string[], waitMs: number, signal?: AbortSignal): Promise<Map<string, ProbeArrival[]>>;
+  /**
+   * Resolves once every tag has a (non-bounce) arrival, or after waitMs; with every arrival seen per tag. Tags in
+   * options.bounceTags (the bounce tricks: the tag is the sender) are done at their first arrival of any kind.
+   */
+  waitFor(tags: readonly string[], waitMs: number, signal?: AbortSignal, options?: WaitOptions): Promise<Map<string, ProbeArrival[]>>;
+}
+
+export interface WaitOptions {
+  /** Tags whose expected arrival is a bounce (sent to the tag as the probe's sender). */
+  readonly bounceTags?: readonly string[];
 }
 
 export interface SinkOptions {
@@ -145,13 +156,18 @@ export class ProbeSink implements ProofCollector {
         for (const r of rcptTo) for (const t of r.matchAll(TAG_PATTERN)) tags.add(t[0].toLowerCase());
         const header = headers.find((h) => h.name.toLowerCase() === 'x-relayguard-probe')?.value;
         const nullSender = mailFrom === '' || /^mailer-daemon@/i.test(mailFrom);
+        // RFC 3464: a null-sender multipart/report is a DSN even when it is addressed to a tag (a bounce trick's
+        // forged sender).
+        const contentType = headers.find((h) => h.name.toLowerCase() === 'content-type')?.value ?? '';
+        const report = nullSender && /^\s*multipart\/report\b/i.test(contentType);
         if (tags.size === 0 && header && !nullSender) for (const t of header.matchAll(TAG_PATTERN)) tags.add(t[0].toLowerCase());
-        const bounce = tags.size === 0;
+        const bounce = tags.size === 0 || report;
         if (bounce) for (const t of text.matchAll(TAG_PATTERN)) tags.add(t[0].toLowerCase());
+        const lower = text.toLowerCase();
         for (const tag of tags) {
           if (arrivals.length >= maxArrivals) break;
           arrivals.push({
-            tag, bounce, at: Date.now(), peerAddress: session.connection.remoteAddress, helo: session.helo, mailFrom, rcptTo,
+            tag, bounce, payload: lower.includes(payloadLine(tag)), at: Date.now(), peerAddress: session.connection.remoteAddress, helo: session.helo, mailFrom, rcptTo,
             received, relaySawClient: oldest === undefined ? null : receivedFromAddress(oldest), messageId,
           });
         }
@@ -184,9 +200,10 @@ export class ProbeSink implements ProofCollector {
     return this.#arrivals.filter((a) => a.tag === t);
   }
 
-  async waitFor(tags: readonly string[], waitMs: number, signal?: AbortSignal): Promise<Map<string, ProbeArrival[]>> {
-    const wanted = new Set(tags.map((t) => t.toLowerCase()));
-    const done = (): boolean => [...wanted].every((t) => this.#arrivals.some((a) => a.tag === t && !a.bounce));
+  async waitFor(tags: readonly string[], waitMs: number, signal?: AbortSignal, options: WaitOptions = {}): Promise<Map<string, ProbeArrival[]>> {
+    const bounceTags = new Set((options.bounceTags ?? []).map((t) => t.toLowerCase()));
+    const wanted = new Set([...tags.map((t) => t.toLowerCase()), ...bounceTags]);
+    const done = (): boolean => [...wanted].every((t) => this.#arrivals.some((a) => a.tag === t && (bounceTags.has(t) || !a.bounce)));
     if (!done() && waitMs > 0 && !signal?.aborted) {
       await new Promise<void>((resolve) => {
         const finish = (): void => {

@@ -1,6 +1,9 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { aggregate, classifyAttempt, classifyError, classifyReply, exitCodeFor, finalizeProof, markAcceptAll, type Outcome, type ReplyInfo } from './verdict.ts';
+import {
+  addressesInText, aggregate, classifyAttempt, classifyError, classifyReply, clientBlockEvidence, exitCodeFor, finalizeProof, markAcceptAll, requireControl,
+  type ControlCheck, type Outcome, type ReplyInfo,
+} from './verdict.ts';
 
 const R = (code: number, text: string): ReplyInfo => {
   const m = /^([245]\.\d+\.\d+) /.exec(text);
@@ -136,5 +139,102 @@ describe('verdict: aggregation and exit codes', () => {
     assert.equal(exitCodeFor('CLOSED'), 0);
     assert.equal(exitCodeFor('OPEN'), 1);
     assert.equal(exitCodeFor('INCONCLUSIVE'), 2);
+  });
+});
+
+describe('verdict: refusals about the tester itself (client-blocked, field report H1)', () => {
+  const me = { clientAddresses: ['127.0.0.5'] };
+  const table: [number, string, string, readonly string[], string, string][] = [
+    // code, text, phase, client addresses, verdict, reason
+    [554, '5.7.1 Service unavailable; Client host [127.0.0.5] blocked using ordb.test', 'rcpt', [], 'INCONCLUSIVE', 'client-blocked'],
+    [554, '5.7.1 Service unavailable; Client host [192.0.2.9] blocked using zen.spamhaus.org; https://www.spamhaus.org/query/ip/192.0.2.9', 'rcpt', [], 'INCONCLUSIVE', 'client-blocked'],
+    [550, 'rejected because 192.0.2.9 is in a black list at zen.spamhaus.org', 'rcpt', [], 'INCONCLUSIVE', 'client-blocked'],
+    [550, '5.7.1 Your IP is listed in bl.spamcop.net', 'mail', [], 'INCONCLUSIVE', 'client-blocked'],
+    [554, '5.7.1 <unknown[127.0.0.5]>: Client host rejected: Access denied', 'rcpt', [], 'INCONCLUSIVE', 'client-blocked'],
+    [550, '5.7.1 Access denied for 127.0.0.5', 'rcpt', ['127.0.0.5'], 'INCONCLUSIVE', 'client-blocked'],
+    [550, '5.7.1 Access denied for 127.0.0.50', 'rcpt', ['127.0.0.5'], 'CLOSED', 'refused'],
+    [554, '5.7.1 Access denied [IPv6:2001:db8::9]', 'rcpt', ['2001:DB8:0:0::9'], 'INCONCLUSIVE', 'client-blocked'],
+    [554, '5.7.1 no mail from 2001:0db8::0009 accepted', 'mail', ['2001:db8::9'], 'INCONCLUSIVE', 'client-blocked'],
+    [554, 'mx.example.test ESMTP not for [192.0.2.9]', 'greeting', ['192.0.2.9'], 'INCONCLUSIVE', 'client-blocked'],
+    [554, '5.7.1 No SMTP service here', 'greeting', ['192.0.2.9'], 'INCONCLUSIVE', 'banner-refused'],
+    [550, '5.7.1 Client host [192.0.2.9] blocked', 'helo', [], 'INCONCLUSIVE', 'client-blocked'],
+    [554, '5.7.1 <x@example.net>: Relay access denied', 'rcpt', ['127.0.0.5'], 'CLOSED', 'refused'],
+    // the target's literal echoed in the path is not the client's address, even when they are the same
+    [550, '5.1.1 <nosuchuser@[127.0.0.5]>: Recipient address rejected: User unknown in local recipient table', 'rcpt', ['127.0.0.5'], 'CLOSED', 'refused'],
+    [550, '5.1.1 User not listed in example.test directory', 'rcpt', [], 'CLOSED', 'refused'],
+    [451, '4.7.1 Greylisted for 127.0.0.5, try again later', 'rcpt', ['127.0.0.5'], 'INCONCLUSIVE', 'greylisted'],
+  ];
+  for (const [code, text, phase, mine, verdict, reason] of table) {
+    it(`${phase} ${code} ${text.slice(0, 60)} -> ${verdict} ${reason}`, () => {
+      const o = classifyReply(R(code, text), phase as never, { clientAddresses: mine });
+      assert.ok(o);
+      assert.equal(o.verdict, verdict, o.detail);
+      assert.equal(o.reason, reason, o.detail);
+    });
+  }
+  it('on a submission port that offers AUTH, "Client host rejected: Access denied" is auth-required; a DNSBL stays client-blocked', () => {
+    const ctx = { ...me, submissionWithAuth: true };
+    assert.equal(classifyReply(R(554, '5.7.1 <unknown[127.0.0.5]>: Client host rejected: Access denied'), 'rcpt', ctx)!.reason, 'auth-required');
+    assert.equal(classifyReply(R(554, '5.7.1 Client host [127.0.0.5] blocked using zen.spamhaus.org'), 'rcpt', ctx)!.reason, 'client-blocked');
+  });
+  it('names the addresses in a text, leaving the echoed paths out', () => {
+    assert.deepEqual(addressesInText('<a@[192.0.2.1]>: from 192.0.2.9 and [IPv6:2001:DB8::1] and ::ffff:192.0.2.7'), ['192.0.2.9', '2001:db8::1', '192.0.2.7']);
+    assert.equal(clientBlockEvidence(R(250, 'ok from 127.0.0.5'), ['127.0.0.5']), null, 'positive replies never count');
+  });
+  it('classifyAttempt: a relay trick refused with a DNSBL text is never CLOSED', () => {
+    const o = classifyAttempt({ mail: R(250, 'ok'), rcpt: [R(554, '5.7.1 Service unavailable; Client host [127.0.0.5] blocked using ordb.test')] }, 'relay', 1, me);
+    assert.equal(o.verdict, 'INCONCLUSIVE');
+    assert.equal(o.reason, 'client-blocked');
+  });
+});
+
+describe('verdict: CLOSED needs the control (requireControl)', () => {
+  const refused: Outcome = { verdict: 'CLOSED', reason: 'refused', detail: 'RCPT 554 5.7.1 Relay access denied' };
+  const ok: ControlCheck = { accepted: true, tries: [{ command: 'RCPT TO:<postmaster@example.test>', reply: R(250, '2.1.5 Ok') }] };
+  const no: ControlCheck = { accepted: false, tries: [{ command: 'MAIL FROM:<a@example.net>', reply: R(250, 'ok') }, { command: 'RCPT TO:<postmaster@example.test>', reply: R(554, '5.7.1 Relay access denied') }] };
+  it('CLOSED stays CLOSED only next to an accepted control', () => {
+    assert.equal(requireControl(refused, ok), refused);
+    const o = requireControl(refused, no);
+    assert.equal(o.verdict, 'INCONCLUSIVE');
+    assert.equal(o.reason, 'control-refused');
+    assert.match(o.detail, /RCPT TO:<postmaster@example\.test> got 554/);
+    assert.equal(requireControl({ ...refused, reason: 'deferred' }, no).reason, 'control-refused');
+  });
+  it('a control refused with a text about the tester makes it client-blocked', () => {
+    const blocked: ControlCheck = { accepted: false, tries: [{ command: 'MAIL FROM:<a@example.net>', reply: R(550, '5.7.1 Access denied to 127.0.0.5') }] };
+    assert.equal(requireControl(refused, blocked, { clientAddresses: ['127.0.0.5'] }).reason, 'client-blocked');
+  });
+  it('leaves other outcomes and the no-control case (submission ports) alone', () => {
+    const tls: Outcome = { verdict: 'CLOSED', reason: 'tls-required', detail: 'MAIL 530' };
+    assert.equal(requireControl(tls, no), tls);
+    assert.equal(requireControl(refused, null), refused);
+    const acc: Outcome = { verdict: 'INCONCLUSIVE', reason: 'accepted-not-proved', detail: 'RCPT 250' };
+    assert.equal(requireControl(acc, no), acc);
+  });
+});
+
+describe('verdict: bounce tricks', () => {
+  it('an accepted bounce trick is CLOSED local-accepted until a bounce with the body proves a bounce relay', () => {
+    const o = classifyAttempt({ mail: R(250, 'ok'), rcpt: [R(250, 'ok')], data: null, dot: R(250, 'queued') }, 'bounce', 1);
+    assert.equal(o.verdict, 'CLOSED');
+    assert.equal(o.reason, 'local-accepted');
+    assert.equal(o.accepted, true);
+    const open = finalizeProof(o, { arrived: false, bounced: true, bouncePayload: true, waitedMs: 2000 }, 'bounce');
+    assert.equal(open.verdict, 'OPEN');
+    assert.equal(open.reason, 'bounce-relay');
+    const headersOnly = finalizeProof(o, { arrived: false, bounced: true, bouncePayload: false, waitedMs: 2000 }, 'bounce');
+    assert.equal(headersOnly.verdict, 'CLOSED');
+    assert.match(headersOnly.detail, /headers only/);
+    assert.match(finalizeProof(o, { arrived: false, bounced: false, waitedMs: 2000 }, 'bounce').detail, /no bounce came back within 2 s/);
+  });
+  it('a relay trick whose probe came back to its sender with the body is a bounce relay too', () => {
+    const acc: Outcome = { verdict: 'INCONCLUSIVE', reason: 'accepted-not-proved', detail: 'RCPT 250' };
+    assert.equal(finalizeProof(acc, { arrived: false, bounced: true, bouncePayload: true, waitedMs: 1 }).reason, 'bounce-relay');
+    assert.equal(finalizeProof(acc, { arrived: false, bounced: true, bouncePayload: false, waitedMs: 1 }).verdict, 'INCONCLUSIVE');
+  });
+  it('aggregation: bounce-relay is OPEN', () => {
+    const agg = aggregate([{ verdict: 'CLOSED', reason: 'refused', detail: 'x' }, { verdict: 'OPEN', reason: 'bounce-relay', detail: 'y' }]);
+    assert.equal(agg.verdict, 'OPEN');
+    assert.equal(agg.reason, 'bounce-relay');
   });
 });

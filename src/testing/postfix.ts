@@ -2,10 +2,16 @@
  * Private Postfix instances for tests and benchmarks (see /work/shared/peers.md section 1).
  *
  * Each instance has its own config_directory, queue_directory and data_directory under one temp dir, a single
- * smtpd listener on 127.0.0.1:<port>, no chroot, and its log in `<base>/maillog`. The system instance in
+ * smtpd listener on 127.0.0.1:<port> (plus the same port on any `listenAddresses`), no chroot, and its log in
+ * `<base>/maillog`. The system instance in
  * /etc/postfix is neither read at run time nor changed: main.cf and master.cf are copied, then edited with
  * `postconf -c`. Several instances coexist (distinct queue dirs, data dirs hence master.lock files, and ports).
  * Needs root (Postfix's master must start as root) and the Debian postfix package.
+ *
+ * DNS: Postfix's resolver (libc, /etc/resolv.conf, port 53 only) has no port setting. With `nameserver`, the
+ * instance's smtpd processes run chrooted in the queue directory (Debian's own default for smtpd) and the
+ * chroot's etc/resolv.conf names that loopback address, so DNSBL lookups (reject_rbl_client) go to a test DNS
+ * server listening on <nameserver>:53; the system /etc/resolv.conf and the system Postfix are never touched.
  *
  * Mail for the relay domains (default peers.test) is accepted from anyone, then discarded ('discard') or relayed
  * to a loopback next hop ('relay-to'); every other domain gets `554 5.7.1 Relay access denied`, even from
@@ -13,7 +19,7 @@
  */
 import { execFile, spawn, spawnSync } from 'node:child_process';
 import { accessSync, constants as fsConstants, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { chmod, copyFile, mkdir, mkdtemp, readFile, rm, utimes } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -39,6 +45,13 @@ export interface PostfixOptions {
   port?: number;
   /** More main.cf settings, applied last (they override the helper's own). */
   extraMain?: Record<string, string>;
+  /** More loopback addresses smtpd listens on (same port); add them to proxy_interfaces to make their literals local. */
+  listenAddresses?: string[];
+  /**
+   * A loopback IPv4 address whose port 53 serves DNS for this instance's smtpd (DNSBL lookups): smtpd then runs
+   * chrooted in the queue directory with its own etc/resolv.conf.
+   */
+  nameserver?: string;
 }
 
 export interface PostfixInstance {
@@ -168,6 +181,9 @@ export async function startPostfix(options: PostfixOptions): Promise<PostfixInst
   for (const [k, v] of Object.entries(options.extraMain ?? {})) {
     if (!/^[a-z0-9_]+$/.test(k) || /[\r\n]/.test(v)) throw new Error(`bad extraMain entry ${JSON.stringify(k)}`);
   }
+  for (const a of [...(options.listenAddresses ?? []), ...(options.nameserver !== undefined ? [options.nameserver] : [])]) {
+    if (!/^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(a)) throw new Error(`listenAddresses and nameserver take loopback IPv4 addresses, got ${JSON.stringify(a)}`);
+  }
   if (options.port !== undefined) return startOnce(options, options.port, relayDomains, relayTransport);
   // An ephemeral port can be taken between freePort() and master's bind(): retry with a new one.
   let lastError: unknown;
@@ -269,8 +285,16 @@ async function startOnce(options: PostfixOptions, port: number, relayDomains: st
       const [name, type] = line.trim().split(/\s+/);
       if (name && type === 'inet') await postconf('-MX', `${name}/inet`);
     }
-    await postconf('-M', `127.0.0.1:${port}/inet = 127.0.0.1:${port} inet n - n - - smtpd`);
     await postconf('-F', '*/*/chroot = n');
+    const chroot = options.nameserver !== undefined ? 'y' : 'n';
+    for (const address of ['127.0.0.1', ...(options.listenAddresses ?? [])]) {
+      await postconf('-M', `${address}:${port}/inet = ${address}:${port} inet n - ${chroot} - - smtpd`);
+    }
+    if (options.nameserver !== undefined) {
+      // The chrooted smtpd's libc reads <queue_directory>/etc/resolv.conf: only the test's DNS server.
+      await mkdir(join(queueDir, 'etc'), { mode: 0o755 });
+      await writeFile(join(queueDir, 'etc', 'resolv.conf'), `nameserver ${options.nameserver}\noptions timeout:2 attempts:2\n`, { mode: 0o644 });
+    }
     // `postfix start` runs post-install create-missing: it creates the queue subdirectories and data_directory.
     await run(POSTFIX, ['-c', configDir, 'start']);
     await waitForBanner(port, bannerToken, logFile, 20_000);

@@ -24,7 +24,8 @@ const closers: (() => Promise<void>)[] = [];
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'relayguard-tester-cli-'));
-  closed = await startFakeMta({ commands: { RCPT: '554 5.7.1 Relay access denied\r\n' } });
+  // a closed MX: relaying refused, its postmaster (the tester's control) accepted
+  closed = await startFakeMta({ commands: { RCPT: (c) => (/^TO:<postmaster[@>]/i.test(c.arg) ? '250 2.1.5 Ok\r\n' : '554 5.7.1 Relay access denied\r\n') } });
   acceptAll = await startFakeMta({});
 });
 after(async () => {
@@ -52,7 +53,12 @@ describe('relayguard test (CLI)', () => {
     assert.equal(doc.exitCode, 0);
     assert.match(doc.runId, /^[0-9a-f]{8}$/);
     const t = doc.targets[0]!;
-    assert.deepEqual(Object.keys(t).sort(), ['address', 'counts', 'detail', 'domain', 'durationMs', 'family', 'findings', 'hostName', 'input', 'mx', 'ports', 'reason', 'sourceAddress', 'startedAt', 'verdict'].sort());
+    assert.deepEqual(Object.keys(t).sort(), ['address', 'counts', 'detail', 'domain', 'durationMs', 'family', 'findings', 'hostName', 'input', 'mailDomain', 'mx', 'ports', 'reason', 'sourceAddress', 'startedAt', 'verdict'].sort());
+    assert.deepEqual(t.mailDomain, { name: 'fake.test', source: 'guessed-from-banner' }, 'the domain is reported as guessed');
+    const control = t.ports[0]!.transports[0]!.control;
+    assert.ok(control?.accepted, JSON.stringify(control));
+    assert.equal(control.tries.at(-1)!.command, 'RCPT TO:<postmaster@fake.test>');
+    assert.ok(t.findings.every((f) => f.ok || f.remediation !== null), 'every violated finding says what to fix');
     assert.equal(t.sourceAddress, OUTSIDE);
     const tr = t.ports[0]!.transports[0]!;
     assert.equal(tr.tricks.length, TRICKS.length);
@@ -79,9 +85,24 @@ describe('relayguard test (CLI)', () => {
     assert.match(r.out, /relay saw the tester as 127\.0\.0\.2/);
     assert.match(r.out, /Received: from probes\.test/);
     const xml = await readFile(junit, 'utf8');
-    assert.match(xml, /^<\?xml version="1.0" encoding="UTF-8"\?>\n<testsuites name="relayguard tester" tests="\d+" failures="2" errors="0"/);
+    // 2 OPEN tricks + 2 findings: open-relay (error) and tester-address-may-be-trusted (the tester speaks from loopback)
+    assert.match(xml, /^<\?xml version="1.0" encoding="UTF-8"\?>\n<testsuites name="relayguard tester" tests="\d+" failures="4" errors="0"/);
+    assert.match(xml, /name="open-relay" time="0"><failure type="error" message="relays mail for strangers: V01, V02[^"]*">fix: Postfix: smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination/);
+    assert.match(xml, /name="tester-address-may-be-trusted" time="0"><failure type="warning" message="the tester connected from 127\.0\.0\.2, a loopback address/);
+    assert.match(r.out, /fix:\S* Postfix: smtpd_relay_restrictions = permit_mynetworks/, 'the text report says what to fix');
     assert.match(xml, /<testcase classname="relayguard\.tester\.127_0_0_1\.\d+\.plain" name="V02 external to external" time="[\d.]+"><failure type="OPEN"/);
     assert.equal(relay.forwarded.length, 2, 'one probe per accepted relay trick (V21 is local: no probe)');
+  });
+
+  it('--domain sets the mail domain (reported as given); a guessed one is said to be guessed', async () => {
+    const given = await cli([...base(closed.port), '--domain', 'Example.Test', '--tricks', 'V05']);
+    assert.equal(given.code, 0, given.err + given.out);
+    assert.match(given.out, /domain +example\.test \(given\)/);
+    const guessed = await cli([...base(closed.port), '--tricks', 'V05']);
+    assert.match(guessed.out, /domain +fake\.test \(guessed from the banner: give --domain\)/);
+    const doc = JSON.parse((await cli([...base(closed.port), '--domain', 'example.test', '--tricks', 'V05', '--json'])).out) as RunResult;
+    assert.deepEqual(doc.targets[0]!.mailDomain, { name: 'example.test', source: 'option' });
+    assert.equal(doc.targets[0]!.ports[0]!.localDelivery!.command, 'RCPT TO:<postmaster@example.test>');
   });
 
   it('--transcript keeps every line with timings', async () => {

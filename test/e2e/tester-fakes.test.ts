@@ -7,7 +7,7 @@
  */
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startFakeMta, type FakeMta, type FakeMtaOptions } from '../../src/testing/fake-mta.ts';
+import { startFakeMta, type FakeCommand, type FakeMta, type FakeMtaOptions } from '../../src/testing/fake-mta.ts';
 import { OUTSIDE, allCommands, explainResult, testCert, testPort, transport, tricksWith } from './tester-helpers.ts';
 
 const fakes: FakeMta[] = [];
@@ -19,6 +19,9 @@ async function fake(options: FakeMtaOptions): Promise<FakeMta> {
 after(async () => { await Promise.all(fakes.map((f) => f.close())); });
 
 const RELAY_DENIED = '554 5.7.1 Relay access denied\r\n';
+/** A closed MX: it refuses relaying but accepts its postmaster (the control every session starts with). */
+const IS_POSTMASTER = /^TO:<postmaster(@[^>]*)?>/i;
+const closedRcpt = (refusal = RELAY_DENIED) => (c: FakeCommand): string => (IS_POSTMASTER.test(c.arg) ? '250 2.1.5 Ok\r\n' : refusal);
 
 function assertNoData(f: FakeMta): void {
   assert.ok(!allCommands(f).some((c) => /^(DATA|BDAT)\b/i.test(c)), 'safe mode sent DATA');
@@ -52,7 +55,7 @@ describe('tester vs scripted fakes', () => {
   });
 
   it('4xx "Relay access denied" (Postfix defer_unauth_destination): CLOSED deferred, never OPEN', async () => {
-    const f = await fake({ commands: { RCPT: '454 4.7.1 <x@example.net>: Relay access denied\r\n' } });
+    const f = await fake({ commands: { RCPT: closedRcpt('454 4.7.1 <x@example.net>: Relay access denied\r\n') } });
     const r = await testPort(f.port);
     assert.equal(r.verdict, 'CLOSED', explainResult(r));
     assert.equal(r.reason, 'deferred');
@@ -91,7 +94,7 @@ describe('tester vs scripted fakes', () => {
       tls: await testCert(),
       commands: {
         MAIL: (_c, s) => (s.tls ? '250 2.1.0 Ok\r\n' : '530 5.7.0 Must issue a STARTTLS command first\r\n'),
-        RCPT: RELAY_DENIED,
+        RCPT: closedRcpt(),
       },
     });
     const r = await testPort(f.port);
@@ -109,7 +112,7 @@ describe('tester vs scripted fakes', () => {
   it('open only after STARTTLS: plain CLOSED, starttls accepted (INCONCLUSIVE in safe mode)', async () => {
     const f = await fake({
       tls: await testCert(),
-      commands: { RCPT: (c, s) => (s.tls && !c.arg.includes('[127.0.0.1]>') ? '250 2.1.5 Ok\r\n' : RELAY_DENIED) },
+      commands: { RCPT: (c, s) => (IS_POSTMASTER.test(c.arg) || (s.tls && !c.arg.includes('[127.0.0.1]>')) ? '250 2.1.5 Ok\r\n' : RELAY_DENIED) },
     });
     const r = await testPort(f.port);
     assert.equal(transport(r, 'plain').verdict, 'CLOSED', explainResult(r));
@@ -122,7 +125,7 @@ describe('tester vs scripted fakes', () => {
   });
 
   it('open to one trick only (the percent hack via IP literal): exactly V08 is flagged', async () => {
-    const f = await fake({ commands: { RCPT: (c) => (/^TO:<[^>"]*%[^>]*@\[127\.0\.0\.1\]>/i.test(c.arg) ? '250 2.1.5 Ok\r\n' : RELAY_DENIED) } });
+    const f = await fake({ commands: { RCPT: (c) => (/^TO:<[^>"]*%[^>]*@\[127\.0\.0\.1\]>/i.test(c.arg) ? '250 2.1.5 Ok\r\n' : closedRcpt()(c)) } });
     const r = await testPort(f.port, 'mx', { noStartTls: true });
     const plain = transport(r, 'plain');
     assert.deepEqual(tricksWith(plain, 'INCONCLUSIVE'), ['V08'], explainResult(r));
@@ -135,7 +138,7 @@ describe('tester vs scripted fakes', () => {
     const f = await fake({
       commands: {
         MAIL: (_c, s) => (s.index === 0 && ++mails === 5 ? { then: 'close' } : '250 2.1.0 Ok\r\n'),
-        RCPT: RELAY_DENIED,
+        RCPT: closedRcpt(),
       },
     });
     const r = await testPort(f.port, 'mx', { noStartTls: true });
@@ -155,12 +158,12 @@ describe('tester vs scripted fakes', () => {
   });
 
   it('proactively reconnects before error throttles: never more than errorsPerSession refusals per session', async () => {
-    const f = await fake({ commands: { RCPT: RELAY_DENIED } });
+    const f = await fake({ commands: { RCPT: closedRcpt() } });
     const r = await testPort(f.port, 'mx', { noStartTls: true, errorsPerSession: 5 });
     assert.equal(r.verdict, 'CLOSED', explainResult(r));
     for (const s of f.sessions) {
       assert.equal(s.remoteAddress, OUTSIDE);
-      const refused = s.commands.filter((c) => /^(RCPT|VRFY|EXPN)/i.test(c)).length;
+      const refused = s.commands.filter((c) => /^(RCPT|VRFY|EXPN)/i.test(c) && !/^RCPT TO:<postmaster/i.test(c)).length;
       assert.ok(refused <= 6, `session ${s.index}: ${refused} refusals`);
     }
     // RSET between tries within a session
@@ -168,7 +171,7 @@ describe('tester vs scripted fakes', () => {
   });
 
   it('HELO fallback: a server that refuses EHLO is still tested', async () => {
-    const f = await fake({ commands: { EHLO: '502 5.5.2 Error: command not recognized\r\n', RCPT: RELAY_DENIED } });
+    const f = await fake({ commands: { EHLO: '502 5.5.2 Error: command not recognized\r\n', RCPT: closedRcpt() } });
     const r = await testPort(f.port, 'mx', { noStartTls: true });
     assert.equal(r.verdict, 'CLOSED', explainResult(r));
     assert.equal(transport(r, 'plain').session.hello, 'HELO');
@@ -194,7 +197,7 @@ describe('tester vs scripted fakes', () => {
   });
 
   it('VRFY/EXPN exposure and the banner are reported', async () => {
-    const f = await fake({ greeting: '220 mx.exposed.test ESMTP Exposed\r\n', commands: { VRFY: '250 2.0.0 Postmaster <postmaster@exposed.test>\r\n', EXPN: '250 2.0.0 <root@exposed.test>\r\n', RCPT: RELAY_DENIED } });
+    const f = await fake({ greeting: '220 mx.exposed.test ESMTP Exposed\r\n', commands: { VRFY: '250 2.0.0 Postmaster <postmaster@exposed.test>\r\n', EXPN: '250 2.0.0 <root@exposed.test>\r\n', RCPT: closedRcpt() } });
     const r = await testPort(f.port, 'mx', { noStartTls: true });
     const ids = r.findings.map((x) => x.id);
     assert.ok(ids.includes('vrfy-exposed') && ids.includes('expn-exposed'), ids.join());
@@ -205,7 +208,7 @@ describe('tester vs scripted fakes', () => {
   });
 
   it('IPv6: the target literal is [IPv6:::1] (RFC 5321), not [::1]', async () => {
-    const f = await fake({ host: '::1', commands: { RCPT: RELAY_DENIED } });
+    const f = await fake({ host: '::1', commands: { RCPT: closedRcpt() } });
     const r = await testPort(f.port, 'mx', { noStartTls: true }, '::1');
     assert.equal(r.verdict, 'CLOSED', explainResult(r));
     const cmds = allCommands(f);
@@ -214,7 +217,7 @@ describe('tester vs scripted fakes', () => {
   });
 
   it('time budget: a paced battery stops when the budget runs out (INCONCLUSIVE budget-exhausted)', async () => {
-    const f = await fake({ commands: { RCPT: RELAY_DENIED } });
+    const f = await fake({ commands: { RCPT: closedRcpt() } });
     const started = Date.now();
     const r = await testPort(f.port, 'mx', { noStartTls: true, paceMs: 100, budgetMs: 600 });
     assert.ok(Date.now() - started < 1500, `took ${Date.now() - started} ms`);

@@ -69,7 +69,8 @@ export function explainResult(r: TargetResult): string {
 // ---------------------------------------------------------------------------------------------------------
 // A toy open relay: the project's SmtpServer with a handler that accepts the recipients a predicate picks,
 // rewrites the percent hack (u%remote@here -> u@remote), adds a Received header naming the client address it
-// saw, and forwards each message over SMTP to a next hop (the tester's sink). Loopback only.
+// saw, and forwards each message over SMTP to a next hop (the tester's sink). Like any mail server it accepts its
+// own postmaster (with or without a domain: the tester's control), which it keeps (never forwarded). Loopback only.
 
 
 export interface ToyRelay {
@@ -92,6 +93,7 @@ export async function startToyRelay(options: { accept: (rcpt: string) => boolean
     async onMailFrom() { return { ok: true }; },
     async onRcptTo({ path }) {
       const address = path.mailbox ? canonicalize(path.mailbox).address : '';
+      if (/^postmaster(@|$)/i.test(address)) return { ok: true, data: null };
       return options.accept(address) ? { ok: true, data: rewrite(address) } : { ok: false, reply: { code: 554, enhanced: '5.7.1', text: 'Relay access denied' } };
     },
     async onData({ session, body }) {
@@ -100,7 +102,8 @@ export async function startToyRelay(options: { accept: (rcpt: string) => boolean
       const client = options.claimClient ?? session.connection.remoteAddress;
       const received = `Received: from ${session.helo ?? 'unknown'} (${session.helo ?? 'unknown'} [${client}])\r\n\tby toy.relay.test with ESMTP; ${new Date().toUTCString()}\r\n`;
       const mailFrom = session.mailFrom?.mailbox ? canonicalize(session.mailFrom.mailbox).address : '';
-      const rcptTo = session.recipients.map((r) => String(r.data));
+      const rcptTo = session.recipients.filter((r) => r.data !== null && r.data !== undefined).map((r) => String(r.data));
+      if (rcptTo.length === 0) return { ok: true, queueId: 'TOYLOCAL' };
       forwarded.push({ mailFrom, rcptTo });
       const c = await SmtpClient.connect({ host: options.nextHop.host, port: options.nextHop.port, timeouts: { command: 5000, connect: 2000, greeting: 2000 } });
       try {

@@ -36,7 +36,9 @@ const proof = (waitMs = 3000) => ({ testerDomain: PROBE_DOMAIN, proof: { collect
 describe('tester proof mode', () => {
   it('a relay open only to the percent hack: those tricks are OPEN (proved), with the Received chain and the client address it saw', async () => {
     const relay = await toy((rcpt) => rcpt.includes('%'));
-    const r = await testPort(relay.port, 'mx', proof());
+    // the toy relay forwards before it answers the end of DATA, so the probes are there at once; the wait only
+    // runs out for B03 (postmaster at its literal: kept, never bounced)
+    const r = await testPort(relay.port, 'mx', proof(1000));
     assert.equal(r.verdict, 'OPEN', explainResult(r));
     assert.equal(r.reason, 'proved');
     const plain = transport(r, 'plain');
@@ -60,7 +62,7 @@ describe('tester proof mode', () => {
 
   it('flags a relay that recorded another client address than the tester used (proxy/NAT trust trouble)', async () => {
     const relay = await toy(() => true, '10.9.8.7');
-    const r = await testPort(relay.port, 'mx', { ...proof(), tricks: undefined });
+    const r = await testPort(relay.port, 'mx', { ...proof(1000), tricks: undefined });
     assert.equal(r.verdict, 'OPEN', explainResult(r));
     const f = r.findings.find((x) => x.id === 'relay-saw-other-address');
     assert.ok(f, JSON.stringify(r.findings));
@@ -76,16 +78,29 @@ describe('tester proof mode', () => {
     assert.equal(r.reason, 'accepts-all-recipients');
     assert.match(transport(r, 'plain').tricks.find((t) => t.id === 'V02')!.detail, /did not arrive within/);
     assert.ok(Date.now() - started < 3000);
-    // DATA went to the probe domain only: every message's recipient is a tag at the probe domain
+    // DATA went only where a tag can come back: a relay trick's recipient is a tag at the probe domain; a bounce
+    // trick's recipient is local to the target and its sender is a tag at the probe domain
     const dataSessions = f.sessions.filter((s) => s.messages.length > 0);
     assert.ok(dataSessions.length > 0);
+    const tagAtProbe = /rg-[0-9a-f]{8}-[0-9a-z]+@probes\.test>/;
+    let bounceProbes = 0;
     for (const s of f.sessions) {
       let lastRcpt = '';
+      let lastMail = '';
       for (const c of s.commands) {
+        if (c.startsWith('MAIL FROM:')) lastMail = c;
         if (c.startsWith('RCPT TO:')) lastRcpt = c;
-        if (c === 'DATA' || c.startsWith('BDAT')) assert.match(lastRcpt, /rg-[0-9a-f]{8}-[0-9a-z]+/, `DATA after ${lastRcpt}`);
+        if (c === 'DATA' || c.startsWith('BDAT')) {
+          if (/rg-[0-9a-f]{8}-[0-9a-z]+/.test(lastRcpt)) continue; // a relay trick: the tag is the (rewritten) recipient
+          assert.match(lastMail, tagAtProbe, `DATA after ${lastMail} ${lastRcpt}`);
+          assert.match(lastRcpt, /@fake\.test>|@\[127\.0\.0\.1\]>/, `a bounce trick's recipient is local: ${lastRcpt}`);
+          bounceProbes++;
+        }
       }
     }
+    assert.ok(bounceProbes >= 3, 'the bounce tricks sent their probes (B01-B03; B04 needs DSN)');
+    assert.ok(!r.findings.some((x) => x.id === 'bounce-relay'), 'nothing bounced');
+    assert.ok(r.findings.some((x) => x.id === 'bounce-relay-risk'), 'accepting unknown local users is a risk');
   });
 
   it('a server that accepts RCPT but refuses the message after DATA: CLOSED refused', async () => {

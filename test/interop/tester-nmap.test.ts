@@ -6,7 +6,9 @@
  *   - greylisting (451 at RCPT): nmap reports "all tests failed" as if closed; the truth is unknown;
  *   - STARTTLS required (530 at MAIL): nmap reports "authentication needed" and never tries after STARTTLS,
  *     missing a relay that is open once TLS is up.
- * And both agree on a plainly closed server (the control).
+ *   - a DNSBL refusal of the tester's own address at RCPT ("Client host [X] blocked using <zone>", field report H1):
+ *     nmap reads it as closed; relayguard says INCONCLUSIVE client-blocked (nothing about relaying was learnt).
+ * And both agree on a plainly closed server (one that accepts its postmaster, the tester's control).
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -76,8 +78,19 @@ describe('relayguard vs nmap smtp-open-relay on the same servers', () => {
     assert.equal(rg.reason, 'accepted-not-proved');
   });
 
+  it('DNSBL refusal of the tester at RCPT (H1): nmap says closed; relayguard INCONCLUSIVE client-blocked', async (t) => {
+    const blocked = `554 5.7.1 Service unavailable; Client host [${OUTSIDE}] blocked using ordb.test\r\n`;
+    const f = await fake({ commands: { RCPT: (c) => (/^TO:<postmaster>/i.test(c.arg) ? '250 2.1.5 Ok\r\n' : blocked) } });
+    const [nmap, rg] = await Promise.all([nmapVerdict(f.port), testPort(f.port, 'mx', { noStartTls: true })]);
+    t.diagnostic(`nmap: ${nmap}`);
+    t.diagnostic(`relayguard: ${rg.verdict} ${rg.reason} (${rg.detail})`);
+    assert.match(nmap, /doesn't seem to be an open relay/, 'nmap reads a blocklisted tester as a closed relay');
+    assert.equal(rg.verdict, 'INCONCLUSIVE', explainResult(rg));
+    assert.equal(rg.reason, 'client-blocked');
+  });
+
   it('control: a plainly closed server, both say closed', async (t) => {
-    const f = await fake({ commands: { RCPT: RELAY_DENIED } });
+    const f = await fake({ commands: { RCPT: (c) => (/^TO:<postmaster(@[^>]*)?>/i.test(c.arg) ? '250 2.1.5 Ok\r\n' : RELAY_DENIED) } });
     const [nmap, rg] = await Promise.all([nmapVerdict(f.port), testPort(f.port, 'mx', { noStartTls: true })]);
     t.diagnostic(`nmap: ${nmap}`);
     t.diagnostic(`relayguard: ${rg.verdict} ${rg.reason}`);
