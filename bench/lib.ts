@@ -232,6 +232,8 @@ export interface RelayguardOptions {
   wrap?: string[];
   /** Extra node flags (--cpu-prof ...). */
   nodeArgs?: string[];
+  /** Extra environment variables of the serve process (bench/soak.ts's probe file). */
+  env?: Record<string, string>;
   /** Copy this tls/ directory (cert.pem + key.pem) into the new data dir, to skip key generation at start. */
   tlsDir?: string;
   /** Create the data dir under this directory (default: the system temp dir). */
@@ -272,7 +274,7 @@ export async function startRelayguard(options: RelayguardOptions = {}): Promise<
   const configFile = join(dataDir, 'relayguard.yaml');
   await writeFile(configFile, stringify(config));
   const argv = [...(options.wrap ?? []), NODE, ...(options.nodeArgs ?? []), CLI, 'serve', '--config', configFile];
-  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
   live.add(child);
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (d: string) => { if (stderr.length < 65_536) stderr += d; });

@@ -140,7 +140,7 @@ export function registerDnsblCommands(
 
   const open = (opts: CommonOpts): { config: Config; settings: OrdbSettings; store: ListingStore } => {
     const config = configFrom(opts);
-    mkdirSync(config.dataDir, { recursive: true, mode: 0o750 });
+    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
     const settings = ordbSettings(config);
     return { config, settings, store: ListingStore.open(settings.databasePath, { clock: { now } }) };
   };

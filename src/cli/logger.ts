@@ -1,6 +1,6 @@
 /** The JSON-lines logger (pino) behind the project's Logger interface. Only the CLI builds one. */
 import { pino, type Logger as Pino } from 'pino';
-import type { Logger, LogFields } from '../core/log.ts';
+import { EscapingLogger, type Logger, type LogFields } from '../core/log.ts';
 
 class PinoLogger implements Logger {
   readonly #p: Pino;
@@ -23,5 +23,6 @@ export function createLogger(options: { level?: string; fd?: number } = {}): Log
     },
     pino.destination({ fd: options.fd ?? 1, sync: false }),
   );
-  return new PinoLogger(p);
+  // Attacker-controlled strings are escaped and the client's address is written first (core/log.ts).
+  return new EscapingLogger(new PinoLogger(p));
 }

@@ -2,13 +2,14 @@
  * The relayguard command line: argv -> config -> wiring -> run. Every command answers bad input with a
  * message on stderr and a non-zero exit code: 1 for a failed check, 2 for usage or configuration errors.
  */
-import { existsSync, mkdirSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative, resolve as resolvePath } from 'node:path';
+import YAML from 'yaml';
 import { Command, CommanderError } from 'commander';
 import { loadConfig } from '../config/load.ts';
 import { checkConfig, formatFindings, hasErrors } from '../config/check.ts';
-import type { Config } from '../config/schema.ts';
-import { RelayguardError } from '../core/errors.ts';
+import { defaultConfig, type Config } from '../config/schema.ts';
+import { RelayguardError, errorCode } from '../core/errors.ts';
 import { UserStore } from '../policy/users.ts';
 import { createLogger } from './logger.ts';
 import { databasePath, startRelay } from './serve.ts';
@@ -17,6 +18,15 @@ import { registerTesterCommands } from './tester-commands.ts';
 import { registerDnsblCommands } from './dnsbl-commands.ts';
 import { registerAliasCommands } from './alias-commands.ts';
 import { writeDkimKey } from '../delivery/index.ts';
+
+/** The package version (package.json next to src/ or dist/). */
+export const VERSION: string = (() => {
+  try {
+    return String((JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string }).version ?? 'unknown');
+  } catch {
+    return 'unknown';
+  }
+})();
 
 interface Io {
   out(s: string): void;
@@ -28,9 +38,16 @@ const STDIO: Io = {
   err: (s) => process.stderr.write(s.endsWith('\n') ? s : s + '\n'),
 };
 
+/** Where the configuration comes from: --config FILE, else $RELAYGUARD_CONFIG, else ./relayguard.yaml when present, else the embedded defaults. */
+function configSource(opts: { config?: string }): '--config' | 'RELAYGUARD_CONFIG' | './relayguard.yaml' | 'embedded defaults' {
+  if (opts.config !== undefined) return '--config';
+  if (process.env['RELAYGUARD_CONFIG']) return 'RELAYGUARD_CONFIG';
+  return existsSync('relayguard.yaml') ? './relayguard.yaml' : 'embedded defaults';
+}
+
 /** --config FILE, else $RELAYGUARD_CONFIG, else ./relayguard.yaml when present, else the embedded defaults. */
 function configFrom(opts: { config?: string }): Config {
-  const file = opts.config ?? process.env['RELAYGUARD_CONFIG'] ?? (existsSync('relayguard.yaml') ? 'relayguard.yaml' : undefined);
+  const file = opts.config ?? (process.env['RELAYGUARD_CONFIG'] || undefined) ?? (existsSync('relayguard.yaml') ? 'relayguard.yaml' : undefined);
   return loadConfig(file ? { file } : {});
 }
 
@@ -49,7 +66,7 @@ async function readPassword(opts: { password?: string; passwordStdin?: boolean }
 }
 
 function openUsers(config: Config): UserStore {
-  mkdirSync(config.dataDir, { recursive: true, mode: 0o750 });
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   return new UserStore(databasePath(config));
 }
 
@@ -58,32 +75,97 @@ export function buildProgram(io: Io, setExit: (code: number) => void): Command {
   const program = new Command('relayguard')
     .description('A closed-by-default ESMTP relay, an open-relay tester and an open-relay DNS blocklist')
     .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
+    .version(VERSION, '-V, --version', 'print the version')
     .exitOverride()
     .showHelpAfterError();
 
   program
     .command('serve')
-    .description('run the relay (mx and submission listeners) on the configuration or the embedded defaults')
+    .description('run the relay (mx and submission listeners) on the configuration or the embedded defaults; SIGHUP reloads the configuration, SIGTERM/SIGINT stop gracefully')
     .option('-c, --config <file>', 'relayguard.yaml to use')
     .option('--force', 'start even when `config check` reports open-relay hazards')
-    .action(async (opts: { config?: string; force?: boolean }) => {
+    .option('--pid-file <file>', 'write the process id to this file (removed at exit)')
+    .action(async (opts: { config?: string; force?: boolean; pidFile?: string }) => {
+      const source = configSource(opts);
       const config = configFrom(opts);
       const findings = checkConfig(config);
       if (hasErrors(findings) && !opts.force) {
         io.err(`relayguard: refusing to start, the configuration has open-relay hazards:\n${formatFindings(findings)}\n(run with --force to start anyway)`);
         return setExit(2);
       }
+      process.title = 'relayguard';
       const logger = createLogger({ level: config.log.level });
+      logger.info('starting', { config_file: config.configFile, config_source: source, data_dir: config.dataDir, pid: process.pid, version: VERSION });
       for (const f of findings) logger.warn('config finding', { severity: f.severity, key: f.key, code: f.code, finding: f.message });
-      const relay = await startRelay(config, logger);
-      await new Promise<void>((resolveStop) => {
-        const stop = (signal: string): void => {
-          logger.info('stopping', { signal });
-          relay.close().then(resolveStop, resolveStop);
-        };
-        process.once('SIGTERM', () => stop('SIGTERM'));
-        process.once('SIGINT', () => stop('SIGINT'));
-      });
+      // Signal handlers go in before anything listens: a SIGHUP or SIGTERM that arrives while starting is kept
+      // and acted on once the relay runs, never the default action (which would kill the process).
+      let relay: Awaited<ReturnType<typeof startRelay>> | null = null;
+      let stopRequested: string | null = null;
+      let reloadRequested = false;
+      let stopping = false;
+      let resolveStop: () => void = () => {};
+      const stopped = new Promise<void>((r) => { resolveStop = r; });
+      const stop = (signal: string): void => {
+        if (relay === null) { stopRequested ??= signal; return; }
+        if (stopping) return;
+        stopping = true;
+        logger.info('stopping', { signal, grace_ms: relay.config.limits.shutdownGrace });
+        relay.close().then(resolveStop, (err: unknown) => {
+          logger.error('stop failed', { err: String(err) });
+          resolveStop();
+        });
+      };
+      const reload = (): void => {
+        if (relay === null) { reloadRequested = true; return; }
+        if (stopping) return;
+        const running = relay;
+        let next: Config;
+        try {
+          next = loadConfig(config.configFile ? { file: config.configFile } : {});
+        } catch (err) {
+          logger.error('reload failed; keeping the running configuration', { err_code: errorCode(err), err: (err as Error).message });
+          return;
+        }
+        const nextFindings = checkConfig(next);
+        if (hasErrors(nextFindings) && !opts.force) {
+          logger.error('reload refused; keeping the running configuration', {
+            err_code: 'ERR_RELOAD_HAZARD', findings: nextFindings.filter((f) => f.severity === 'error').map((f) => `${f.key}: ${f.code}`),
+          });
+          return;
+        }
+        running.reload(next).then(
+          (r) => logger.info('configuration reloaded', {
+            config_file: next.configFile, listeners_added: r.added, listeners_removed: r.removed, listeners_changed: r.changed,
+            certificate_reloaded: r.certificateReloaded, delivery_restarted: r.deliveryRestarted, ordb_restarted: r.ordbRestarted,
+          }),
+          (err: unknown) => logger.error('reload failed; keeping the running configuration', { err_code: errorCode(err), err: (err as Error).message }),
+        );
+      };
+      const onTerm = (): void => stop('SIGTERM');
+      const onInt = (): void => stop('SIGINT');
+      process.on('SIGTERM', onTerm);
+      process.on('SIGINT', onInt);
+      process.on('SIGHUP', reload);
+      const pidFile = opts.pidFile ? resolvePath(opts.pidFile) : null;
+      try {
+        relay = await startRelay(config, logger);
+        if (pidFile) writeFileSync(pidFile, `${process.pid}\n`, { mode: 0o644 });
+        // Launched by npm or npx, whose shells do not always pass signals on: when that parent goes away, stop
+        // too, so no orphan keeps the ports (field report 1, H3). A server started any other way outlives its shell.
+        if (process.env['npm_lifecycle_event'] !== undefined || process.env['npm_command'] !== undefined) {
+          const parent = process.ppid;
+          const watch = setInterval(() => { if (process.ppid !== parent) stop('parent exited'); }, 500);
+          watch.unref();
+        }
+        if (stopRequested !== null) stop(stopRequested);
+        else if (reloadRequested) reload();
+        await stopped;
+      } finally {
+        process.off('SIGTERM', onTerm);
+        process.off('SIGINT', onInt);
+        process.off('SIGHUP', reload);
+      }
+      if (pidFile) rmSync(pidFile, { force: true });
       setExit(0);
     });
 
@@ -185,6 +267,28 @@ export function buildProgram(io: Io, setExit: (code: number) => void): Command {
     });
 
   const cfg = program.command('config').description('configuration tools');
+  cfg
+    .command('show')
+    .description('print the effective configuration with every default filled in (like postconf); -n: only what differs from the defaults (like postconf -n)')
+    .option('-c, --config <file>', 'relayguard.yaml to show')
+    .option('-n, --non-default', 'only the settings that differ from the embedded defaults')
+    .option('--json', 'as JSON')
+    .action((opts: { config?: string; nonDefault?: boolean; json?: boolean }) => {
+      const source = configSource(opts);
+      const config = configFrom(opts);
+      const { configFile: _file, ...effective } = config;
+      let shown: Record<string, unknown> = effective;
+      if (opts.nonDefault) {
+        const base = defaultConfig({ cwd: config.configFile ? dirname(config.configFile) : process.cwd() }) as unknown as Record<string, unknown>;
+        shown = Object.fromEntries(Object.entries(effective).filter(([k, v]) => JSON.stringify(v) !== JSON.stringify(base[k])));
+      }
+      if (opts.json) {
+        io.out(JSON.stringify({ source, file: config.configFile, config: shown }));
+        return;
+      }
+      io.out(`# source: ${source}${config.configFile ? ` (${config.configFile})` : ''}; data directory: ${config.dataDir}`);
+      io.out(Object.keys(shown).length === 0 ? '# nothing differs from the embedded defaults' : YAML.stringify(shown).trimEnd());
+    });
   cfg
     .command('check')
     .description('validate relayguard.yaml and lint it for open-relay hazards; exits 1 on any hazard')

@@ -184,7 +184,7 @@ export interface RunningOrdb {
 export async function startOrdb(config: Config, logger: Logger, deps: OrdbDeps = {}): Promise<RunningOrdb> {
   const settings = ordbSettings(config, deps.settings);
   const log = logger.child({ component: 'dnsbl' });
-  mkdirSync(config.dataDir, { recursive: true, mode: 0o750 });
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const store = ListingStore.open(settings.databasePath, deps.clock ? { clock: deps.clock } : {});
   let tester: TestHost | null = null;
   let server: DnsblServer | null = null;
@@ -203,6 +203,10 @@ export async function startOrdb(config: Config, logger: Logger, deps: OrdbDeps =
       axfrAllow: settings.axfrAllow,
       notify: settings.notify,
       udpThreads: config.dnsbl.udpThreads,
+      maxTcpConnections: config.dnsbl.tcp.maxConnections,
+      maxTcpConnectionsPerClient: config.dnsbl.tcp.maxConnectionsPerClient,
+      tcpIdleTimeoutMs: config.dnsbl.tcp.idleTimeout,
+      tcpSessionTimeoutMs: config.dnsbl.tcp.sessionTimeout,
       logger: log,
     });
     await server.start();

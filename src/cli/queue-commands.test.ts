@@ -103,6 +103,8 @@ test('queue list: text, JSON lines and filters', async () => {
   assert.match(all.out, new RegExp(`${f.b} +\\d+ +3m queued +<>`));
   assert.match(all.out, new RegExp(`${f.c} +\\d+ +2m hold +carol@example.com`));
   assert.match(all.out, /-- 3 messages$/);
+  // mailq-style: the deferred recipient under its reason, the delivered one without.
+  assert.ok(all.out.includes(`\n${' '.repeat(45)}carol@example.net\n(mx.example.net [192.0.2.7] said: 451 4.7.1 Greylisted, try again)\n${' '.repeat(45)}bob@example.net\n`), all.out);
 
   const json = await cli(['list', '-c', f.config, '--json']);
   const rows = json.out.split('\n').map((l) => JSON.parse(l) as { queueId: string; recipientsOpen: number });
@@ -240,4 +242,53 @@ test('queue commands: helpers', () => {
   assert.equal(parseAge('5d'), 432_000_000);
   assert.throws(() => parseAge('-1'), { code: 'ERR_USAGE' });
   assert.equal(printable('a\x1b[2Jb\r\n\u202ec\u00e9'), 'a\\x1b[2Jb\\x0d\\x0a\\u202ec\u00e9');
+});
+
+test('queue list shows why deferred mail waits, once per reason (like mailq); queue show says it once (M7)', async () => {
+  const w = workDir();
+  const clock = new ManualClock(T0);
+  const store = QueueStore.open({ dataDir: w.dataDir, clock });
+  const refused = 'connect to 127.0.0.1:2525: Connection refused';
+  const id = await queueOne(store, { recipients: [{ address: 'a@example.net' }, { address: 'b@example.net' }, { address: 'c@example.org' }, { address: 'd@example.org' }] });
+  const runner = new QueueRunner({
+    store, clock,
+    deliverer: {
+      async deliver(job) {
+        return job.recipients.map((r) => r.address.endsWith('@example.net')
+          // What delivery makes up itself for a smart host on a closed port: a local reply and the same diagnostic.
+          ? { address: r.address, outcome: 'deferred' as const, reply: { code: 451, enhanced: '4.4.1', text: refused }, diagnostic: refused }
+          : r.address.startsWith('c@')
+            ? { address: r.address, outcome: 'deferred' as const, reply: { code: 450, enhanced: '4.2.0', text: 'Mailbox busy' }, remoteMta: 'mx.example.org [192.0.2.9]' }
+            : { address: r.address, outcome: 'delivered' as const, reply: { code: 250, enhanced: '2.0.0', text: 'Ok' } });
+      },
+    },
+    bouncer: { async bounce() {}, async delayed() {} },
+  });
+  await runner.runOnce();
+  await runner.stop();
+  await store.close();
+
+  const list = await cli(['list', '-c', w.config]);
+  assert.equal(list.code, 0, list.err);
+  const pad = ' '.repeat(45);
+  assert.deepEqual(list.out.split('\n').slice(1, -1), [
+    `${id}      46    4m queued   alice@example.org`,
+    `${pad}d@example.org`,
+    `(451 4.4.1 ${refused})`,
+    `${pad}a@example.net`,
+    `${pad}b@example.net`,
+    '(mx.example.org [192.0.2.9] said: 450 4.2.0 Mailbox busy)',
+    `${pad}c@example.org`,
+  ]);
+  const json = JSON.parse((await cli(['list', '-c', w.config, '--json'])).out) as { deferred: unknown };
+  assert.deepEqual(json.deferred, [
+    { reason: `451 4.4.1 ${refused}`, remoteMta: null, recipients: ['a@example.net', 'b@example.net'] },
+    { reason: '450 4.2.0 Mailbox busy', remoteMta: 'mx.example.org [192.0.2.9]', recipients: ['c@example.org'] },
+  ]);
+
+  const show = await cli(['show', '-c', w.config, '--no-headers', id]);
+  assert.equal(show.code, 0, show.err);
+  assert.equal(show.out.split(refused).length - 1, 2, `the error once per recipient:\n${show.out}`);
+  assert.ok(!show.out.includes('note:'), show.out);
+  assert.match(show.out, /  <a@example\.net>\n    deferred, 1 attempt, next .*, status 4\.4\.1\n    last: 451 4\.4\.1 connect to 127\.0\.0\.1:2525: Connection refused\n/);
 });

@@ -13,7 +13,7 @@ import type { Config } from '../config/schema.ts';
 import { RelayguardError } from '../core/errors.ts';
 import { isQueueId } from '../core/queue-id.ts';
 import { MESSAGE_STATES, QueueStore, RECIPIENT_STATES } from '../queue/index.ts';
-import type { AdminResult, AdminTarget, ListFilter, QueuedMessageDetail } from '../queue/index.ts';
+import type { AdminResult, AdminTarget, ListFilter, QueuedMessageDetail, QueuedMessageSummary, QueuedRecipient } from '../queue/index.ts';
 
 export interface QueueCommandIo {
   out(s: string): void;
@@ -74,7 +74,7 @@ export function registerQueueCommands(
   withFilters(
     queue
       .command('list')
-      .description('list queued messages, oldest first (like mailq)')
+      .description('list queued messages, oldest first, with the reason delivery is waiting (like mailq)')
       .option('-c, --config <file>', 'relayguard.yaml to use')
       .option('--json', 'one JSON object per message, one per line')
       .option('--limit <n>', 'at most n messages'),
@@ -99,7 +99,7 @@ export function registerQueueCommands(
       io.out('Queue ID             Size  Age   State    Sender / Recipients');
       for (const r of rows) {
         io.out(`${r.queueId} ${String(r.size).padStart(7)} ${formatAge(t - r.receivedAt).padStart(5)} ${r.state.padEnd(8)} ${printable(showSender(r.sender))}`);
-        for (const rc of r.recipients) io.out(`${' '.repeat(45)}${printable(rc)}`);
+        for (const line of recipientLines(r)) io.out(line);
       }
       io.out(`-- ${rows.length} message${rows.length === 1 ? '' : 's'}`);
     } finally {
@@ -290,6 +290,36 @@ export function printable(s: string): string {
   });
 }
 
+const RECIPIENT_INDENT = ' '.repeat(45);
+
+/**
+ * The recipient lines under a `queue list` entry, like mailq: the recipients without a deferral reason first, then
+ * each distinct reason once, in parentheses ("host said: reply" when a host gave it), followed by its recipients.
+ */
+export function recipientLines(r: QueuedMessageSummary): string[] {
+  const deferred = new Set(r.deferred.flatMap((d) => d.recipients));
+  const lines = r.recipients.filter((rc) => !deferred.has(rc)).map((rc) => `${RECIPIENT_INDENT}${printable(rc)}`);
+  for (const d of r.deferred) {
+    lines.push(`(${printable(d.remoteMta === null ? d.reason : `${d.remoteMta} said: ${d.reason}`)})`);
+    for (const rc of d.recipients) lines.push(`${RECIPIENT_INDENT}${printable(rc)}`);
+  }
+  return lines;
+}
+
+/**
+ * The `note:` under a recipient's `last:` line, or null when it would repeat it: a diagnostic the queue derived
+ * from the reply itself, or an expiry note that ends with the same last error.
+ */
+function noteFor(r: QueuedRecipient): string | null {
+  if (r.diagnostic === null || r.reply === null) return null; // without a reply, last: already is the diagnostic
+  const last = r.lastReply ?? '';
+  let note = r.diagnostic;
+  const tail = `; last error: ${last}`;
+  if (last !== '' && note.endsWith(tail)) note = note.slice(0, -tail.length);
+  if (note === '' || last.includes(note)) return null;
+  return note;
+}
+
 function showDetail(io: QueueCommandIo, d: QueuedMessageDetail, now: number): void {
   const open = d.recipients.filter((r) => r.state === 'pending' || r.state === 'deferred').length;
   io.out(`Queue ID:    ${d.queueId}`);
@@ -311,6 +341,7 @@ function showDetail(io: QueueCommandIo, d: QueuedMessageDetail, now: number): vo
     if (r.dsnStatus !== null) line += `, status ${printable(r.dsnStatus)}`;
     io.out(line);
     if (r.lastReply !== null) io.out(`    last: ${printable(r.lastReply)}${r.remoteMta ? ` (${printable(r.remoteMta)})` : ''}`);
-    if (r.diagnostic !== null && r.reply !== null) io.out(`    note: ${printable(r.diagnostic)}`);
+    const note = noteFor(r);
+    if (note !== null) io.out(`    note: ${printable(note)}`);
   }
 }

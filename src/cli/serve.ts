@@ -11,8 +11,8 @@ import type { Logger } from '../core/log.ts';
 import type { BoundListener } from '../smtp/server.ts';
 import { QueueStore, QueueRunner } from '../queue/index.ts';
 import { SmtpDeliverer, DsnBouncer, MailauthDkimSigner } from '../delivery/index.ts';
-import type { LocalRecipients } from '../policy/recipients.ts';
-import { assembleReceivePath, databasePath, type AssembleOptions, type ReceivePath } from '../relay/index.ts';
+import type { RecipientResolver } from '../policy/recipients.ts';
+import { assembleReceivePath, databasePath, type AssembleOptions, type ReceivePath, type ReloadSummary } from '../relay/index.ts';
 import { startOrdb, type RunningOrdb } from './ordb-service.ts';
 
 export { databasePath };
@@ -24,10 +24,27 @@ export interface RunningRelay {
   readonly receive: ReceivePath;
   /** The ORDB service (DNS zone, listings, test scheduler), when dnsbl.enabled. */
   readonly ordb: RunningOrdb | null;
+  /** The configuration running now. */
+  readonly config: Config;
+  /**
+   * Applies a new configuration without dropping an SMTP session (SIGHUP): the receive path reconfigures in place;
+   * the deliver path and the ORDB restart only when their own sections changed. Throws and keeps the running
+   * configuration when the new one cannot be applied.
+   */
+  reload(next: Config): Promise<ReloadReport>;
+  /** Stops accepting, lets transactions in progress finish (limits.shutdownGrace), then stops everything. */
   close(): Promise<void>;
 }
 
+export interface ReloadReport extends ReloadSummary {
+  readonly deliveryRestarted: boolean;
+  readonly ordbRestarted: boolean;
+}
+
+const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
+
 export async function startRelay(config: Config, logger: Logger, options: Omit<AssembleOptions, 'logger'> = {}): Promise<RunningRelay> {
+  let current = config;
   const receive = await assembleReceivePath(config, { ...options, logger });
   const queue = receive.queue;
   let outbound: { stop(): Promise<void> } | null = null;
@@ -45,14 +62,42 @@ export async function startRelay(config: Config, logger: Logger, options: Omit<A
   }
   for (const b of listeners) logger.info('listening', { listener: b.name, role: b.role, tls: b.tls, address: b.address, port: b.port });
   let closing: Promise<void> | null = null;
+  let reloading: Promise<ReloadReport> | null = null;
   return {
-    listeners,
+    get listeners() { return receive.server.listeners; },
     queue,
     receive,
-    ordb,
+    get ordb() { return ordb; },
+    get config() { return current; },
+    reload(next) {
+      const run = async (): Promise<ReloadReport> => {
+        if (closing) throw new Error('stopping');
+        const summary = await receive.reload(next);
+        const prev = current;
+        current = next;
+        const deliveryChanged = !same([next.delivery, next.hostname, next.listeners], [prev.delivery, prev.hostname, prev.listeners]);
+        if (deliveryChanged) {
+          await outbound?.stop();
+          outbound = null;
+          outbound = next.delivery.enabled ? await startDelivery(next, queue, receive.locality, receive.recipients, logger) : null;
+        }
+        const ordbChanged = !same([next.dnsbl, next.hostname], [prev.dnsbl, prev.hostname]);
+        if (ordbChanged) {
+          await ordb?.stop();
+          ordb = null;
+          ordb = next.dnsbl.enabled ? await startOrdb(next, logger) : null;
+        }
+        return { ...summary, deliveryRestarted: deliveryChanged, ordbRestarted: ordbChanged };
+      };
+      // One reload at a time; a second SIGHUP waits for the first.
+      const p: Promise<ReloadReport> = (reloading ?? Promise.resolve()).catch(() => undefined).then(run);
+      reloading = p;
+      return p;
+    },
     close() {
       closing ??= (async () => {
-        await receive.server.close({ graceMs: 5000 });
+        await reloading?.catch(() => undefined);
+        await receive.server.close({ drainMs: current.limits.shutdownGrace, graceMs: 5000 });
         await ordb?.stop();
         await outbound?.stop();
         await receive.close();
@@ -68,7 +113,7 @@ async function startDelivery(
   config: Config,
   queue: QueueStore,
   locality: Locality,
-  recipients: LocalRecipients,
+  recipients: RecipientResolver,
   logger: Logger,
 ): Promise<{ stop(): Promise<void> }> {
   const d = config.delivery;

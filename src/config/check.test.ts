@@ -1,5 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { CHECKS, checkConfig, formatFindings, hasErrors, type Finding } from './check.ts';
 import { parseConfig } from './load.ts';
 
@@ -145,4 +148,28 @@ test('check: errors come before warnings, and every code is catalogued', () => {
     ...lint({ relayRules: [{ match: { senderDomain: 'a.example' }, action: 'relay' }, { action: 'relay' }, { action: 'reject' }] }),
   ];
   for (const f of all) assert.ok(catalogued.has(f.code), f.code);
+});
+
+test('check: a data directory open to its group or to others is a warning (F4)', () => {
+  const config = parseConfig({ hostname: 'mail.example.org', dataDir: '/srv/rg' }, { baseDir: '/srv' });
+  const at = (mode: number | null) => checkConfig(config, { statMode: (p) => (p === '/srv/rg' ? mode : null) });
+  assert.deepEqual(at(null), [], 'a data directory that does not exist yet is created 0700');
+  assert.deepEqual(at(0o700), []);
+  assert.deepEqual(codes(at(0o750)), ['warning:data-dir-permissions:dataDir']);
+  assert.match(at(0o750)[0]!.message, /mode 0750: its group can reach .*chmod 700 \/srv\/rg/);
+  assert.match(at(0o755)[0]!.message, /mode 0755: every local user can reach/);
+  assert.deepEqual(codes(at(0o701)), ['warning:data-dir-permissions:dataDir']);
+});
+
+test('check: the real data directory is stat()ed', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'relayguard-check-'));
+  try {
+    chmodSync(dir, 0o755);
+    const config = parseConfig({ hostname: 'mail.example.org', dataDir: dir }, { baseDir: '/srv' });
+    assert.deepEqual(codes(checkConfig(config)), ['warning:data-dir-permissions:dataDir']);
+    chmodSync(dir, 0o700);
+    assert.deepEqual(checkConfig(config), []);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

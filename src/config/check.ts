@@ -1,7 +1,9 @@
 /**
  * `relayguard config check`: lints a valid Config for open-relay and credential hazards before it goes live.
- * Errors are hazards (the command fails); warnings are worth a look. Pure: no I/O.
+ * Errors are hazards (the command fails); warnings are worth a look. The only I/O is one stat of the data
+ * directory (injectable for tests).
  */
+import { statSync } from 'node:fs';
 import ipaddr from 'ipaddr.js';
 import type { Config } from './schema.ts';
 
@@ -49,7 +51,21 @@ export const CHECKS: readonly CheckDescription[] = Object.freeze([
   { code: 'web-public', severity: 'warning', summary: 'The dashboard (no authentication) binds a non-loopback address.' },
   { code: 'postmaster-unset', severity: 'warning', summary: 'Real local domains are configured but recipients.postmaster is not set: postmaster@ and abuse@ mail (RFC 5321, RFC 2142) is kept in the mailbox postmaster@<first local domain>, which nobody may read.' },
   { code: 'remote-alias-targets', severity: 'warning', summary: 'recipients.allowRemoteAliasTargets is on: alias files may forward mail outside, and a mistake there forwards a stranger\'s mail to a third party.' },
+  { code: 'data-dir-permissions', severity: 'warning', summary: 'The data directory (password hashes, queued mail, TLS key) is accessible to its group or to other users; it should be mode 0700 (like `postfix check`).' },
 ]);
+
+export interface CheckOptions {
+  /** The permission bits of a path, or null when it does not exist (default: fs.statSync). */
+  readonly statMode?: (path: string) => number | null;
+}
+
+function statMode(path: string): number | null {
+  try {
+    return statSync(path).mode & 0o7777;
+  } catch {
+    return null;
+  }
+}
 
 // Address space a trusted network may lie in: loopback, RFC 1918, CGNAT, link-local, unique-local.
 const PRIVATE_RANGES = [
@@ -74,7 +90,7 @@ const isLoopback = (cidr: string): boolean => within(cidr, LOOPBACK_RANGES);
 const isCatchAll = (cidr: string): boolean => cidr.endsWith('/0');
 
 /** Lints a parsed config. Findings are ordered: errors first, then warnings, each in key order. */
-export function checkConfig(config: Config): Finding[] {
+export function checkConfig(config: Config, options: CheckOptions = {}): Finding[] {
   const out: Finding[] = [];
   const add = (severity: Severity, key: string, code: string, message: string) => out.push({ severity, key, code, message });
 
@@ -200,6 +216,13 @@ export function checkConfig(config: Config): Finding[] {
   }
   if (config.limits.connectionsPerIp > config.limits.connections) {
     add('warning', 'limits.connectionsPerIp', 'limits-per-ip-over-total', 'limits.connectionsPerIp exceeds limits.connections');
+  }
+
+  // Files: the data directory holds the password hashes, the queue and the TLS key.
+  const mode = (options.statMode ?? statMode)(config.dataDir);
+  if (mode !== null && (mode & 0o077) !== 0) {
+    const who = (mode & 0o007) !== 0 ? 'every local user' : 'its group';
+    add('warning', 'dataDir', 'data-dir-permissions', `The data directory ${config.dataDir} is mode ${(mode & 0o777).toString(8).padStart(4, '0')}: ${who} can reach the queue and the password database; chmod 700 ${config.dataDir}`);
   }
 
   return [...out.filter((f) => f.severity === 'error'), ...out.filter((f) => f.severity === 'warning')];

@@ -72,7 +72,7 @@ test('schema: defaultConfig is complete, in ms and bytes, absolute and deeply fr
   assert.deepEqual(c.limits, {
     messageSize: 26_214_400, recipients: 1000, errors: 20, connectionsPerIp: 50, connections: 10_000,
     idleTimeout: 300_000, sessionTimeout: 3_600_000, dataTimeout: 600_000, proxyTimeout: 5000, hopCount: 100,
-    commandLineLength: 2048, authFailuresPerIp: 10, authFailureWindow: 60_000,
+    commandLineLength: 2048, authFailuresPerIp: 10, authFailureWindow: 60_000, shutdownGrace: 30_000,
   });
   assert.deepEqual(c.delivery, {
     enabled: true,
@@ -93,6 +93,7 @@ test('schema: defaultConfig is complete, in ms and bytes, absolute and deeply fr
     probeDomain: null, sink: { address: '0.0.0.0', port: 25 }, probeWait: 60_000, testPorts: [25, 587, 465],
     sourceAddress: null, testBudget: 300_000, retestInterval: 604_800_000, retryInterval: 3_600_000,
     submissionsPerHour: 10, excluded: [], allowPrivateTargets: false, schedulerInterval: 60_000, testConcurrency: 2, udpThreads: 1,
+    tcp: { maxConnections: 128, maxConnectionsPerClient: 16, idleTimeout: 10_000, sessionTimeout: 60_000 },
   });
   assert.equal(c.dnsblThreshold, 1);
   assert.deepEqual(c.dnsblResolver, { servers: [], timeout: 5000, minTtl: 60_000, maxTtl: 3_600_000, negativeTtl: 60_000, healthCheckInterval: 600_000 });

@@ -476,6 +476,7 @@ export const configSchema = z
           .describe('Longest command line in bytes including CRLF (at least 512, RFC 5321; ESMTP parameters need more).'),
         authFailuresPerIp: count(1, 1_000_000).default(10).describe('Failed AUTH attempts per client within authFailureWindow before AUTH is refused (450 4.7.1).'),
         authFailureWindow: duration({ min: 1000 }).prefault('60s').describe('Sliding window for authFailuresPerIp.'),
+        shutdownGrace: duration({ min: 0, max: 3_600_000 }).prefault('30s').describe('On SIGTERM/SIGINT, how long transactions in progress may finish (each session gets 421 as soon as it is between transactions) before the rest are cut with 421.'),
       })
       .prefault({})
       .describe('Resource limits (Postfix anvil and smtpd limits).'),
@@ -545,6 +546,15 @@ export const configSchema = z
         schedulerInterval: duration({ min: 0 }).prefault('60s').describe('How often due tests and retests run; 0 turns the scheduler off.'),
         testConcurrency: count(1, 64).default(2).describe('Host tests run at once.'),
         udpThreads: count(1, 64).default(1).describe('UDP answering threads on the DNS port (SO_REUSEPORT); more than 1 helps on machines with spare cores.'),
+        tcp: z
+          .strictObject({
+            maxConnections: count(1, 100_000).default(128).describe('Open DNS-over-TCP connections in total. When all are taken, a new client takes the slot of the connection idle longest.'),
+            maxConnectionsPerClient: count(1, 100_000).default(16).describe('Open TCP connections per client (an IPv4 address or an IPv6 /64); more are refused at once.'),
+            idleTimeout: duration({ min: 100, max: 3_600_000 }).prefault('10s').describe('Time a TCP connection has to complete a query after it opened or after its last answer. Bytes of an unfinished query do not extend it (RFC 7766).'),
+            sessionTimeout: duration({ min: 100, max: 86_400_000 }).prefault('60s').describe('Longest life of a TCP connection, whatever it does (an answer or zone transfer in progress is finished first).'),
+          })
+          .prefault({})
+          .describe('DNS over TCP limits against slow and greedy clients (RFC 7766 6.2.3).'),
       })
       .prefault({})
       .describe('The open-relay DNS blocklist this instance publishes.'),
@@ -696,6 +706,8 @@ export interface LimitsConfig {
   readonly authFailuresPerIp: number;
   /** Milliseconds. */
   readonly authFailureWindow: number;
+  /** Milliseconds. */
+  readonly shutdownGrace: number;
 }
 
 export interface Config {
@@ -769,6 +781,8 @@ export interface Config {
     readonly schedulerInterval: number;
     readonly testConcurrency: number;
     readonly udpThreads: number;
+    /** Durations in ms. */
+    readonly tcp: { readonly maxConnections: number; readonly maxConnectionsPerClient: number; readonly idleTimeout: number; readonly sessionTimeout: number };
   };
   readonly delivery: {
     readonly enabled: boolean;
@@ -863,6 +877,7 @@ export function buildConfig(parsed: ParsedConfig, options: { baseDir: string; co
       sink: { ...parsed.dnsbl.sink },
       testPorts: [...parsed.dnsbl.testPorts],
       excluded: [...parsed.dnsbl.excluded],
+      tcp: { ...parsed.dnsbl.tcp },
     },
     delivery: {
       enabled: parsed.delivery.enabled,

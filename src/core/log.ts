@@ -36,6 +36,69 @@ export class MemoryLogger implements Logger {
   child(fields: LogFields): Logger { return new MemoryLogger(this.records, { ...this.#bound, ...fields }); }
 }
 
+/**
+ * Characters a log line must never carry raw: C0 controls (tab, CR and LF included), DEL, C1 controls (U+009B is
+ * a one-character CSI on some terminals), U+2028/U+2029 (line breaks to JavaScript and some viewers), the bidi
+ * controls U+202A-U+202E, U+2066-U+2069, U+200E/U+200F, U+061C (they reorder what a reader sees), and the backslash
+ * itself, so an escape in the log always means the character was escaped, never that a client typed it.
+ */
+const LOG_UNSAFE = /[\x00-\x1f\x7f-\x9f\\\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
+const LOG_UNSAFE_ALL = new RegExp(LOG_UNSAFE.source, 'g');
+
+/** Text with the characters above written as visible escapes: \x1b, \u202e, and \\ for a backslash. */
+export function escapeLogText(s: string): string {
+  if (!LOG_UNSAFE.test(s)) return s;
+  return s.replace(LOG_UNSAFE_ALL, (c) => {
+    if (c === '\\') return '\\\\';
+    const n = c.charCodeAt(0);
+    return n <= 0xff ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`;
+  });
+}
+
+/**
+ * Fields written before all others, in this order: the client's address, so that a parser taking the first
+ * bracketed address or the first "client" of a line (fail2ban) finds ours, never one a client typed into a
+ * user name, HELO or address field.
+ */
+export const LEADING_LOG_FIELDS: readonly string[] = ['client', 'client_ip'];
+
+function escapeValue(v: unknown, depth: number): unknown {
+  if (typeof v === 'string') return escapeLogText(v);
+  if (v === null || typeof v !== 'object' || depth > 8) return v;
+  if (Array.isArray(v)) return v.map((x) => escapeValue(x, depth + 1));
+  const proto = Object.getPrototypeOf(v) as unknown;
+  if (proto !== Object.prototype && proto !== null) return v; // Error, Buffer, Date...: left to the serializer
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(v)) out[escapeLogText(k)] = escapeValue(x, depth + 1);
+  return out;
+}
+
+/** Fields ready for a log sink: every string escaped (deeply), the client's address first (LEADING_LOG_FIELDS). */
+export function escapeLogFields(fields: LogFields): LogFields {
+  const out: LogFields = {};
+  for (const k of LEADING_LOG_FIELDS) if (Object.hasOwn(fields, k)) out[k] = escapeValue(fields[k], 0);
+  for (const [k, v] of Object.entries(fields)) {
+    if (LEADING_LOG_FIELDS.includes(k)) continue;
+    out[escapeLogText(k)] = escapeValue(v, 0);
+  }
+  return out;
+}
+
+/**
+ * Wraps a log sink so that whatever reaches it is escaped and ordered by escapeLogFields (messages too). Every
+ * logger that writes for people or parsers (JSON lines, text) goes through this; MemoryLogger keeps raw values
+ * for tests.
+ */
+export class EscapingLogger implements Logger {
+  readonly #inner: Logger;
+  constructor(inner: Logger) { this.#inner = inner; }
+  debug(msg: string, fields?: LogFields): void { this.#inner.debug(escapeLogText(msg), fields && escapeLogFields(fields)); }
+  info(msg: string, fields?: LogFields): void { this.#inner.info(escapeLogText(msg), fields && escapeLogFields(fields)); }
+  warn(msg: string, fields?: LogFields): void { this.#inner.warn(escapeLogText(msg), fields && escapeLogFields(fields)); }
+  error(msg: string, fields?: LogFields): void { this.#inner.error(escapeLogText(msg), fields && escapeLogFields(fields)); }
+  child(fields: LogFields): Logger { return new EscapingLogger(this.#inner.child(escapeLogFields(fields))); }
+}
+
 /** A logger that drops everything. */
 export const NULL_LOGGER: Logger = {
   debug() {}, info() {}, warn() {}, error() {},

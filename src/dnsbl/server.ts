@@ -4,8 +4,13 @@
  * secondaries when the zone's serial changes. The answers themselves come from wire.ts + zone.ts.
  *
  * Limits: UDP answers fit the client's EDNS size (capped at `ednsUdpSize`, 512 without EDNS) or come back with
- * TC set; TCP connections are capped in number, idle time and unanswered output; malformed messages get
- * FORMERR (12 bytes, never more than the query) or nothing.
+ * TC set; malformed messages get FORMERR (12 bytes, never more than the query) or nothing. TCP (RFC 7766 6.2.3
+ * and 10): connections are capped in total and per client (an IPv4 address, or an IPv6 /64); a connection must
+ * complete a query (or make write progress on an answer) within the idle timeout of opening or of its last
+ * answer, so trickled bytes never extend it; every connection ends at the session deadline whatever it does
+ * (after the answer in progress); when every slot is taken, a new client takes the slot of the connection that
+ * made progress least recently (the oldest idle one), so slow clients cannot starve fast ones; unread output
+ * pauses reading.
  *
  * UDP threads: with `udpThreads` N > 1 the main thread and N - 1 worker threads (server-worker.ts) each bind a
  * socket to the port with SO_REUSEPORT; the kernel spreads clients (by address and port) over the sockets, and
@@ -56,9 +61,16 @@ export interface DnsblServerOptions {
   /** NOTIFY attempts per secondary (default 5) and the first wait for an answer (default 2000 ms, doubling). */
   readonly notifyAttempts?: number | undefined;
   readonly notifyTimeoutMs?: number | undefined;
-  /** TCP: idle timeout (default 10 s), open connections (default 128), unread output before pausing (256 KiB). */
+  /**
+   * TCP: time a connection has to complete a query after it opened or after its last answer (default 10 s; bytes
+   * of an unfinished query do not extend it), open connections in total (default 128) and per client (default 16),
+   * the deadline of a whole connection (default 60 s; an answer being written is finished first), and unread
+   * output before reading pauses (256 KiB).
+   */
   readonly tcpIdleTimeoutMs?: number | undefined;
   readonly maxTcpConnections?: number | undefined;
+  readonly maxTcpConnectionsPerClient?: number | undefined;
+  readonly tcpSessionTimeoutMs?: number | undefined;
   readonly maxTcpOutput?: number | undefined;
   readonly logger?: Logger | undefined;
 }
@@ -75,7 +87,40 @@ export interface DnsblServerStats {
   refused: number;
   truncated: number;
   transfers: number;
+  /** TCP connections refused at once (the client's own cap, or every slot busy answering). */
   tcpRejected: number;
+  /** Idle TCP connections closed to make room for a new client. */
+  tcpEvicted: number;
+  /** TCP connections closed by the idle timeout or the session deadline. */
+  tcpTimedOut: number;
+}
+
+/** One open DNS-over-TCP connection. */
+interface TcpConn {
+  readonly socket: Socket;
+  /** The client it counts against: an IPv4 address or an IPv6 /64. */
+  readonly client: string;
+  /** When it last made progress (opened, a complete query read, an answer written or drained). */
+  progressAt: number;
+  /** Answering (reading stopped until the answers are written). */
+  busy: boolean;
+  /** The session deadline passed while it was busy: close once the answer in progress is written. */
+  expired: boolean;
+  idleTimer: NodeJS.Timeout | null;
+  sessionTimer: NodeJS.Timeout | null;
+}
+
+/** The key TCP connections are counted under per client: IPv4 alone (mapped IPv6 folded), IPv6 by its /64. */
+export function tcpClientKey(address: string | undefined): string {
+  if (address === undefined) return '';
+  try {
+    const a = ipaddr.process(address);
+    if (a.kind() === 'ipv4') return a.toString();
+    const bytes = a.toByteArray().slice(0, 8);
+    return `${ipaddr.fromByteArray([...bytes, 0, 0, 0, 0, 0, 0, 0, 0]).toString()}/64`;
+  } catch {
+    return address;
+  }
 }
 
 export interface NotifyResult {
@@ -94,7 +139,9 @@ export class DnsblServer {
   #udp: UdpSocket | null = null;
   #answerer: UdpAnswerer | null = null;
   #tcp: TcpServer | null = null;
-  readonly #conns = new Set<Socket>();
+  readonly #conns = new Map<Socket, TcpConn>();
+  /** Open TCP connections per client key. */
+  readonly #perClient = new Map<string, number>();
   #port = 0;
   #ip = '';
   /** Worker threads by slot (slot 0 is the main thread's socket). */
@@ -105,7 +152,10 @@ export class DnsblServer {
   /** UDP counters, UDP_COUNTERS per thread (slot 0: main thread), shared with the workers. */
   readonly #udpCounters: Float64Array;
   /** TCP counters (main thread only). */
-  readonly #tcpStats = { queries: 0, answered: 0, dropped: 0, formerr: 0, nxdomain: 0, refused: 0, truncated: 0, transfers: 0, rejected: 0 };
+  readonly #tcpStats = {
+    queries: 0, answered: 0, dropped: 0, formerr: 0, nxdomain: 0, refused: 0, truncated: 0, transfers: 0, rejected: 0, evicted: 0, timedOut: 0,
+  };
+  readonly #tcpLimits: { idleMs: number; sessionMs: number; total: number; perClient: number };
 
   constructor(options: DnsblServerOptions) {
     this.#opts = options;
@@ -118,6 +168,17 @@ export class DnsblServer {
     if (!Number.isInteger(threads) || threads < 1 || threads > MAX_UDP_THREADS) throw new RangeError(`udpThreads ${threads} not in 1..${MAX_UDP_THREADS}`);
     this.#udpThreads = threads;
     this.#udpCounters = new Float64Array(new SharedArrayBuffer(threads * UDP_COUNTERS * 8));
+    const positive = (v: number | undefined, fallback: number, name: string): number => {
+      const n = v ?? fallback;
+      if (!Number.isSafeInteger(n) || n < 1) throw new RangeError(`${name} must be a positive integer, got ${n}`);
+      return n;
+    };
+    this.#tcpLimits = {
+      idleMs: positive(options.tcpIdleTimeoutMs, 10_000, 'tcpIdleTimeoutMs'),
+      sessionMs: positive(options.tcpSessionTimeoutMs, 60_000, 'tcpSessionTimeoutMs'),
+      total: positive(options.maxTcpConnections, 128, 'maxTcpConnections'),
+      perClient: positive(options.maxTcpConnectionsPerClient, 16, 'maxTcpConnectionsPerClient'),
+    };
     this.#axfrAllow = (options.axfrAllow ?? []).map((c) => (c.includes('/') ? ipaddr.parseCIDR(c) : (() => {
       const a = ipaddr.parse(c);
       return [a, a.kind() === 'ipv4' ? 32 : 128] as [ipaddr.IPv4 | ipaddr.IPv6, number];
@@ -149,6 +210,8 @@ export class DnsblServer {
       truncated: sum(C_TRUNCATED) + t.truncated,
       transfers: t.transfers,
       tcpRejected: t.rejected,
+      tcpEvicted: t.evicted,
+      tcpTimedOut: t.timedOut,
     };
   }
 
@@ -252,8 +315,7 @@ export class DnsblServer {
     this.#udp = null;
     this.#answerer = null;
     this.#tcp = null;
-    for (const s of this.#conns) s.destroy();
-    this.#conns.clear();
+    for (const c of [...this.#conns.values()]) this.#closeConn(c);
     await Promise.all([
       ...workers.map((w) => w?.terminate()),
       udp ? new Promise<void>((r) => udp.close(() => r())) : undefined,
@@ -320,17 +382,72 @@ export class DnsblServer {
     return this.#axfrAllow.some(([net, len]) => a.kind() === net.kind() && a.match(net, len));
   }
 
+  /** Open TCP connections (all clients). */
+  get tcpConnections(): number {
+    return this.#conns.size;
+  }
+
+  /** Forgets a connection (once) and destroys its socket. */
+  #closeConn(c: TcpConn): void {
+    if (c.idleTimer) { clearTimeout(c.idleTimer); c.idleTimer = null; }
+    if (c.sessionTimer) { clearTimeout(c.sessionTimer); c.sessionTimer = null; }
+    if (this.#conns.get(c.socket) === c) {
+      this.#conns.delete(c.socket);
+      const n = (this.#perClient.get(c.client) ?? 1) - 1;
+      if (n <= 0) this.#perClient.delete(c.client);
+      else this.#perClient.set(c.client, n);
+    }
+    c.socket.destroy();
+  }
+
+  /** The connection that made progress least recently among those not answering, or null when all are busy. */
+  #oldestIdle(): TcpConn | null {
+    let oldest: TcpConn | null = null;
+    for (const c of this.#conns.values()) {
+      if (!c.busy && (oldest === null || c.progressAt < oldest.progressAt)) oldest = c;
+    }
+    return oldest;
+  }
+
+  /** A connection made progress: the idle timer starts again (bytes of an unfinished query are not progress). */
+  #progress(c: TcpConn): void {
+    c.progressAt = performance.now();
+    c.idleTimer?.refresh();
+  }
+
   #onTcp(socket: Socket): void {
-    const max = this.#opts.maxTcpConnections ?? 128;
-    if (this.#conns.size >= max) {
+    socket.on('error', () => {});
+    const limits = this.#tcpLimits;
+    const client = tcpClientKey(socket.remoteAddress);
+    if ((this.#perClient.get(client) ?? 0) >= limits.perClient) {
       this.#tcpStats.rejected++;
       socket.destroy();
       return;
     }
-    this.#conns.add(socket);
-    socket.setTimeout(this.#opts.tcpIdleTimeoutMs ?? 10_000, () => socket.destroy());
-    socket.on('error', () => {});
-    socket.on('close', () => this.#conns.delete(socket));
+    if (this.#conns.size >= limits.total) {
+      const victim = this.#oldestIdle();
+      if (victim === null) {
+        this.#tcpStats.rejected++;
+        socket.destroy();
+        return;
+      }
+      this.#tcpStats.evicted++;
+      this.#closeConn(victim);
+    }
+    const conn: TcpConn = { socket, client, progressAt: performance.now(), busy: false, expired: false, idleTimer: null, sessionTimer: null };
+    this.#conns.set(socket, conn);
+    this.#perClient.set(client, (this.#perClient.get(client) ?? 0) + 1);
+    conn.idleTimer = setTimeout(() => {
+      this.#tcpStats.timedOut++;
+      this.#closeConn(conn);
+    }, limits.idleMs);
+    conn.sessionTimer = setTimeout(() => {
+      conn.sessionTimer = null;
+      if (conn.busy) { conn.expired = true; return; }
+      this.#tcpStats.timedOut++;
+      this.#closeConn(conn);
+    }, limits.sessionMs);
+    socket.on('close', () => this.#closeConn(conn));
     const maxOutput = this.#opts.maxTcpOutput ?? 256 * 1024;
     const xfrAllowed = this.#xfrAllowed(socket.remoteAddress);
     let pending: Buffer = Buffer.alloc(0);
@@ -344,14 +461,18 @@ export class DnsblServer {
       if (!socket.write(frame) || socket.writableLength > maxOutput) {
         const closed = once(socket, 'close').then(() => false);
         const drained = once(socket, 'drain').then(() => true);
-        return Promise.race([closed, drained]);
+        const ok = await Promise.race([closed, drained]);
+        if (ok) this.#progress(conn);
+        return ok;
       }
+      this.#progress(conn);
       return true;
     };
 
     const pump = async (): Promise<void> => {
       if (busy) return;
       busy = true;
+      conn.busy = true;
       socket.pause();
       try {
         while (pending.length >= 2 && !socket.destroyed) {
@@ -360,6 +481,7 @@ export class DnsblServer {
           if (pending.length < 2 + len) break;
           const msg = Buffer.from(pending.subarray(2, 2 + len));
           pending = pending.subarray(2 + len);
+          this.#progress(conn);
           this.#tcpStats.queries++;
           const r = respond(msg, this.#zone, { tcp: true, ednsUdpSize: this.#ednsUdpSize, xfrAllowed });
           if (r.kind === 'drop') { this.#tcpStats.dropped++; continue; }
@@ -376,6 +498,12 @@ export class DnsblServer {
         return;
       } finally {
         busy = false;
+        conn.busy = false;
+      }
+      if (conn.expired) {
+        this.#tcpStats.timedOut++;
+        this.#closeConn(conn);
+        return;
       }
       if (!socket.destroyed) socket.resume();
     };

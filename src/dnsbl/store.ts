@@ -14,6 +14,7 @@
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { SYSTEM_CLOCK, type Clock } from '../core/clock.ts';
 import { RelayguardError } from '../core/errors.ts';
+import { restrictSqliteFiles } from '../core/file-modes.ts';
 import { categoryCode, isCategory, txtTemplate, type ListingCategory } from './categories.ts';
 import { coveringNetworks, isNetworkError, parseAddress, parseNetwork, type Family } from './network.ts';
 import type { ZoneEntry } from './zone.ts';
@@ -220,6 +221,7 @@ export class ListingStore {
   /** Opens (creating if needed) a database file, or ":memory:". */
   static open(path: string, options: ListingStoreOptions = {}): ListingStore {
     const db = new DatabaseSync(path, { timeout: 5000, enableForeignKeyConstraints: true });
+    restrictSqliteFiles(path); // relayguard.db also holds the password hashes: 0600 before the first write
     if (path !== ':memory:') db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;');
     return new ListingStore(db, options, true);
   }

@@ -15,6 +15,7 @@ import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { canonicalDomain, canonicalMailDomain, foldLocalPart, isRoutedLocalPart } from '../core/canonical.ts';
 import { SYSTEM_CLOCK, type Clock } from '../core/clock.ts';
 import { RelayguardError } from '../core/errors.ts';
+import { restrictSqliteFiles } from '../core/file-modes.ts';
 import type { AliasTarget } from './recipients.ts';
 
 export const ERR_ALIAS_INVALID = 'ERR_ALIAS_INVALID';
@@ -77,7 +78,10 @@ export class AliasStore {
     this.#ownsDb = typeof database === 'string';
     this.#db = typeof database === 'string' ? new DatabaseSync(database) : database;
     this.#clock = options.clock ?? SYSTEM_CLOCK;
-    if (this.#ownsDb && database !== ':memory:') this.#db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;');
+    if (this.#ownsDb && database !== ':memory:') {
+      restrictSqliteFiles(database as string); // relayguard.db: 0600 before the first write (-wal, -shm follow)
+      this.#db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;');
+    }
     this.#db.exec(`
       CREATE TABLE IF NOT EXISTS aliases (
         address TEXT NOT NULL,

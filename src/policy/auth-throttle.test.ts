@@ -117,3 +117,65 @@ test('connection-counter: IPv6 /64 grouping', () => {
   assert.equal(c.tryAcquire('2001:db8::2'), 'per-ip');
   assert.equal(c.tryAcquire('2001:db8:0:1::1'), 'ok');
 });
+
+test('auth-throttle: 50 concurrent attempts from one address: at most maxFailures reach the password check (F5)', async () => {
+  const t = new AuthThrottle({ maxFailures: 10 });
+  const ip = '198.51.100.50';
+  let checked = 0;
+  const attempt = async (): Promise<'throttled' | 'failed'> => {
+    const gate = t.acquire(ip);
+    if (!gate.allowed) return 'throttled';
+    checked++;
+    await new Promise((r) => setImmediate(r)); // the password check (scrypt) takes a while: all 50 are in flight
+    t.recordFailure(ip);
+    return 'failed';
+  };
+  const results = await Promise.all(Array.from({ length: 50 }, attempt));
+  assert.equal(results.filter((r) => r === 'failed').length, 10);
+  assert.equal(results.filter((r) => r === 'throttled').length, 40);
+  assert.equal(checked, 10);
+  assert.equal(t.check(ip).allowed, false, 'confirming the failures counted nothing twice, and nothing was forgotten');
+  // The old pattern (check, then count after the password check) let all 50 through: the reason for acquire().
+  const old = new AuthThrottle({ maxFailures: 10 });
+  const legacy = await Promise.all(Array.from({ length: 50 }, async () => {
+    if (!old.check(ip).allowed) return 'throttled';
+    await new Promise((r) => setImmediate(r));
+    old.recordFailure(ip);
+    return 'failed';
+  }));
+  assert.equal(legacy.filter((r) => r === 'failed').length, 50);
+});
+
+test('auth-throttle: acquire counts at once, recordFailure confirms, recordSuccess refunds only what acquire counted', () => {
+  const clock = new ManualClock(0);
+  const t = new AuthThrottle({ maxFailures: 2, clock });
+  const ip = '192.0.2.44';
+  assert.equal(t.acquire(ip).allowed, true);
+  assert.equal(t.acquire(ip).allowed, true);
+  assert.deepEqual(t.acquire(ip), { allowed: false, retryAfterMs: 60_000 }, 'two attempts in flight fill the budget');
+  t.recordSuccess(ip); // refund one
+  assert.equal(t.check(ip).allowed, true);
+  t.recordFailure(ip); // confirm the other: still one counted
+  assert.equal(t.acquire(ip).allowed, true);
+  assert.equal(t.recordFailure(ip).allowed, false);
+  // A success without an acquired attempt refunds nothing (earlier failures stay counted).
+  t.recordSuccess(ip);
+  assert.equal(t.check(ip).allowed, false);
+  clock.advance(60_000);
+  assert.equal(t.check(ip).allowed, true);
+  // A successful login in between guesses does not clear them, and refunds only itself.
+  t.recordFailure(ip);
+  assert.equal(t.acquire(ip).allowed, true);
+  t.recordSuccess(ip);
+  assert.equal(t.recordFailure(ip).allowed, false, 'the two real failures count');
+  // An attempt that expires in flight cannot later refund a newer failure.
+  t.reset(ip);
+  assert.equal(t.acquire(ip).allowed, true);
+  clock.advance(60_001);
+  t.recordFailure('192.0.2.45'); // other traffic
+  assert.equal(t.check(ip).allowed, true);
+  t.recordFailure(ip);
+  t.recordFailure(ip);
+  t.recordSuccess(ip); // the stale attempt is gone: nothing is refunded
+  assert.equal(t.check(ip).allowed, false);
+});

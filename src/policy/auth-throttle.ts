@@ -41,10 +41,22 @@ export interface AuthThrottleOptions {
 const ALLOWED: ThrottleResult = Object.freeze({ allowed: true });
 
 /**
- * Sliding-window AUTH failure limit. After `maxFailures` failures within `windowMs`, `check` refuses the client
- * until the oldest of those failures leaves the window (so at most `maxFailures` guesses per window, whatever the
- * number of connections). The caller replies `450 4.7.1 Error: too many AUTH commands from <ip>` and does not
- * run the AUTH exchange while refused.
+ * Sliding-window AUTH failure limit. After `maxFailures` failures within `windowMs`, the client is refused until
+ * the oldest of those failures leaves the window (so at most `maxFailures` guesses per window, whatever the number
+ * of connections). The caller replies `450 4.7.1 Error: too many AUTH failures from <ip>` and does not run the
+ * AUTH exchange while refused.
+ *
+ * Use `acquire` before the password check, not `check`: it counts the attempt as a failure at once (the password
+ * check takes a while, scrypt), so N guesses in parallel from one client cannot all pass a gate that only later
+ * learns they failed: at most `maxFailures` of them run the password check per window, the rest are refused.
+ * Then `recordFailure` confirms the counted attempt (counts nothing more) and `recordSuccess` refunds it:
+ *
+ *     const gate = throttle.acquire(ip);          // counts the attempt
+ *     if (!gate.allowed) return throttled(gate.retryAfterMs);
+ *     if (await passwordOk()) throttle.recordSuccess(ip);   // refund
+ *     else throttle.recordFailure(ip);                      // already counted
+ *
+ * An attempt that is neither confirmed nor refunded (the check threw) stays counted as a failure.
  *
  * `recordSuccess` deliberately does not clear earlier failures: otherwise an attacker holding one valid account
  * could log in between guesses at other accounts and never be throttled.
@@ -58,8 +70,10 @@ export class AuthThrottle {
   readonly #maxTracked: number;
   readonly #v6prefix: number;
   readonly #clock: Clock;
-  /** Key -> timestamps of the most recent failures, oldest first, at most maxFailures of them. */
+  /** Key -> timestamps of the most recent failures (attempts in progress included), oldest first, at most maxFailures. */
   readonly #failures = new Map<string, number[]>();
+  /** Key -> attempts counted by acquire() and neither confirmed nor refunded yet. */
+  readonly #inFlight = new Map<string, number>();
 
   constructor(options: AuthThrottleOptions = {}) {
     this.maxFailures = positiveInt(options.maxFailures ?? 10, 'maxFailures');
@@ -74,7 +88,7 @@ export class AuthThrottle {
     return this.#failures.size;
   }
 
-  /** Whether the client may attempt AUTH now. */
+  /** Whether the client may attempt AUTH now. Counts nothing: the AUTH path uses acquire(). */
   check(ip: string): ThrottleResult {
     const key = clientKey(ip, this.#v6prefix);
     const list = this.#failures.get(key);
@@ -83,16 +97,46 @@ export class AuthThrottle {
     this.#expire(list, now);
     if (list.length === 0) {
       this.#failures.delete(key);
+      this.#inFlight.delete(key); // an attempt older than the window: nothing left to confirm or refund
       return ALLOWED;
     }
     if (list.length < this.maxFailures) return ALLOWED;
     return { allowed: false, retryAfterMs: Math.max(1, list[0]! + this.windowMs - now) };
   }
 
-  /** Counts one failed AUTH; returns whether the client may still try. */
+  /**
+   * Admits one AUTH attempt and counts it as a failure right away (see the class comment), or refuses the client
+   * without counting. Follow an allowed attempt with recordFailure or recordSuccess.
+   */
+  acquire(ip: string): ThrottleResult {
+    const gate = this.check(ip);
+    if (!gate.allowed) return gate;
+    const key = clientKey(ip, this.#v6prefix);
+    this.#count(key, this.#clock.now());
+    this.#inFlight.set(key, (this.#inFlight.get(key) ?? 0) + 1);
+    return ALLOWED;
+  }
+
+  /**
+   * Counts one failed AUTH (an attempt counted by acquire is only confirmed, not counted twice); returns whether
+   * the client may still try.
+   */
   recordFailure(ip: string): ThrottleResult {
     const key = clientKey(ip, this.#v6prefix);
-    const now = this.#clock.now();
+    if (this.#takeInFlight(key)) return this.check(ip);
+    this.#count(key, this.#clock.now());
+    return this.check(ip);
+  }
+
+  #takeInFlight(key: string): boolean {
+    const n = this.#inFlight.get(key) ?? 0;
+    if (n <= 0) return false;
+    if (n === 1) this.#inFlight.delete(key);
+    else this.#inFlight.set(key, n - 1);
+    return true;
+  }
+
+  #count(key: string, now: number): void {
     let list = this.#failures.get(key);
     if (list) {
       this.#failures.delete(key); // re-insert at the end: the map stays ordered by last failure
@@ -104,21 +148,30 @@ export class AuthThrottle {
     if (list.length > this.maxFailures) list.splice(0, list.length - this.maxFailures);
     this.#failures.set(key, list);
     this.#sweep(now);
-    return this.check(ip);
   }
 
-  /** A successful AUTH. Earlier failures stay counted (see the class comment); this only expires old entries. */
+  /**
+   * A successful AUTH: refunds the attempt acquire() counted (the newest count of the client; attempts running in
+   * parallel were counted at about the same time). Earlier failures stay counted (see the class comment).
+   */
   recordSuccess(ip: string): void {
     const key = clientKey(ip, this.#v6prefix);
+    const refund = this.#takeInFlight(key);
     const list = this.#failures.get(key);
     if (!list) return;
+    if (refund) list.pop();
     this.#expire(list, this.#clock.now());
-    if (list.length === 0) this.#failures.delete(key);
+    if (list.length === 0) {
+      this.#failures.delete(key);
+      this.#inFlight.delete(key);
+    }
   }
 
-  /** Forgets everything about a client (an operator's unblock). */
+  /** Forgets everything about a client (an operator's unblock). Attempts in progress are not refunded later. */
   reset(ip: string): void {
-    this.#failures.delete(clientKey(ip, this.#v6prefix));
+    const key = clientKey(ip, this.#v6prefix);
+    this.#failures.delete(key);
+    this.#inFlight.delete(key);
   }
 
   #expire(list: number[], now: number): void {
@@ -135,6 +188,7 @@ export class AuthThrottle {
       const newest = list[list.length - 1];
       if (newest !== undefined && newest > cutoff && this.#failures.size <= this.#maxTracked) break;
       this.#failures.delete(key);
+      this.#inFlight.delete(key);
     }
   }
 }

@@ -57,11 +57,21 @@ export type Resolution =
   | { readonly known: false; readonly reason: string }
   | { readonly known: true; readonly targets: readonly string[]; readonly via: string };
 
+/** What the receive and deliver paths ask of the recipient tables. */
+export interface RecipientResolver {
+  /** Resolves a canonical local recipient (the relay decision said 'local'). */
+  resolve(rcpt: CanonicalAddress): Resolution;
+  /** Resolves "local part" at "domain" (domain in any form). */
+  resolveAddress(localPart: string, domain: string): Resolution;
+  /** True when a queued local address is still a known recipient. */
+  isKnown(address: string): boolean;
+}
+
 const MAX_DEPTH = 8;
 export const MAX_TARGETS = 1000;
 const ROLES = new Set(['postmaster', 'abuse']);
 
-export class LocalRecipients {
+export class LocalRecipients implements RecipientResolver {
   readonly #tables: RecipientTables;
   readonly #settings: RecipientSettings;
   readonly #locality: Locality;

@@ -17,6 +17,7 @@ import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { canonicalDomain } from '../core/canonical.ts';
 import { SYSTEM_CLOCK, type Clock } from '../core/clock.ts';
 import { RelayguardError } from '../core/errors.ts';
+import { restrictSqliteFiles } from '../core/file-modes.ts';
 import { DEFAULT_SCRYPT_PARAMS, hashPassword, verifyPassword, type ScryptParams } from './password.ts';
 
 export interface UserInfo {
@@ -123,6 +124,7 @@ export class UserStore {
     this.#params = options.scrypt ?? DEFAULT_SCRYPT_PARAMS;
     this.#verify = options.verify ?? verifyPassword;
     if (this.#ownsDb && database !== ':memory:') {
+      restrictSqliteFiles(database as string); // password hashes: 0600 before the first write (-wal, -shm follow)
       this.#db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;');
     }
     this.#db.exec(`

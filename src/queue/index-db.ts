@@ -19,6 +19,7 @@
  * through `(state, next_run_at, queue_id)` with a keyset cursor, so a queue of millions costs an index range scan.
  */
 import { DatabaseSync } from 'node:sqlite';
+import { restrictSqliteFiles } from '../core/file-modes.ts';
 import type { SQLInputValue, StatementSync } from 'node:sqlite';
 import type { Reply } from '../core/reply.ts';
 import { WalSync } from './wal-sync.ts';
@@ -145,6 +146,32 @@ export interface QueuedMessageSummary {
   readonly recipientsOpen: number;
   /** Earliest next attempt among open recipients (ms since the epoch), or null. */
   readonly nextAttemptAt: number | null;
+  /**
+   * Why delivery is waiting (like the reason mailq prints): the last reply or error of the deferred recipients,
+   * one entry per distinct reason in envelope order, with the recipients it applies to.
+   */
+  readonly deferred: readonly DeferredReason[];
+}
+
+export interface DeferredReason {
+  /** The last reply or error, one line ("451 4.7.1 Greylisted"). */
+  readonly reason: string;
+  /** The host that gave it ("mx.example.net [192.0.2.7]"), or null (no reply, or a local error). */
+  readonly remoteMta: string | null;
+  readonly recipients: readonly string[];
+}
+
+/** Groups deferred recipients [address, last reply, remote MTA] (envelope order) by reason and host. */
+function groupDeferred(rows: readonly (readonly [string, string | null, string | null])[]): DeferredReason[] {
+  const groups = new Map<string, { reason: string; remoteMta: string | null; recipients: string[] }>();
+  for (const [address, reason, remoteMta] of rows) {
+    if (reason === null) continue;
+    const key = JSON.stringify([reason, remoteMta]);
+    let g = groups.get(key);
+    if (!g) groups.set(key, (g = { reason, remoteMta, recipients: [] }));
+    g.recipients.push(address);
+  }
+  return [...groups.values()];
 }
 
 export interface QueuedRecipient {
@@ -327,6 +354,7 @@ export class IndexDb {
       this.#insertBody = null;
       return;
     }
+    restrictSqliteFiles(path); // 0600 before the first write: the -wal and -shm files get the same mode
     this.#db.exec('PRAGMA journal_mode = WAL');
     if (options.durability === 'wal-async') {
       this.#db.exec('PRAGMA synchronous = NORMAL');
@@ -428,7 +456,9 @@ export class IndexDb {
     let sql = `SELECT m.queue_id, m.received_at, m.sender, m.size, m.message_id, m.state,
         (SELECT json_group_array(address) FROM (SELECT address FROM recipients r WHERE r.queue_id = m.queue_id ORDER BY idx)) AS rcpts,
         (SELECT count(*) FROM recipients r WHERE r.queue_id = m.queue_id AND +r.state IN ${OPEN}) AS open,
-        (SELECT min(next_attempt_at) FROM recipients r WHERE r.queue_id = m.queue_id AND +r.state IN ${OPEN}) AS next
+        (SELECT min(next_attempt_at) FROM recipients r WHERE r.queue_id = m.queue_id AND +r.state IN ${OPEN}) AS next,
+        (SELECT json_group_array(json_array(address, last_reply, remote_mta)) FROM (SELECT address, last_reply, remote_mta
+          FROM recipients r WHERE r.queue_id = m.queue_id AND +r.state = 'deferred' ORDER BY idx)) AS deferred
       FROM messages m${where} ORDER BY m.received_at, m.queue_id`;
     if (filter.limit !== undefined) {
       sql += ' LIMIT ?';
@@ -444,6 +474,7 @@ export class IndexDb {
       recipients: JSON.parse(String(r.rcpts)) as string[],
       recipientsOpen: Number(r.open),
       nextAttemptAt: r.next === null ? null : Number(r.next),
+      deferred: groupDeferred(JSON.parse(String(r.deferred)) as [string, string | null, string | null][]),
     }));
   }
 

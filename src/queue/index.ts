@@ -28,6 +28,7 @@ export type {
 } from './deliverer.ts';
 export type {
   AdminResult,
+  DeferredReason,
   ListFilter,
   MessageState,
   QueuedMessageDetail,

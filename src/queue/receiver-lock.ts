@@ -6,6 +6,7 @@
  */
 import { DatabaseSync } from 'node:sqlite';
 import { RelayguardError } from '../core/errors.ts';
+import { restrictSqliteFiles } from '../core/file-modes.ts';
 import { ERR_QUEUE_LOCKED } from './queue-errors.ts';
 
 export class ReceiverLock {
@@ -19,6 +20,7 @@ export class ReceiverLock {
   static acquire(path: string): ReceiverLock {
     const db = new DatabaseSync(path, { timeout: 0 });
     try {
+      restrictSqliteFiles(path);
       db.exec('PRAGMA locking_mode = EXCLUSIVE');
       db.exec('BEGIN EXCLUSIVE');
       db.exec('COMMIT');

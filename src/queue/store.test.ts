@@ -72,6 +72,7 @@ for (const inline of [true, false]) test(`queue: a committed message survives a 
     recipients: ['bob@example.net', 'carol@Other.Example.'],
     recipientsOpen: 2,
     nextAttemptAt: 1_700_000_000_000,
+    deferred: [],
   });
   const detail = again.get(id);
   assert.ok(detail);

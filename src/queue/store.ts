@@ -37,6 +37,7 @@ import type { Readable, Writable } from 'node:stream';
 import type { Clock } from '../core/clock.ts';
 import { SYSTEM_CLOCK } from '../core/clock.ts';
 import { RelayguardError } from '../core/errors.ts';
+import { PRIVATE_DIR_MODE, restrictMode } from '../core/file-modes.ts';
 import type { Logger } from '../core/log.ts';
 import { NULL_LOGGER } from '../core/log.ts';
 import { newQueueId } from '../core/queue-id.ts';
@@ -303,8 +304,10 @@ export class QueueStore {
     let bodyDirFd: number | null = null;
     try {
       wrapOpen(() => {
-        mkdirSync(paths.tempDir, { recursive: true, mode: 0o700 });
-        mkdirSync(paths.bodyDir, { recursive: true, mode: 0o700 });
+        mkdirSync(paths.tempDir, { recursive: true, mode: PRIVATE_DIR_MODE });
+        mkdirSync(paths.bodyDir, { recursive: true, mode: PRIVATE_DIR_MODE });
+        // Also when they existed already (made by hand, or by an older version): mail lives in them.
+        for (const dir of [paths.spool, paths.tempDir, paths.bodyDir]) restrictMode(dir, PRIVATE_DIR_MODE);
       });
       lock = ReceiverLock.acquire(paths.lock);
       const idx = wrapOpen(() => new IndexDb(paths.db, {

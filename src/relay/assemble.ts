@@ -13,19 +13,20 @@ import { mkdirSync, readFileSync, statSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import type { Clock } from '../core/clock.ts';
+import { RelayguardError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { createLocality, type Locality } from '../core/locality.ts';
 import type { Config } from '../config/schema.ts';
 import type { DnsblResolver } from '../dnsbl/index.ts';
 import { AliasStore, parseAliasFile } from '../policy/aliases.ts';
 import { AuthThrottle, ConnectionCounter } from '../policy/auth-throttle.ts';
-import { LocalRecipients, type AliasTarget } from '../policy/recipients.ts';
+import { LocalRecipients, type AliasTarget, type RecipientResolver } from '../policy/recipients.ts';
 import { NetworkList } from '../policy/networks.ts';
 import { compileRelayRules } from '../policy/relay-rules.ts';
 import { UserStore } from '../policy/users.ts';
 import { QueueStore } from '../queue/index.ts';
 import type { SessionHandler } from '../smtp/handler.ts';
-import { SmtpServer, type BoundListener } from '../smtp/server.ts';
+import { SmtpServer, type BoundListener, type SmtpServerOptions } from '../smtp/server.ts';
 import { ensureCertificate, loadCertificate } from '../smtp/tls-cert.ts';
 import { dnsblCheckFromConfig, trustedPredicate, type AbuseCheck, type DnsblCheck } from './abuse.ts';
 import { createReceiveHandler } from './receive-handler.ts';
@@ -43,24 +44,39 @@ export interface AssembleOptions {
   readonly refreshMs?: number;
 }
 
+export interface ReloadSummary {
+  readonly listeners: readonly BoundListener[];
+  readonly added: readonly string[];
+  readonly removed: readonly string[];
+  readonly changed: readonly string[];
+  readonly certificateReloaded: boolean;
+}
+
 export interface ReceivePath {
+  /** The configuration running now (a reload replaces it). */
   readonly config: Config;
   readonly server: SmtpServer;
   readonly handler: SessionHandler;
   readonly queue: QueueStore;
   readonly users: UserStore;
   readonly aliases: AliasStore;
-  readonly recipients: LocalRecipients;
+  readonly recipients: RecipientResolver;
   readonly locality: Locality;
   /** Local domains now (config plus database), canonical. */
   readonly localDomains: () => ReadonlySet<string>;
-  /** The abuse checks in the order they run. */
+  /** The abuse checks in the order they run (now). */
   readonly abuseChecks: readonly AbuseCheck[];
   readonly dnsbl: DnsblCheck | null;
   /** Starts the abuse checks' background work, then the listeners. */
   listen(): Promise<BoundListener[]>;
-  /** Stops the listeners (421 to sessions after graceMs), the checks and the stores. */
-  close(options?: { graceMs?: number }): Promise<void>;
+  /**
+   * Applies a new configuration without dropping a session (SIGHUP): listeners, certificate, domains, recipients,
+   * relay rules, trusted networks, limits and abuse checks. Throws (and keeps the running configuration) when the
+   * new one cannot be applied; a changed dataDir needs a restart (ERR_RELOAD_RESTART).
+   */
+  reload(next: Config): Promise<ReloadSummary>;
+  /** Stops the listeners (sessions may finish their transaction for drainMs, then 421 and graceMs), the checks and the stores. */
+  close(options?: { graceMs?: number; drainMs?: number }): Promise<void>;
 }
 
 /** The path of the embedded database (users, domains, aliases, ORDB) under dataDir. */
@@ -83,30 +99,35 @@ interface AliasFileState {
   entries: Map<string, AliasTarget[]>;
 }
 
-export async function assembleReceivePath(config: Config, options: AssembleOptions): Promise<ReceivePath> {
+export async function assembleReceivePath(initial: Config, options: AssembleOptions): Promise<ReceivePath> {
   const logger = options.logger;
+  let config = initial;
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-  const tlsMaterial = options.tlsMaterial
-    ?? (config.tls.cert && config.tls.key
-      ? await loadCertificate(config.tls.cert, config.tls.key)
-      : await ensureCertificate({ dir: config.dataDir, hostname: config.hostname, logger }));
+  const loadTls = async (c: Config): Promise<{ cert: string; key: string }> => options.tlsMaterial
+    ?? (c.tls.cert && c.tls.key
+      ? await loadCertificate(c.tls.cert, c.tls.key)
+      : await ensureCertificate({ dir: c.dataDir, hostname: c.hostname, logger }));
+  let tlsMaterial = await loadTls(config);
   const queue = QueueStore.open({ dataDir: config.dataDir, logger });
   const users = new UserStore(databasePath(config));
   const aliases = new AliasStore(databasePath(config));
 
-  const configured = new Set(config.localDomains);
+  let configured = new Set(config.localDomains);
   let localDomains: ReadonlySet<string> = new Set([...configured, ...users.listDomains()]);
   let own: string[] = options.ownAddresses ? [...options.ownAddresses()] : hostAddresses(config);
   const locality = createLocality({ domains: () => localDomains, ownAddresses: () => own });
 
-  const files: AliasFileState[] = config.recipients.aliasFiles.map((path) => ({ path, mtimeMs: -1, size: -1, entries: new Map() }));
-  const loadAliasFiles = (initial: boolean): void => {
+  let files: AliasFileState[] = [];
+  const setAliasFiles = (paths: readonly string[]): void => {
+    files = paths.map((path) => ({ path, mtimeMs: -1, size: -1, entries: new Map() }));
+  };
+  const loadAliasFiles = (initialLoad: boolean): void => {
     for (const f of files) {
       let st;
       try {
         st = statSync(f.path);
       } catch (err) {
-        if (initial || f.mtimeMs !== -2) logger.error('alias file unreadable', { file: f.path, err_code: 'ERR_ALIAS_FILE', err: String(err) });
+        if (initialLoad || f.mtimeMs !== -2) logger.error('alias file unreadable', { file: f.path, err_code: 'ERR_ALIAS_FILE', err: String(err) });
         f.mtimeMs = -2;
         f.entries = new Map();
         continue;
@@ -123,6 +144,7 @@ export async function assembleReceivePath(config: Config, options: AssembleOptio
       logger.info('alias file loaded', { file: f.path, aliases: parsed.entries.size, problems: parsed.problems.length });
     }
   };
+  setAliasFiles(config.recipients.aliasFiles);
   loadAliasFiles(true);
 
   const lookupAlias = (key: string): AliasTarget[] | null => {
@@ -142,17 +164,24 @@ export async function assembleReceivePath(config: Config, options: AssembleOptio
     }
     return null;
   };
-  const recipients = new LocalRecipients(
+  const recipientsFor = (c: Config): LocalRecipients => new LocalRecipients(
     { aliases: lookupAlias, isMailbox: (a) => users.isMailbox(a) },
     {
-      postmaster: config.recipients.postmaster,
-      abuse: config.recipients.abuse,
-      delimiter: config.recipients.delimiter,
-      foldCase: config.recipients.foldCase,
-      defaultDomain: () => config.localDomains[0] ?? [...localDomains][0] ?? null,
+      postmaster: c.recipients.postmaster,
+      abuse: c.recipients.abuse,
+      delimiter: c.recipients.delimiter,
+      foldCase: c.recipients.foldCase,
+      defaultDomain: () => c.localDomains[0] ?? [...localDomains][0] ?? null,
     },
     locality,
   );
+  let recipients = recipientsFor(config);
+  // One object for the deliver path, which outlives reloads: it always asks the current tables.
+  const currentRecipients: RecipientResolver = {
+    resolve: (r) => recipients.resolve(r),
+    resolveAddress: (l, d) => recipients.resolveAddress(l, d),
+    isKnown: (a) => recipients.isKnown(a),
+  };
 
   // Domains added with the CLI, interface addresses and alias files take effect within seconds, without a restart.
   const refresh = setInterval(() => {
@@ -162,57 +191,121 @@ export async function assembleReceivePath(config: Config, options: AssembleOptio
   }, options.refreshMs ?? 5000);
   refresh.unref();
 
-  const isTrusted = trustedPredicate(config);
-  const proxyList = new NetworkList(config.trustedProxies);
-  const dnsbl = dnsblCheckFromConfig(config, logger, { ...(options.dnsblResolver ? { resolver: options.dnsblResolver } : {}), ...(options.clock ? { clock: options.clock } : {}) });
-  const abuseChecks: AbuseCheck[] = dnsbl ? [dnsbl] : [];
-  const l = config.limits;
-  const handler = createReceiveHandler({
-    hostname: config.hostname,
-    queue,
-    logger,
-    isTrusted,
-    locality,
-    relayDomains: new Set(config.relayDomains),
-    relayRules: compileRelayRules(config.relayRules),
-    recipients,
-    abuseChecks,
-    authenticate: async (u, p) => ((await users.authenticate(u, p)) ? u : null),
-    owns: (u, a) => users.owns(u, a),
-    throttle: new AuthThrottle({ maxFailures: l.authFailuresPerIp, windowMs: l.authFailureWindow }),
-    messageSizeLimit: l.messageSize,
-  });
-  const server = new SmtpServer({
-    hostname: config.hostname,
-    listeners: config.listeners,
-    handler,
-    logger,
-    limits: {
-      messageSize: l.messageSize, recipients: l.recipients, errors: l.errors, idleTimeoutMs: l.idleTimeout, dataTimeoutMs: l.dataTimeout,
-      sessionTimeoutMs: l.sessionTimeout, hopCount: l.hopCount, commandLineLength: l.commandLineLength,
-      connections: l.connections, connectionsPerIp: l.connectionsPerIp, proxyTimeoutMs: l.proxyTimeout,
-    },
-    tls: { cert: tlsMaterial.cert, key: tlsMaterial.key, minVersion: config.tls.minVersion },
-    isTrustedProxy: (ip) => proxyList.contains(ip),
-    lineEndings: config.smtp.bareLineEndings,
-    authRequiresTls: config.smtp.requireTlsForAuth,
-    greetDelayMs: config.smtp.greetDelay,
-    connectionLimiter: new ConnectionCounter({ perIp: l.connectionsPerIp, total: l.connections }),
-  });
+  interface Parts {
+    readonly handler: SessionHandler;
+    readonly dnsbl: DnsblCheck | null;
+    readonly abuseChecks: AbuseCheck[];
+    readonly throttle: AuthThrottle;
+    readonly limiter: ConnectionCounter;
+    readonly serverOptions: SmtpServerOptions;
+  }
+  const sameJson = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
+  /** The policy parts for a config; `prev` parts are kept where their settings did not change (their state too). */
+  const build = (c: Config, prev: Parts | null): Parts => {
+    const isTrusted = trustedPredicate(c);
+    const proxyList = new NetworkList(c.trustedProxies);
+    const dnsblSame = prev !== null && sameJson([c.dnsblChecks, c.dnsblThreshold, c.dnsblResolver, c.trustedNetworks], [config.dnsblChecks, config.dnsblThreshold, config.dnsblResolver, config.trustedNetworks]);
+    const dnsbl = dnsblSame ? prev.dnsbl : dnsblCheckFromConfig(c, logger, { ...(options.dnsblResolver ? { resolver: options.dnsblResolver } : {}), ...(options.clock ? { clock: options.clock } : {}) });
+    const abuseChecks: AbuseCheck[] = dnsbl ? [dnsbl] : [];
+    const l = c.limits;
+    const throttle = prev !== null && l.authFailuresPerIp === config.limits.authFailuresPerIp && l.authFailureWindow === config.limits.authFailureWindow
+      ? prev.throttle
+      : new AuthThrottle({ maxFailures: l.authFailuresPerIp, windowMs: l.authFailureWindow });
+    const limiter = prev !== null && l.connectionsPerIp === config.limits.connectionsPerIp && l.connections === config.limits.connections
+      ? prev.limiter
+      : new ConnectionCounter({ perIp: l.connectionsPerIp, total: l.connections });
+    const handler = createReceiveHandler({
+      hostname: c.hostname,
+      queue,
+      logger,
+      isTrusted,
+      locality,
+      relayDomains: new Set(c.relayDomains),
+      relayRules: compileRelayRules(c.relayRules),
+      recipients,
+      abuseChecks,
+      authenticate: async (u, p) => ((await users.authenticate(u, p)) ? u : null),
+      owns: (u, a) => users.owns(u, a),
+      throttle,
+      messageSizeLimit: l.messageSize,
+    });
+    const serverOptions: SmtpServerOptions = {
+      hostname: c.hostname,
+      listeners: c.listeners,
+      handler,
+      logger,
+      limits: {
+        messageSize: l.messageSize, recipients: l.recipients, errors: l.errors, idleTimeoutMs: l.idleTimeout, dataTimeoutMs: l.dataTimeout,
+        sessionTimeoutMs: l.sessionTimeout, hopCount: l.hopCount, commandLineLength: l.commandLineLength,
+        connections: l.connections, connectionsPerIp: l.connectionsPerIp, proxyTimeoutMs: l.proxyTimeout,
+      },
+      tls: { cert: tlsMaterial.cert, key: tlsMaterial.key, minVersion: c.tls.minVersion },
+      isTrustedProxy: (ip) => proxyList.contains(ip),
+      lineEndings: c.smtp.bareLineEndings,
+      authRequiresTls: c.smtp.requireTlsForAuth,
+      greetDelayMs: c.smtp.greetDelay,
+      connectionLimiter: limiter,
+    };
+    return { handler, dnsbl, abuseChecks, throttle, limiter, serverOptions };
+  };
 
+  let parts = build(config, null);
+  const server = new SmtpServer(parts.serverOptions);
+  let started = false;
   let closing: Promise<void> | null = null;
   return {
-    config, server, handler, queue, users, aliases, recipients, locality, abuseChecks, dnsbl,
+    get config() { return config; },
+    server,
+    get handler() { return parts.handler; },
+    queue, users, aliases,
+    recipients: currentRecipients,
+    locality,
+    get abuseChecks() { return parts.abuseChecks; },
+    get dnsbl() { return parts.dnsbl; },
     localDomains: () => localDomains,
     async listen() {
-      for (const c of abuseChecks) await c.start?.();
+      for (const c of parts.abuseChecks) await c.start?.();
+      started = true;
       return server.listen();
+    },
+    async reload(next) {
+      if (next.dataDir !== config.dataDir) {
+        throw new RelayguardError('ERR_RELOAD_RESTART', `dataDir changed (${config.dataDir} -> ${next.dataDir}): restart relayguard to apply it`);
+      }
+      const oldTls = tlsMaterial;
+      const newTls = await loadTls(next);
+      const certificateReloaded = newTls.cert !== oldTls.cert || newTls.key !== oldTls.key;
+      tlsMaterial = newTls;
+      const oldConfig = config;
+      const oldRecipients = recipients;
+      let nextParts: Parts;
+      try {
+        recipients = recipientsFor(next);
+        nextParts = build(next, parts);
+        if (started) for (const c of nextParts.abuseChecks) if (!parts.abuseChecks.includes(c)) await c.start?.();
+        const r = await server.reconfigure(nextParts.serverOptions);
+        for (const c of parts.abuseChecks) if (!nextParts.abuseChecks.includes(c)) c.stop?.();
+        parts = nextParts;
+        config = next;
+        configured = new Set(next.localDomains);
+        localDomains = new Set([...configured, ...users.listDomains()]);
+        if (!options.ownAddresses) own = hostAddresses(next);
+        if (!sameJson(next.recipients, oldConfig.recipients)) {
+          setAliasFiles(next.recipients.aliasFiles);
+          loadAliasFiles(true);
+        }
+        return { listeners: r.listeners, added: r.added, removed: r.removed, changed: r.changed, certificateReloaded };
+      } catch (err) {
+        tlsMaterial = oldTls;
+        recipients = oldRecipients;
+        throw err;
+      }
     },
     close(o = {}) {
       closing ??= (async () => {
         clearInterval(refresh);
-        await server.close({ graceMs: o.graceMs ?? 5000 });
-        for (const c of abuseChecks) c.stop?.();
+        await server.close({ graceMs: o.graceMs ?? 5000, ...(o.drainMs !== undefined ? { drainMs: o.drainMs } : {}) });
+        for (const c of parts.abuseChecks) c.stop?.();
         await queue.close();
         aliases.close();
         users.close();

@@ -5,7 +5,7 @@
  * Trust: everything a client sends reaches the policy through here; nothing for a non-local domain is queued from
  * a client that is neither trusted nor authenticated. Standards: RFC 5321, RFC 3461 (RET), RFC 5782 (DNSBL).
  */
-export { assembleReceivePath, databasePath, hostAddresses, type AssembleOptions, type ReceivePath } from './assemble.ts';
+export { assembleReceivePath, databasePath, hostAddresses, type AssembleOptions, type ReceivePath, type ReloadSummary } from './assemble.ts';
 export { createReceiveHandler, receivedHeader, type ReceiveDeps } from './receive-handler.ts';
 export {
   createDnsblCheck, dnsblCheckFromConfig, trustedPredicate,

@@ -20,7 +20,7 @@ import { replyToString } from '../core/reply.ts';
 import type { AuthVerdict, DataVerdict, SessionHandler, SessionState, Verdict } from '../smtp/handler.ts';
 import type { Locality } from '../core/locality.ts';
 import { decideRecipient, checkSenderOwnership, type RelayContext, type RelayRuleMatcher } from '../policy/relay.ts';
-import { unknownUserReply, type LocalRecipients } from '../policy/recipients.ts';
+import { unknownUserReply, type RecipientResolver } from '../policy/recipients.ts';
 import type { AuthThrottle } from '../policy/auth-throttle.ts';
 import type { QueueStore } from '../queue/index.ts';
 import type { AbuseCheck } from './abuse.ts';
@@ -36,7 +36,7 @@ export interface ReceiveDeps {
   /** Admin relay rules, compiled. */
   readonly relayRules?: readonly RelayRuleMatcher[];
   /** The local recipient tables (users, aliases, role accounts). */
-  readonly recipients: LocalRecipients;
+  readonly recipients: RecipientResolver;
   /** Run in order after the relay decision accepted a recipient. */
   readonly abuseChecks?: readonly AbuseCheck[];
   readonly authenticate: (username: string, password: string) => Promise<string | null>;
@@ -76,7 +76,7 @@ export function createReceiveHandler(deps: ReceiveDeps): SessionHandler {
     async onAuth(req): Promise<AuthVerdict> {
       const ip = req.session.connection.remoteAddress;
       const fields = { session_id: req.session.connection.id, client_ip: ip, mechanism: req.mechanism, sasl_username: req.username };
-      const gate = deps.throttle.check(ip);
+      const gate = deps.throttle.acquire(ip);
       if (!gate.allowed) {
         log.warn('auth throttled', { ...fields, retry_after_ms: gate.retryAfterMs });
         return { ok: false, reply: { code: 450, enhanced: '4.7.1', text: `Error: too many AUTH failures from ${ip}, try again later` } };

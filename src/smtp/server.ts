@@ -12,6 +12,7 @@ import type { LineEndingMode } from './data-reader.ts';
 import type { ConnectionInfo, ListenerRole, SessionHandler, TlsMode } from './handler.ts';
 import { parseProxyHeader } from './proxy-protocol.ts';
 import { SmtpSession, nextSessionId, type SessionLimits } from './session.ts';
+import { createServerSecureContext } from './tls-cert.ts';
 
 export interface ListenerOptions {
   readonly name: string;
@@ -83,21 +84,34 @@ export interface BoundListener {
   readonly port: number;
 }
 
+interface BoundEntry {
+  readonly server: net.Server;
+  /** The listener's current settings (a reload may change its name, role, TLS mode or PROXY setting). */
+  spec: ListenerOptions;
+  readonly port: number;
+}
+
+export interface ReconfigureResult {
+  readonly listeners: BoundListener[];
+  readonly added: readonly string[];
+  readonly removed: readonly string[];
+  readonly changed: readonly string[];
+}
+
 export class SmtpServer {
-  readonly #o: SmtpServerOptions;
+  #o: SmtpServerOptions;
   readonly #servers: net.Server[] = [];
+  readonly #entries: BoundEntry[] = [];
   readonly #sessions = new Set<SmtpSession>();
   readonly #sockets = new Set<net.Socket>();
-  readonly #limiter: ConnectionLimiter;
-  readonly #tlsContext: tls.SecureContext | null;
+  #limiter: ConnectionLimiter;
+  #tlsContext: tls.SecureContext | null;
   #closing = false;
 
   constructor(options: SmtpServerOptions) {
     this.#o = options;
     this.#limiter = options.connectionLimiter ?? simpleLimiter(options.limits.connectionsPerIp, options.limits.connections);
-    this.#tlsContext = options.tls
-      ? tls.createSecureContext({ cert: options.tls.cert, key: options.tls.key, minVersion: options.tls.minVersion ?? 'TLSv1.2' })
-      : null;
+    this.#tlsContext = options.tls ? this.#secureContext(options.tls) : null;
     for (const l of options.listeners) {
       if (l.tls !== 'none' && !this.#tlsContext) throw new RangeError(`Listener "${l.name}" needs TLS but no certificate is configured`);
     }
@@ -108,25 +122,106 @@ export class SmtpServer {
 
   async listen(): Promise<BoundListener[]> {
     const bound: BoundListener[] = [];
-    for (const l of this.#o.listeners) {
-      const server = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => this.#accept(l, socket));
-      server.maxConnections = this.#o.limits.connections + 64; // hard stop above our own 421 limit
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen({ host: l.address, port: l.port, backlog: 1024 }, () => { server.off('error', reject); resolve(); });
-      });
-      server.on('error', (err) => this.#o.logger.error('listener error', { listener: l.name, err: String(err) }));
-      this.#servers.push(server);
-      const a = server.address() as net.AddressInfo;
-      bound.push({ name: l.name, role: l.role, tls: l.tls, address: a.address, port: a.port });
-    }
+    for (const l of this.#o.listeners) bound.push(await this.#bind(l));
     return bound;
   }
 
-  /** Stops accepting, sends 421 to every session, waits up to graceMs, then drops what is left. */
-  async close(options: { graceMs?: number } = {}): Promise<void> {
+  async #bind(l: ListenerOptions): Promise<BoundListener> {
+    const entry: { server: net.Server | null; spec: ListenerOptions } = { server: null, spec: l };
+    const server = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => this.#accept(entry.spec, socket));
+    entry.server = server;
+    server.maxConnections = this.#o.limits.connections + 64; // hard stop above our own 421 limit
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host: l.address, port: l.port, backlog: 1024 }, () => { server.off('error', reject); resolve(); });
+    });
+    server.on('error', (err) => this.#o.logger.error('listener error', { listener: entry.spec.name, err: String(err) }));
+    this.#servers.push(server);
+    const a = server.address() as net.AddressInfo;
+    const e: BoundEntry = { server, port: a.port, get spec() { return entry.spec; }, set spec(v) { entry.spec = v; } };
+    this.#entries.push(e);
+    return { name: l.name, role: l.role, tls: l.tls, address: a.address, port: a.port };
+  }
+
+  /** The listeners bound now. */
+  get listeners(): BoundListener[] {
+    return this.#entries.map((e) => ({ name: e.spec.name, role: e.spec.role, tls: e.spec.tls, address: e.spec.address, port: e.port }));
+  }
+
+  /**
+   * Applies new options without dropping a session (SIGHUP): listeners whose address and port stay are kept and
+   * take their new settings for new connections; new ones are bound; removed ones stop accepting while their
+   * sessions finish. The handler, limits, certificate and the rest apply to connections accepted from now on.
+   * Throws before changing anything when the certificate is bad, and undoes new binds when one fails.
+   */
+  async reconfigure(next: SmtpServerOptions): Promise<ReconfigureResult> {
+    if (this.#closing) throw new Error('server is closing');
+    const ctx = next.tls ? this.#secureContext(next.tls) : null;
+    for (const l of next.listeners) {
+      if (l.tls !== 'none' && !ctx) throw new RangeError(`Listener "${l.name}" needs TLS but no certificate is configured`);
+    }
+    const key = (address: string, port: number): string => `${address}|${port}`;
+    const current = new Map(this.#entries.map((e) => [key(e.spec.address, e.port), e]));
+    const keep = new Map<BoundEntry, ListenerOptions>();
+    const fresh: ListenerOptions[] = [];
+    for (const l of next.listeners) {
+      const e = l.port === 0 ? undefined : current.get(key(l.address, l.port));
+      if (e && !keep.has(e)) keep.set(e, l);
+      else fresh.push(l);
+    }
+    const added: string[] = [];
+    const before = this.#entries.length;
+    try {
+      for (const l of fresh) {
+        await this.#bind(l);
+        added.push(l.name);
+      }
+    } catch (err) {
+      for (const e of this.#entries.splice(before)) {
+        e.server.close();
+        this.#servers.splice(this.#servers.indexOf(e.server), 1);
+      }
+      throw err;
+    }
+    const changed: string[] = [];
+    const removed: string[] = [];
+    for (const e of [...this.#entries.slice(0, before)]) {
+      const spec = keep.get(e);
+      if (spec) {
+        if (JSON.stringify(spec) !== JSON.stringify(e.spec)) changed.push(spec.name);
+        e.spec = spec;
+        continue;
+      }
+      removed.push(e.spec.name);
+      e.server.close(); // stop accepting; its sessions go on
+      this.#entries.splice(this.#entries.indexOf(e), 1);
+      this.#servers.splice(this.#servers.indexOf(e.server), 1);
+    }
+    this.#o = next;
+    this.#tlsContext = ctx;
+    if (next.connectionLimiter) this.#limiter = next.connectionLimiter;
+    for (const e of this.#entries) e.server.maxConnections = next.limits.connections + 64;
+    return { listeners: this.listeners, added, removed, changed };
+  }
+
+  /** The one place TLS server settings are made (start and reload). */
+  #secureContext(t: NonNullable<SmtpServerOptions['tls']>): tls.SecureContext {
+    return createServerSecureContext(t); // no CBC, ECDHE only, server order, no client renegotiation (tls-cert.ts)
+  }
+
+  /**
+   * Stops accepting. With drainMs, sessions first get that long to finish the transaction in progress (each is
+   * closed with 421 as soon as it is between transactions); then every session left gets 421, up to graceMs
+   * more, and what is still open is dropped.
+   */
+  async close(options: { graceMs?: number; drainMs?: number } = {}): Promise<void> {
     this.#closing = true;
     const closed = this.#servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+    if ((options.drainMs ?? 0) > 0) {
+      for (const s of this.#sessions) s.drain();
+      const until = Date.now() + options.drainMs!;
+      while (this.#sockets.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    }
     for (const s of this.#sessions) s.shutdown();
     const deadline = Date.now() + (options.graceMs ?? 5000);
     while (this.#sockets.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
@@ -180,12 +275,14 @@ export class SmtpServer {
       if (res.rest.length > 0) initial = res.rest;
     }
     const admitted = this.#limiter.tryAcquire(clientIp);
+    // (the limiter that admitted the client also releases it, even after a reload swapped in another)
     if (admitted !== 'ok') {
       const reason = admitted === 'per-ip' ? 'too many connections from ip' : 'too many connections';
       this.#o.logger.warn('connection refused', { listener: l.name, client_ip: clientIp, reason });
       return this.#refuse(socket, admitted === 'per-ip' ? `Error: too many connections from ${clientIp}` : 'Error: too many connections');
     }
-    socket.once('close', () => this.#limiter.release(clientIp));
+    const limiter = this.#limiter;
+    socket.once('close', () => limiter.release(clientIp));
 
     let stream: net.Socket = socket;
     if (l.tls === 'implicit') {

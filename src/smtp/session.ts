@@ -171,6 +171,9 @@ export class SmtpSession {
   #corked = false;
   #burst = 0;
   #shutdown = false;
+  #draining = false;
+  /** Waiting for the client's next command line (not inside DATA, AUTH or a reply). */
+  #awaitingCommand = false;
 
   constructor(options: SessionOptions) {
     this.#o = options;
@@ -189,6 +192,21 @@ export class SmtpSession {
   shutdown(): void {
     this.#shutdown = true;
     this.#input.interrupt('shutdown');
+  }
+
+  /**
+   * Asks the session to end gracefully: a transaction in progress (MAIL given, DATA/BDAT under way) may finish
+   * and get its reply; then, or at once when the client is idle between transactions, 421 4.3.2 and close.
+   * shutdown() after a deadline cuts what is still running.
+   */
+  drain(): void {
+    this.#draining = true;
+    if (this.#awaitingCommand && this.#mailFrom === null && this.#bdat === null) this.#input.interrupt('shutdown');
+  }
+
+  /** No transaction open: a draining session may be closed here. */
+  get #idle(): boolean {
+    return this.#mailFrom === null && this.#bdat === null;
   }
 
   #snapshot(): SessionState {
@@ -377,7 +395,14 @@ export class SmtpSession {
         return ev;
       }
       this.#burst = 0;
-      const chunk = await this.#readChunk();
+      if (this.#draining && this.#idle) throw new InputInterrupted('shutdown');
+      this.#awaitingCommand = true;
+      let chunk: Buffer | null;
+      try {
+        chunk = await this.#readChunk();
+      } finally {
+        this.#awaitingCommand = false;
+      }
       if (chunk === null) return null;
       if (this.#commands === 0 && this.#reader.buffered === 0 && chunk[0] === 0x16 && !this.#tls) {
         this.#sendAndClose(R.tlsOnPlain, 'tls on plaintext port');

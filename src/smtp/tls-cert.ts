@@ -2,9 +2,9 @@
  * The server certificate: load `<dir>/tls/cert.pem` + `key.pem`, or create a self-signed one on first start so
  * that STARTTLS works out of the box. Generated keys are EC P-256, written 0600 via temp file + rename.
  */
-import { randomBytes, X509Certificate } from 'node:crypto';
+import { constants as cryptoConstants, randomBytes, X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
-import { createSecureContext } from 'node:tls';
+import { createSecureContext, type SecureContext } from 'node:tls';
 import { chmod, lstat, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generate } from 'selfsigned';
@@ -26,6 +26,40 @@ export interface EnsuredCertificate extends LoadedCertificate {
 }
 
 const VALIDITY_MS = 365 * 24 * 60 * 60 * 1000;
+
+/**
+ * TLS 1.2 suites the SMTP listeners offer: ECDHE only (forward secrecy), AEAD only (no CBC: no LUCKY13 class), for
+ * ECDSA (the generated key) and RSA certificates, strongest first. With `honorCipherOrder` the server's order wins.
+ */
+export const SERVER_TLS12_CIPHERS: readonly string[] = [
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+];
+
+/** TLS 1.3 suites (all AEAD). Node sets these from the same `ciphers` string; leaving them out would turn 1.3 off. */
+export const SERVER_TLS13_CIPHERS: readonly string[] = ['TLS_AES_256_GCM_SHA384', 'TLS_CHACHA20_POLY1305_SHA256', 'TLS_AES_128_GCM_SHA256'];
+
+/**
+ * The secure context of every server-side TLS socket (STARTTLS and implicit TLS): TLS 1.2 or later, the cipher
+ * lists above in server order, and client-initiated renegotiation refused. The listeners build their TLSSockets by
+ * hand (no tls.Server), so Node's own renegotiation limit (tls.CLIENT_RENEG_LIMIT) never applies: OpenSSL's
+ * SSL_OP_NO_RENEGOTIATION on the context answers a renegotiating ClientHello with a no_renegotiation alert, which
+ * ends the connection (TLS 1.3 has no renegotiation at all).
+ */
+export function createServerSecureContext(options: { cert: string; key: string; minVersion?: 'TLSv1.2' | 'TLSv1.3' }): SecureContext {
+  return createSecureContext({
+    cert: options.cert,
+    key: options.key,
+    minVersion: options.minVersion ?? 'TLSv1.2',
+    ciphers: [...SERVER_TLS13_CIPHERS, ...SERVER_TLS12_CIPHERS].join(':'),
+    honorCipherOrder: true,
+    secureOptions: cryptoConstants.SSL_OP_NO_RENEGOTIATION,
+  });
+}
 
 function certError(message: string, cause?: unknown): RelayguardError {
   return new RelayguardError('ERR_TLS_CERT', message, cause === undefined ? undefined : { cause });

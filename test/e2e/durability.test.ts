@@ -211,8 +211,10 @@ test('durability: strace shows the durable writes (WAL fdatasync for an inline b
   const configFile = join(dataDir, 'relayguard.yaml');
   // strace 6.1 has no --kill-on-exit: killing strace would leave the traced server running (and holding the
   // stdout pipe). Every process with this config path in its argv is ours; kill those by pid whatever happens.
+  // The traced server names itself "relayguard" (process.title), so it is found by the pid it logs at start.
+  let tracedPid = 0;
   const killTraced = (signal: NodeJS.Signals): number[] => {
-    const pids = pidsWithArg(configFile).filter((pid) => !readFileSync(`/proc/${pid}/cmdline`, 'latin1').startsWith('/usr/bin/strace'));
+    const pids = tracedPid > 0 && alive(tracedPid) ? [tracedPid] : [];
     for (const pid of pids) { try { process.kill(pid, signal); } catch { /* gone */ } }
     return pids;
   };
@@ -224,6 +226,7 @@ test('durability: strace shows the durable writes (WAL fdatasync for an inline b
       '-e', 'trace=fsync,fdatasync,rename,renameat,renameat2,write,writev,pwrite64,sendto,sendmsg,openat'],
   });
   cleanups.push(() => serve.kill9());
+  tracedPid = Number(serve.logs.find((l) => l['msg'] === 'starting')?.['pid'] ?? 0);
   const startMs = Date.now() - started;
 
   // A small message (its body goes inline into the index) and a large one (past the 64 KiB inline limit: a spool
