@@ -5,6 +5,7 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve as resolvePath } from 'node:path';
 import YAML from 'yaml';
+import { execFile } from 'node:child_process';
 import { Command, CommanderError } from 'commander';
 import { loadConfig } from '../config/load.ts';
 import { checkConfig, formatFindings, hasErrors } from '../config/check.ts';
@@ -17,7 +18,19 @@ import { registerQueueCommands } from './queue-commands.ts';
 import { registerTesterCommands } from './tester-commands.ts';
 import { registerDnsblCommands } from './dnsbl-commands.ts';
 import { registerAliasCommands } from './alias-commands.ts';
+import { chownTree, dropPrivileges, isRoot, resolveIdentity, type Identity } from './privileges.ts';
 import { writeDkimKey } from '../delivery/index.ts';
+
+/**
+ * Tells systemd (Type=notify, NotifyAccess=all) about readiness and stopping, through systemd-notify, when it
+ * started us with a NOTIFY_SOCKET; nothing otherwise.
+ */
+function notifySystemd(state: string, logger: { warn(msg: string, fields?: Record<string, unknown>): void }): void {
+  if (!process.env['NOTIFY_SOCKET']) return;
+  execFile('systemd-notify', [`--pid=${process.pid}`, state], (err) => {
+    if (err) logger.warn('systemd-notify failed', { state, err: String(err) });
+  });
+}
 
 /** The package version (package.json next to src/ or dist/). */
 export const VERSION: string = (() => {
@@ -147,8 +160,30 @@ export function buildProgram(io: Io, setExit: (code: number) => void): Command {
       process.on('SIGINT', onInt);
       process.on('SIGHUP', reload);
       const pidFile = opts.pidFile ? resolvePath(opts.pidFile) : null;
+      // Least privilege: started as root with `user`, hand dataDir to that user, bind everything, then drop to it
+      // before a client byte is read (connections are held until then).
+      let identity: Identity | null = null;
+      if (config.user !== null && isRoot()) {
+        identity = resolveIdentity(config.user, config.group);
+        mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+        chownTree(config.dataDir, identity.uid, identity.gid);
+      } else if (config.user !== null) {
+        logger.warn('not started as root: keeping the current user', { err_code: 'WARN_NO_PRIVILEGE_DROP', user: config.user, uid: process.getuid?.() });
+      } else if (isRoot()) {
+        logger.warn('running as root', {
+          err_code: 'WARN_RUNNING_AS_ROOT',
+          hint: 'set `user: relayguard` (and `group`) so serve drops to it after binding its ports, or run it from the systemd unit in deploy/systemd',
+        });
+      }
       try {
-        relay = await startRelay(config, logger);
+        relay = await startRelay(config, logger, { held: identity !== null });
+        if (identity !== null) {
+          chownTree(config.dataDir, identity.uid, identity.gid); // what start-up created as root (databases, keys, spool)
+          dropPrivileges(identity);
+          logger.info('privileges dropped', { user: identity.user, uid: identity.uid, group: identity.group, gid: identity.gid });
+        }
+        relay.receive.release();
+        notifySystemd('READY=1', logger);
         if (pidFile) writeFileSync(pidFile, `${process.pid}\n`, { mode: 0o644 });
         // Launched by npm or npx, whose shells do not always pass signals on: when that parent goes away, stop
         // too, so no orphan keeps the ports (field report 1, H3). A server started any other way outlives its shell.
@@ -160,6 +195,7 @@ export function buildProgram(io: Io, setExit: (code: number) => void): Command {
         if (stopRequested !== null) stop(stopRequested);
         else if (reloadRequested) reload();
         await stopped;
+        notifySystemd('STOPPING=1', logger);
       } finally {
         process.off('SIGTERM', onTerm);
         process.off('SIGINT', onInt);

@@ -372,6 +372,18 @@ export const configSchema = z
     dataDir: pathString()
       .default('./relayguard-data')
       .describe('SQLite database, spool and generated keys. Relative to the config file\'s folder (or the working directory without a file).'),
+    user: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_-]{0,31}\$?$/i, 'must be a user name')
+      .nullable()
+      .prefault(null)
+      .describe('Started as root, `serve` binds its ports, hands dataDir to this user and drops to it (and `group`) before reading any client byte. Null: keep the identity it was started with (a warning when that is root).'),
+    group: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_-]{0,31}\$?$/i, 'must be a group name')
+      .nullable()
+      .prefault(null)
+      .describe('Group to drop to with `user`. Null: the user\'s primary group.'),
     listeners: z
       .array(listenerSchema)
       .max(64)
@@ -716,6 +728,9 @@ export interface Config {
   readonly hostname: string;
   /** Absolute. */
   readonly dataDir: string;
+  /** Drop to this user (and group) after binding, when started as root. */
+  readonly user: string | null;
+  readonly group: string | null;
   readonly listeners: readonly ListenerConfig[];
   /** Canonical CIDRs (IPv4-mapped networks folded to IPv4, duplicates removed). */
   readonly trustedNetworks: readonly string[];
@@ -842,6 +857,8 @@ export function buildConfig(parsed: ParsedConfig, options: { baseDir: string; co
     configFile: options.configFile ?? null,
     hostname: parsed.hostname ?? defaultHostname(),
     dataDir: resolve(parsed.dataDir),
+    user: parsed.user,
+    group: parsed.group,
     listeners: parsed.listeners.map((l) => {
       const { name, port: p } = effectiveListener(l);
       return { name, role: l.role, address: l.address, port: p, tls: l.tls, proxyProtocol: l.proxyProtocol };

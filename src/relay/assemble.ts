@@ -42,6 +42,8 @@ export interface AssembleOptions {
   readonly ownAddresses?: () => Iterable<string>;
   /** How often database domains, interface addresses and alias files are re-read. Default 5 s. */
   readonly refreshMs?: number;
+  /** Accept connections but read nothing from them until release() (privileges are dropped in between). */
+  readonly held?: boolean;
 }
 
 export interface ReloadSummary {
@@ -69,6 +71,8 @@ export interface ReceivePath {
   readonly dnsbl: DnsblCheck | null;
   /** Starts the abuse checks' background work, then the listeners. */
   listen(): Promise<BoundListener[]>;
+  /** Lets connections held since listen() proceed (with AssembleOptions.held). */
+  release(): void;
   /**
    * Applies a new configuration without dropping a session (SIGHUP): listeners, certificate, domains, recipients,
    * relay rules, trusted networks, limits and abuse checks. Throws (and keeps the running configuration) when the
@@ -245,6 +249,7 @@ export async function assembleReceivePath(initial: Config, options: AssembleOpti
       authRequiresTls: c.smtp.requireTlsForAuth,
       greetDelayMs: c.smtp.greetDelay,
       connectionLimiter: limiter,
+      held: options.held ?? false,
     };
     return { handler, dnsbl, abuseChecks, throttle, limiter, serverOptions };
   };
@@ -267,6 +272,9 @@ export async function assembleReceivePath(initial: Config, options: AssembleOpti
       for (const c of parts.abuseChecks) await c.start?.();
       started = true;
       return server.listen();
+    },
+    release() {
+      server.release();
     },
     async reload(next) {
       if (next.dataDir !== config.dataDir) {

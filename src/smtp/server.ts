@@ -45,6 +45,11 @@ export interface SmtpServerOptions {
   readonly lineEndings: LineEndingMode;
   readonly authRequiresTls: boolean;
   readonly greetDelayMs?: number;
+  /**
+   * Accept connections but read and write nothing until release() (a server started as root binds its ports, drops
+   * its privileges, then releases: no client byte is ever read as root). Default false.
+   */
+  readonly held?: boolean;
   /** Counts concurrent connections per client (for example grouping IPv6 by /64); default: per exact address. */
   readonly connectionLimiter?: ConnectionLimiter;
 }
@@ -107,14 +112,22 @@ export class SmtpServer {
   #limiter: ConnectionLimiter;
   #tlsContext: tls.SecureContext | null;
   #closing = false;
+  #release: () => void = () => {};
+  readonly #gate: Promise<void>;
 
   constructor(options: SmtpServerOptions) {
     this.#o = options;
+    this.#gate = options.held ? new Promise<void>((r) => { this.#release = r; }) : Promise.resolve();
     this.#limiter = options.connectionLimiter ?? simpleLimiter(options.limits.connectionsPerIp, options.limits.connections);
     this.#tlsContext = options.tls ? this.#secureContext(options.tls) : null;
     for (const l of options.listeners) {
       if (l.tls !== 'none' && !this.#tlsContext) throw new RangeError(`Listener "${l.name}" needs TLS but no certificate is configured`);
     }
+  }
+
+  /** Lets held connections proceed (see SmtpServerOptions.held). */
+  release(): void {
+    this.#release();
   }
 
   /** Open connections right now. */
@@ -250,6 +263,8 @@ export class SmtpServer {
   }
 
   async #start(l: ListenerOptions, socket: net.Socket): Promise<void> {
+    await this.#gate;
+    if (socket.destroyed) return;
     const peer = normalizeIp(socket.remoteAddress ?? '');
     if (this.#sockets.size > this.#o.limits.connections) {
       this.#o.logger.warn('connection refused', { listener: l.name, client_ip: peer, reason: 'too many connections' });
