@@ -20,6 +20,7 @@ const ALLOWED: Record<string, readonly string[]> = {
   dnsbl: ['core'],
   relay: ['core', 'config', 'smtp', 'policy', 'queue', 'dnsbl'],
   web: ['core', 'type:queue'],
+  store: ['core', 'policy'],
   cli: ['*'],
   testing: ['*'],
 };

@@ -5,12 +5,10 @@
 import { mkdirSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { Config } from '../config/schema.ts';
-import { domainOfAddress } from '../core/canonical.ts';
-import { createLocality } from '../core/locality.ts';
 import { RelayguardError } from '../core/errors.ts';
-import { AliasStore, ERR_ALIAS_INVALID, normalizeAliasTarget } from '../policy/aliases.ts';
-import { UserStore } from '../policy/users.ts';
-import { databasePath } from '../relay/index.ts';
+import type { AliasStore } from '../policy/aliases.ts';
+import type { UserStore } from '../policy/users.ts';
+import { databasePath } from './paths.ts';
 
 interface Io {
   out(s: string): void;
@@ -21,30 +19,35 @@ export function registerAliasCommands(program: Command, io: Io, configFrom: (opt
   const alias = program
     .command('alias')
     .description('manage aliases: local addresses that forward to users, lists, or (with --remote) outside addresses');
-  const open = (config: Config): { aliases: AliasStore; users: UserStore } => {
+  // The stores are loaded by the actions (start-up time: other commands never load them).
+  const open = async (config: Config): Promise<{ aliases: AliasStore; users: UserStore; a: typeof import('../policy/aliases.ts') }> => {
+    const [a, u] = await Promise.all([import('../policy/aliases.ts'), import('../policy/users.ts')]);
     mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-    return { aliases: new AliasStore(databasePath(config)), users: new UserStore(databasePath(config)) };
+    return { aliases: new a.AliasStore(databasePath(config)), users: new u.UserStore(databasePath(config)), a };
   };
 
   alias
-    .command('add <address> <targets...>')
+    .command('add')
     .description('add targets to an alias (address local@domain, or @domain for a catch-all); several targets make a list')
+    .argument('<address>', 'the alias: local@domain in a local domain, or @domain for a catch-all')
+    .argument('<targets...>', 'where its mail goes: users or addresses in the local domains (outside them with --remote)')
     .option('--remote', 'allow targets outside the local domains (mail is forwarded outside)')
     .option('-c, --config <file>', 'relayguard.yaml to use')
-    .action((address: string, targets: string[], opts: { config?: string; remote?: boolean }) => {
+    .action(async (address: string, targets: string[], opts: { config?: string; remote?: boolean }) => {
       const config = configFrom(opts);
-      const { aliases, users } = open(config);
+      const { aliases, users, a } = await open(config);
+      const [{ domainOfAddress }, { createLocality }] = await Promise.all([import('../core/canonical.ts'), import('../core/locality.ts')]);
       try {
         const domains = new Set([...config.localDomains, ...users.listDomains()]);
         const locality = createLocality({ domains: () => domains, ownAddresses: () => [] });
         const keyDomain = domainOfAddress(address);
         if (!locality.isLocal(keyDomain)) {
-          throw new RelayguardError(ERR_ALIAS_INVALID, `${address}: ${keyDomain || 'the domain'} is not a local domain (add it with "relayguard domain add" or localDomains)`);
+          throw new RelayguardError(a.ERR_ALIAS_INVALID, `${address}: ${keyDomain || 'the domain'} is not a local domain (add it with "relayguard domain add" or localDomains)`);
         }
         for (const t of targets) {
-          const n = normalizeAliasTarget(t);
+          const n = a.normalizeAliasTarget(t);
           if (n !== null && !locality.isLocal(domainOfAddress(n)) && opts.remote !== true) {
-            throw new RelayguardError(ERR_ALIAS_INVALID, `target ${n} is outside the local domains: add --remote to forward mail there`);
+            throw new RelayguardError(a.ERR_ALIAS_INVALID, `target ${n} is outside the local domains: add --remote to forward mail there`);
           }
         }
         const added = aliases.add(address, targets, { remote: opts.remote === true });
@@ -57,12 +60,14 @@ export function registerAliasCommands(program: Command, io: Io, configFrom: (opt
     });
 
   alias
-    .command('remove <address> [target]')
+    .command('remove')
     .description('remove one target of an alias, or the whole alias')
+    .argument('<address>', 'the alias')
+    .argument('[target]', 'the target to remove (default: every target, the whole alias)')
     .option('-c, --config <file>', 'relayguard.yaml to use')
-    .action((address: string, target: string | undefined, opts: { config?: string }) => {
+    .action(async (address: string, target: string | undefined, opts: { config?: string }) => {
       const config = configFrom(opts);
-      const { aliases, users } = open(config);
+      const { aliases, users } = await open(config);
       try {
         const n = aliases.remove(address, target);
         io.out(`removed ${n} alias entr${n === 1 ? 'y' : 'ies'} of ${address}`);
@@ -77,9 +82,9 @@ export function registerAliasCommands(program: Command, io: Io, configFrom: (opt
     .description('list the aliases of the database (alias files are listed by name)')
     .option('--json', 'as JSON')
     .option('-c, --config <file>', 'relayguard.yaml to use')
-    .action((opts: { config?: string; json?: boolean }) => {
+    .action(async (opts: { config?: string; json?: boolean }) => {
       const config = configFrom(opts);
-      const { aliases, users } = open(config);
+      const { aliases, users } = await open(config);
       try {
         const list = aliases.list();
         if (opts.json) {

@@ -3,25 +3,38 @@
  * the listing store in dataDir (relayguard.db), next to a running `relayguard serve`: its DNS server picks the
  * changes up within seconds (it watches the zone serial), and its scheduler tests what `submit` and `retest` queue.
  * `--now` runs the test right here instead (proof mode when a probe domain is given or configured).
+ * `add -i FILE` imports many networks in one transaction (all or nothing, unless --keep-going).
  *
- * Exit codes: 0 done (lookup: listed); 1 refused, unknown or not listed; 2 usage (bad address, bad option);
- * 3 a DNS lookup (`lookup --server`) failed or got a broken answer.
+ * Exit codes: 0 done (lookup: listed); 1 refused, unknown or not listed, or an import with bad lines; 2 usage (bad
+ * address, bad option); 3 a DNS lookup (`lookup --server`) failed or got a broken answer.
  * Text from the store (reasons, submitters, tester details) passes through printable().
+ * The listing store, the tester and the ORDB service are loaded by the actions that use them: a command that only
+ * reads the list starts without the tester.
  */
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { promises as dnsPromises } from 'node:dns';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import type { Config } from '../config/schema.ts';
 import { RelayguardError } from '../core/errors.ts';
-import { NULL_LOGGER } from '../core/log.ts';
-import {
-  CATEGORIES, DnsblClient, LISTING_STATES, ListingStore, OrdbWorkflow, isCategory, ordbEvidence, writeBindZone,
-  writeRbldnsdFiles, zoneFromStore, type Listing, type ListingCategory, type ListingState, type Refused, type TestOutcome,
-} from '../dnsbl/index.ts';
-import { isHostName, parsePortSpec } from '../tester/index.ts';
-import { createTestHost, ordbSettings, type OrdbSettings, type TestHost } from './ordb-service.ts';
+import type { Listing, ListingCategory, ListingState, ListingStore, Refused, TestOutcome } from '../dnsbl/index.ts';
+import type { OrdbSettings, TestHost } from './ordb-service.ts';
+import { databasePath } from './paths.ts';
 import { printable } from './queue-commands.ts';
+
+type DnsblModule = typeof import('../dnsbl/index.ts');
+type TesterModule = typeof import('../tester/index.ts');
+const loadDnsbl = (): Promise<DnsblModule> => import('../dnsbl/index.ts');
+const loadTester = (): Promise<TesterModule> => import('../tester/index.ts');
+
+/**
+ * Categories and states as the help text names them (dnsbl/index.ts CATEGORIES and LISTING_STATES, kept equal by
+ * dnsbl-commands.test.ts, so the help does not need the dnsbl module loaded).
+ */
+export const DNSBL_HELP = {
+  categories: ['open-relay', 'open-proxy', 'honeypot'],
+  states: ['pending', 'listed', 'delisted', 'excluded'],
+} as const;
 
 export interface DnsblCommandIo {
   out(s: string): void;
@@ -59,8 +72,8 @@ function iso(t: number | null): string {
 }
 
 /** A listing for JSON output (evidence only on request: it holds the whole tester report). */
-function listingJson(l: Listing, withEvidence = false): Record<string, unknown> {
-  const ev = ordbEvidence(l);
+function listingJson(d: DnsblModule, l: Listing, withEvidence = false): Record<string, unknown> {
+  const ev = d.ordbEvidence(l);
   const { evidence, ...rest } = l;
   return {
     ...rest,
@@ -70,8 +83,8 @@ function listingJson(l: Listing, withEvidence = false): Record<string, unknown> 
   };
 }
 
-function listingLine(l: Listing): string {
-  const ev = ordbEvidence(l);
+function listingLine(d: DnsblModule, l: Listing): string {
+  const ev = d.ordbEvidence(l);
   const bits = [
     l.network.padEnd(18), l.state.padEnd(8), l.category.padEnd(10),
     `tested ${iso(l.lastTested)}`, `next ${iso(l.nextRetest)}`,
@@ -99,18 +112,18 @@ function hostPort(v: string, name: string, defaultPort: number): { address: stri
 }
 
 /** The tester settings for --now: the configuration, overridden by the command line. */
-function testerSettings(base: OrdbSettings, o: TesterOpts): OrdbSettings {
+function testerSettings(t: TesterModule, base: OrdbSettings, o: TesterOpts): OrdbSettings {
   let probeDomain = base.probeDomain;
   if (o.probeDomain !== undefined) {
     const d = o.probeDomain.replace(/\.$/, '').toLowerCase();
-    if (!isHostName(d)) throw usage(`--probe-domain takes a domain name, got "${o.probeDomain}"`);
+    if (!t.isHostName(d)) throw usage(`--probe-domain takes a domain name, got "${o.probeDomain}"`);
     probeDomain = d;
   }
   if (o.prove === true && probeDomain === null) throw usage('--prove needs --probe-domain (or dnsbl.probeDomain in the configuration): a domain you control whose mail reaches the sink');
   if (o.prove === false) probeDomain = null;
   let testPorts = base.testPorts;
   try {
-    if (o.port && o.port.length > 0) testPorts = o.port.flatMap((p) => p.split(',')).filter((p) => p !== '').map(parsePortSpec);
+    if (o.port && o.port.length > 0) testPorts = o.port.flatMap((p) => p.split(',')).filter((p) => p !== '').map(t.parsePortSpec);
   } catch (err) {
     throw usage((err as Error).message);
   }
@@ -126,6 +139,49 @@ function testerSettings(base: OrdbSettings, o: TesterOpts): OrdbSettings {
   };
 }
 
+/** One line of an import file: `NETWORK [REASON...]`; `#` starts a comment. */
+export interface ImportLine {
+  readonly line: number;
+  readonly network: string;
+  readonly reason: string | null;
+}
+
+/** The non-empty lines of an import file, without comments, with their 1-based line numbers. */
+export function parseImportLines(text: string): ImportLine[] {
+  const out: ImportLine[] = [];
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const l = lines[i]!.replace(/\r$/, '').replace(/#.*$/, '').trim();
+    if (l === '') continue;
+    const m = /^(\S+)(?:\s+(.*))?$/.exec(l)!;
+    out.push({ line: i + 1, network: m[1]!, reason: m[2] !== undefined && m[2].trim() !== '' ? m[2].trim() : null });
+  }
+  return out;
+}
+
+/** Reads an input file, or standard input for "-". */
+export async function readInput(file: string): Promise<string> {
+  if (file === '-') {
+    const chunks: Buffer[] = [];
+    for await (const c of process.stdin) chunks.push(c as Buffer);
+    return Buffer.concat(chunks).toString('utf8');
+  }
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    throw usage(`--input: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+}
+
+type ImportOutcome = 'listed' | 'updated' | 'unchanged' | 'invalid' | 'excluded';
+
+interface ImportResult {
+  readonly line: number;
+  readonly network: string;
+  readonly outcome: ImportOutcome;
+  readonly error?: string;
+}
+
 /** Adds the `dnsbl` command and its subcommands to the program. */
 export function registerDnsblCommands(
   program: Command,
@@ -135,19 +191,28 @@ export function registerDnsblCommands(
   options: DnsblCommandOptions = {},
 ): Command {
   const now = options.now ?? Date.now;
-  const makeTester = options.testHost ?? ((s: OrdbSettings) => createTestHost(s, NULL_LOGGER));
+  const makeTester = options.testHost ?? (async (s: OrdbSettings): Promise<TestHost> => {
+    const [{ createTestHost }, { NULL_LOGGER }] = await Promise.all([import('./ordb-service.ts'), import('../core/log.ts')]);
+    return createTestHost(s, NULL_LOGGER);
+  });
+  const settingsOf = async (config: Config): Promise<OrdbSettings> => (await import('./ordb-service.ts')).ordbSettings(config);
   const dnsbl = program.command('dnsbl').description('the open-relay DNS blocklist (ORDB): listings, submissions, retests, export');
 
-  const open = (opts: CommonOpts): { config: Config; settings: OrdbSettings; store: ListingStore } => {
+  const open = async (opts: CommonOpts): Promise<{ d: DnsblModule; config: Config; store: ListingStore }> => {
     const config = configFrom(opts);
+    const d = await loadDnsbl();
     mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-    const settings = ordbSettings(config);
-    return { config, settings, store: ListingStore.open(settings.databasePath, { clock: { now } }) };
+    return { d, config, store: d.ListingStore.open(databasePath(config), { clock: { now } }) };
   };
 
   const refused = (r: Refused): void => {
     io.err(`relayguard: ${r.message} [${r.code}]`);
     setExit(1);
+  };
+
+  const checkCategory = (d: DnsblModule, category: string, name = '--category'): ListingCategory => {
+    if (!d.isCategory(category)) throw usage(`${name} takes ${Object.keys(d.CATEGORIES).join(', ')}; got "${category}"`);
+    return category;
   };
 
   const withTester = (cmd: Command): Command =>
@@ -163,11 +228,11 @@ export function registerDnsblCommands(
       .option('--budget <seconds>', 'with --now: time budget of the test');
 
   /** Runs one test now; prints the outcome. */
-  const runNow = async (store: ListingStore, settings: OrdbSettings, ip: string, opts: TesterOpts & CommonOpts): Promise<TestOutcome | Refused> => {
-    const s = testerSettings(settings, opts);
+  const runNow = async (d: DnsblModule, store: ListingStore, settings: OrdbSettings, ip: string, opts: TesterOpts & CommonOpts): Promise<TestOutcome | Refused> => {
+    const s = testerSettings(await loadTester(), settings, opts);
     const tester = await makeTester(s);
     try {
-      const wf = new OrdbWorkflow({
+      const wf = new d.OrdbWorkflow({
         store, test: tester.test, prove: tester.prove, clock: { now }, rateLimit: { perSubmitterPerHour: 0 },
         retestIntervalMs: s.retestIntervalMs, retryIntervalMs: s.retryIntervalMs, excluded: s.excluded, allowNonGlobal: s.allowPrivateTargets,
       });
@@ -178,38 +243,106 @@ export function registerDnsblCommands(
     }
   };
 
-  const printOutcome = (o: TestOutcome | Refused, store: ListingStore, json: boolean | undefined): void => {
+  const printOutcome = (d: DnsblModule, o: TestOutcome | Refused, store: ListingStore, json: boolean | undefined): void => {
     if ('ok' in o) return refused(o);
     const l = store.get(o.network);
-    if (json) { io.out(JSON.stringify({ outcome: o, listing: l ? listingJson(l) : null })); return; }
+    if (json) { io.out(JSON.stringify({ outcome: o, listing: l ? listingJson(d, l) : null })); return; }
     io.out(`${o.network}: ${o.verdict ?? '-'} -> ${o.action} (${o.before} -> ${o.after})`);
     io.out(`  ${printable(o.detail)}`);
-    const flag = l ? ordbEvidence(l)?.flagged : null;
+    const flag = l ? d.ordbEvidence(l)?.flagged : null;
     if (flag) io.out(`  FLAGGED for a human: ${printable(flag)}`);
+  };
+
+  type AddOpts = CommonOpts & { category?: string; reason?: string; retest: boolean; input?: string; keepGoing?: boolean };
+
+  /** `dnsbl add -i FILE`: every line checked first, then one transaction (one zone serial step). */
+  const importFile = async (opts: AddOpts & { input: string }, category: ListingCategory, d: DnsblModule, store: ListingStore, config: Config): Promise<void> => {
+    const lines = parseImportLines(await readInput(opts.input));
+    const results: ImportResult[] = [];
+    const inputs: Parameters<ListingStore['addMany']>[0] extends Iterable<infer T> ? T[] : never = [];
+    const seen = new Map<string, number>();
+    const t = now();
+    for (const l of lines) {
+      const n = d.parseNetwork(l.network);
+      if ('error' in n) { results.push({ line: l.line, network: l.network, outcome: 'invalid', error: n.error }); continue; }
+      const reason = l.reason ?? opts.reason ?? null;
+      if (reason !== null && reason.length > d.MAX_REASON) { results.push({ line: l.line, network: n.text, outcome: 'invalid', error: `reason longer than ${d.MAX_REASON} characters` }); continue; }
+      if (reason !== null && /[\x00-\x08\x0a-\x1f\x7f]/.test(reason)) { results.push({ line: l.line, network: n.text, outcome: 'invalid', error: 'reason contains a control character' }); continue; }
+      const first = seen.get(n.text);
+      if (first !== undefined) { results.push({ line: l.line, network: n.text, outcome: 'invalid', error: `duplicate of line ${first}` }); continue; }
+      seen.set(n.text, l.line);
+      const before = store.get(n.text);
+      // An exclusion wins over any listing inside it: such a line would be stored but never served.
+      const exclusion = store.lookup(n.text.split('/')[0]!).matches.find((m) => m.state === 'excluded' && m.prefix <= n.prefix);
+      if (exclusion !== undefined) {
+        const error = exclusion.network === n.text ? `${n.text} is excluded: not listed` : `${n.text} is inside the exclusion ${exclusion.network}: not listed`;
+        results.push({ line: l.line, network: n.text, outcome: 'excluded', error });
+        continue;
+      }
+      // A tab inside the reason column is a control character for the store; between the columns it is a separator.
+      const cleanReason = reason?.replace(/\t/g, ' ') ?? null;
+      if (before?.state === 'listed' && before.category === category && (cleanReason === null || cleanReason === before.reason)) {
+        results.push({ line: l.line, network: n.text, outcome: 'unchanged' });
+        continue;
+      }
+      const host = n.prefix === (n.family === 4 ? 32 : 128);
+      const retest = opts.retest && host && category === 'open-relay';
+      inputs.push({
+        network: n.text, category, reason: cleanReason, nextRetest: retest ? t + config.dnsbl.retestInterval : null,
+        detail: `listed by hand (relayguard dnsbl add -i, line ${l.line})`,
+      });
+      results.push({ line: l.line, network: n.text, outcome: before?.state === 'listed' ? 'updated' : 'listed' });
+    }
+    const bad = results.filter((r) => r.outcome === 'invalid' || r.outcome === 'excluded');
+    const apply = inputs.length > 0 && (bad.length === 0 || opts.keepGoing === true);
+    if (apply) store.addMany(inputs);
+    const count = (o: ImportOutcome): number => results.filter((r) => r.outcome === o).length;
+    const source = opts.input === '-' ? 'standard input' : opts.input;
+    if (opts.json) {
+      io.out(JSON.stringify({
+        input: source, applied: apply, serial: store.serial(),
+        counts: { listed: count('listed'), updated: count('updated'), unchanged: count('unchanged'), invalid: count('invalid'), excluded: count('excluded') },
+        lines: results,
+      }));
+    } else {
+      for (const r of bad) io.err(`relayguard: ${printable(source)}: line ${r.line}: ${printable(r.error ?? r.outcome)}`);
+      const summary = `${count('listed')} listed, ${count('updated')} updated, ${count('unchanged')} unchanged, ${count('invalid')} invalid, ${count('excluded')} excluded`;
+      if (apply) io.out(`imported ${source}: ${summary}${bad.length > 0 ? ' (the bad lines were skipped: --keep-going)' : ''}; zone serial ${store.serial()}`);
+      else if (bad.length > 0) io.out(`nothing imported from ${source}: ${summary}; fix the lines above, or add --keep-going to import the good ones`);
+      else io.out(`nothing to change from ${source}: ${summary}`);
+    }
+    if (bad.length > 0) setExit(1);
   };
 
   dnsbl
     .command('add')
-    .description('list an address or network by hand (history kept); single open-relay addresses are retested on schedule')
-    .argument('<network>', 'IP address or CIDR network')
+    .description('list an address or network by hand (history kept); single open-relay addresses are retested on schedule; -i imports a file of them in one transaction')
+    .argument('[network]', 'IP address or CIDR network (or give -i FILE)')
     .option('-c, --config <file>', 'relayguard.yaml to use')
-    .option('--category <category>', `${Object.keys(CATEGORIES).join(', ')} (default open-relay)`)
-    .option('--reason <text>', 'reason shown in the TXT record (default: the category\'s)')
+    .option('-i, --input <file>', 'import networks from a file ("-" = standard input): one per line, NETWORK [REASON], # comments; all lines or none (see --keep-going)')
+    .option('--keep-going', 'with -i: import the good lines even when some are invalid or excluded (the exit code is still 1)')
+    .option('--category <category>', `${DNSBL_HELP.categories.join(', ')} (default open-relay)`)
+    .option('--reason <text>', 'reason shown in the TXT record (default: the category\'s; with -i, for lines without their own)')
     .option('--no-retest', 'do not retest this listing automatically')
-    .option('--json', 'print the listing as JSON')
-    .action((network: string, opts: CommonOpts & { category?: string; reason?: string; retest: boolean }) => {
-      const category = opts.category ?? 'open-relay';
-      if (!isCategory(category)) throw usage(`--category takes ${Object.keys(CATEGORIES).join(', ')}; got "${category}"`);
-      const { store, settings } = open(opts);
+    .option('--json', 'print the listing as JSON (with -i: the import report)')
+    .addHelpText('after', '\nImport file example (-i):\n  # network        reason (optional; default --reason, else the category\'s)\n  192.0.2.25       open relay, reported by abuse@example.net\n  198.51.100.0/24\n  2001:db8::25\n\nEvery line is checked before anything is written: an invalid, duplicate or excluded line makes the command\nexit 1 with nothing imported, unless --keep-going. Lines already listed with the same category and reason\nare left unchanged (no new history event). One transaction, so the zone serial steps once.')
+    .action(async (network: string | undefined, opts: AddOpts) => {
+      if (network !== undefined && opts.input !== undefined) throw usage('give a network or --input FILE, not both');
+      if (network === undefined && opts.input === undefined) throw usage('give a network (IP address or CIDR), or --input FILE to import many');
+      if (opts.keepGoing && opts.input === undefined) throw usage('--keep-going goes with --input');
+      const { d, store, config } = await open(opts);
       try {
-        const before = store.get(network);
-        const host = !network.includes('/');
+        const category = checkCategory(d, opts.category ?? 'open-relay');
+        if (opts.input !== undefined) return await importFile({ ...opts, input: opts.input }, category, d, store, config);
+        const net = network!;
+        const before = store.get(net);
+        const host = !net.includes('/');
         const retest = opts.retest && host && category === 'open-relay';
         const l = store.add({
-          network, category: category as ListingCategory, reason: opts.reason ?? null,
-          nextRetest: retest ? now() + settings.retestIntervalMs : null, detail: 'listed by hand (relayguard dnsbl add)',
+          network: net, category, reason: opts.reason ?? null,
+          nextRetest: retest ? now() + config.dnsbl.retestInterval : null, detail: 'listed by hand (relayguard dnsbl add)',
         });
-        if (opts.json) io.out(JSON.stringify(listingJson(l)));
+        if (opts.json) io.out(JSON.stringify(listingJson(d, l)));
         if (l.state === 'excluded') {
           if (!opts.json) io.err(`relayguard: ${l.network} is excluded: not listed (remove the exclusion first with "dnsbl remove ${l.network}")`);
           setExit(1);
@@ -225,8 +358,8 @@ export function registerDnsblCommands(
     .argument('<network>', 'IP address or CIDR network as listed')
     .option('-c, --config <file>', 'relayguard.yaml to use')
     .option('--json', 'print the entry as JSON')
-    .action((network: string, opts: CommonOpts) => {
-      const { store } = open(opts);
+    .action(async (network: string, opts: CommonOpts) => {
+      const { d, store } = await open(opts);
       try {
         const before = store.get(network);
         if (before === null) {
@@ -236,7 +369,7 @@ export function registerDnsblCommands(
           return;
         }
         const l = store.delist(network, { detail: 'removed by hand (relayguard dnsbl remove)' });
-        if (opts.json) io.out(JSON.stringify(listingJson(l)));
+        if (opts.json) io.out(JSON.stringify(listingJson(d, l)));
         else io.out(before.state === 'excluded' ? `exclusion of ${l.network} lifted` : `delisted ${l.network}${before.state === 'delisted' ? ' (it was not listed)' : ''}`);
       } finally { store.close(); }
     });
@@ -248,11 +381,11 @@ export function registerDnsblCommands(
     .option('-c, --config <file>', 'relayguard.yaml to use')
     .option('--reason <text>', 'why (kept with the entry)')
     .option('--json', 'print the entry as JSON')
-    .action((network: string, opts: CommonOpts & { reason?: string }) => {
-      const { store } = open(opts);
+    .action(async (network: string, opts: CommonOpts & { reason?: string }) => {
+      const { d, store } = await open(opts);
       try {
         const l = store.exclude(network, { reason: opts.reason ?? null, detail: 'excluded by hand (relayguard dnsbl exclude)' });
-        if (opts.json) io.out(JSON.stringify(listingJson(l)));
+        if (opts.json) io.out(JSON.stringify(listingJson(d, l)));
         else io.out(`excluded ${l.network}: never tested, never listed`);
       } finally { store.close(); }
     });
@@ -268,7 +401,7 @@ export function registerDnsblCommands(
     .option('--evidence', 'with --json: include the evidence (the tester report)')
     .option('--json', 'JSON output')
     .action(async (ip: string, opts: CommonOpts & { zone?: string; server?: string; history?: boolean; evidence?: boolean }) => {
-      const { store, settings } = open(opts);
+      const { d, store, config } = await open(opts);
       try {
         if (ip.includes('/')) throw usage('lookup takes one address, not a network');
         let answer;
@@ -282,7 +415,7 @@ export function registerDnsblCommands(
           const server = hostPort(opts.server, 'server', 53);
           const resolver = new dnsPromises.Resolver({ timeout: 3000, tries: 2 });
           resolver.setServers([server.address.includes(':') ? `[${server.address}]:${server.port}` : `${server.address}:${server.port}`]);
-          dns = await new DnsblClient({ resolver, timeoutMs: 8000 }).lookup(ip, opts.zone ?? settings.zone);
+          dns = await new d.DnsblClient({ resolver, timeoutMs: 8000 }).lookup(ip, opts.zone ?? config.dnsbl.zone);
         } else if (opts.zone !== undefined) {
           throw usage('--zone needs --server (which DNS server to ask)');
         }
@@ -290,14 +423,14 @@ export function registerDnsblCommands(
         if (opts.json) {
           io.out(JSON.stringify({
             address: ip, listed: answer.listed,
-            effective: answer.effective ? listingJson(answer.effective, opts.evidence) : null,
-            matches: answer.matches.map((m) => listingJson(m, opts.evidence)),
+            effective: answer.effective ? listingJson(d, answer.effective, opts.evidence) : null,
+            matches: answer.matches.map((m) => listingJson(d, m, opts.evidence)),
             ...(opts.history ? { history: histories } : {}),
             ...(dns ? { dns } : {}),
           }));
         } else {
           io.out(`${ip}: ${answer.listed ? `LISTED in the store as ${answer.effective!.network} (${answer.effective!.category}, ${answer.effective!.code})` : answer.effective?.state === 'excluded' ? `excluded (${answer.effective.network})` : 'not listed in the store'}`);
-          for (const m of answer.matches) io.out(`  ${listingLine(m)}`);
+          for (const m of answer.matches) io.out(`  ${listingLine(d, m)}`);
           for (const h of histories) {
             io.out(`  history of ${h.network}:`);
             for (const e of h.history) io.out(`    ${iso(e.at)}  ${e.event.padEnd(10)} ${e.state.padEnd(8)} ${e.detail ? printable(e.detail) : ''}`);
@@ -317,26 +450,27 @@ export function registerDnsblCommands(
     .command('list')
     .description('list the entries (listings, pending submissions, delisted, exclusions)')
     .option('-c, --config <file>', 'relayguard.yaml to use')
-    .option('--state <state>', `only this state: ${LISTING_STATES.join(', ')}`)
-    .option('--category <category>', `only this category: ${Object.keys(CATEGORIES).join(', ')}`)
+    .option('--state <state>', `only this state: ${DNSBL_HELP.states.join(', ')}`)
+    .option('--category <category>', `only this category: ${DNSBL_HELP.categories.join(', ')}`)
     .option('--flagged', 'only entries flagged for a human (relaying accepted without proof, or untestable)')
     .option('--limit <n>', 'at most n entries (default 1000)')
     .option('--json', 'one JSON object per entry, one per line')
-    .action((opts: CommonOpts & { state?: string; category?: string; flagged?: boolean; limit?: string }) => {
-      if (opts.state !== undefined && !LISTING_STATES.includes(opts.state as ListingState)) throw usage(`--state takes ${LISTING_STATES.join(', ')}; got "${opts.state}"`);
-      if (opts.category !== undefined && !isCategory(opts.category)) throw usage(`--category takes ${Object.keys(CATEGORIES).join(', ')}; got "${opts.category}"`);
+    .action(async (opts: CommonOpts & { state?: string; category?: string; flagged?: boolean; limit?: string }) => {
+      const d = await loadDnsbl();
+      if (opts.state !== undefined && !d.LISTING_STATES.includes(opts.state as ListingState)) throw usage(`--state takes ${d.LISTING_STATES.join(', ')}; got "${opts.state}"`);
+      if (opts.category !== undefined) checkCategory(d, opts.category);
       if (opts.limit !== undefined && !/^\d{1,6}$/.test(opts.limit)) throw usage(`--limit takes a whole number, got "${opts.limit}"`);
-      const { store } = open(opts);
+      const { store } = await open(opts);
       try {
         let rows = store.list({
           ...(opts.state ? { state: opts.state as ListingState } : {}),
           ...(opts.category ? { category: opts.category as ListingCategory } : {}),
           limit: opts.limit !== undefined ? Number(opts.limit) : 1000,
         });
-        if (opts.flagged) rows = rows.filter((l) => ordbEvidence(l)?.flagged);
-        if (opts.json) { for (const l of rows) io.out(JSON.stringify(listingJson(l))); return; }
+        if (opts.flagged) rows = rows.filter((l) => d.ordbEvidence(l)?.flagged);
+        if (opts.json) { for (const l of rows) io.out(JSON.stringify(listingJson(d, l))); return; }
         if (rows.length === 0) { io.out('no entries'); return; }
-        for (const l of rows) io.out(listingLine(l));
+        for (const l of rows) io.out(listingLine(d, l));
         io.out(`-- ${rows.length} entr${rows.length === 1 ? 'y' : 'ies'}; zone serial ${store.serial()}`);
       } finally { store.close(); }
     });
@@ -351,22 +485,23 @@ export function registerDnsblCommands(
       .option('--allow-private', 'accept a loopback, private or reserved address (labs)')
       .option('--json', 'JSON output'),
   ).action(async (ip: string, opts: CommonOpts & TesterOpts & { submitter?: string; now?: boolean }) => {
-    const { store, settings } = open(opts);
+    const { d, store, config } = await open(opts);
     try {
-      if (opts.now) testerSettings(settings, opts); // option errors before anything is stored
-      const wf = new OrdbWorkflow({
+      const settings = await settingsOf(config);
+      if (opts.now) testerSettings(await loadTester(), settings, opts); // option errors before anything is stored
+      const wf = new d.OrdbWorkflow({
         store, test: async () => { throw new Error('not here'); }, clock: { now }, rateLimit: { perSubmitterPerHour: 0 },
         excluded: settings.excluded, allowNonGlobal: settings.allowPrivateTargets || opts.allowPrivate === true,
       });
       const r = wf.submit(ip, opts.submitter ?? 'cli');
       if (!r.ok) return refused(r);
       if (!opts.now || r.status === 'already-listed') {
-        if (opts.json) io.out(JSON.stringify({ status: r.status, listing: r.listing ? listingJson(r.listing) : null }));
+        if (opts.json) io.out(JSON.stringify({ status: r.status, listing: r.listing ? listingJson(d, r.listing) : null }));
         else io.out(r.status === 'queued' ? `submitted ${r.listing!.network}: the relay's scheduler will test it (or use --now)`
           : r.status === 'already-pending' ? `${r.listing!.network} is already waiting for a test` : `${ip} is already listed (${r.listing!.network})`);
         return;
       }
-      printOutcome(await runNow(store, settings, r.listing!.network, opts), store, opts.json);
+      printOutcome(d, await runNow(d, store, settings, r.listing!.network, opts), store, opts.json);
     } finally { store.close(); }
   });
 
@@ -378,13 +513,13 @@ export function registerDnsblCommands(
       .option('-c, --config <file>', 'relayguard.yaml to use')
       .option('--json', 'JSON output'),
   ).action(async (ip: string, opts: CommonOpts & TesterOpts & { now?: boolean }) => {
-    const { store, settings } = open(opts);
+    const { d, store, config } = await open(opts);
     try {
-      if (opts.now) { printOutcome(await runNow(store, settings, ip, opts), store, opts.json); return; }
-      const wf = new OrdbWorkflow({ store, test: async () => { throw new Error('not here'); }, clock: { now } });
+      if (opts.now) { printOutcome(d, await runNow(d, store, await settingsOf(config), ip, opts), store, opts.json); return; }
+      const wf = new d.OrdbWorkflow({ store, test: async () => { throw new Error('not here'); }, clock: { now } });
       const r = wf.scheduleRetest(ip, 'cli');
       if (!r.ok) return refused(r);
-      if (opts.json) io.out(JSON.stringify({ status: r.status, listing: listingJson(r.listing) }));
+      if (opts.json) io.out(JSON.stringify({ status: r.status, listing: listingJson(d, r.listing) }));
       else io.out(`retest of ${r.listing.network} scheduled: the relay's scheduler will run it (or use --now)`);
     } finally { store.close(); }
   });
@@ -398,12 +533,13 @@ export function registerDnsblCommands(
     .option('--json', 'print what was written as JSON')
     .action(async (opts: CommonOpts & { format: string; out: string }) => {
       if (opts.format !== 'rbldnsd' && opts.format !== 'bind') throw usage(`--format takes rbldnsd or bind, got "${opts.format}"`);
-      const { store, settings, config } = open(opts);
+      const { d, store, config } = await open(opts);
       try {
-        const zone = zoneFromStore(store, { apex: settings.zone, ttl: settings.ttlSeconds, evidenceUrl: settings.evidenceUrl, soa: { mname: config.hostname } });
+        const settings = await settingsOf(config);
+        const zone = d.zoneFromStore(store, { apex: settings.zone, ttl: settings.ttlSeconds, evidenceUrl: settings.evidenceUrl, soa: { mname: config.hostname } });
         mkdirSync(opts.out, { recursive: true });
         if (opts.format === 'rbldnsd') {
-          const f = await writeRbldnsdFiles(zone, opts.out);
+          const f = await d.writeRbldnsdFiles(zone, opts.out);
           if (opts.json) io.out(JSON.stringify({ format: 'rbldnsd', serial: zone.serial, files: [f.ip4set, f.ip6trie], args: f.args }));
           else {
             io.out(`wrote ${f.ip4set} and ${f.ip6trie} (serial ${zone.serial})`);
@@ -411,7 +547,7 @@ export function registerDnsblCommands(
           }
         } else {
           const path = join(opts.out, `${zone.apex}.zone`);
-          await writeBindZone(zone, path);
+          await d.writeBindZone(zone, path);
           if (opts.json) io.out(JSON.stringify({ format: 'bind', serial: zone.serial, files: [path] }));
           else io.out(`wrote ${path} (serial ${zone.serial})`);
         }

@@ -1,25 +1,28 @@
 /**
  * The relayguard command line: argv -> config -> wiring -> run. Every command answers bad input with a
  * message on stderr and a non-zero exit code: 1 for a failed check, 2 for usage or configuration errors.
+ *
+ * Start-up time matters (scripts call `relayguard queue list` or `dnsbl add` in loops): this file loads commander
+ * and the command definitions only. Each command loads what it uses when it runs: the configuration loader (zod,
+ * yaml) for commands that read a configuration, the relay (TLS, delivery, DKIM, the DNS server) only for `serve`,
+ * the tester only for `test`, `scan` and `dnsbl ... --now`.
  */
+import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve as resolvePath } from 'node:path';
-import YAML from 'yaml';
-import { execFile } from 'node:child_process';
 import { Command, CommanderError } from 'commander';
-import { loadConfig } from '../config/load.ts';
-import { checkConfig, formatFindings, hasErrors } from '../config/check.ts';
-import { defaultConfig, type Config } from '../config/schema.ts';
+import type * as ConfigLoad from '../config/load.ts';
+import type * as ConfigCheck from '../config/check.ts';
+import type { Config } from '../config/schema.ts';
 import { RelayguardError, errorCode } from '../core/errors.ts';
-import { UserStore } from '../policy/users.ts';
-import { createLogger } from './logger.ts';
-import { databasePath, startRelay } from './serve.ts';
+import type * as CliLogger from './logger.ts';
+import { chownTree, dropPrivileges, isRoot, resolveIdentity, type Identity } from './privileges.ts';
+import type * as Serve from './serve.ts';
 import { registerQueueCommands } from './queue-commands.ts';
-import { registerTesterCommands } from './tester-commands.ts';
 import { registerDnsblCommands } from './dnsbl-commands.ts';
 import { registerAliasCommands } from './alias-commands.ts';
-import { chownTree, dropPrivileges, isRoot, resolveIdentity, type Identity } from './privileges.ts';
-import { writeDkimKey } from '../delivery/index.ts';
+import { registerUserCommands } from './user-commands.ts';
+import { registerDbCommands } from './db-commands.ts';
 
 /**
  * Tells systemd (Type=notify, NotifyAccess=all) about readiness and stopping, through systemd-notify, when it
@@ -51,8 +54,44 @@ const STDIO: Io = {
   err: (s) => process.stderr.write(s.endsWith('\n') ? s : s + '\n'),
 };
 
+/**
+ * Modules a command loads before its action runs (preloadFor): the configuration loader and checks for every
+ * command with --config, the logger for `serve`. The functions below use them synchronously.
+ */
+const loaded: { config?: typeof ConfigLoad; check?: typeof ConfigCheck; logger?: typeof CliLogger } = {};
+
+function need<T>(m: T | undefined, name: string): T {
+  if (m === undefined) throw new Error(`internal error: ${name} used before it was loaded (preloadFor)`);
+  return m;
+}
+
+async function preloadFor(command: Command): Promise<void> {
+  if (command.options.some((o) => o.long === '--config')) {
+    if (loaded.config === undefined) {
+      // One parse per process: zod's compiled parsers cost more to build than they save here.
+      const { z } = await import('zod');
+      z.config({ jitless: true });
+    }
+    [loaded.config, loaded.check] = await Promise.all([import('../config/load.ts'), import('../config/check.ts')]);
+  }
+  if (command.name() === 'serve') loaded.logger = await import('./logger.ts');
+}
+
+const loadConfig: typeof ConfigLoad.loadConfig = (options) => need(loaded.config, 'config/load').loadConfig(options);
+const checkConfig: typeof ConfigCheck.checkConfig = (config) => need(loaded.check, 'config/check').checkConfig(config);
+const formatFindings: typeof ConfigCheck.formatFindings = (findings) => need(loaded.check, 'config/check').formatFindings(findings);
+const hasErrors: typeof ConfigCheck.hasErrors = (findings) => need(loaded.check, 'config/check').hasErrors(findings);
+const createLogger: typeof CliLogger.createLogger = (options) => need(loaded.logger, 'cli/logger').createLogger(options);
+
+/** The relay, loaded when `serve` starts it. */
+async function startRelay(...args: Parameters<typeof Serve.startRelay>): ReturnType<typeof Serve.startRelay> {
+  return (await import('./serve.ts')).startRelay(...args);
+}
+
+type ConfigSource = '--config' | 'RELAYGUARD_CONFIG' | './relayguard.yaml' | 'embedded defaults';
+
 /** Where the configuration comes from: --config FILE, else $RELAYGUARD_CONFIG, else ./relayguard.yaml when present, else the embedded defaults. */
-function configSource(opts: { config?: string }): '--config' | 'RELAYGUARD_CONFIG' | './relayguard.yaml' | 'embedded defaults' {
+function configSource(opts: { config?: string }): ConfigSource {
   if (opts.config !== undefined) return '--config';
   if (process.env['RELAYGUARD_CONFIG']) return 'RELAYGUARD_CONFIG';
   return existsSync('relayguard.yaml') ? './relayguard.yaml' : 'embedded defaults';
@@ -64,33 +103,85 @@ function configFrom(opts: { config?: string }): Config {
   return loadConfig(file ? { file } : {});
 }
 
-async function readPassword(opts: { password?: string; passwordStdin?: boolean }): Promise<string> {
-  if (opts.password !== undefined) return opts.password;
-  if (opts.passwordStdin) {
-    const chunks: Buffer[] = [];
-    for await (const c of process.stdin) chunks.push(c as Buffer);
-    const pw = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
-    if (pw === '') throw new RelayguardError('ERR_USAGE', 'Empty password on standard input');
-    return pw;
+/**
+ * The line every command writes on stderr (stdout stays clean for --json), naming the configuration and the data
+ * directory it used, e.g. `relayguard: config /etc/relayguard/relayguard.yaml (from --config); data /var/lib/relayguard`.
+ */
+export function configNotice(source: ConfigSource, config: Pick<Config, 'configFile' | 'dataDir'>): string {
+  const where = {
+    '--config': 'from --config',
+    RELAYGUARD_CONFIG: 'from $RELAYGUARD_CONFIG',
+    './relayguard.yaml': 'found in the working directory',
+    'embedded defaults': '',
+  }[source];
+  const config_ = config.configFile === null
+    ? 'embedded defaults (no --config, no $RELAYGUARD_CONFIG, no ./relayguard.yaml)'
+    : `${config.configFile} (${where})`;
+  return `relayguard: config ${config_}; data ${config.dataDir}`;
+}
+
+/** How the configuration is found, for --help and the README. */
+export const CONFIG_HELP = `
+Configuration: every command that takes --config reads the first of
+  1. --config FILE
+  2. $RELAYGUARD_CONFIG
+  3. ./relayguard.yaml (in the working directory)
+  4. the embedded defaults (data directory ./relayguard-data)
+and names the file and the data directory it used on stderr:
+  relayguard: config /etc/relayguard/relayguard.yaml (from --config); data /var/lib/relayguard
+(-q leaves that line out). "relayguard config show" prints the effective configuration.
+Every key, with its default: docs/configuration.md. An example for a real domain: docs/relayguard.example.yaml.
+
+Exit codes: 0 done; 1 a check failed (config check, lookup not listed, an import with bad lines, ...);
+2 usage or configuration error; test and scan: 0 closed, 1 open, 2 inconclusive, 3 error.
+`;
+
+/** The commands of the tester, whose definitions load it: registered only when the command line may need them. */
+const TESTER_COMMANDS = new Set(['test', 'scan']);
+const OTHER_COMMANDS = new Set(['serve', 'queue', 'dnsbl', 'user', 'domain', 'alias', 'dkim', 'config', 'db']);
+
+/** The first word of the command line that is not an option (the command), or null. */
+function commandWord(argv: readonly string[]): string | null {
+  for (const a of argv) {
+    if (a === '--') return null;
+    if (!a.startsWith('-')) return a;
   }
-  const env = process.env['RELAYGUARD_PASSWORD'];
-  if (env) return env;
-  throw new RelayguardError('ERR_USAGE', 'Give the password with --password-stdin (or --password, or $RELAYGUARD_PASSWORD)');
+  return null;
 }
 
-function openUsers(config: Config): UserStore {
-  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-  return new UserStore(databasePath(config));
+/** True unless the command line names a command outside the tester, or only asks for the version. */
+function needsTester(argv: readonly string[]): boolean {
+  const word = commandWord(argv);
+  if (word !== null) return TESTER_COMMANDS.has(word) || !OTHER_COMMANDS.has(word);
+  return !argv.some((a) => a === '-V' || a === '--version');
 }
 
+export interface BuildOptions {
+  /** Adds `test` and `scan` (tester-commands.ts); main() passes it when the command line may need them. */
+  readonly registerTester?: (program: Command, io: Io, setExit: (code: number) => void) => void;
+}
 
-export function buildProgram(io: Io, setExit: (code: number) => void): Command {
+export function buildProgram(io: Io, setExit: (code: number) => void, options: BuildOptions = {}): Command {
   const program = new Command('relayguard')
     .description('A closed-by-default ESMTP relay, an open-relay tester and an open-relay DNS blocklist')
     .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
+    .configureHelp({ showGlobalOptions: true })
     .version(VERSION, '-V, --version', 'print the version')
+    .option('-q, --quiet', 'do not name the configuration file and data directory on stderr')
+    .helpCommand('help [command...]', 'help for a command ("relayguard help queue list")')
     .exitOverride()
-    .showHelpAfterError();
+    .showHelpAfterError()
+    .addHelpText('after', CONFIG_HELP)
+    .hook('preAction', async (_program, action) => preloadFor(action));
+
+  let announced = false;
+  /** configFrom, and the stderr line naming what it used (once per process; -q leaves it out). */
+  const configFor = (opts: { config?: string }): Config => {
+    const config = configFrom(opts);
+    if (!announced && program.opts<{ quiet?: boolean }>().quiet !== true) io.err(configNotice(configSource(opts), config));
+    announced = true;
+    return config;
+  };
 
   program
     .command('serve')
@@ -106,8 +197,14 @@ export function buildProgram(io: Io, setExit: (code: number) => void): Command {
         io.err(`relayguard: refusing to start, the configuration has open-relay hazards:\n${formatFindings(findings)}\n(run with --force to start anyway)`);
         return setExit(2);
       }
+      if (config.store.postgres !== null) {
+        // The PostgreSQL directory store exists (relayguard db migrate|status, the contract suite) but the relay
+        // does not read it yet: starting would silently use the embedded database instead. Refuse, say why.
+        io.err('relayguard: store.postgres is set, but serve does not use PostgreSQL yet (only `relayguard db migrate|status` do); remove store.postgres to run on the embedded database [ERR_STORE_NOT_WIRED]');
+        return setExit(2);
+      }
       process.title = 'relayguard';
-      const logger = createLogger({ level: config.log.level });
+      const logger = createLogger({ level: config.log.level, format: config.log.format });
       logger.info('starting', { config_file: config.configFile, config_source: source, data_dir: config.dataDir, pid: process.pid, version: VERSION });
       for (const f of findings) logger.warn('config finding', { severity: f.severity, key: f.key, code: f.code, finding: f.message });
       // Signal handlers go in before anything listens: a SIGHUP or SIGTERM that arrives while starting is kept
@@ -205,88 +302,25 @@ export function buildProgram(io: Io, setExit: (code: number) => void): Command {
       setExit(0);
     });
 
-  registerQueueCommands(program, io, setExit, configFrom);
-  registerTesterCommands(program, io, setExit);
-  registerDnsblCommands(program, io, setExit, configFrom);
-
-  const user = program.command('user').description('manage users who may submit mail (SMTP AUTH)');
-  user
-    .command('add <name>')
-    .description('add a user; a name that is an address owns that address')
-    .option('-c, --config <file>', 'relayguard.yaml to use')
-    .option('--password <password>', 'the password (visible to other local users; prefer --password-stdin)')
-    .option('--password-stdin', 'read the password from standard input')
-    .option('--address <address...>', 'further addresses (or @domain) the user may send as')
-    .action(async (name: string, opts: { config?: string; password?: string; passwordStdin?: boolean; address?: string[] }) => {
-      const users = openUsers(configFrom(opts));
-      try {
-        const info = await users.add(name, await readPassword(opts), { addresses: opts.address ?? [] });
-        io.out(`added user ${info.name}`);
-      } finally { users.close(); }
-    });
-  user
-    .command('remove <name>')
-    .description('remove a user')
-    .option('-c, --config <file>', 'relayguard.yaml to use')
-    .action((name: string, opts: { config?: string }) => {
-      const users = openUsers(configFrom(opts));
-      try { users.remove(name); io.out(`removed user ${name}`); } finally { users.close(); }
-    });
-  user
-    .command('list')
-    .description('list users and the addresses they own')
-    .option('-c, --config <file>', 'relayguard.yaml to use')
-    .option('--json', 'JSON output')
-    .action((opts: { config?: string; json?: boolean }) => {
-      const users = openUsers(configFrom(opts));
-      try {
-        const list = users.list();
-        if (opts.json) { io.out(JSON.stringify(list)); return; }
-        if (list.length === 0) { io.out('no users'); return; }
-        for (const u of list) io.out(`${u.name}${u.disabled ? ' (disabled)' : ''}  ${u.addresses.join(' ')}`);
-      } finally { users.close(); }
-    });
-  user
-    .command('passwd <name>')
-    .description("change a user's password")
-    .option('-c, --config <file>', 'relayguard.yaml to use')
-    .option('--password <password>', 'the new password')
-    .option('--password-stdin', 'read the new password from standard input')
-    .action(async (name: string, opts: { config?: string; password?: string; passwordStdin?: boolean }) => {
-      const users = openUsers(configFrom(opts));
-      try { await users.setPassword(name, await readPassword(opts)); io.out(`password changed for ${name}`); } finally { users.close(); }
-    });
-
-  const domain = program.command('domain').description('manage local domains kept in the database (besides localDomains in the config)');
-  domain.command('add <domain>').option('-c, --config <file>', 'relayguard.yaml to use').action((d: string, opts: { config?: string }) => {
-    const users = openUsers(configFrom(opts));
-    try { io.out(`added local domain ${users.addDomain(d)}`); } finally { users.close(); }
-  });
-  domain.command('remove <domain>').option('-c, --config <file>', 'relayguard.yaml to use').action((d: string, opts: { config?: string }) => {
-    const users = openUsers(configFrom(opts));
-    try { users.removeDomain(d); io.out(`removed local domain ${d}`); } finally { users.close(); }
-  });
-  domain.command('list').option('-c, --config <file>', 'relayguard.yaml to use').action((opts: { config?: string }) => {
-    const config = configFrom(opts);
-    const users = openUsers(config);
-    try {
-      for (const d of config.localDomains) io.out(`${d}  (config)`);
-      for (const d of users.listDomains()) io.out(`${d}  (database)`);
-    } finally { users.close(); }
-  });
-
-  registerAliasCommands(program, io, configFrom);
+  registerQueueCommands(program, io, setExit, configFor);
+  options.registerTester?.(program, io, setExit);
+  registerDnsblCommands(program, io, setExit, configFor);
+  registerUserCommands(program, io, setExit, configFor);
+  registerAliasCommands(program, io, configFor);
+  registerDbCommands(program, io, setExit, configFor);
 
   const dkim = program.command('dkim').description('DKIM signing keys');
   dkim
-    .command('keygen <domain>')
+    .command('keygen')
     .description('generate a signing key under dataDir/dkim and print the DNS TXT record to publish')
+    .argument('<domain>', 'the signing domain (d=)')
     .option('-c, --config <file>', 'relayguard.yaml to use')
-    .option('-s, --selector <selector>', 'DKIM selector', 'relayguard')
+    .option('-s, --selector <selector>', 'DKIM selector (s=)', 'relayguard')
     .option('--type <type>', 'rsa (2048 bits) or ed25519', 'rsa')
     .action(async (d: string, opts: { config?: string; selector: string; type: string }) => {
       if (opts.type !== 'rsa' && opts.type !== 'ed25519') throw new RelayguardError('ERR_USAGE', `--type must be rsa or ed25519, got "${opts.type}"`);
-      const config = configFrom(opts);
+      const config = configFor(opts);
+      const { writeDkimKey } = await import('../delivery/index.ts');
       let key;
       try {
         key = await writeDkimKey(join(config.dataDir, 'dkim'), d, opts.selector, { type: opts.type });
@@ -302,16 +336,17 @@ export function buildProgram(io: Io, setExit: (code: number) => void): Command {
       io.out(`delivery:\n  dkim:\n    - { domain: ${key.domain}, selector: ${key.selector}, keyFile: ${relative(config.dataDir, key.path)} }`);
     });
 
-  const cfg = program.command('config').description('configuration tools');
+  const cfg = program.command('config').description('configuration tools: show the effective configuration, check it for open-relay hazards');
   cfg
     .command('show')
     .description('print the effective configuration with every default filled in (like postconf); -n: only what differs from the defaults (like postconf -n)')
     .option('-c, --config <file>', 'relayguard.yaml to show')
     .option('-n, --non-default', 'only the settings that differ from the embedded defaults')
     .option('--json', 'as JSON')
-    .action((opts: { config?: string; nonDefault?: boolean; json?: boolean }) => {
+    .action(async (opts: { config?: string; nonDefault?: boolean; json?: boolean }) => {
       const source = configSource(opts);
-      const config = configFrom(opts);
+      const config = configFor(opts);
+      const [{ default: YAML }, { defaultConfig }] = await Promise.all([import('yaml'), import('../config/schema.ts')]);
       const { configFile: _file, ...effective } = config;
       let shown: Record<string, unknown> = effective;
       if (opts.nonDefault) {
@@ -331,7 +366,7 @@ export function buildProgram(io: Io, setExit: (code: number) => void): Command {
     .option('-c, --config <file>', 'relayguard.yaml to check')
     .option('--json', 'findings as JSON')
     .action((opts: { config?: string; json?: boolean }) => {
-      const config = configFrom(opts);
+      const config = configFor(opts);
       const findings = checkConfig(config);
       if (opts.json) io.out(JSON.stringify({ file: config.configFile, findings }));
       else if (findings.length === 0) io.out(`${config.configFile ?? 'embedded defaults'}: no hazards found`);
@@ -342,9 +377,23 @@ export function buildProgram(io: Io, setExit: (code: number) => void): Command {
 }
 
 /** Runs the CLI; resolves to the process exit code. */
-export async function main(argv: readonly string[], io: Io = STDIO): Promise<number> {
+export async function main(args: readonly string[], io: Io = STDIO): Promise<number> {
+  let argv = args;
   let code = 0;
-  const program = buildProgram(io, (c) => { code = c; });
+  const registerTester = needsTester(argv) ? (await import('./tester-commands.ts')).registerTesterCommands : undefined;
+  const program = buildProgram(io, (c) => { code = c; }, registerTester ? { registerTester } : {});
+  // `relayguard help queue list` is `relayguard queue list --help` (commander's own help command takes one word).
+  if (commandWord(argv) === 'help') {
+    const at = argv.indexOf('help');
+    const words = argv.slice(at + 1);
+    let cmd: Command | undefined = program;
+    for (const w of words) cmd = cmd?.commands.find((c) => c.name() === w || c.aliases().includes(w));
+    if (cmd === undefined) {
+      io.err(`relayguard: no command "${words.join(' ')}" ("relayguard help" lists the commands)`);
+      return 2;
+    }
+    if (words.length > 0) argv = [...argv.slice(0, at), ...words, '--help'];
+  }
   try {
     await program.parseAsync([...argv], { from: 'user' });
     return code;

@@ -10,9 +10,9 @@ import { loadConfig } from '../config/load.ts';
 import { ManualClock } from '../core/clock.ts';
 import { RelayguardError } from '../core/errors.ts';
 import { newQueueId } from '../core/queue-id.ts';
-import { QueueRunner, QueueStore } from '../queue/index.ts';
+import { MESSAGE_STATES, QueueRunner, QueueStore, RECIPIENT_STATES } from '../queue/index.ts';
 import type { IncomingEnvelope } from '../queue/index.ts';
-import { parseAge, printable, registerQueueCommands } from './queue-commands.ts';
+import { STATE_HELP, parseAge, printable, registerQueueCommands } from './queue-commands.ts';
 
 const T0 = Date.UTC(2025, 0, 15, 12, 0, 0);
 const MIN = 60_000;
@@ -291,4 +291,9 @@ test('queue list shows why deferred mail waits, once per reason (like mailq); qu
   assert.equal(show.out.split(refused).length - 1, 2, `the error once per recipient:\n${show.out}`);
   assert.ok(!show.out.includes('note:'), show.out);
   assert.match(show.out, /  <a@example\.net>\n    deferred, 1 attempt, next .*, status 4\.4\.1\n    last: 451 4\.4\.1 connect to 127\.0\.0\.1:2525: Connection refused\n/);
+});
+
+test('the --state help names the states of the queue module (kept apart so that the help loads no queue code)', () => {
+  assert.deepEqual(STATE_HELP.message, MESSAGE_STATES);
+  assert.deepEqual(STATE_HELP.recipient, RECIPIENT_STATES);
 });

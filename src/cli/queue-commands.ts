@@ -12,8 +12,20 @@ import type { Command } from 'commander';
 import type { Config } from '../config/schema.ts';
 import { RelayguardError } from '../core/errors.ts';
 import { isQueueId } from '../core/queue-id.ts';
-import { MESSAGE_STATES, QueueStore, RECIPIENT_STATES } from '../queue/index.ts';
-import type { AdminResult, AdminTarget, ListFilter, QueuedMessageDetail, QueuedMessageSummary, QueuedRecipient } from '../queue/index.ts';
+import type { AdminResult, AdminTarget, ListFilter, QueuedMessageDetail, QueuedMessageSummary, QueuedRecipient, QueueStore } from '../queue/index.ts';
+
+/** The queue module, loaded by the actions that need it (start-up time: other commands never load it). */
+type QueueModule = typeof import('../queue/index.ts');
+const loadQueue = (): Promise<QueueModule> => import('../queue/index.ts');
+
+/**
+ * The states `--state` takes, as the help text names them (queue/index.ts MESSAGE_STATES and RECIPIENT_STATES;
+ * queue-commands.test.ts keeps them equal, so the help never needs the queue module loaded).
+ */
+export const STATE_HELP = {
+  message: ['queued', 'hold', 'corrupt'],
+  recipient: ['pending', 'deferred', 'delivered', 'bounced'],
+} as const;
 
 export interface QueueCommandIo {
   out(s: string): void;
@@ -66,7 +78,7 @@ export function registerQueueCommands(
 
   const withFilters = (cmd: Command): Command =>
     cmd
-      .option('--state <state>', `${MESSAGE_STATES.join(', ')}, or a recipient state: ${RECIPIENT_STATES.join(', ')}`)
+      .option('--state <state>', `only messages in this state: ${STATE_HELP.message.join(', ')}, or with a recipient in this state: ${STATE_HELP.recipient.join(', ')}`)
       .option('--sender <address>', 'only messages from this envelope sender ("<>" for the null sender)')
       .option('--domain <domain>', 'only messages with a recipient at this domain')
       .option('--older-than <age>', 'only messages queued at least this long ago: seconds, or a number with s, m, h or d');
@@ -78,9 +90,10 @@ export function registerQueueCommands(
       .option('-c, --config <file>', 'relayguard.yaml to use')
       .option('--json', 'one JSON object per message, one per line')
       .option('--limit <n>', 'at most n messages'),
-  ).action((opts: CommonOpts & FilterOpts & { limit?: string }) => {
-    const filter = { ...filterFrom(opts), ...(opts.limit !== undefined ? { limit: wholeNumber(opts.limit, '--limit') } : {}) };
-    const store = openReader(configFrom(opts), now);
+  ).action(async (opts: CommonOpts & FilterOpts & { limit?: string }) => {
+    const q = await loadQueue();
+    const filter = { ...filterFrom(q, opts), ...(opts.limit !== undefined ? { limit: wholeNumber(opts.limit, '--limit') } : {}) };
+    const store = openReader(q, configFrom(opts), now);
     if (store === null) {
       if (!opts.json) io.out('Mail queue is empty');
       return;
@@ -114,8 +127,8 @@ export function registerQueueCommands(
     .option('-c, --config <file>', 'relayguard.yaml to use')
     .option('--json', 'one JSON object per message, one per line')
     .option('--no-headers', 'leave out the message headers')
-    .action((ids: string[], opts: CommonOpts & { headers: boolean }) => {
-      const store = openReader(configFrom(opts), now);
+    .action(async (ids: string[], opts: CommonOpts & { headers: boolean }) => {
+      const store = openReader(await loadQueue(), configFrom(opts), now);
       try {
         let first = true;
         for (const raw of ids) {
@@ -162,8 +175,8 @@ export function registerQueueCommands(
     .description('try every queued message that is waiting for its next attempt now (like postqueue -f)')
     .option('-c, --config <file>', 'relayguard.yaml to use')
     .option('--json', 'the result as JSON')
-    .action((opts: CommonOpts) => {
-      const store = openAdmin(configFrom(opts), now);
+    .action(async (opts: CommonOpts) => {
+      const store = openAdmin(await loadQueue(), configFrom(opts), now);
       const result: AdminResult = store === null ? { changed: [], unchanged: [], missing: [] } : store.flush();
       void store?.close();
       if (opts.json) io.out(JSON.stringify({ action: 'flush', ...result }));
@@ -179,15 +192,16 @@ export function registerQueueCommands(
         .option('-c, --config <file>', 'relayguard.yaml to use')
         .option('--all', 'every message, or every one the filters select')
         .option('--json', 'the result as JSON'),
-    ).action((ids: string[], opts: CommonOpts & FilterOpts & { all?: boolean }) => {
-      const filter = filterFrom(opts);
+    ).action(async (ids: string[], opts: CommonOpts & FilterOpts & { all?: boolean }) => {
+      const q = await loadQueue();
+      const filter = filterFrom(q, opts);
       const filtered = Object.keys(filter).length > 0;
       if (opts.all && ids.length > 0) throw usage(`give queue ids or --all, not both`);
       if (!opts.all && ids.length === 0) throw usage(`give queue ids, or --all (with filters to narrow it)`);
       if (!opts.all && filtered) throw usage(`--state, --sender, --domain and --older-than select messages only with --all`);
       const malformed = ids.filter((i) => !isQueueId(i.toUpperCase()));
       const target: AdminTarget = opts.all ? { filter } : { queueIds: ids.map((i) => i.toUpperCase()).filter(isQueueId) };
-      const store = openAdmin(configFrom(opts), now);
+      const store = openAdmin(q, configFrom(opts), now);
       let result: AdminResult;
       try {
         result = store === null
@@ -211,26 +225,25 @@ export function registerQueueCommands(
   return queue;
 }
 
-function openReader(config: Config, now: () => number): QueueStore | null {
+function openReader(q: QueueModule, config: Config, now: () => number): QueueStore | null {
   if (!existsSync(resolve(config.dataDir, 'queue.db'))) return null;
-  return QueueStore.open({ dataDir: config.dataDir, readOnly: true, clock: { now } });
+  return q.QueueStore.open({ dataDir: config.dataDir, readOnly: true, clock: { now } });
 }
 
-function openAdmin(config: Config, now: () => number): QueueStore | null {
+function openAdmin(q: QueueModule, config: Config, now: () => number): QueueStore | null {
   if (!existsSync(resolve(config.dataDir, 'queue.db'))) return null;
-  return QueueStore.openAdmin({ dataDir: config.dataDir, clock: { now } });
+  return q.QueueStore.openAdmin({ dataDir: config.dataDir, clock: { now } });
 }
 
 function usage(message: string): RelayguardError {
   return new RelayguardError('ERR_USAGE', message);
 }
 
-function filterFrom(opts: FilterOpts): ListFilter {
+function filterFrom(q: QueueModule, opts: FilterOpts): ListFilter {
   const f: { -readonly [K in keyof ListFilter]: ListFilter[K] } = {};
   if (opts.state !== undefined) {
-    if (!([...MESSAGE_STATES, ...RECIPIENT_STATES] as string[]).includes(opts.state)) {
-      throw usage(`--state takes one of ${[...MESSAGE_STATES, ...RECIPIENT_STATES].join(', ')}; got "${opts.state}"`);
-    }
+    const states: readonly string[] = [...q.MESSAGE_STATES, ...q.RECIPIENT_STATES];
+    if (!states.includes(opts.state)) throw usage(`--state takes one of ${states.join(', ')}; got "${opts.state}"`);
     f.state = opts.state;
   }
   if (opts.sender !== undefined) f.sender = opts.sender === '<>' ? '' : opts.sender.replace(/^<(.*)>$/, '$1');

@@ -69,6 +69,8 @@ test('schema: defaultConfig is complete, in ms and bytes, absolute and deeply fr
   assert.deepEqual(c.localDomains, ['localhost']);
   assert.deepEqual(c.tls, { cert: null, key: null, minVersion: 'TLSv1.2' });
   assert.deepEqual(c.smtp, { bareLineEndings: 'reject', requireTlsForAuth: true, greetDelay: 0 });
+  assert.deepEqual(c.log, { level: 'info', format: 'json' });
+  assert.deepEqual(c.store, { postgres: null });
   assert.deepEqual(c.limits, {
     messageSize: 26_214_400, recipients: 1000, errors: 20, connectionsPerIp: 50, connections: 10_000,
     idleTimeout: 300_000, sessionTimeout: 3_600_000, dataTimeout: 600_000, proxyTimeout: 5000, hopCount: 100,
@@ -108,6 +110,25 @@ test('schema: timer durations are capped at the longest Node.js timer', () => {
   assert.equal(configSchema.safeParse({ limits: { idleTimeout: '25d' } }).success, false);
   assert.equal(MAX_TIMER_MS, 2_147_483_647);
   assert.equal(configSchema.safeParse({ delivery: { retry: { lifetime: '30d' } } }).success, true);
+});
+
+test('schema: log.format is json or text', () => {
+  assert.equal(configSchema.safeParse({ log: { format: 'text' } }).success, true);
+  assert.equal(configSchema.safeParse({ log: { format: 'json', level: 'debug' } }).success, true);
+  assert.equal(configSchema.safeParse({ log: { format: 'syslog' } }).success, false);
+});
+
+test('schema: store.postgres is null (embedded SQLite) or a postgres URL with a pool size', () => {
+  const parse = (store: unknown) => configSchema.safeParse({ store });
+  assert.equal(parse({}).success, true);
+  assert.equal(parse({ postgres: null }).success, true);
+  const ok = parse({ postgres: { url: 'postgresql://relayguard@db.example.org:5432/relayguard?sslmode=verify-full' } });
+  assert.ok(ok.success);
+  assert.deepEqual(ok.data.store.postgres, { url: 'postgresql://relayguard@db.example.org:5432/relayguard?sslmode=verify-full', poolSize: 10 });
+  assert.equal(parse({ postgres: { url: 'postgres:///relayguard?host=/run/postgresql', poolSize: 4 } }).success, true);
+  for (const bad of [{ postgres: {} }, { postgres: { url: 'mysql://x' } }, { postgres: { url: 'postgres://a b' } }, { postgres: { url: 'postgres://x', poolSize: 0 } }, { postgres: { url: 'postgres://x', pool: 1 } }, { sqlite: {} }]) {
+    assert.equal(parse(bad).success, false, JSON.stringify(bad));
+  }
 });
 
 test('schema: docs/configuration.md is generated from the schema and up to date', () => {

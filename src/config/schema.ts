@@ -291,6 +291,8 @@ export const TLS_MODES = ['none', 'starttls', 'implicit'] as const;
 export type TlsMode = (typeof TLS_MODES)[number];
 export const LOG_LEVELS = ['debug', 'info', 'warn', 'error', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
+export const LOG_FORMATS = ['json', 'text'] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
 export const RELAY_ACTIONS = ['relay', 'reject'] as const;
 export type RelayAction = (typeof RELAY_ACTIONS)[number];
 
@@ -372,6 +374,22 @@ export const configSchema = z
     dataDir: pathString()
       .default('./relayguard-data')
       .describe('SQLite database, spool and generated keys. Relative to the config file\'s folder (or the working directory without a file).'),
+    store: z
+      .strictObject({
+        postgres: z
+          .strictObject({
+            url: z
+              .string()
+              .regex(/^postgres(ql)?:\/\/\S*$/, 'must be a postgres:// or postgresql:// URL')
+              .describe('libpq-style connection URL, e.g. `postgresql://relayguard@db.example.org:5432/relayguard?sslmode=verify-full`. Keep the password out of it (`config show` prints the URL): use ~/.pgpass or $PGPASSWORD of the relayguard user.'),
+            poolSize: count(1, 1000).default(10).describe('Connections each relayguard process keeps to PostgreSQL.'),
+          })
+          .nullable()
+          .prefault(null)
+          .describe('Users, local domains and aliases in PostgreSQL, shared by every node (work in progress: `relayguard db migrate|status` use it today; `serve` refuses to start with it, ERR_STORE_NOT_WIRED, until the relay reads this store). Null: the embedded SQLite database in dataDir. A node refuses a schema older or newer than its own.'),
+      })
+      .prefault({})
+      .describe('Where shared state lives: the embedded SQLite database in dataDir (default), or PostgreSQL.'),
     user: z
       .string()
       .regex(/^[a-z_][a-z0-9_-]{0,31}\$?$/i, 'must be a user name')
@@ -495,9 +513,13 @@ export const configSchema = z
     log: z
       .strictObject({
         level: z.enum(LOG_LEVELS).default('info').describe('Lowest level written.'),
+        format: z
+          .enum(LOG_FORMATS)
+          .default('json')
+          .describe('`json`: one JSON object per line (for log shippers). `text`: one Postfix-like line per event for people and grep, `TIME relayguard[PID]: LEVEL: MESSAGE: client=[IP] helo=<...> from=<...> to=<...> reply="..."`. Both escape what clients typed and write the client address first; the fail2ban filter in deploy/fail2ban reads both.'),
       })
       .prefault({})
-      .describe('JSON-lines logging to stdout.'),
+      .describe('Logging to stdout: one line per event.'),
     dnsblChecks: z
       .array(
         z.strictObject({
@@ -728,6 +750,8 @@ export interface Config {
   readonly hostname: string;
   /** Absolute. */
   readonly dataDir: string;
+  /** Null postgres: the embedded SQLite database in dataDir. */
+  readonly store: { readonly postgres: { readonly url: string; readonly poolSize: number } | null };
   /** Drop to this user (and group) after binding, when started as root. */
   readonly user: string | null;
   readonly group: string | null;
@@ -761,7 +785,7 @@ export interface Config {
     readonly greetDelay: number;
   };
   readonly limits: LimitsConfig;
-  readonly log: { readonly level: LogLevel };
+  readonly log: { readonly level: LogLevel; readonly format: LogFormat };
   readonly dnsblChecks: readonly { readonly zone: string; readonly weight: number }[];
   readonly dnsblThreshold: number;
   /** Durations in ms. */
@@ -857,6 +881,7 @@ export function buildConfig(parsed: ParsedConfig, options: { baseDir: string; co
     configFile: options.configFile ?? null,
     hostname: parsed.hostname ?? defaultHostname(),
     dataDir: resolve(parsed.dataDir),
+    store: { postgres: parsed.store.postgres === null ? null : { url: parsed.store.postgres.url, poolSize: parsed.store.postgres.poolSize } },
     user: parsed.user,
     group: parsed.group,
     listeners: parsed.listeners.map((l) => {
@@ -996,7 +1021,9 @@ function rows(schema: JsonSchema, prefix: string, out: string[][], required = fa
   const s = nonNull(schema);
   if (s.type === 'object' && s.properties) {
     if (prefix && s.description) {
-      out.push([`\`${prefix}\``, 'mapping', '', s.description]);
+      // A mapping that is null by default (store.postgres) says so; its keys apply once it is set.
+      const nullDefault = 'default' in s && s.default === null;
+      out.push([`\`${prefix}\``, nullDefault ? 'mapping or null' : 'mapping', nullDefault ? '`null`' : '', s.description]);
     }
     for (const [k, child] of Object.entries(s.properties)) {
       rows(child, prefix ? `${prefix}.${k}` : k, out, s.required?.includes(k) ?? false);
@@ -1016,6 +1043,7 @@ function rows(schema: JsonSchema, prefix: string, out: string[][], required = fa
 
 function defaultsOf(schema: JsonSchema): unknown {
   const s = nonNull(schema);
+  if ('default' in s && s.default === null) return null;
   if (s.type === 'object' && s.properties) {
     const out: Record<string, unknown> = {};
     for (const [k, child] of Object.entries(s.properties)) {

@@ -14,6 +14,7 @@ import { buildZone, type Zone, type ZoneOptions } from './zone.ts';
 export {
   ListingStore,
   LISTING_STATES,
+  MAX_REASON,
   type AddListingInput,
   type HistoryEvent,
   type HistoryEventType,

@@ -105,7 +105,8 @@ export interface ZoneEntriesOptions {
   readonly evidenceUrl?: string | null | undefined;
 }
 
-const MAX_REASON = 512;
+/** The longest reason a listing keeps (characters). */
+export const MAX_REASON = 512;
 const MAX_EVIDENCE = 4 * 1024 * 1024;
 
 const SCHEMA = `

@@ -38,6 +38,22 @@ export interface UserStoreOptions {
   readonly verify?: (password: string, encoded: string) => Promise<boolean>;
 }
 
+/** A user for addMany(). */
+export interface NewUser {
+  readonly name: string;
+  readonly password: string;
+  /** Extra addresses the user may send as, as for add(). */
+  readonly addresses?: readonly string[];
+  readonly disabled?: boolean;
+}
+
+export interface AddManyOptions {
+  /** Passwords hashed at the same time (scrypt: about 32 MiB and tens of milliseconds each). Default 4. */
+  readonly concurrency?: number;
+  /** Called after each hash (progress). */
+  readonly onHashed?: (done: number, total: number) => void;
+}
+
 export interface AddUserOptions {
   /** Extra addresses the user may send as; "@example.org" means every address at example.org. */
   readonly addresses?: readonly string[];
@@ -94,7 +110,8 @@ export function normalizeUserName(input: string): string {
   return name;
 }
 
-function checkPassword(password: string): void {
+/** Throws ERR_USER_INVALID when a password could not be stored or used (empty, too long, NUL/CR/LF); the message never holds the password. */
+export function checkPassword(password: string): void {
   if (typeof password !== 'string' || password.length === 0) invalid('Password must not be empty');
   if (bytes(password) > MAX_PASSWORD_BYTES) invalid(`Password is longer than ${MAX_PASSWORD_BYTES} bytes`);
   // AUTH PLAIN separates fields with NUL, and LOGIN lines end at CR/LF: such a password could never be used.
@@ -214,6 +231,50 @@ export class UserStore {
       throw err;
     }
     return this.get(normalized)!;
+  }
+
+  /**
+   * Adds many users (imports): every entry is checked first (ERR_USER_INVALID; ERR_USER_EXISTS for a name that is
+   * here already or given twice), the passwords are hashed `concurrency` at a time, and all rows go in in one
+   * transaction: all of the users or none.
+   */
+  async addMany(users: readonly NewUser[], options: AddManyOptions = {}): Promise<UserInfo[]> {
+    const checked = users.map((u) => {
+      const name = normalizeUserName(u.name);
+      checkPassword(u.password);
+      const addresses = this.#normalizeAddresses(u.addresses ?? []);
+      if (name.includes('@')) addresses.push(name);
+      return { name, addresses, password: u.password, disabled: u.disabled === true };
+    });
+    const names = new Set<string>();
+    for (const c of checked) {
+      if (names.has(c.name) || this.#exists(c.name)) throw new RelayguardError('ERR_USER_EXISTS', `User "${printable(c.name)}" already exists`);
+      names.add(c.name);
+    }
+    const hashes: string[] = new Array<string>(checked.length);
+    let next = 0;
+    let done = 0;
+    const worker = async (): Promise<void> => {
+      while (next < checked.length) {
+        const i = next++;
+        hashes[i] = await hashPassword(checked[i]!.password, this.#params);
+        options.onHashed?.(++done, checked.length);
+      }
+    };
+    const workers = Math.max(1, Math.min(Math.floor(options.concurrency ?? 4), checked.length));
+    await Promise.all(Array.from({ length: workers }, worker));
+    const createdAt = this.#clock.now();
+    this.#transaction(() => {
+      const insertUser = this.#stmt('INSERT INTO users (name, password_hash, created_at, disabled) VALUES (?, ?, ?, ?)');
+      const insertAddress = this.#stmt('INSERT OR IGNORE INTO user_addresses (name, address) VALUES (?, ?)');
+      checked.forEach((c, i) => {
+        // Another process may have added the same user while the passwords were hashed.
+        if (this.#exists(c.name)) throw new RelayguardError('ERR_USER_EXISTS', `User "${printable(c.name)}" already exists`);
+        insertUser.run(c.name, hashes[i]!, createdAt, c.disabled ? 1 : 0);
+        for (const a of c.addresses) insertAddress.run(c.name, a);
+      });
+    });
+    return checked.map((c) => this.get(c.name)!);
   }
 
   /** Deletes a user and their addresses. Throws ERR_USER_NOT_FOUND. */

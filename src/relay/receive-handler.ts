@@ -84,7 +84,7 @@ export function createReceiveHandler(deps: ReceiveDeps): SessionHandler {
       const user = await deps.authenticate(req.username, req.password);
       if (user === null) {
         deps.throttle.recordFailure(ip);
-        // One line with the client address in brackets, as fail2ban's postfix filter expects.
+        // `client: "[ip]"` (written first, core/log.ts) is what deploy/fail2ban/filter.d/relayguard.conf anchors on.
         log.warn('auth failed', { ...fields, client: `[${ip}]` });
         return { ok: false, reply: { code: 535, enhanced: '5.7.8', text: 'Error: authentication failed' } };
       }

@@ -2,6 +2,10 @@
  * The contract between the SMTP protocol engine and whatever decides and stores (policy, queue).
  * The engine knows nothing of storage or policy: it parses, enforces protocol rules and limits, and asks the
  * handler at each decision point. Every hook takes one options object and returns a promise.
+ *
+ * Logging: the engine logs each refusal it decides itself (syntax, limits, TLS, sequence...: one `command refused`
+ * event, smtp/refusals.ts); a refusal the handler decides (a verdict with ok false) is the handler's to log, and
+ * the engine never logs it again.
  */
 import type { Readable } from 'node:stream';
 import type { Path } from '../core/address.ts';

@@ -12,6 +12,7 @@ import type { LineEndingMode } from './data-reader.ts';
 import type { ConnectionInfo, ListenerRole, SessionHandler, TlsMode } from './handler.ts';
 import { parseProxyHeader } from './proxy-protocol.ts';
 import { SmtpSession, nextSessionId, type SessionLimits } from './session.ts';
+import { logRefusal, type RefusalReason } from './refusals.ts';
 import { createServerSecureContext } from './tls-cert.ts';
 
 export interface ListenerOptions {
@@ -253,12 +254,15 @@ export class SmtpServer {
     });
   }
 
-  #refuse(socket: net.Socket, text: string): void {
+  /** Refuses a connection before its session starts with 421, logged as `command refused` (refusals.ts). */
+  #refuse(socket: net.Socket, l: ListenerOptions, clientIp: string, text: string, reason: RefusalReason): void {
+    const reply = { code: 421, enhanced: '4.7.0', text: `${this.#o.hostname} ${text}` };
+    logRefusal(this.#o.logger, { clientIp, sessionId: null, listener: l.name, helo: null, mailFrom: null, command: null, reply, reason });
     // Read (and drop) whatever the client sends, so its FIN is seen and the socket, which still counts
     // against the connection limit, closes as soon as the client goes, not only when the timer fires.
     socket.on('data', () => {});
     socket.resume();
-    socket.end(formatReply({ code: 421, enhanced: '4.7.0', text: `${this.#o.hostname} ${text}` }));
+    socket.end(formatReply(reply));
     setTimeout(() => socket.destroy(), 1000).unref();
   }
 
@@ -267,8 +271,7 @@ export class SmtpServer {
     if (socket.destroyed) return;
     const peer = normalizeIp(socket.remoteAddress ?? '');
     if (this.#sockets.size > this.#o.limits.connections) {
-      this.#o.logger.warn('connection refused', { listener: l.name, client_ip: peer, reason: 'too many connections' });
-      return this.#refuse(socket, 'Error: too many connections');
+      return this.#refuse(socket, l, peer, 'Error: too many connections', 'limit');
     }
     let clientIp = peer;
     let clientPort = socket.remotePort ?? 0;
@@ -279,8 +282,7 @@ export class SmtpServer {
     if (l.proxyProtocol && this.#o.isTrustedProxy(peer)) {
       const res = await readProxyHeader(socket, this.#o.limits.proxyTimeoutMs ?? 5000);
       if (!res.ok) {
-        this.#o.logger.warn('proxy header refused', { listener: l.name, client_ip: peer, reason: res.reason });
-        return this.#refuse(socket, `Error: invalid PROXY header (${res.reason})`);
+        return this.#refuse(socket, l, peer, `Error: invalid PROXY header (${res.reason})`, 'proxy');
       }
       if (res.header.command === 'proxy' && res.header.sourceAddress) {
         clientIp = normalizeIp(res.header.sourceAddress);
@@ -292,9 +294,7 @@ export class SmtpServer {
     const admitted = this.#limiter.tryAcquire(clientIp);
     // (the limiter that admitted the client also releases it, even after a reload swapped in another)
     if (admitted !== 'ok') {
-      const reason = admitted === 'per-ip' ? 'too many connections from ip' : 'too many connections';
-      this.#o.logger.warn('connection refused', { listener: l.name, client_ip: clientIp, reason });
-      return this.#refuse(socket, admitted === 'per-ip' ? `Error: too many connections from ${clientIp}` : 'Error: too many connections');
+      return this.#refuse(socket, l, clientIp, admitted === 'per-ip' ? `Error: too many connections from ${clientIp}` : 'Error: too many connections', 'limit');
     }
     const limiter = this.#limiter;
     socket.once('close', () => limiter.release(clientIp));
@@ -303,14 +303,19 @@ export class SmtpServer {
     if (l.tls === 'implicit') {
       if (initial) { socket.unshift(initial); initial = undefined; }
       const secure = new tls.TLSSocket(socket, { isServer: true, secureContext: this.#tlsContext! });
-      const ok = await new Promise<boolean>((resolve) => {
-        const t = setTimeout(() => resolve(false), 30_000);
+      const failure = await new Promise<string | null>((resolve) => {
+        const t = setTimeout(() => resolve('tls handshake timeout'), 30_000);
         t.unref();
-        secure.once('secure', () => { clearTimeout(t); resolve(true); });
-        secure.once('error', () => { clearTimeout(t); resolve(false); });
-        secure.once('close', () => { clearTimeout(t); resolve(false); });
+        secure.once('secure', () => { clearTimeout(t); resolve(null); });
+        secure.once('error', (err) => { clearTimeout(t); resolve(err.message); });
+        secure.once('close', () => { clearTimeout(t); resolve('closed during tls handshake'); });
       });
-      if (!ok) { secure.destroy(); socket.destroy(); return; }
+      if (failure !== null) {
+        this.#o.logger.info('tls handshake failed', { client_ip: clientIp, listener: l.name, err: failure });
+        secure.destroy();
+        socket.destroy();
+        return;
+      }
       stream = secure;
     }
     const connection: ConnectionInfo = {

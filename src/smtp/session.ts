@@ -6,7 +6,7 @@
 import { PassThrough } from 'node:stream';
 import * as tls from 'node:tls';
 import type { Socket } from 'node:net';
-import { addressErrorReply, parsePath } from '../core/address.ts';
+import { addressErrorReply, formatPath, parsePath } from '../core/address.ts';
 import type { Path } from '../core/address.ts';
 import { formatReply, type Reply } from '../core/reply.ts';
 import { toReply, errorCode } from '../core/errors.ts';
@@ -17,6 +17,7 @@ import { DataReader, type LineEndingMode } from './data-reader.ts';
 import { SocketInput, InputInterrupted } from './socket-input.ts';
 import { decodeSaslPlain, decodeStrictBase64 } from './sasl.ts';
 import type { AcceptedRecipient, ConnectionInfo, DataVerdict, SessionHandler, SessionState, SessionSummary } from './handler.ts';
+import { excerpt, logRefusal, type RefusalReason } from './refusals.ts';
 
 export interface SessionLimits {
   /** Maximum message size in octets (SIZE, DATA and BDAT). */
@@ -111,6 +112,61 @@ const R = {
   tlsOnPlain: { code: 421, enhanced: '4.7.0', text: 'Error: TLS handshake received on a plaintext connection' },
 } as const satisfies Record<string, Reply>;
 
+/**
+ * Why each constant reply above refuses (the `reason` of the `command refused` event, refusals.ts); null for the
+ * replies that refuse nothing. Replies built on the spot pass their reason to #send.
+ */
+const REASONS: { readonly [K in keyof typeof R]: RefusalReason | null } = {
+  ok: null, mailOk: null, rcptOk: null, bye: null, startData: null, readyTls: null, authOk: null,
+  sync: 'pipelining',
+  notRecognized: 'unknown-command',
+  tooLong: 'line-too-long',
+  badUtf8: 'utf8',
+  bareLfCommand: 'bare-lf',
+  bareCrCommand: 'bare-cr',
+  nulCommand: 'nul',
+  heloFirst: 'sequence',
+  nestedMail: 'sequence',
+  needMail: 'sequence',
+  needRcpt: 'sequence',
+  noValidRcpt: 'sequence',
+  authRequired: 'auth',
+  startTlsFirst: 'tls',
+  authNotEnabled: 'auth',
+  tooManyRcpts: 'limit',
+  sizeExceeded: 'size',
+  tooBig: 'size',
+  tooManyHops: 'hops',
+  bareLfData: 'bare-lf',
+  bareCrData: 'bare-cr',
+  nulData: 'nul',
+  notImplemented: 'not-implemented',
+  vrfyDisabled: 'not-implemented',
+  expnDisabled: 'not-implemented',
+  insufficientAuth: 'auth',
+  tlsActive: 'tls',
+  authAborted: 'auth',
+  cannotDecode: 'syntax',
+  authLineTooLong: 'line-too-long',
+  alreadyAuth: 'sequence',
+  authInTx: 'sequence',
+  badMech: 'auth',
+  needUtf8: 'smtputf8',
+  bdatSyntax: 'syntax',
+  nullBdat: 'syntax',
+  dataAfterBdat: 'sequence',
+  mailAfterBdat: 'sequence',
+  chunkTooBig: 'size',
+  noChunking: 'sequence',
+  gotoHell: 'not-smtp',
+  tlsOnPlain: 'tls',
+};
+const REASON_OF = new Map<Reply, RefusalReason>(
+  (Object.keys(R) as (keyof typeof R)[]).flatMap((k) => (REASONS[k] === null ? [] : [[R[k], REASONS[k]] as const])),
+);
+/** Verb strings interned, so that what the session keeps between commands never pins a client's line. */
+const VERB_NAMES = new Map<string, string>(Object.keys(COMMANDS).map((v) => [v, v]));
+
 const MAX_DISCARD = 1024 * 1024;
 /** The parameters of no MAIL command (shared, never mutated). */
 const NO_PARAMS: ReadonlyMap<string, string | true> = new Map();
@@ -174,6 +230,15 @@ export class SmtpSession {
   #draining = false;
   /** Waiting for the client's next command line (not inside DATA, AUTH or a reply). */
   #awaitingCommand = false;
+  // What a refusal is logged with (refusals.ts); the per-command fields are cleared after each command.
+  /** The command being handled (interned verb, "UNKNOWN", or an HTTP verb), null between commands. */
+  #verb: string | null = null;
+  #lastVerb: string | null = null;
+  /** The argument of HELO/EHLO/MAIL/RCPT, for the excerpt of a refusal. */
+  #arg = '';
+  /** The sender of the MAIL command or the recipient of the RCPT command being handled, once parsed. */
+  #tryFrom: Path | null = null;
+  #tryRcpt: Path | null = null;
 
   constructor(options: SessionOptions) {
     this.#o = options;
@@ -239,8 +304,9 @@ export class SmtpSession {
         } else if (now !== true) {
           await now;
         }
+        this.#endCommand();
         if (this.#errors >= this.#o.limits.errors && !this.#closing) {
-          this.#send({ code: 421, enhanced: '4.7.0', text: `${this.#o.hostname} Error: too many errors` });
+          this.#send({ code: 421, enhanced: '4.7.0', text: `${this.#o.hostname} Error: too many errors` }, 'limit');
           this.#closeReason = 'too many errors';
           break;
         }
@@ -250,14 +316,15 @@ export class SmtpSession {
         this.#closeReason = err.reason;
       } else if (err instanceof InputInterrupted) {
         if (err.reason === 'shutdown') {
-          this.#trySend({ code: 421, enhanced: '4.3.2', text: `${this.#o.hostname} Service shutting down, closing transmission channel` });
+          // Our decision, not the client's doing: no refusal logged (the session summary says "shutdown").
+          this.#trySend({ code: 421, enhanced: '4.3.2', text: `${this.#o.hostname} Service shutting down, closing transmission channel` }, null);
         } else {
-          this.#trySend({ code: 421, enhanced: '4.4.2', text: `${this.#o.hostname} Error: timeout exceeded` });
+          this.#trySend({ code: 421, enhanced: '4.4.2', text: `${this.#o.hostname} Error: timeout exceeded` }, 'timeout');
         }
         this.#closeReason = err.reason;
       } else {
         this.#o.logger.error('session failed', { session_id: this.#o.connection.id, err_code: errorCode(err), err: String((err as Error)?.stack ?? err) });
-        this.#trySend({ code: 421, enhanced: '4.3.0', text: `${this.#o.hostname} Error: internal error` });
+        this.#trySend({ code: 421, enhanced: '4.3.0', text: `${this.#o.hostname} Error: internal error` }, null);
         this.#closeReason = 'internal error';
       }
     } finally {
@@ -334,21 +401,61 @@ export class SmtpSession {
     if (this.#corked) { this.#corked = false; this.#socket.uncork(); }
   }
 
-  #send(reply: Reply): void {
+  /**
+   * Writes a reply. A refusal (4xx/5xx, or a reply given a reason) is logged as `command refused` with `reason`,
+   * else the reason of the constant reply (REASONS); null: not logged here, because the handler decided (and
+   * logs) it, or it is not the client's doing. Nothing is logged for a client already gone: what it left in the
+   * buffer is not answered, and the error limit, which bounds the refusals logged per session, counts only
+   * replies that went out.
+   */
+  #send(reply: Reply, reason?: RefusalReason | null): void {
     if (this.#socket.destroyed || this.#socket.writableEnded) return;
+    if (reason !== null && (reply.code >= 400 || reason !== undefined)) this.#logRefused(reply, reason ?? REASON_OF.get(reply) ?? 'protocol');
     this.#socket.write(WIRE.get(reply) ?? formatReply(reply));
     if (reply.code >= 400 && reply.code !== 421) this.#errors++;
   }
 
-  #trySend(reply: Reply): void {
-    try { this.#send(reply); } catch { /* socket gone */ }
+  #trySend(reply: Reply, reason?: RefusalReason | null): void {
+    try { this.#send(reply, reason); } catch { /* socket gone */ }
   }
 
   /** Sends a reply and ends the session. */
-  #sendAndClose(reply: Reply, reason: string): never {
-    this.#send(reply);
+  #sendAndClose(reply: Reply, closeReason: string, reason?: RefusalReason | null): never {
+    this.#send(reply, reason);
     this.#closing = true;
-    throw new CloseSession(reason);
+    throw new CloseSession(closeReason);
+  }
+
+  #logRefused(reply: Reply, reason: RefusalReason): void {
+    const c = this.#o.connection;
+    const verb = this.#verb;
+    const isMail = verb === 'MAIL';
+    const isRcpt = verb === 'RCPT';
+    const from = isMail && this.#tryFrom !== null ? this.#tryFrom : this.#mailFrom;
+    const parsed = isMail ? this.#tryFrom !== null : isRcpt ? this.#tryRcpt !== null : false;
+    const withArg = (isMail || isRcpt || verb === 'HELO' || verb === 'EHLO') && !parsed && this.#arg !== '';
+    logRefusal(this.#o.logger, {
+      clientIp: c.remoteAddress,
+      sessionId: c.id,
+      listener: c.listener.name,
+      helo: this.#helo,
+      mailFrom: from === null ? null : formatPath(from),
+      ...(isRcpt ? { rcpt: this.#tryRcpt === null ? null : formatPath(this.#tryRcpt) } : {}),
+      command: verb,
+      ...(withArg ? { excerpt: excerpt(this.#arg) } : {}),
+      ...(verb === null ? { after: this.#lastVerb } : {}),
+      reply,
+      reason,
+    });
+  }
+
+  /** A command is done: forget what its refusal would have been logged with (nothing pins the client's line). */
+  #endCommand(): void {
+    if (this.#verb !== null) this.#lastVerb = this.#verb;
+    this.#verb = null;
+    this.#arg = '';
+    this.#tryFrom = null;
+    this.#tryRcpt = null;
   }
 
   /** Anything the client sent that we have not consumed. */
@@ -420,12 +527,12 @@ export class SmtpSession {
     const handler = this.#o.handler;
     if (handler.onConnect) {
       const v = await handler.onConnect({ connection: this.#o.connection });
-      if (!v.ok) this.#sendAndClose(v.reply, 'rejected at connect');
+      if (!v.ok) this.#sendAndClose(v.reply, 'rejected at connect', null);
     }
     if (this.#o.greetDelayMs > 0) {
       await new Promise<void>((resolve) => setTimeout(resolve, this.#o.greetDelayMs).unref());
     }
-    if (this.#hasPendingInput()) this.#sendAndClose(R.sync, 'pregreet');
+    if (this.#hasPendingInput()) this.#sendAndClose(R.sync, 'pregreet', 'pregreet');
     if (this.#shutdown) throw new InputInterrupted('shutdown');
     this.#send({ code: 220, text: `${this.#o.hostname} ESMTP relayguard` });
   }
@@ -436,30 +543,34 @@ export class SmtpSession {
   /** Returns a promise only for commands that wait for something (a handler, input, a TLS handshake). */
   #handleLine(ev: LineEvent): Promise<void> | void {
     if (ev.kind === 'too-long') {
+      this.#verb = 'UNKNOWN';
       this.#send(R.tooLong);
       return;
     }
     this.#commands++;
+    const { verb, arg } = splitCommand(ev.text);
+    const known = isVerb(verb);
+    this.#verb = known ? VERB_NAMES.get(verb)! : FORBIDDEN_VERBS.has(verb) ? verb : 'UNKNOWN';
+    if (known && (verb === 'MAIL' || verb === 'RCPT' || verb === 'HELO' || verb === 'EHLO')) this.#arg = arg;
     if (ev.bareLf && this.#o.lineEndings === 'reject') this.#sendAndClose(R.bareLfCommand, 'bare LF in command');
     if (ev.strayCr) return this.#send(R.bareCrCommand);
     if (ev.nul) return this.#send(R.nulCommand);
     if (!ev.utf8) return this.#send(R.badUtf8);
-    const { verb, arg } = splitCommand(ev.text);
-    if (FORBIDDEN_VERBS.has(verb) || HEADER_NAME.test(verb)) this.#sendAndClose(R.gotoHell, 'not smtp');
-    if (!isVerb(verb)) return this.#send(R.notRecognized);
+    if (FORBIDDEN_VERBS.has(verb) || HEADER_NAME.test(verb)) this.#sendAndClose(R.gotoHell, 'not smtp', 'not-smtp');
+    if (!known) return this.#send(R.notRecognized);
     const spec = COMMANDS[verb];
     if (spec.argument === 'none' && arg.trim() !== '' && verb !== 'BDAT') {
-      return this.#send({ code: 501, enhanced: '5.5.4', text: `Syntax: ${verb}` });
+      return this.#send({ code: 501, enhanced: '5.5.4', text: `Syntax: ${verb}` }, 'syntax');
     }
     if (spec.argument === 'required' && arg.trim() === '') {
-      return this.#send({ code: 501, enhanced: '5.5.4', text: `Syntax: ${syntaxOf(verb)}` });
+      return this.#send({ code: 501, enhanced: '5.5.4', text: `Syntax: ${syntaxOf(verb)}` }, 'syntax');
     }
     // RFC 2920: a command that ends a group must not be followed by more input before its reply.
     if (spec.endsGroup && verb !== 'STARTTLS' && verb !== 'QUIT' && this.#hasPendingInput()) {
-      this.#sendAndClose(R.sync, `pipelining violation after ${verb}`);
+      this.#sendAndClose(R.sync, `pipelining violation after ${verb}`, 'pipelining');
     }
     if (verb === 'BDAT') return this.#bdatCommand(arg);
-    if (!spec.allowedIn.includes(this.#state)) return this.#send(this.#stateError(verb));
+    if (!spec.allowedIn.includes(this.#state)) return this.#send(this.#stateError(verb), 'sequence');
     switch (verb) {
       case 'EHLO': return this.#helo_(arg, true);
       case 'HELO': return this.#helo_(arg, false);
@@ -484,7 +595,7 @@ export class SmtpSession {
         return this.#send(R.insufficientAuth);
       case 'PROXY':
         if (this.#commands === 1) {
-          this.#sendAndClose({ code: 421, enhanced: '4.7.0', text: `${this.#o.hostname} Error: PROXY not allowed from ${this.#o.connection.peerAddress}` }, 'proxy not allowed');
+          this.#sendAndClose({ code: 421, enhanced: '4.7.0', text: `${this.#o.hostname} Error: PROXY not allowed from ${this.#o.connection.peerAddress}` }, 'proxy not allowed', 'proxy');
         }
         return this.#send(R.notRecognized);
       case 'ETRN':
@@ -524,13 +635,13 @@ export class SmtpSession {
   async #helo_(arg: string, esmtp: boolean): Promise<void> {
     const helo = arg.trim();
     if (!/^[\x21-\x7e\u0080-\uffff]+( [\x21-\x7e\u0080-\uffff]+)*$/.test(helo)) {
-      return this.#send({ code: 501, enhanced: '5.5.2', text: `Syntax: ${esmtp ? 'EHLO' : 'HELO'} hostname` });
+      return this.#send({ code: 501, enhanced: '5.5.2', text: `Syntax: ${esmtp ? 'EHLO' : 'HELO'} hostname` }, 'syntax');
     }
     if (this.#o.handler.onHelo) {
       const v = await this.#o.handler.onHelo({ session: this.#snapshot(), helo, esmtp });
       if (!v.ok) {
-        if (v.close) this.#sendAndClose(v.reply, 'rejected at helo');
-        return this.#send(v.reply);
+        if (v.close) this.#sendAndClose(v.reply, 'rejected at helo', null);
+        return this.#send(v.reply, null);
       }
     }
     this.#resetTransaction();
@@ -554,20 +665,21 @@ export class SmtpSession {
 
   async #mail(arg: string): Promise<void> {
     if (this.#bdat) return this.#send(R.mailAfterBdat);
-    if (!/^FROM:/i.test(arg)) return this.#send({ code: 501, enhanced: '5.5.4', text: 'Syntax: MAIL FROM:<address>' });
+    if (!/^FROM:/i.test(arg)) return this.#send({ code: 501, enhanced: '5.5.4', text: 'Syntax: MAIL FROM:<address>' }, 'syntax');
     if (this.#o.connection.listener.role === 'submission' && this.#user === null) return this.#send(R.authRequired);
     const parsed = parsePath(arg.slice(5), { smtputf8: true, allowNull: true });
-    if (!parsed.ok) return this.#send(addressErrorReply(parsed.error, 'mail'));
+    if (!parsed.ok) return this.#send(addressErrorReply(parsed.error, 'mail'), parsed.error.code === 'need-smtputf8' ? 'smtputf8' : 'syntax');
+    this.#tryFrom = parsed.path;
     const p = parseParams(parsed.rest);
-    if (!p.ok) return this.#send({ code: 501, enhanced: '5.5.4', text: p.problem === 'duplicate' ? `Duplicate parameter ${p.param}` : 'Bad parameter syntax' });
+    if (!p.ok) return this.#send({ code: 501, enhanced: '5.5.4', text: p.problem === 'duplicate' ? `Duplicate parameter ${p.param}` : 'Bad parameter syntax' }, 'syntax');
     const check = checkMailParams(p.params);
-    if (!check.ok) return this.#send({ code: check.code, enhanced: check.enhanced, text: check.text });
+    if (!check.ok) return this.#send({ code: check.code, enhanced: check.enhanced, text: check.text }, 'syntax');
     if (!check.smtputf8 && (hasNonAscii(arg) || hasNonAscii(parsed.rest))) return this.#send(R.needUtf8);
     if (check.size !== null && check.size > BigInt(this.#o.limits.messageSize)) return this.#send(R.sizeExceeded);
     const v = await this.#o.handler.onMailFrom({ session: this.#snapshot(), path: parsed.path, params: p.params });
     if (!v.ok) {
-      if (v.close) this.#sendAndClose(v.reply, 'rejected at mail');
-      return this.#send(v.reply);
+      if (v.close) this.#sendAndClose(v.reply, 'rejected at mail', null);
+      return this.#send(v.reply, null);
     }
     this.#mailFrom = parsed.path;
     this.#mailParams = p.params;
@@ -580,21 +692,22 @@ export class SmtpSession {
   }
 
   async #rcpt(arg: string): Promise<void> {
-    if (!/^TO:/i.test(arg)) return this.#send({ code: 501, enhanced: '5.5.4', text: 'Syntax: RCPT TO:<address>' });
+    if (!/^TO:/i.test(arg)) return this.#send({ code: 501, enhanced: '5.5.4', text: 'Syntax: RCPT TO:<address>' }, 'syntax');
     this.#rcptAttempts++;
     const parsed = parsePath(arg.slice(3), { smtputf8: true, allowNull: false, allowUnqualifiedPostmaster: true });
-    if (!parsed.ok) { this.#rcptRejected++; return this.#send(addressErrorReply(parsed.error, 'rcpt')); }
+    if (!parsed.ok) { this.#rcptRejected++; return this.#send(addressErrorReply(parsed.error, 'rcpt'), parsed.error.code === 'need-smtputf8' ? 'smtputf8' : 'syntax'); }
+    this.#tryRcpt = parsed.path;
     if (!this.#smtputf8 && hasNonAscii(arg)) { this.#rcptRejected++; return this.#send(R.needUtf8); }
     const p = parseParams(parsed.rest);
-    if (!p.ok) { this.#rcptRejected++; return this.#send({ code: 501, enhanced: '5.5.4', text: p.problem === 'duplicate' ? `Duplicate parameter ${p.param}` : 'Bad parameter syntax' }); }
+    if (!p.ok) { this.#rcptRejected++; return this.#send({ code: 501, enhanced: '5.5.4', text: p.problem === 'duplicate' ? `Duplicate parameter ${p.param}` : 'Bad parameter syntax' }, 'syntax'); }
     const check = checkRcptParams(p.params);
-    if (!check.ok) { this.#rcptRejected++; return this.#send({ code: check.code, enhanced: check.enhanced, text: check.text }); }
+    if (!check.ok) { this.#rcptRejected++; return this.#send({ code: check.code, enhanced: check.enhanced, text: check.text }, 'syntax'); }
     if (this.#recipients.length >= this.#o.limits.recipients) { this.#rcptDeferred++; return this.#send(R.tooManyRcpts); }
     const v = await this.#o.handler.onRcptTo({ session: this.#snapshot(), path: parsed.path, params: p.params });
     if (!v.ok) {
       if (v.reply.code < 500) this.#rcptDeferred++; else this.#rcptRejected++;
-      if (v.close) this.#sendAndClose(v.reply, 'rejected at rcpt');
-      return this.#send(v.reply);
+      if (v.close) this.#sendAndClose(v.reply, 'rejected at rcpt', null);
+      return this.#send(v.reply, null);
     }
     this.#recipients.push({ path: parsed.path, params: p.params, data: v.data });
     this.#rcptAccepted++;
@@ -666,6 +779,8 @@ export class SmtpSession {
       throw err;
     }
     let reply: Reply;
+    /** undefined: the engine's own refusal (REASONS); null: the handler's verdict. */
+    let reason: null | undefined;
     if (reader.violation !== null) {
       reply = reader.violation === 'bare-lf' ? R.bareLfData : reader.violation === 'bare-cr' ? R.bareCrData : R.nulData;
     } else if (reader.tooBig) {
@@ -680,14 +795,16 @@ export class SmtpSession {
       body.end();
       const v = await verdict;
       reply = v.ok ? (v.reply ?? { code: 250, enhanced: '2.0.0', text: `Ok: queued as ${v.queueId}` }) : v.reply;
+      reason = null;
       if (v.ok) this.#messages++;
       if (!v.ok && v.close) {
         this.#resetTransaction();
-        this.#sendAndClose(v.reply, 'rejected at data');
+        this.#sendAndClose(v.reply, 'rejected at data', null);
       }
     }
+    // Replied before the reset, so that a refusal is logged with the transaction's sender.
+    this.#send(reply, reason);
     this.#resetTransaction();
-    this.#send(reply);
   }
 
   // ---------------------------------------------------------------------------------------------------
@@ -715,13 +832,15 @@ export class SmtpSession {
       b.failed = R.chunkTooBig;
       b.body.destroy(new Error('message too big'));
       await this.#skipBytes(count);
+      this.#send(R.chunkTooBig);
       if (last) { this.#bdat = null; this.#resetTransaction(); }
-      return this.#send(R.chunkTooBig);
+      return;
     }
     if (b.failed !== null) {
       await this.#skipBytes(count);
+      this.#send({ code: 551, enhanced: '5.0.0', text: `Discarded ${count} bytes after earlier error` }, 'sequence');
       if (last) { this.#bdat = null; this.#resetTransaction(); }
-      return this.#send({ code: 551, enhanced: '5.0.0', text: `Discarded ${count} bytes after earlier error` });
+      return;
     }
     await this.#readExactly(count, async (part) => {
       b.size += part.length;
@@ -735,6 +854,8 @@ export class SmtpSession {
     if (!last) return this.#send({ code: 250, enhanced: '2.0.0', text: `Ok: ${count} octets received` });
     this.#bdat = null;
     let reply: Reply;
+    /** undefined: the engine's own refusal (REASONS); null: the handler's verdict. */
+    let reason: null | undefined;
     if (b.bareLf || (this.#o.lineEndings === 'reject' && b.prevCr)) {
       b.body.destroy(new Error('bare line ending'));
       reply = R.bareLfData;
@@ -745,10 +866,12 @@ export class SmtpSession {
       b.body.end();
       const v = await b.verdict;
       reply = v.ok ? (v.reply ?? { code: 250, enhanced: '2.0.0', text: `Ok: queued as ${v.queueId}` }) : v.reply;
+      reason = null;
       if (v.ok) this.#messages++;
     }
+    // Replied before the reset, so that a refusal is logged with the transaction's sender.
+    this.#send(reply, reason);
     this.#resetTransaction();
-    this.#send(reply);
   }
 
   #abortBdat(err: Error): void {
@@ -786,10 +909,10 @@ export class SmtpSession {
   // STARTTLS (RFC 3207)
 
   async #startTls(arg: string): Promise<void> {
-    if (arg.trim() !== '') return this.#send({ code: 501, enhanced: '5.5.4', text: 'Syntax: STARTTLS' });
+    if (arg.trim() !== '') return this.#send({ code: 501, enhanced: '5.5.4', text: 'Syntax: STARTTLS' }, 'syntax');
     if (this.#tls) return this.#send(R.tlsActive);
     const ctx = this.#o.tlsContext;
-    if (!ctx) return this.#send(R.notImplemented);
+    if (!ctx) return this.#send(R.notImplemented, 'tls');
     if (this.#state === 'mail' || this.#state === 'rcpt') this.#resetTransaction();
     // CVE-2011-0411: plaintext pipelined after STARTTLS must never be read as if it came over TLS.
     this.#reader.takeAll();
@@ -811,6 +934,11 @@ export class SmtpSession {
     }).catch((err: unknown) => {
       this.#closing = true;
       secure.destroy();
+      const c = this.#o.connection;
+      // Not a refusal (the 220 went out): scanners and clients that dislike our certificate end up here.
+      this.#o.logger.info('tls handshake failed', {
+        client_ip: c.remoteAddress, session_id: c.id, listener: c.listener.name, command: 'STARTTLS', err: (err as Error).message,
+      });
       throw err;
     });
     // RFC 3207 section 4.2: forget everything learned before TLS.
@@ -857,7 +985,7 @@ export class SmtpSession {
       const raw = initial === '=' ? Buffer.alloc(0) : decodeStrictBase64(initial);
       if (raw === null) return this.#send(R.cannotDecode);
       const creds = decodeSaslPlain(raw);
-      if (!creds.ok) return this.#send(creds.reply);
+      if (!creds.ok) return this.#send(creds.reply, creds.reply.code === 500 ? 'line-too-long' : 'auth');
       ({ authzid, username, password } = creds);
     } else {
       let userB64 = initial;
@@ -874,13 +1002,13 @@ export class SmtpSession {
       const p = decodeStrictBase64(pr);
       if (p === null) return this.#send(R.cannotDecode);
       const creds = decodeSaslPlain(Buffer.concat([Buffer.from([0]), u, Buffer.from([0]), p]));
-      if (!creds.ok) return this.#send(creds.reply);
+      if (!creds.ok) return this.#send(creds.reply, creds.reply.code === 500 ? 'line-too-long' : 'auth');
       ({ username, password } = creds);
     }
     const v = await this.#o.handler.onAuth({ session: this.#snapshot(), mechanism: mech, authzid, username, password });
     if (!v.ok) {
-      if (v.close) this.#sendAndClose(v.reply, 'auth refused');
-      return this.#send(v.reply);
+      if (v.close) this.#sendAndClose(v.reply, 'auth refused', null);
+      return this.#send(v.reply, null);
     }
     this.#user = v.user;
     this.#send(R.authOk);

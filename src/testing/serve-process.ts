@@ -55,7 +55,10 @@ export interface ServeProcess {
   readonly dataDir: string;
   readonly configFile: string;
   readonly ports: { mx: number; submission: number; submissions: number };
+  /** JSON log lines, parsed (none with `log.format: text`). */
   readonly logs: Record<string, unknown>[];
+  /** Every stdout line as written (either log format). */
+  readonly lines: string[];
   readonly stderr: () => string;
   /** SIGTERM and wait (SIGKILL after the grace time). */
   stop(graceMs?: number): Promise<number | null>;
@@ -94,6 +97,7 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeProce
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
   running.add(child);
   const logs: Record<string, unknown>[] = [];
+  const lines: string[] = [];
   let stderr = '';
   let partial = '';
   const exited = new Promise<number | null>((resolveExit) => child.once('exit', (code) => { running.delete(child); resolveExit(code); }));
@@ -106,6 +110,14 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeProce
       while ((nl = partial.indexOf('\n')) >= 0) {
         const line = partial.slice(0, nl);
         partial = partial.slice(nl + 1);
+        lines.push(line);
+        // log.format: text
+        const text = / relayguard\[\d+\]: info: listening: .*\blistener=(\S+)/.exec(line);
+        if (text) {
+          listening.add(text[1]!);
+          if (listening.size === (config.listeners as unknown[]).length) resolveReady();
+          continue;
+        }
         try {
           const rec = JSON.parse(line) as Record<string, unknown>;
           logs.push(rec);
@@ -114,7 +126,7 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeProce
             listening.add(String(rec['listener']));
             if (listening.size === (config.listeners as unknown[]).length) resolveReady();
           }
-        } catch { /* not JSON (strace noise) */ }
+        } catch { /* not JSON (strace noise, text format) */ }
       }
     });
     void exited.then((code) => reject(new Error(`relayguard serve exited with ${code} before listening:\n${stderr}`)));
@@ -133,6 +145,7 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeProce
     configFile,
     ports,
     logs,
+    lines,
     stderr: () => stderr,
     async stop(graceMs = 10_000) {
       if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;

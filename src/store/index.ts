@@ -1,0 +1,76 @@
+/**
+ * Purpose: the storage adapters behind the asynchronous ports other modules own (first: policy's DirectoryStore),
+ * on the embedded SQLite database (default) or on PostgreSQL (`store: { postgres: { url } }`, shared by every
+ * node), and the PostgreSQL schema migrations (`relayguard db migrate`) with the check made when a store opens.
+ * Trust: holds password hashes and the relay's address tables; reads and writes the database only (SQLite file
+ * under dataDir with mode 0600, or a PostgreSQL server); talks to no SMTP peer. Loads `pg` only for PostgreSQL.
+ * Standards: none beyond SQL (SQLite 3, PostgreSQL 15).
+ */
+import type { Clock } from '../core/clock.ts';
+import type { Logger } from '../core/log.ts';
+import { RelayguardError } from '../core/errors.ts';
+import { ERR_STORE_UNAVAILABLE, type DirectoryStore } from '../policy/directory.ts';
+import { describePostgresUrl, migrate, schemaStatus, type MigrateResult, type SchemaStatus } from './postgres-schema.ts';
+import { SqliteDirectoryStore } from './sqlite-directory.ts';
+
+export { SqliteDirectoryStore } from './sqlite-directory.ts';
+export {
+  ERR_STORE_MIGRATION_FAILED, ERR_STORE_MIGRATIONS_MISSING, ERR_STORE_SCHEMA_MODIFIED, ERR_STORE_SCHEMA_NEWER, ERR_STORE_SCHEMA_OLD,
+  describePostgresUrl, type MigrateResult, type SchemaStatus,
+} from './postgres-schema.ts';
+
+/** `store.postgres` of the configuration. */
+export interface PostgresSettings {
+  readonly url: string;
+  readonly poolSize: number;
+}
+
+export interface OpenDirectoryOptions {
+  /** The embedded database file (dataDir/relayguard.db), used when `postgres` is null. */
+  readonly sqliteFile: string;
+  /** PostgreSQL instead of SQLite. */
+  readonly postgres: PostgresSettings | null;
+  readonly clock?: Clock;
+  readonly logger?: Logger;
+}
+
+/**
+ * The directory store the configuration names. PostgreSQL: connects and checks the schema first
+ * (ERR_STORE_SCHEMA_OLD / _NEWER / _MODIFIED, ERR_STORE_UNAVAILABLE).
+ */
+export async function openDirectoryStore(options: OpenDirectoryOptions): Promise<DirectoryStore> {
+  if (options.postgres === null) return new SqliteDirectoryStore(options.sqliteFile, options.clock ? { clock: options.clock } : {});
+  const { PostgresDirectoryStore } = await import('./postgres-directory.ts');
+  return PostgresDirectoryStore.open(options.postgres.url, {
+    poolSize: options.postgres.poolSize,
+    ...(options.clock ? { clock: options.clock } : {}),
+    ...(options.logger ? { logger: options.logger } : {}),
+  });
+}
+
+async function withClient<T>(url: string, fn: (client: import('pg').Client) => Promise<T>): Promise<T> {
+  const [{ Client }, { isUnavailable }] = await Promise.all([import('pg'), import('./postgres-directory.ts')]);
+  const client = new Client({ connectionString: url, connectionTimeoutMillis: 10_000, application_name: 'relayguard db' });
+  client.on('error', () => { /* reported by the query that fails */ });
+  try {
+    await client.connect();
+    return await fn(client);
+  } catch (err) {
+    if (isUnavailable(err) && !(err instanceof RelayguardError)) {
+      throw new RelayguardError(ERR_STORE_UNAVAILABLE, `Cannot use PostgreSQL at ${describePostgresUrl(url)}: ${(err as Error).message}`, { cause: err });
+    }
+    throw err;
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+/** Applies the pending PostgreSQL migrations (one transaction; concurrent callers wait for each other). */
+export async function migratePostgres(url: string): Promise<MigrateResult> {
+  return withClient(url, (c) => migrate(c));
+}
+
+/** The database's schema version against this code's, changing nothing. */
+export async function postgresSchemaStatus(url: string): Promise<SchemaStatus> {
+  return withClient(url, (c) => schemaStatus(c));
+}

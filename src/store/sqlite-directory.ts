@@ -1,0 +1,274 @@
+/**
+ * The directory port (policy/directory.ts) on the embedded SQLite database, relayguard.db under dataDir.
+ *
+ * Same tables as policy/users.ts (UserStore) and policy/aliases.ts (AliasStore), created if missing, so a data
+ * directory written by either keeps working and both can run side by side on one file:
+ *   users(name PK, password_hash, created_at, disabled)
+ *   user_addresses(name, address)      -- PK (name, address); address "@example.org" owns the whole domain
+ *   domains(domain PK, created_at)
+ *   aliases(address, target, remote, created_at)   -- PK (address, target)
+ * node:sqlite is synchronous: each method runs to completion before its promise settles (no worker, no queue),
+ * which keeps the embedded default as fast as the synchronous stores. Writes use BEGIN IMMEDIATE and check inside
+ * the transaction, so two processes on one file cannot both create a user (the loser gets ERR_USER_EXISTS).
+ */
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import { SYSTEM_CLOCK, type Clock } from '../core/clock.ts';
+import { restrictSqliteFiles } from '../core/file-modes.ts';
+import type { AliasEntry, AliasTarget, DirectoryStore, UserCredentials, UserInfo, UserRecord } from '../policy/directory.ts';
+import {
+  aliasNotFound, aliasToRemove, checkAlias, checkUser, checkUsers, domainExists, domainNotFound, domainOrNull, domainToAdd,
+  notOwned, ownedAddress, passwordHash, senderAddress, userExists, userNameOrNull, userNotFound, type CheckedUser,
+} from './directory-input.ts';
+import { normalizeUserName } from '../policy/users.ts';
+
+const SCHEMA = `
+  CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY NOT NULL,
+    password_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    disabled INTEGER NOT NULL DEFAULT 0
+  );
+  CREATE TABLE IF NOT EXISTS user_addresses (
+    name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    address TEXT NOT NULL,
+    PRIMARY KEY (name, address)
+  );
+  CREATE INDEX IF NOT EXISTS user_addresses_by_address ON user_addresses(address);
+  CREATE TABLE IF NOT EXISTS domains (
+    domain TEXT PRIMARY KEY NOT NULL,
+    created_at INTEGER NOT NULL
+  );
+  CREATE TABLE IF NOT EXISTS aliases (
+    address TEXT NOT NULL,
+    target TEXT NOT NULL,
+    remote INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (address, target)
+  );
+`;
+
+export interface SqliteDirectoryOptions {
+  readonly clock?: Clock;
+}
+
+type Row = Record<string, unknown>;
+
+function toInfo(row: Row, addresses: string[]): UserInfo {
+  return Object.freeze({
+    name: String(row['name']),
+    createdAt: Number(row['created_at']),
+    disabled: Number(row['disabled']) !== 0,
+    addresses: Object.freeze(addresses),
+  });
+}
+
+export class SqliteDirectoryStore implements DirectoryStore {
+  readonly kind = 'sqlite';
+  readonly #db: DatabaseSync;
+  readonly #ownsDb: boolean;
+  readonly #clock: Clock;
+  readonly #statements = new Map<string, StatementSync>();
+
+  /** `database` is a file path, ":memory:", or an open DatabaseSync shared with other stores (not closed by close()). */
+  constructor(database: string | DatabaseSync, options: SqliteDirectoryOptions = {}) {
+    this.#ownsDb = typeof database === 'string';
+    this.#db = typeof database === 'string' ? new DatabaseSync(database) : database;
+    this.#clock = options.clock ?? SYSTEM_CLOCK;
+    if (this.#ownsDb && database !== ':memory:') {
+      restrictSqliteFiles(database as string); // password hashes: 0600 before the first write (-wal, -shm follow)
+      this.#db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;');
+    }
+    this.#db.exec('PRAGMA foreign_keys = ON;');
+    this.#db.exec(SCHEMA);
+  }
+
+  #stmt(sql: string): StatementSync {
+    let s = this.#statements.get(sql);
+    if (!s) this.#statements.set(sql, (s = this.#db.prepare(sql)));
+    return s;
+  }
+
+  #transaction<T>(fn: () => T): T {
+    this.#db.exec('BEGIN IMMEDIATE');
+    try {
+      const result = fn();
+      this.#db.exec('COMMIT');
+      return result;
+    } catch (err) {
+      this.#db.exec('ROLLBACK');
+      throw err;
+    }
+  }
+
+  #exists(name: string): boolean {
+    return this.#stmt('SELECT 1 FROM users WHERE name = ?').get(name) !== undefined;
+  }
+
+  #requireUser(input: string): string {
+    const name = normalizeUserName(input);
+    if (!this.#exists(name)) throw userNotFound(name);
+    return name;
+  }
+
+  #insert(users: readonly CheckedUser[]): void {
+    const createdAt = this.#clock.now();
+    const insertUser = this.#stmt('INSERT INTO users (name, password_hash, created_at, disabled) VALUES (?, ?, ?, ?)');
+    const insertAddress = this.#stmt('INSERT OR IGNORE INTO user_addresses (name, address) VALUES (?, ?)');
+    this.#transaction(() => {
+      for (const u of users) {
+        if (this.#exists(u.name)) throw userExists(u.name);
+        insertUser.run(u.name, u.passwordHash, createdAt, u.disabled ? 1 : 0);
+        for (const a of u.addresses) insertAddress.run(u.name, a);
+      }
+    });
+  }
+
+  #get(name: string): UserInfo | null {
+    const row = this.#stmt('SELECT name, created_at, disabled FROM users WHERE name = ?').get(name);
+    if (row === undefined) return null;
+    const addresses = this.#stmt('SELECT address FROM user_addresses WHERE name = ? ORDER BY address').all(name).map((r) => String(r['address']));
+    return toInfo(row, addresses);
+  }
+
+  async addUser(user: UserRecord): Promise<UserInfo> {
+    const u = checkUser(user);
+    this.#insert([u]);
+    return this.#get(u.name)!;
+  }
+
+  async addUsers(users: readonly UserRecord[]): Promise<UserInfo[]> {
+    const checked = checkUsers(users);
+    this.#insert(checked);
+    return checked.map((u) => this.#get(u.name)!);
+  }
+
+  async removeUser(name: string): Promise<void> {
+    const normalized = normalizeUserName(name);
+    this.#transaction(() => {
+      this.#stmt('DELETE FROM user_addresses WHERE name = ?').run(normalized);
+      if (Number(this.#stmt('DELETE FROM users WHERE name = ?').run(normalized).changes) === 0) throw userNotFound(normalized);
+    });
+  }
+
+  async getUser(name: string): Promise<UserInfo | null> {
+    const n = userNameOrNull(name);
+    return n === null ? null : this.#get(n);
+  }
+
+  async listUsers(): Promise<UserInfo[]> {
+    const byName = new Map<string, string[]>();
+    for (const r of this.#stmt('SELECT name, address FROM user_addresses ORDER BY name, address').all()) {
+      const n = String(r['name']);
+      let list = byName.get(n);
+      if (!list) byName.set(n, (list = []));
+      list.push(String(r['address']));
+    }
+    return this.#stmt('SELECT name, created_at, disabled FROM users ORDER BY name').all()
+      .map((row) => toInfo(row, byName.get(String(row['name'])) ?? []));
+  }
+
+  async credentials(name: string): Promise<UserCredentials | null> {
+    const n = userNameOrNull(name);
+    if (n === null) return null;
+    const row = this.#stmt('SELECT password_hash, disabled FROM users WHERE name = ?').get(n);
+    return row === undefined ? null : { name: n, passwordHash: String(row['password_hash']), disabled: Number(row['disabled']) !== 0 };
+  }
+
+  async setPasswordHash(name: string, hash: string): Promise<void> {
+    const normalized = normalizeUserName(name);
+    passwordHash(hash);
+    const result = this.#stmt('UPDATE users SET password_hash = ? WHERE name = ?').run(hash, normalized);
+    if (Number(result.changes) === 0) throw userNotFound(normalized);
+  }
+
+  async setDisabled(name: string, disabled: boolean): Promise<void> {
+    const normalized = normalizeUserName(name);
+    const result = this.#stmt('UPDATE users SET disabled = ? WHERE name = ?').run(disabled ? 1 : 0, normalized);
+    if (Number(result.changes) === 0) throw userNotFound(normalized);
+  }
+
+  async addAddress(name: string, address: string): Promise<void> {
+    const normalized = this.#requireUser(name);
+    const a = ownedAddress(address);
+    this.#stmt('INSERT OR IGNORE INTO user_addresses (name, address) VALUES (?, ?)').run(normalized, a);
+  }
+
+  async removeAddress(name: string, address: string): Promise<void> {
+    const normalized = this.#requireUser(name);
+    const a = ownedAddress(address);
+    const result = this.#stmt('DELETE FROM user_addresses WHERE name = ? AND address = ?').run(normalized, a);
+    if (Number(result.changes) === 0) throw notOwned(normalized, a);
+  }
+
+  async owns(name: string, address: string): Promise<boolean> {
+    const user = userNameOrNull(name);
+    const a = senderAddress(address);
+    if (user === null || a === null) return false;
+    return this.#stmt('SELECT 1 FROM user_addresses WHERE name = ? AND (address = ? OR address = ?)').get(user, a.address, a.domain) !== undefined;
+  }
+
+  async isMailbox(address: string): Promise<boolean> {
+    const a = senderAddress(address);
+    if (a === null) return false;
+    return this.#stmt('SELECT 1 FROM user_addresses a JOIN users u ON u.name = a.name WHERE a.address = ? AND u.disabled = 0 LIMIT 1')
+      .get(a.address) !== undefined;
+  }
+
+  async addDomain(domain: string): Promise<string> {
+    const d = domainToAdd(domain);
+    const result = this.#stmt('INSERT OR IGNORE INTO domains (domain, created_at) VALUES (?, ?)').run(d, this.#clock.now());
+    if (Number(result.changes) === 0) throw domainExists(d);
+    return d;
+  }
+
+  async removeDomain(domain: string): Promise<void> {
+    const d = domainOrNull(domain);
+    const changes = d === null ? 0 : Number(this.#stmt('DELETE FROM domains WHERE domain = ?').run(d).changes);
+    if (changes === 0) throw domainNotFound(String(domain));
+  }
+
+  async listDomains(): Promise<string[]> {
+    return this.#stmt('SELECT domain FROM domains ORDER BY domain').all().map((r) => String(r['domain']));
+  }
+
+  async hasDomain(domain: string): Promise<boolean> {
+    const d = domainOrNull(domain);
+    return d !== null && this.#stmt('SELECT 1 FROM domains WHERE domain = ?').get(d) !== undefined;
+  }
+
+  async addAlias(key: string, targets: readonly string[], options: { readonly remote?: boolean } = {}): Promise<AliasEntry[]> {
+    const alias = checkAlias(key, targets);
+    const remote = options.remote === true;
+    const now = this.#clock.now();
+    const insert = this.#stmt('INSERT INTO aliases (address, target, remote, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (address, target) DO UPDATE SET remote = excluded.remote');
+    this.#transaction(() => {
+      for (const t of alias.targets) insert.run(alias.key, t, remote ? 1 : 0, now);
+    });
+    return alias.targets.map((t) => ({ key: alias.key, target: t, remote, source: 'database' }));
+  }
+
+  async removeAlias(key: string, target?: string): Promise<number> {
+    const r = aliasToRemove(key, target);
+    const changes = r.target === undefined
+      ? Number(this.#stmt('DELETE FROM aliases WHERE address = ?').run(r.key).changes)
+      : Number(this.#stmt('DELETE FROM aliases WHERE address = ? AND target = ?').run(r.key, r.target).changes);
+    if (changes === 0) throw aliasNotFound(r.key, target);
+    return changes;
+  }
+
+  async listAliases(): Promise<AliasEntry[]> {
+    return this.#stmt('SELECT address, target, remote FROM aliases ORDER BY address, target').all()
+      .map((r) => ({ key: String(r['address']), target: String(r['target']), remote: Number(r['remote']) === 1, source: 'database' }));
+  }
+
+  async lookupAlias(key: string): Promise<AliasTarget[] | null> {
+    if (typeof key !== 'string') return null;
+    const rows = this.#stmt('SELECT target, remote FROM aliases WHERE address = ? ORDER BY target').all(key);
+    if (rows.length === 0) return null;
+    return rows.map((r) => ({ address: String(r['target']), remote: Number(r['remote']) === 1 }));
+  }
+
+  async close(): Promise<void> {
+    if (this.#ownsDb && this.#db.isOpen) this.#db.close();
+  }
+}
