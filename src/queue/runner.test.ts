@@ -493,6 +493,31 @@ test('runner: stop() aborts deliveries in flight and records nothing for them', 
   await t.store.close();
 });
 
+test('runner: a job outliving jobTimeoutMs is aborted with a TimeoutError; a finished job leaves no timer behind', async () => {
+  const t = setup({ jobTimeoutMs: 50 });
+  const id = await queueOne(t.store);
+  // A finished job's timer is cleared: its signal never fires later. (AbortSignal.any with AbortSignal.timeout
+  // kept every job's timeout signal and timer alive for the whole job timeout, an hour by default: issue 9, LK.)
+  let finished: AbortSignal | null = null;
+  t.deliverer.script = (job, signal) => {
+    finished = signal;
+    return job.recipients.map((r) => ({ address: r.address, outcome: 'deferred', reply: R451 }));
+  };
+  assert.equal((await t.runner.runOnce()).deferred, 1);
+  await sleep(150);
+  assert.equal((finished as AbortSignal | null)?.aborted, false, 'the signal of a finished job fired after the job ended');
+
+  t.clock.set(t.store.get(id)!.recipients[0]!.nextAttemptAt!);
+  let reason: unknown = null;
+  t.deliverer.script = (_job, signal) => new Promise((_resolve, reject) => {
+    signal.addEventListener('abort', () => { reason = signal.reason; reject(signal.reason); }, { once: true });
+  });
+  assert.equal((await t.runner.runOnce()).deferred, 1);
+  assert.ok(reason instanceof DOMException && reason.name === 'TimeoutError', `abort reason ${String(reason)}`);
+  assert.equal(t.store.get(id)!.recipients[0]!.state, 'deferred');
+  await t.close();
+});
+
 test('runner: a commit kicks a started runner at once; kick() wakes it for changes made elsewhere', async () => {
   const t = setup({ pollIntervalMs: 3_600_000 });
   let delivered!: (id: string) => void;

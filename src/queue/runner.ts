@@ -27,6 +27,7 @@
  *   this process; changes made by `relayguard queue` in another process are seen at the next poll.
  * All time decisions use the injected Clock; tests drive a pass with runOnce().
  */
+import { timeoutSignal } from '../core/abort.ts';
 import { unlink } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { Clock } from '../core/clock.ts';
@@ -407,16 +408,18 @@ export class QueueRunner {
       recipients: due.map((r) => ({ address: r.address, params: r.params, attempts: r.attempts })),
       attempt: Math.max(...due.map((r) => r.attempts)) + 1,
     };
-    const signal = AbortSignal.any([this.#stopSignal.signal, AbortSignal.timeout(this.#jobTimeoutMs)]);
+    // Not AbortSignal.any() with AbortSignal.timeout(): that pinned every job's signal for the job timeout (LK).
+    const jobAbort = timeoutSignal(this.#stopSignal.signal, this.#jobTimeoutMs, 'Delivery job');
     let outcomes: readonly RecipientOutcome[] | null = null;
     let failure: unknown = null;
     try {
-      const got = await this.#deliverer.deliver(job, signal);
+      const got = await this.#deliverer.deliver(job, jobAbort.signal);
       if (!Array.isArray(got)) throw new TypeError('The deliverer returned no outcome list');
       outcomes = got;
     } catch (err) {
       failure = err;
     } finally {
+      jobAbort.release();
       for (const s of streams) s.destroy();
     }
     if (failure !== null && this.#stopSignal.signal.aborted) {

@@ -20,6 +20,7 @@
  *
  * Trust: talks only to the target address given, from the source address given.
  */
+import { timeoutSignal } from '../core/abort.ts';
 import { performance } from 'node:perf_hooks';
 import type { ConnectionOptions } from 'node:tls';
 import { SmtpClient, SmtpClientError, type SmtpReply, type TlsInfo } from '../smtp/client.ts';
@@ -691,8 +692,9 @@ function proofResult(p: PendingProof, arrivals: readonly ProbeArrival[], waitedM
 export async function testTarget(target: ResolvedTarget, options: TesterOptions): Promise<TargetResult> {
   const started = performance.now();
   const startedAt = new Date().toISOString();
-  const budget = AbortSignal.timeout(options.budgetMs ?? 300_000);
-  const signal = options.signal ? AbortSignal.any([options.signal, budget]) : budget;
+  // A releasable budget (core/abort.ts): AbortSignal.any() would pin each target's timeout signal for the budget.
+  const budget = timeoutSignal(options.signal, options.budgetMs ?? 300_000, 'Target test');
+  const signal = budget.signal;
   const tagger = options.tagger ?? createTagger();
   const timeouts = { ...DEFAULT_TESTER_TIMEOUTS, ...options.timeouts };
   const tricks = options.tricks ?? TRICKS;
@@ -705,7 +707,7 @@ export async function testTarget(target: ResolvedTarget, options: TesterOptions)
   }
   const outputs = await pool(units.map((u) => () => new UnitRunner({
     target, spec: u.spec, transport: u.transport, first: u.first, o: options, tricks, timeouts, signal, tagger, safeRecipient, unknownLocal,
-  }).run()), options.parallel ?? 4);
+  }).run()), options.parallel ?? 4).finally(() => budget.release());
 
   // Safe-mode catch-all marking per unit, then proof.
   const trickSets = outputs.map((out) => markAcceptAll(out.tricks.map((t, i) => ({ ...t, outcome: { verdict: t.verdict, reason: t.reason, detail: t.detail }, control: out.controls[i] ?? false }))));
