@@ -7,6 +7,7 @@
  * and prepended to every copy sent (deliverer.ts); the body itself is never rewritten.
  * Trust: the header block read to find From: is bounded (64 KiB); key files are written 0600.
  */
+import { canonicalDomain } from '../core/canonical.ts';
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -59,8 +60,9 @@ export function fromHeaderDomain(headers: string): string | null {
   const angle = /<([^<>]*)>/.exec(value)?.[1] ?? value;
   const at = angle.lastIndexOf('@');
   if (at < 0) return null;
-  const d = angle.slice(at + 1).trim().toLowerCase().replace(/\.$/, '').replace(/[>,;\s].*$/, '');
-  return /^[a-z0-9.-]+$/.test(d) ? d : null;
+  const raw = angle.slice(at + 1).trim().replace(/[>,;\s].*$/, '');
+  const d = canonicalDomain(raw); // one canonical form (core/canonical.ts): a U-label From: matches an A-label key
+  return d !== null && /^[a-z0-9.-]+$/.test(d) ? d : null;
 }
 
 export class MailauthDkimSigner implements DkimSigner {
@@ -71,7 +73,7 @@ export class MailauthDkimSigner implements DkimSigner {
   constructor(options: DkimSignerOptions) {
     for (const k of options.keys) {
       if (!/^[a-z0-9.-]+$/i.test(k.domain) || !/^[a-z0-9._-]+$/i.test(k.selector)) throw new TypeError(`Bad DKIM domain or selector: ${k.domain} / ${k.selector}`);
-      this.#keys.set(k.domain.toLowerCase().replace(/\.$/, ''), k);
+      this.#keys.set(canonicalDomain(k.domain) ?? k.domain.toLowerCase().replace(/\.$/, ''), k);
     }
     this.#headerList = options.headerList;
     this.#logger = options.logger ?? NULL_LOGGER;
@@ -124,7 +126,7 @@ export interface GeneratedDkimKey {
 
 /** A new DKIM key pair and the DNS record that publishes it (RSA 2048 by default, or Ed25519). */
 export function generateDkimKey(domain: string, selector: string, options: { type?: 'rsa' | 'ed25519'; bits?: number } = {}): GeneratedDkimKey {
-  const d = domain.toLowerCase().replace(/\.$/, '');
+  const d = canonicalDomain(domain) ?? '';
   if (!/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/.test(d)) throw new TypeError(`Bad domain ${JSON.stringify(domain)}`);
   if (!/^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$/i.test(selector)) throw new TypeError(`Bad selector ${JSON.stringify(selector)}`);
   const type = options.type ?? 'rsa';

@@ -73,6 +73,7 @@ export class AliasStore {
   readonly #ownsDb: boolean;
   readonly #clock: Clock;
   readonly #statements = new Map<string, StatementSync>();
+  #changes = 0;
 
   constructor(database: string | DatabaseSync, options: { clock?: Clock } = {}) {
     this.#ownsDb = typeof database === 'string';
@@ -115,6 +116,7 @@ export class AliasStore {
     try {
       for (const t of normalized) insert.run(k, t, options.remote === true ? 1 : 0, now);
       this.#db.exec('COMMIT');
+      this.#changes++;
     } catch (err) {
       this.#db.exec('ROLLBACK');
       throw err;
@@ -134,6 +136,7 @@ export class AliasStore {
       if (t === null) throw new RelayguardError(ERR_ALIAS_INVALID, `Invalid alias target "${printable(target)}"`);
       changes = Number(this.#stmt('DELETE FROM aliases WHERE address = ? AND target = ?').run(k, t).changes);
     }
+    if (changes > 0) this.#changes++;
     if (changes === 0) throw new RelayguardError(ERR_ALIAS_NOT_FOUND, `No alias "${printable(k)}"${target === undefined ? '' : ` with target "${printable(target)}"`}`);
     return changes;
   }
@@ -141,6 +144,33 @@ export class AliasStore {
   list(): AliasEntry[] {
     return this.#stmt('SELECT address, target, remote FROM aliases ORDER BY address, target').all()
       .map((r) => ({ key: String(r['address']), target: String(r['target']), remote: Number(r['remote']) === 1, source: 'database' }));
+  }
+
+  /**
+   * A number that changes whenever the alias table may have changed: a commit by any other connection (SQLite's
+   * data_version) or a change made through this store.
+   */
+  version(): string {
+    const v = this.#stmt('PRAGMA data_version').get() as Record<string, unknown> | undefined;
+    return `${String(v?.['data_version'] ?? 0)}/${this.#changes}`;
+  }
+
+  /** Changes made through this store object (no database access). */
+  get localChanges(): number {
+    return this.#changes;
+  }
+
+  /** The whole table as key -> targets (for an in-memory copy on the per-recipient path). */
+  snapshot(): Map<string, AliasTarget[]> {
+    const out = new Map<string, AliasTarget[]>();
+    for (const r of this.#stmt('SELECT address, target, remote FROM aliases ORDER BY address, target').all()) {
+      const key = String(r['address']);
+      const t = { address: String(r['target']), remote: Number(r['remote']) === 1 };
+      const list = out.get(key);
+      if (list) list.push(t);
+      else out.set(key, [t]);
+    }
+    return out;
   }
 
   /** The targets of a normalized key, or null. */

@@ -18,6 +18,7 @@
  * attempt of its open recipients, or "now" once none is open and it waits to be finished). The runner pages
  * through `(state, next_run_at, queue_id)` with a keyset cursor, so a queue of millions costs an index range scan.
  */
+import { domainOfAddress } from '../core/canonical.ts';
 import { DatabaseSync } from 'node:sqlite';
 import { restrictSqliteFiles } from '../core/file-modes.ts';
 import type { SQLInputValue, StatementSync } from 'node:sqlite';
@@ -285,10 +286,9 @@ export interface AdminResult {
   readonly missing: string[];
 }
 
-/** The domain part used for per-domain queries: after the last '@', lower case, no trailing dot. */
+/** The domain part used for per-domain queries, in the one canonical form (core/canonical.ts). */
 export function recipientDomain(address: string): string {
-  const at = address.lastIndexOf('@');
-  return (at < 0 ? '' : address.slice(at + 1)).toLowerCase().replace(/\.$/, '');
+  return domainOfAddress(address);
 }
 
 /** Longest reply or diagnostic text kept in the index; a hostile next hop may send far more. */

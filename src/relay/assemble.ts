@@ -151,9 +151,22 @@ export async function assembleReceivePath(initial: Config, options: AssembleOpti
   setAliasFiles(config.recipients.aliasFiles);
   loadAliasFiles(true);
 
+  // The database aliases as an in-memory copy: the recipient path looks several keys up per RCPT. A change made
+  // through this process shows at once; one made by the CLI (another process) at the next refresh, like domains.
+  let aliasVersion = aliases.version();
+  let aliasTable = aliases.snapshot();
+  let aliasLocal = aliases.localChanges;
+  const refreshAliases = (force: boolean): void => {
+    const v = aliases.version();
+    if (!force && v === aliasVersion) return;
+    aliasTable = aliases.snapshot();
+    aliasVersion = v;
+    aliasLocal = aliases.localChanges;
+  };
   const lookupAlias = (key: string): AliasTarget[] | null => {
-    const db = aliases.lookup(key);
-    if (db !== null) return db;
+    if (aliases.localChanges !== aliasLocal) refreshAliases(true);
+    const db = aliasTable.get(key);
+    if (db !== undefined) return db;
     for (const f of files) {
       const e = f.entries.get(key);
       if (e) return e;
@@ -191,6 +204,7 @@ export async function assembleReceivePath(initial: Config, options: AssembleOpti
   const refresh = setInterval(() => {
     try { localDomains = new Set([...configured, ...users.listDomains()]); } catch { /* keep the last good set */ }
     if (!options.ownAddresses) own = hostAddresses(config);
+    try { refreshAliases(false); } catch { /* keep the last good copy */ }
     loadAliasFiles(false);
   }, options.refreshMs ?? 5000);
   refresh.unref();

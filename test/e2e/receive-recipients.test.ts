@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startRelay, type Harness } from '../../src/testing/relay-harness.ts';
+import { AliasStore } from '../../src/policy/aliases.ts';
 import { CLI, NODE } from '../../src/testing/serve-process.ts';
 import { p1, expectReply, queueIdOf, sleep } from './hostile-helpers.ts';
 
@@ -87,6 +88,27 @@ test('alias files are re-read while running; a removed entry is unknown again', 
       const info = await c.cmd('RCPT TO:<info@local.test>');
       if (sales.code === 250 && info.code === 550) break;
       if (Date.now() > deadline) assert.fail(`alias file not re-read: sales ${sales.code}, info ${info.code}`);
+    } finally {
+      c.close();
+    }
+    await sleep(250);
+  }
+});
+
+test('an alias added by another process (the CLI) is seen by the running relay within seconds', async () => {
+  const other = new AliasStore(join(h.dataDir, 'relayguard.db'));
+  try {
+    other.add('late@local.test', ['bob@local.test']);
+  } finally {
+    other.close();
+  }
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const c = await p1(h.ports.mx, { localAddress: OUTSIDE });
+    try {
+      expectReply(await c.cmd('MAIL FROM:<s@remote.test>'), 250, '2.1.0', c);
+      if ((await c.cmd('RCPT TO:<late@local.test>')).code === 250) break;
+      if (Date.now() > deadline) assert.fail('the alias added by another process never applied');
     } finally {
       c.close();
     }
