@@ -63,7 +63,8 @@ class TextLogger implements Logger {
 
 /** A text-format logger writing to `sink` (escaping and ordering included). */
 export function createTextLogger(sink: TextSink, options: { level?: string } = {}): Logger {
-  return new EscapingLogger(new TextLogger(sink, RANK[options.level ?? 'info'] ?? RANK['info']!, {}));
+  const min = RANK[options.level ?? 'info'] ?? RANK['info']!;
+  return new EscapingLogger(new TextLogger(sink, min, {}), (level) => RANK[level]! >= min);
 }
 
 /** Logs JSON lines (or text lines, with format 'text') to the given file descriptor (stdout by default). */
@@ -83,7 +84,7 @@ export function createLogger(options: { level?: string; fd?: number; format?: Lo
     destination,
   );
   // Attacker-controlled strings are escaped and the client's address is written first (core/log.ts).
-  return new EscapingLogger(new PinoLogger(p));
+  return new EscapingLogger(new PinoLogger(p), (level) => p.isLevelEnabled(level));
 }
 
 // ---------------------------------------------------------------------------------------------------------

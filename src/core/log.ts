@@ -89,14 +89,21 @@ export function escapeLogFields(fields: LogFields): LogFields {
  * logger that writes for people or parsers (JSON lines, text) goes through this; MemoryLogger keeps raw values
  * for tests.
  */
+export type LogLevelName = 'debug' | 'info' | 'warn' | 'error';
+
 export class EscapingLogger implements Logger {
   readonly #inner: Logger;
-  constructor(inner: Logger) { this.#inner = inner; }
-  debug(msg: string, fields?: LogFields): void { this.#inner.debug(escapeLogText(msg), fields && escapeLogFields(fields)); }
-  info(msg: string, fields?: LogFields): void { this.#inner.info(escapeLogText(msg), fields && escapeLogFields(fields)); }
-  warn(msg: string, fields?: LogFields): void { this.#inner.warn(escapeLogText(msg), fields && escapeLogFields(fields)); }
-  error(msg: string, fields?: LogFields): void { this.#inner.error(escapeLogText(msg), fields && escapeLogFields(fields)); }
-  child(fields: LogFields): Logger { return new EscapingLogger(this.#inner.child(escapeLogFields(fields))); }
+  readonly #enabled: (level: LogLevelName) => boolean;
+  /** `enabled` tells which levels the inner logger writes: lines it would drop are not escaped first (hot path). */
+  constructor(inner: Logger, enabled: (level: LogLevelName) => boolean = () => true) {
+    this.#inner = inner;
+    this.#enabled = enabled;
+  }
+  debug(msg: string, fields?: LogFields): void { if (this.#enabled('debug')) this.#inner.debug(escapeLogText(msg), fields && escapeLogFields(fields)); }
+  info(msg: string, fields?: LogFields): void { if (this.#enabled('info')) this.#inner.info(escapeLogText(msg), fields && escapeLogFields(fields)); }
+  warn(msg: string, fields?: LogFields): void { if (this.#enabled('warn')) this.#inner.warn(escapeLogText(msg), fields && escapeLogFields(fields)); }
+  error(msg: string, fields?: LogFields): void { if (this.#enabled('error')) this.#inner.error(escapeLogText(msg), fields && escapeLogFields(fields)); }
+  child(fields: LogFields): Logger { return new EscapingLogger(this.#inner.child(escapeLogFields(fields)), this.#enabled); }
 }
 
 /** A logger that drops everything. */
