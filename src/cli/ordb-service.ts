@@ -211,6 +211,12 @@ export async function startOrdb(config: Config, logger: Logger, deps: OrdbDeps =
     });
     await server.start();
     const srv = server;
+    // Changes made while serve was down (the CLI writes the store) are served now: tell the secondaries at once
+    // rather than at their next refresh (field report 1, M3). A secondary already at this serial does nothing.
+    if (settings.notify.length > 0) {
+      log.info('dnsbl notify at start', { serial: srv.zone.serial, secondaries: settings.notify.length });
+      srv.notify().catch((err: unknown) => log.warn('dnsbl notify at start failed', { err: String(err) }));
+    }
     const rebuild = (): boolean => {
       try {
         const now = store.serial();

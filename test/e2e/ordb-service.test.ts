@@ -5,6 +5,8 @@
  * process (the CLI) reaches the DNS server; trusted and authenticated clients pass; a zone whose lookups fail and a
  * DNS server that is gone never cause a 5xx.
  */
+import { createSocket } from 'node:dgram';
+import dnsPacket from 'dns-packet';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -188,5 +190,36 @@ describe('configuration', () => {
     assert.equal(s.ttlSeconds, 2100);
     assert.equal(s.submissionsPerHour, 3);
     assert.equal(s.allowPrivateTargets, false);
+  });
+});
+
+describe('NOTIFY at start (field report 1, M3)', () => {
+  it('a change made while serve was down reaches the secondaries when the ORDB starts, not at their next refresh', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'relayguard-ordb-notify-'));
+    const secondary = createSocket('udp4');
+    const seen: { opcode: number; name: string }[] = [];
+    secondary.on('message', (m, r) => {
+      seen.push({ opcode: (m.readUInt16BE(2) >> 11) & 0xf, name: String((dnsPacket.decode(m) as { questions?: { name: string }[] }).questions?.[0]?.name) });
+      const ack = Buffer.from(m.subarray(0, 12));
+      ack.writeUInt16BE(0x8000 | (4 << 11) | 0x0400, 2);
+      ack.writeUInt32BE(0, 4);
+      ack.writeUInt32BE(0, 8);
+      secondary.send(ack, r.port, r.address);
+    });
+    await new Promise<void>((r) => secondary.bind(0, '127.0.0.1', () => r()));
+    const config = parseConfig({
+      dataDir: dir, hostname: 'ordb.local.test',
+      dnsbl: { zone: 'relays.test', listen: { address: '127.0.0.1', port: 0 }, notify: [{ address: '127.0.0.1', port: secondary.address().port }], schedulerInterval: 0 },
+    });
+    const started = await startOrdb(config, new MemoryLogger(), { prove: false, testHost: async () => { throw new Error('not used'); } });
+    try {
+      await waitFor(() => seen.length > 0, 'a NOTIFY at start', 10_000);
+      assert.equal(seen[0]!.opcode, 4, 'opcode NOTIFY');
+      assert.equal(seen[0]!.name, 'relays.test');
+    } finally {
+      await started.stop();
+      secondary.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
