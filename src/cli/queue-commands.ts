@@ -1,8 +1,10 @@
 /**
  * `relayguard queue list|show|flush|retry|hold|release|delete`: the mail queue from the command line (mailq,
- * postqueue and postsuper in one). Reads go through a read-only store; changes through an admin store, which
- * works next to a running `relayguard serve` (short WAL transactions; the relay's queue runner sees them at its
- * next poll, within about a second). Exit codes: 0 done, 1 some queue id was unknown or malformed, 2 usage.
+ * postqueue and postsuper in one), on the queue the configuration names (store.postgres: the shared PostgreSQL
+ * queue of every node; else the embedded SQLite queue in dataDir). Reads go through a read-only queue; changes
+ * through an admin queue, which works next to a running `relayguard serve` (short transactions; the queue runners
+ * see them at their next poll, within about a second). On PostgreSQL, list and show name the node holding each
+ * message (delivering it, else the one that received it). Exit codes: 0 done, 1 some queue id was unknown or malformed, 2 usage.
  * Everything printed for people passes through printable(): addresses, replies and headers come from strangers
  * and must not drive the terminal.
  */
@@ -12,7 +14,7 @@ import type { Command } from 'commander';
 import type { Config } from '../config/schema.ts';
 import { RelayguardError } from '../core/errors.ts';
 import { isQueueId } from '../core/queue-id.ts';
-import type { AdminResult, AdminTarget, ListFilter, QueuedMessageDetail, QueuedMessageSummary, QueuedRecipient, QueueStore } from '../queue/index.ts';
+import type { AdminResult, AdminTarget, ListFilter, MailQueue, NodeDetail, QueuedMessageSummary, QueuedRecipient } from '../queue/index.ts';
 
 /** The queue module, loaded by the actions that need it (start-up time: other commands never load it). */
 type QueueModule = typeof import('../queue/index.ts');
@@ -93,13 +95,14 @@ export function registerQueueCommands(
   ).action(async (opts: CommonOpts & FilterOpts & { limit?: string }) => {
     const q = await loadQueue();
     const filter = { ...filterFrom(q, opts), ...(opts.limit !== undefined ? { limit: wholeNumber(opts.limit, '--limit') } : {}) };
-    const store = openReader(q, configFrom(opts), now);
+    const store = await openReader(configFrom(opts), now);
     if (store === null) {
       if (!opts.json) io.out('Mail queue is empty');
       return;
     }
     try {
-      const rows = store.list(filter);
+      const rows = await store.list(filter);
+      const cluster = store.backend === 'postgres';
       if (opts.json) {
         for (const r of rows) io.out(JSON.stringify(r));
         return;
@@ -109,14 +112,15 @@ export function registerQueueCommands(
         return;
       }
       const t = now();
-      io.out('Queue ID             Size  Age   State    Sender / Recipients');
+      io.out(`Queue ID             Size  Age   State    ${cluster ? 'Node         ' : ''}Sender / Recipients`);
       for (const r of rows) {
-        io.out(`${r.queueId} ${String(r.size).padStart(7)} ${formatAge(t - r.receivedAt).padStart(5)} ${r.state.padEnd(8)} ${printable(showSender(r.sender))}`);
+        const node = cluster ? `${printable(r.node ?? '-').padEnd(12)} ` : '';
+        io.out(`${r.queueId} ${String(r.size).padStart(7)} ${formatAge(t - r.receivedAt).padStart(5)} ${r.state.padEnd(8)} ${node}${printable(showSender(r.sender))}`);
         for (const line of recipientLines(r)) io.out(line);
       }
       io.out(`-- ${rows.length} message${rows.length === 1 ? '' : 's'}`);
     } finally {
-      void store.close();
+      await store.close();
     }
   });
 
@@ -128,12 +132,12 @@ export function registerQueueCommands(
     .option('--json', 'one JSON object per message, one per line')
     .option('--no-headers', 'leave out the message headers')
     .action(async (ids: string[], opts: CommonOpts & { headers: boolean }) => {
-      const store = openReader(await loadQueue(), configFrom(opts), now);
+      const store = await openReader(configFrom(opts), now);
       try {
         let first = true;
         for (const raw of ids) {
           const id = raw.toUpperCase();
-          const detail = isQueueId(id) ? (store?.get(id) ?? null) : null;
+          const detail = isQueueId(id) && store !== null ? await store.get(id) : null;
           if (detail === null) {
             io.err(`relayguard: ${printable(raw)}: ${isQueueId(id) ? 'no such message in the queue' : 'not a queue id'}`);
             setExit(1);
@@ -144,7 +148,7 @@ export function registerQueueCommands(
           let truncated = false;
           if (opts.headers) {
             try {
-              const h = store!.readHeaders(id);
+              const h = await store!.readHeaders(id);
               headers = h?.headers ?? null;
               truncated = h?.truncated ?? false;
             } catch (err) {
@@ -157,7 +161,7 @@ export function registerQueueCommands(
           }
           if (!first) io.out('');
           first = false;
-          showDetail(io, detail, now());
+          showDetail(io, detail, now(), store!.backend === 'postgres');
           if (opts.headers) {
             io.out('Headers:');
             if (headersError !== null) io.out(`  (body unreadable: ${printable(headersError)})`);
@@ -166,7 +170,7 @@ export function registerQueueCommands(
           }
         }
       } finally {
-        void store?.close();
+        await store?.close();
       }
     });
 
@@ -176,9 +180,13 @@ export function registerQueueCommands(
     .option('-c, --config <file>', 'relayguard.yaml to use')
     .option('--json', 'the result as JSON')
     .action(async (opts: CommonOpts) => {
-      const store = openAdmin(await loadQueue(), configFrom(opts), now);
-      const result: AdminResult = store === null ? { changed: [], unchanged: [], missing: [] } : store.flush();
-      void store?.close();
+      const store = await openAdmin(configFrom(opts), now);
+      let result: AdminResult;
+      try {
+        result = store === null ? { changed: [], unchanged: [], missing: [] } : await store.flush();
+      } finally {
+        await store?.close();
+      }
       if (opts.json) io.out(JSON.stringify({ action: 'flush', ...result }));
       else io.out(`${plural(result.changed.length)} scheduled for immediate delivery`);
     });
@@ -201,14 +209,14 @@ export function registerQueueCommands(
       if (!opts.all && filtered) throw usage(`--state, --sender, --domain and --older-than select messages only with --all`);
       const malformed = ids.filter((i) => !isQueueId(i.toUpperCase()));
       const target: AdminTarget = opts.all ? { filter } : { queueIds: ids.map((i) => i.toUpperCase()).filter(isQueueId) };
-      const store = openAdmin(q, configFrom(opts), now);
+      const store = await openAdmin(configFrom(opts), now);
       let result: AdminResult;
       try {
         result = store === null
           ? { changed: [], unchanged: [], missing: 'queueIds' in target ? [...target.queueIds] : [] }
-          : store[action](target);
+          : await store[action](target);
       } finally {
-        void store?.close();
+        await store?.close();
       }
       if (opts.json) {
         io.out(JSON.stringify({ action, ...result, ...(malformed.length > 0 ? { malformed } : {}) }));
@@ -225,14 +233,19 @@ export function registerQueueCommands(
   return queue;
 }
 
-function openReader(q: QueueModule, config: Config, now: () => number): QueueStore | null {
-  if (!existsSync(resolve(config.dataDir, 'queue.db'))) return null;
-  return q.QueueStore.open({ dataDir: config.dataDir, readOnly: true, clock: { now } });
+/** The configured queue for reading, or null when there is no embedded queue yet (nothing was ever queued). */
+function openReader(config: Config, now: () => number): Promise<MailQueue | null> {
+  return openConfigured(config, now, 'read');
 }
 
-function openAdmin(q: QueueModule, config: Config, now: () => number): QueueStore | null {
-  if (!existsSync(resolve(config.dataDir, 'queue.db'))) return null;
-  return q.QueueStore.openAdmin({ dataDir: config.dataDir, clock: { now } });
+function openAdmin(config: Config, now: () => number): Promise<MailQueue | null> {
+  return openConfigured(config, now, 'admin');
+}
+
+async function openConfigured(config: Config, now: () => number, role: 'read' | 'admin'): Promise<MailQueue | null> {
+  if (config.store.postgres === null && !existsSync(resolve(config.dataDir, 'queue.db'))) return null;
+  const { openQueue } = await import('../store/index.ts');
+  return openQueue({ dataDir: config.dataDir, postgres: config.store.postgres, node: config.node, role, clock: { now } });
 }
 
 function usage(message: string): RelayguardError {
@@ -333,7 +346,7 @@ function noteFor(r: QueuedRecipient): string | null {
   return note;
 }
 
-function showDetail(io: QueueCommandIo, d: QueuedMessageDetail, now: number): void {
+function showDetail(io: QueueCommandIo, d: NodeDetail, now: number, cluster: boolean): void {
   const open = d.recipients.filter((r) => r.state === 'pending' || r.state === 'deferred').length;
   io.out(`Queue ID:    ${d.queueId}`);
   io.out(`State:       ${d.state}${d.stateReason ? ` (${printable(d.stateReason)})` : ''}`);
@@ -342,6 +355,7 @@ function showDetail(io: QueueCommandIo, d: QueuedMessageDetail, now: number): vo
   io.out(`Sender:      <${printable(d.sender)}>${Object.keys(d.mailParams).length > 0 ? ` ${printable(params(d.mailParams))}` : ''}`);
   io.out(`Size:        ${d.size} bytes`);
   io.out(`Message-ID:  ${d.messageId === null ? '-' : printable(d.messageId)}`);
+  if (cluster) io.out(`Node:        received by ${printable(d.receivedBy ?? '-')}${d.deliveringNode === null ? '' : `, being delivered by ${printable(d.deliveringNode)}`}`);
   if (d.state === 'queued' && open > 0) io.out(`Next run:    ${when(d.nextRunAt, now)}`);
   if (d.delayWarnedAt !== null) io.out(`Delay warning sent ${when(d.delayWarnedAt, now)}`);
   io.out(`Recipients:  ${d.recipients.length} (${open} open)`);

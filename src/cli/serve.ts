@@ -9,7 +9,7 @@ import type { Config } from '../config/schema.ts';
 import type { Locality } from '../core/locality.ts';
 import type { Logger } from '../core/log.ts';
 import type { BoundListener } from '../smtp/server.ts';
-import { QueueStore, QueueRunner } from '../queue/index.ts';
+import { QueueRunner, type MailQueue } from '../queue/index.ts';
 import { SmtpDeliverer, DsnBouncer, MailauthDkimSigner } from '../delivery/index.ts';
 import type { RecipientResolver } from '../policy/recipients.ts';
 import { assembleReceivePath, databasePath, type AssembleOptions, type ReceivePath, type ReloadSummary } from '../relay/index.ts';
@@ -19,7 +19,7 @@ export { databasePath };
 
 export interface RunningRelay {
   readonly listeners: readonly BoundListener[];
-  readonly queue: QueueStore;
+  readonly queue: MailQueue;
   /** The assembled receive path (stores, locality, recipient tables, abuse checks). */
   readonly receive: ReceivePath;
   /** The ORDB service (DNS zone, listings, test scheduler), when dnsbl.enabled. */
@@ -111,7 +111,7 @@ export async function startRelay(config: Config, logger: Logger, options: Omit<A
 /** The deliver path: queue runner, SMTP/Maildir deliverer and DSN bouncer, on the same store as the receiver. */
 async function startDelivery(
   config: Config,
-  queue: QueueStore,
+  queue: MailQueue,
   locality: Locality,
   recipients: RecipientResolver,
   logger: Logger,
@@ -157,7 +157,7 @@ async function startDelivery(
     retry: { minimalBackoffMs: d.retry.minimalBackoff, maximalBackoffMs: d.retry.maximalBackoff, lifetimeMs: d.retry.lifetime },
   });
   runner.start();
-  logger.info('queue runner started', { local_transport: lt.kind, smart_host: d.smartHost ? `${d.smartHost.host}:${d.smartHost.port}` : null });
+  logger.info('queue runner started', { backend: queue.backend, node: queue.node, local_transport: lt.kind, smart_host: d.smartHost ? `${d.smartHost.host}:${d.smartHost.port}` : null });
   return {
     async stop() {
       await runner.stop();

@@ -124,7 +124,9 @@ test('schema: store.postgres is null (embedded SQLite) or a postgres URL with a 
   assert.equal(parse({ postgres: null }).success, true);
   const ok = parse({ postgres: { url: 'postgresql://relayguard@db.example.org:5432/relayguard?sslmode=verify-full' } });
   assert.ok(ok.success);
-  assert.deepEqual(ok.data.store.postgres, { url: 'postgresql://relayguard@db.example.org:5432/relayguard?sslmode=verify-full', poolSize: 10 });
+  assert.deepEqual(ok.data.store.postgres, { url: 'postgresql://relayguard@db.example.org:5432/relayguard?sslmode=verify-full', poolSize: 10, leaseTime: 30_000 });
+  assert.equal(parse({ postgres: { url: 'postgres://x', leaseTime: '2m' } }).data?.store.postgres?.leaseTime, 120_000);
+  assert.equal(parse({ postgres: { url: 'postgres://x', leaseTime: '10ms' } }).success, false, 'a lease shorter than 1 s');
   assert.equal(parse({ postgres: { url: 'postgres:///relayguard?host=/run/postgresql', poolSize: 4 } }).success, true);
   for (const bad of [{ postgres: {} }, { postgres: { url: 'mysql://x' } }, { postgres: { url: 'postgres://a b' } }, { postgres: { url: 'postgres://x', poolSize: 0 } }, { postgres: { url: 'postgres://x', pool: 1 } }, { sqlite: {} }]) {
     assert.equal(parse(bad).success, false, JSON.stringify(bad));

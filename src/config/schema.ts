@@ -371,6 +371,12 @@ export const configSchema = z
       .optional()
       .describe('Name used in the greeting, EHLO reply and Received: headers. Should be a fully qualified name.')
       .meta({ 'x-type': 'domain', 'x-default': "the machine's name (os.hostname())" } satisfies Meta),
+    node: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'must be letters, digits, dots, dashes or underscores (at most 63)')
+      .optional()
+      .describe('This node\'s name in a cluster: recorded on each message it receives and on the messages it delivers (`queue list` and `show` print it).')
+      .meta({ 'x-default': "the machine's name (os.hostname())" } satisfies Meta),
     dataDir: pathString()
       .default('./relayguard-data')
       .describe('SQLite database, spool and generated keys. Relative to the config file\'s folder (or the working directory without a file).'),
@@ -383,6 +389,7 @@ export const configSchema = z
               .regex(/^postgres(ql)?:\/\/\S*$/, 'must be a postgres:// or postgresql:// URL')
               .describe('libpq-style connection URL, e.g. `postgresql://relayguard@db.example.org:5432/relayguard?sslmode=verify-full`. Keep the password out of it (`config show` prints the URL): use ~/.pgpass or $PGPASSWORD of the relayguard user.'),
             poolSize: count(1, 1000).default(10).describe('Connections each relayguard process keeps to PostgreSQL.'),
+            leaseTime: duration({ min: 1000, max: 3_600_000 }).prefault('30s').describe('The mail queue on PostgreSQL: a node renews its heartbeat every third of this; the messages a node was delivering are taken over by the other nodes once its heartbeat is this old (a dead or partitioned node). Longer than any pause of a healthy node.'),
           })
           .nullable()
           .prefault(null)
@@ -751,7 +758,9 @@ export interface Config {
   /** Absolute. */
   readonly dataDir: string;
   /** Null postgres: the embedded SQLite database in dataDir. */
-  readonly store: { readonly postgres: { readonly url: string; readonly poolSize: number } | null };
+  readonly store: { readonly postgres: { readonly url: string; readonly poolSize: number; readonly leaseTime: number } | null };
+  /** This node's name (default: the machine's name). */
+  readonly node: string;
   /** Drop to this user (and group) after binding, when started as root. */
   readonly user: string | null;
   readonly group: string | null;
@@ -881,7 +890,8 @@ export function buildConfig(parsed: ParsedConfig, options: { baseDir: string; co
     configFile: options.configFile ?? null,
     hostname: parsed.hostname ?? defaultHostname(),
     dataDir: resolve(parsed.dataDir),
-    store: { postgres: parsed.store.postgres === null ? null : { url: parsed.store.postgres.url, poolSize: parsed.store.postgres.poolSize } },
+    store: { postgres: parsed.store.postgres === null ? null : { url: parsed.store.postgres.url, poolSize: parsed.store.postgres.poolSize, leaseTime: parsed.store.postgres.leaseTime } },
+    node: parsed.node ?? (osHostname().split('.')[0] || 'relayguard').slice(0, 63),
     user: parsed.user,
     group: parsed.group,
     listeners: parsed.listeners.map((l) => {

@@ -57,3 +57,17 @@ test('group commit: maxBatch caps a batch', async () => {
   assert.ok(sizes.every((n) => n <= 8));
   assert.equal(sizes.reduce((a, b) => a + b, 0), 30);
 });
+
+test('group commit: a failure retryAlone declines (the database is down) fails the whole batch at once', async () => {
+  let flushes = 0;
+  const down = Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
+  const gc = new GroupCommit<number>(async () => {
+    flushes++;
+    await sleep(1);
+    throw down;
+  }, { retryAlone: (err) => (err as { code?: string }).code !== 'ECONNREFUSED' });
+  const results = await Promise.allSettled(Array.from({ length: 10 }, (_, i) => gc.submit(i)));
+  assert.ok(results.every((r) => r.status === 'rejected' && r.reason === down));
+  assert.equal(flushes, 1, 'no per-item retries');
+  assert.equal(gc.stats().failedItems, 10);
+});

@@ -24,6 +24,7 @@ interface Waiter<T> {
 export class GroupCommit<T> {
   readonly #flush: (items: readonly T[]) => Promise<void>;
   readonly #maxBatch: number;
+  readonly #retryAlone: (err: unknown) => boolean;
   #queue: Waiter<T>[] = [];
   #running: Promise<void> | null = null;
   #flushes = 0;
@@ -35,10 +36,13 @@ export class GroupCommit<T> {
    * @param flush writes one batch durably; it throws to fail the whole batch. When a batch of several items fails,
    *   each item is retried alone, so one bad item cannot fail its neighbours.
    * @param options.maxBatch largest batch per flush (default 512).
+   * @param options.retryAlone whether a failed batch's items are retried one by one (default: always). A database
+   *   that is down fails every item the same way: retrying each alone would only multiply the wait.
    */
-  constructor(flush: (items: readonly T[]) => Promise<void>, options: { maxBatch?: number } = {}) {
+  constructor(flush: (items: readonly T[]) => Promise<void>, options: { maxBatch?: number; retryAlone?: (err: unknown) => boolean } = {}) {
     this.#flush = flush;
     this.#maxBatch = options.maxBatch ?? 512;
+    this.#retryAlone = options.retryAlone ?? (() => true);
   }
 
   submit(item: T): Promise<void> {
@@ -79,9 +83,9 @@ export class GroupCommit<T> {
       for (const w of batch) w.resolve();
       return;
     } catch (err) {
-      if (batch.length === 1) {
-        this.#failedItems++;
-        batch[0]!.reject(err);
+      if (batch.length === 1 || !this.#retryAlone(err)) {
+        this.#failedItems += batch.length;
+        for (const w of batch) w.reject(err);
         return;
       }
     }

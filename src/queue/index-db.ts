@@ -163,7 +163,7 @@ export interface DeferredReason {
 }
 
 /** Groups deferred recipients [address, last reply, remote MTA] (envelope order) by reason and host. */
-function groupDeferred(rows: readonly (readonly [string, string | null, string | null])[]): DeferredReason[] {
+export function groupDeferred(rows: readonly (readonly [string, string | null, string | null])[]): DeferredReason[] {
   const groups = new Map<string, { reason: string; remoteMta: string | null; recipients: string[] }>();
   for (const [address, reason, remoteMta] of rows) {
     if (reason === null) continue;
@@ -303,13 +303,13 @@ export function replyLine(reply: Reply | null, diagnostic: string | null): strin
   return diagnostic === null ? null : clip(diagnostic);
 }
 
-function clip(s: string): string {
+export function clip(s: string): string {
   // One line of printable text: no CR/LF/NUL reaches the index, logs or terminals from a remote reply.
   const one = s.replace(/[\x00-\x08\x0a-\x1f\x7f]/g, ' ');
   return one.length > MAX_TEXT ? `${one.slice(0, MAX_TEXT)}...` : one;
 }
 
-function clipReply(reply: Reply | null): string | null {
+export function clipReply(reply: Reply | null): string | null {
   if (reply === null) return null;
   const lines = (typeof reply.text === 'string' ? [reply.text] : [...reply.text]).slice(0, 20).map(clip);
   return JSON.stringify({ code: reply.code, enhanced: reply.enhanced, text: lines.length === 1 ? lines[0] : lines });

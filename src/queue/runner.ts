@@ -25,10 +25,13 @@
  * - Wake-ups: after each pass the runner sleeps until the earliest next_run_at, at most `pollInterval`
  *   (default 1 s, one index probe), or until kick(). The store kicks it after every commit, release and retry in
  *   this process; changes made by `relayguard queue` in another process are seen at the next poll.
+ * - Backends: the runner works on the asynchronous RunnerBackend (port.ts), the same rules for the embedded SQLite
+ *   queue and the shared PostgreSQL one. On PostgreSQL due() claims messages with leases, get() before delivery
+ *   and every write after it are fenced on the lease: outcomes of a message another node took over are dropped
+ *   and counted (stats().possibleDuplicates, a 'delivery outcome not recorded; possible duplicate' event).
  * All time decisions use the injected Clock; tests drive a pass with runOnce().
  */
 import { timeoutSignal } from '../core/abort.ts';
-import { unlink } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { Clock } from '../core/clock.ts';
 import { SYSTEM_CLOCK } from '../core/clock.ts';
@@ -47,9 +50,11 @@ import type {
 } from './deliverer.ts';
 import type { AttemptRecord, AttemptResult, DueEntry, QueuedMessageDetail, QueuedRecipient, RecipientUpdate } from './index-db.ts';
 import { replyLine } from './index-db.ts';
+import type { MailQueue, RunnerBackend } from './port.ts';
+import { LEASE_LOST } from './port.ts';
 import { ERR_QUEUE_STATE } from './queue-errors.ts';
-import { attachRunner } from './store.ts';
-import type { QueueStore, RunnerPort } from './store.ts';
+import { sqliteRunnerBackend } from './sqlite-queue.ts';
+import { QueueStore } from './store.ts';
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
@@ -85,8 +90,8 @@ export function backoffDelay(failedAttempts: number, policy: RetryPolicy, random
 }
 
 export interface QueueRunnerOptions {
-  /** A receiving store (QueueStore.open, not read-only or admin); one runner per store. */
-  readonly store: QueueStore;
+  /** A receiving queue (QueueStore.open, or a MailQueue port: SQLite or PostgreSQL); one runner per queue object. */
+  readonly store: QueueStore | MailQueue;
   readonly deliverer: Deliverer;
   readonly bouncer: Bouncer;
   readonly clock?: Clock;
@@ -131,6 +136,11 @@ export interface RunnerStats extends RunSummary {
   readonly inFlight: number;
   readonly maxInFlight: number;
   readonly passes: number;
+  /** Recipients a next hop accepted whose outcome could not be recorded (lease lost, database failing): they may
+   *  be delivered again (at least once). */
+  readonly possibleDuplicates: number;
+  /** Messages whose lease this node lost before recording (PostgreSQL). */
+  readonly leasesLost: number;
 }
 
 function emptySummary(): RunSummary {
@@ -146,7 +156,7 @@ function positiveInt(v: number | undefined, dflt: number, name: string): number 
 const isOpen = (r: QueuedRecipient): boolean => r.state === 'pending' || r.state === 'deferred';
 
 export class QueueRunner {
-  readonly #port: RunnerPort;
+  readonly #port: RunnerBackend;
   readonly #deliverer: Deliverer;
   readonly #bouncer: Bouncer;
   readonly #clock: Clock;
@@ -171,8 +181,10 @@ export class QueueRunner {
   #maxWindow = 0;
   #maxInFlight = 0;
   #passes = 0;
+  #possibleDuplicates = 0;
+  #leasesLost = 0;
   readonly #totals = emptySummary();
-  #records: { record: AttemptRecord; resolve: (r: AttemptResult | null) => void; reject: (err: unknown) => void }[] = [];
+  #records: { record: AttemptRecord; resolve: (r: AttemptResult | null | typeof LEASE_LOST) => void; reject: (err: unknown) => void }[] = [];
   #recordsScheduled = false;
 
   constructor(options: QueueRunnerOptions) {
@@ -193,7 +205,7 @@ export class QueueRunner {
     this.#bouncer = options.bouncer;
     this.#clock = options.clock ?? SYSTEM_CLOCK;
     this.#random = options.random ?? Math.random;
-    this.#port = attachRunner(options.store);
+    this.#port = options.store instanceof QueueStore ? sqliteRunnerBackend(options.store) : options.store.attachRunner();
     this.#logger = (options.logger ?? this.#port.logger).child({ component: 'queue-runner' });
     this.#unsubscribe = this.#port.onWork(() => this.kick());
   }
@@ -242,7 +254,7 @@ export class QueueRunner {
     await this.#loop;
     await this.#pass?.catch(() => {});
     this.#unsubscribe();
-    this.#port.detach();
+    await this.#port.detach();
     this.#state = 'stopped';
     if (wasRunning) this.#logger.info('queue runner stopped', {});
   }
@@ -256,6 +268,8 @@ export class QueueRunner {
       inFlight: this.#inFlight,
       maxInFlight: this.#maxInFlight,
       passes: this.#passes,
+      possibleDuplicates: this.#possibleDuplicates,
+      leasesLost: this.#leasesLost,
     };
   }
 
@@ -270,18 +284,18 @@ export class QueueRunner {
       }
       if (this.#state !== 'running') break;
       if (this.#kicked) continue;
-      await this.#sleep(this.#sleepMs(handled));
+      await this.#sleep(await this.#sleepMs(handled));
     }
   }
 
-  #sleepMs(handled: number): number {
-    const now = this.#clock.now();
+  async #sleepMs(handled: number): Promise<number> {
     let next: number | null = null;
     try {
-      next = this.#port.index.nextDue();
+      next = await this.#port.nextDue();
     } catch (err) {
       this.#logger.error('queue index not readable', { error: String(err) });
     }
+    const now = this.#clock.now();
     let ms = next === null ? this.#pollMs : Math.min(this.#pollMs, Math.max(0, next - now));
     // Something due that the pass just skipped (paused, or changed under it): poll rather than spin.
     if (ms === 0 && handled === 0) ms = this.#pollMs;
@@ -336,7 +350,7 @@ export class QueueRunner {
         }
         const room = this.#windowSize - windowIds.size;
         if (!halted && !exhausted && ready.length < this.#concurrency && room > 0) {
-          const page = this.#port.index.due(this.#clock.now(), cursor, room);
+          const page = await this.#port.due(this.#clock.now(), cursor, room);
           if (page.length < room) exhausted = true;
           for (const e of page) {
             cursor = e;
@@ -367,6 +381,8 @@ export class QueueRunner {
     } finally {
       this.#window = 0;
       for (const k of Object.keys(summary) as (keyof RunSummary)[]) this.#totals[k] += summary[k];
+      // Selected but never started (the pass stopped or paused): give them back (PostgreSQL: their leases).
+      await Promise.all(ready.splice(0).map((e) => this.#port.release(e.queueId)));
     }
     return summary;
   }
@@ -375,8 +391,8 @@ export class QueueRunner {
   async #attempt(queueId: string, summary: RunSummary): Promise<void> {
     try {
       const now = this.#clock.now();
-      const detail = this.#port.index.get(queueId);
-      if (detail === null || detail.state !== 'queued') return; // deleted, held or set aside meanwhile
+      const detail = await this.#port.get(queueId);
+      if (detail === null || detail.state !== 'queued') return; // deleted, held, set aside or taken over meanwhile
       const open = detail.recipients.filter(isOpen);
       if (open.length === 0) {
         await this.#settle(detail, summary);
@@ -384,7 +400,7 @@ export class QueueRunner {
       }
       const due = open.filter((r) => (r.nextAttemptAt ?? 0) <= now);
       if (due.length === 0) {
-        this.#port.index.refreshNextRun(queueId, now);
+        await this.#port.refreshNextRun(queueId, now);
         return;
       }
       summary.messages++;
@@ -393,6 +409,8 @@ export class QueueRunner {
       // Most likely the index refused a write: pause rather than deliver the same message again and again.
       this.#logger.error('queue run failed for a message', { queue_id: queueId, error: String(err) });
       this.#pause();
+    } finally {
+      await this.#port.release(queueId);
     }
   }
 
@@ -434,7 +452,18 @@ export class QueueRunner {
     const updates = this.#updates(detail, due, outcomes, failure, now);
     const fault = bodyFault as Error | null;
     const corrupt = fault !== null && !isTransientBodyError(fault) ? `body unreadable during delivery: ${fault.message}` : null;
-    const after = await this.#record({ queueId, updates, now, corruptReason: corrupt });
+    let after: AttemptResult | null | typeof LEASE_LOST;
+    try {
+      after = await this.#record({ queueId, updates, now, corruptReason: corrupt });
+    } catch (err) {
+      this.#unrecorded(queueId, updates, `outcomes not recorded: ${String(err)}`);
+      throw err;
+    }
+    if (after === LEASE_LOST) {
+      this.#leasesLost++;
+      this.#unrecorded(queueId, updates, 'lease lost to another node during delivery');
+      return;
+    }
     if (after === null) {
       this.#logger.warn('message deleted during delivery; outcomes dropped', { queue_id: queueId });
       return;
@@ -450,7 +479,7 @@ export class QueueRunner {
       return;
     }
     if (after.state !== 'queued') return;
-    const fresh = this.#port.index.get(queueId);
+    const fresh = await this.#port.get(queueId);
     if (fresh !== null) await this.#settle(fresh, summary);
   }
 
@@ -459,17 +488,17 @@ export class QueueRunner {
    * transaction (one WAL fsync). If that transaction fails, each is tried alone so one bad record cannot sink
    * the others.
    */
-  #record(record: AttemptRecord): Promise<AttemptResult | null> {
+  #record(record: AttemptRecord): Promise<AttemptResult | null | typeof LEASE_LOST> {
     return new Promise((resolve, reject) => {
       this.#records.push({ record, resolve, reject });
       if (this.#recordsScheduled) return;
       this.#recordsScheduled = true;
-      setImmediate(() => {
+      setImmediate(async () => {
         const batch = this.#records;
         this.#records = [];
         this.#recordsScheduled = false;
         try {
-          const results = this.#port.index.recordAttempts(batch.map((b) => b.record));
+          const results = await this.#port.recordAttempts(batch.map((b) => b.record));
           batch.forEach((b, i) => b.resolve(results[i] ?? null));
         } catch (err) {
           if (batch.length === 1) {
@@ -478,7 +507,7 @@ export class QueueRunner {
           }
           for (const b of batch) {
             try {
-              b.resolve(this.#port.index.recordAttempt(b.record.queueId, b.record.updates, b.record.now, b.record.corruptReason));
+              b.resolve((await this.#port.recordAttempts([b.record]))[0] ?? null);
             } catch (e) {
               b.reject(e);
             }
@@ -486,6 +515,13 @@ export class QueueRunner {
         }
       });
     });
+  }
+
+  /** A delivery whose outcomes were not recorded: its delivered recipients may get the message again. */
+  #unrecorded(queueId: string, updates: readonly RecipientUpdate[], reason: string): void {
+    const delivered = updates.filter((u) => u.state === 'delivered').length;
+    this.#possibleDuplicates += delivered;
+    this.#logger.warn('delivery outcome not recorded; possible duplicate', { queue_id: queueId, delivered, reason });
   }
 
   #updates(detail: QueuedMessageDetail, due: readonly QueuedRecipient[], outcomes: readonly RecipientOutcome[] | null,
@@ -580,7 +616,7 @@ export class QueueRunner {
     const unreported = detail.recipients.filter((r) => r.state === 'bounced' && r.notifiedAt === null);
     if (unreported.length > 0 && detail.sender === '') {
       this.#logger.warn('bounce of a bounce discarded', { queue_id: queueId, rcpts: unreported.map((r) => r.address) });
-      this.#port.index.markNotified(queueId, unreported.map((r) => r.index), this.#clock.now());
+      await this.#port.markNotified(queueId, unreported.map((r) => r.index), this.#clock.now());
     } else if (unreported.length > 0) {
       const streams = new Set<Readable>();
       try {
@@ -588,26 +624,26 @@ export class QueueRunner {
       } catch (err) {
         // Kept unreported: tried again at the message's next attempt, or after the minimal backoff when none is left.
         const retryAt = this.#clock.now() + this.#policy.minimalBackoffMs;
-        if (!open) this.#port.index.setNextRun(queueId, retryAt);
+        if (!open) await this.#port.setNextRun(queueId, retryAt);
         this.#logger.error('bounce not queued; will try again', { queue_id: queueId, error: String(err), next_attempt_at: open ? undefined : retryAt });
         return;
       } finally {
         for (const s of streams) s.destroy();
       }
-      this.#port.index.markNotified(queueId, unreported.map((r) => r.index), this.#clock.now());
+      await this.#port.markNotified(queueId, unreported.map((r) => r.index), this.#clock.now());
       this.#logger.info('bounce queued', { queue_id: queueId, rcpts: unreported.length });
     }
     if (open) {
       await this.#maybeWarn(detail, this.#clock.now());
       return;
     }
-    const bodyPath = this.#port.index.removeFinished(queueId);
+    const bodyPath = await this.#port.removeFinished(queueId);
     if (bodyPath !== null) await this.#removed(detail, bodyPath, summary);
   }
 
   async #removed(detail: QueuedMessageDetail, bodyPath: string, summary: RunSummary): Promise<void> {
     try {
-      if (bodyPath !== '') await unlink(this.#port.bodyFile(bodyPath)); // '': the body was inline, gone with the record
+      await this.#port.removeBody(bodyPath); // '' (or a database body): gone with the record
     } catch (err) {
       // The next recovery removes an orphan body.
       if ((err as { code?: unknown }).code !== 'ENOENT') this.#logger.warn('spool body not removed', { queue_id: detail.queueId, error: String(err) });
@@ -628,7 +664,7 @@ export class QueueRunner {
     const streams = new Set<Readable>();
     try {
       await this.#bouncer.delayed(this.#view(detail, streams, () => {}), delayed);
-      this.#port.index.markDelayWarned(detail.queueId, this.#clock.now());
+      await this.#port.markDelayWarned(detail.queueId, this.#clock.now());
       this.#logger.info('delay warning queued', { queue_id: detail.queueId, rcpts: delayed.length });
     } catch (err) {
       this.#logger.warn('delay warning not queued; will try at the next attempt', { queue_id: detail.queueId, error: String(err) });

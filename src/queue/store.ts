@@ -170,8 +170,8 @@ interface Paths {
   readonly bodyDir: string;
 }
 
-/** What a message in flight may ask of its store. */
-interface StoreHooks {
+/** What a message in flight may ask of its store (exported for other queue backends: store/postgres-queue.ts). */
+export interface StoreHooks {
   now(): number;
   commitRecord(record: MessageRecord): Promise<void>;
   /** After a failed commit: makes sure no commit record outlives the removed body. */
@@ -610,7 +610,8 @@ export class QueueStore {
 
 type IncomingState = 'open' | 'committing' | 'committed' | 'failed' | 'aborted';
 
-class Incoming implements IncomingMessage {
+/** A message on its way into a queue: body into a SpoolFile, then commit() through the backend's hooks. */
+export class Incoming implements IncomingMessage {
   readonly queueId: string;
   readonly body: Writable;
   readonly #spool: SpoolFile;

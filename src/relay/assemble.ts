@@ -24,7 +24,8 @@ import { LocalRecipients, type AliasTarget, type RecipientResolver } from '../po
 import { NetworkList } from '../policy/networks.ts';
 import { compileRelayRules } from '../policy/relay-rules.ts';
 import { UserStore } from '../policy/users.ts';
-import { QueueStore } from '../queue/index.ts';
+import type { MailQueue } from '../queue/index.ts';
+import { openQueue } from '../store/index.ts';
 import type { SessionHandler } from '../smtp/handler.ts';
 import { SmtpServer, type BoundListener, type SmtpServerOptions } from '../smtp/server.ts';
 import { ensureCertificate, loadCertificate } from '../smtp/tls-cert.ts';
@@ -59,7 +60,8 @@ export interface ReceivePath {
   readonly config: Config;
   readonly server: SmtpServer;
   readonly handler: SessionHandler;
-  readonly queue: QueueStore;
+  /** The durable queue the configuration names (store.postgres: the shared PostgreSQL queue; else SQLite in dataDir). */
+  readonly queue: MailQueue;
   readonly users: UserStore;
   readonly aliases: AliasStore;
   readonly recipients: RecipientResolver;
@@ -112,7 +114,7 @@ export async function assembleReceivePath(initial: Config, options: AssembleOpti
       ? await loadCertificate(c.tls.cert, c.tls.key)
       : await ensureCertificate({ dir: c.dataDir, hostname: c.hostname, logger }));
   let tlsMaterial = await loadTls(config);
-  const queue = QueueStore.open({ dataDir: config.dataDir, logger });
+  const queue = await openQueue({ dataDir: config.dataDir, postgres: config.store.postgres, node: config.node, logger });
   const users = new UserStore(databasePath(config));
   const aliases = new AliasStore(databasePath(config));
 

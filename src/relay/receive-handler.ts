@@ -22,12 +22,13 @@ import type { Locality } from '../core/locality.ts';
 import { decideRecipient, checkSenderOwnership, type RelayContext, type RelayRuleMatcher } from '../policy/relay.ts';
 import { unknownUserReply, type RecipientResolver } from '../policy/recipients.ts';
 import type { AuthThrottle } from '../policy/auth-throttle.ts';
-import type { QueueStore } from '../queue/index.ts';
+import type { MailQueue } from '../queue/index.ts';
 import type { AbuseCheck } from './abuse.ts';
 
 export interface ReceiveDeps {
   readonly hostname: string;
-  readonly queue: QueueStore;
+  /** The durable queue (embedded SQLite or shared PostgreSQL: only the port). */
+  readonly queue: MailQueue;
   readonly logger: Logger;
   readonly isTrusted: (ip: string) => boolean;
   /** Local domains (config plus database) and own address literals: the same answer delivery routes with. */

@@ -1,5 +1,6 @@
 /**
- * Purpose: the storage adapters behind the asynchronous ports other modules own (first: policy's DirectoryStore),
+ * Purpose: the storage adapters behind the asynchronous ports other modules own (policy's DirectoryStore, the
+ *   queue's MailQueue: openQueue picks the embedded SQLite queue or the shared PostgreSQL one),
  * on the embedded SQLite database (default) or on PostgreSQL (`store: { postgres: { url } }`, shared by every
  * node), and the PostgreSQL schema migrations (`relayguard db migrate`) with the check made when a store opens.
  * Trust: holds password hashes and the relay's address tables; reads and writes the database only (SQLite file
@@ -12,6 +13,7 @@ import { RelayguardError } from '../core/errors.ts';
 import { ERR_STORE_UNAVAILABLE, type DirectoryStore } from '../policy/directory.ts';
 import { describePostgresUrl, migrate, schemaStatus, type MigrateResult, type SchemaStatus } from './postgres-schema.ts';
 import { SqliteDirectoryStore } from './sqlite-directory.ts';
+import { QueueStore, SqliteMailQueue, type MailQueue } from '../queue/index.ts';
 
 export { SqliteDirectoryStore } from './sqlite-directory.ts';
 export {
@@ -23,6 +25,50 @@ export {
 export interface PostgresSettings {
   readonly url: string;
   readonly poolSize: number;
+  /** The queue's lease time (ms); default 30 s. */
+  readonly leaseTime?: number;
+}
+
+export interface OpenQueueOptions {
+  /** The embedded queue's directory (queue.db, spool/), used when `postgres` is null. */
+  readonly dataDir: string;
+  /** PostgreSQL instead of SQLite: one queue shared by every node. */
+  readonly postgres: PostgresSettings | null;
+  /** This node's name (config `node`). */
+  readonly node: string;
+  /**
+   * 'receive' (default): intake and the runner (SQLite: under the receiver lock, with recovery); 'admin': list,
+   * show and the admin commands from another process (the CLI); 'read': list and show only.
+   */
+  readonly role?: 'receive' | 'admin' | 'read';
+  readonly clock?: Clock;
+  readonly logger?: Logger;
+}
+
+/**
+ * The mail queue the configuration names, behind the queue's MailQueue port. PostgreSQL: connects and checks the
+ * schema first (ERR_STORE_SCHEMA_OLD: run `relayguard db migrate`; ERR_STORE_UNAVAILABLE). SQLite: 'admin' and
+ * 'read' throw ERR_QUEUE_OPEN when dataDir holds no queue.
+ */
+export async function openQueue(options: OpenQueueOptions): Promise<MailQueue> {
+  const role = options.role ?? 'receive';
+  const common = { ...(options.clock ? { clock: options.clock } : {}), ...(options.logger ? { logger: options.logger } : {}) };
+  if (options.postgres === null) {
+    const store = role === 'receive'
+      ? QueueStore.open({ dataDir: options.dataDir, ...common })
+      : role === 'admin'
+        ? QueueStore.openAdmin({ dataDir: options.dataDir, ...common })
+        : QueueStore.open({ dataDir: options.dataDir, readOnly: true, ...common });
+    return new SqliteMailQueue(store, options.node);
+  }
+  const { PostgresMailQueue } = await import('./postgres-queue.ts');
+  return PostgresMailQueue.open(options.postgres.url, {
+    node: options.node,
+    poolSize: role === 'receive' ? options.postgres.poolSize : 2,
+    role: role === 'receive' ? 'receive' : 'admin',
+    ...(options.postgres.leaseTime !== undefined ? { leaseTimeMs: options.postgres.leaseTime } : {}),
+    ...common,
+  });
 }
 
 export interface OpenDirectoryOptions {

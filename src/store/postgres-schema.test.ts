@@ -40,7 +40,7 @@ function extra(version: number, name: string, sql: string): Migration {
 
 test('migrations: the shipped files are numbered from 001 and checksummed', () => {
   const m = loadMigrations();
-  assert.deepEqual(m.map((x) => [x.version, x.name]), [[1, '001_directory']]);
+  assert.deepEqual(m.map((x) => [x.version, x.name]), [[1, '001_directory'], [2, '002_queue']]);
   assert.match(m[0]!.checksum, /^[0-9a-f]{64}$/);
   assert.match(m[0]!.sql, /CREATE TABLE users/);
 });
@@ -62,15 +62,15 @@ test('migrations: misnamed, missing or gapped files are refused with ERR_STORE_M
   }
 });
 
-test('schema: a store refuses an unmigrated database; db migrate applies 001 once; then the store opens', async () => {
+test('schema: a store refuses an unmigrated database; db migrate applies 001 and 002 once; then the store opens', async () => {
   const db = await freshDb();
   try {
-    await assert.rejects(PostgresDirectoryStore.open(db.url), code('ERR_STORE_SCHEMA_OLD', /version 0, this relayguard needs 1 .*relayguard db migrate/));
-    assert.deepEqual(await postgresSchemaStatus(db.url), { current: 0, expected: 1, pending: ['001_directory'], applied: [] });
-    assert.deepEqual(await migratePostgres(db.url), { from: 0, to: 1, applied: ['001_directory'] });
-    assert.deepEqual(await migratePostgres(db.url), { from: 1, to: 1, applied: [] });
+    await assert.rejects(PostgresDirectoryStore.open(db.url), code('ERR_STORE_SCHEMA_OLD', /version 0, this relayguard needs 2 .*relayguard db migrate/));
+    assert.deepEqual(await postgresSchemaStatus(db.url), { current: 0, expected: 2, pending: ['001_directory', '002_queue'], applied: [] });
+    assert.deepEqual(await migratePostgres(db.url), { from: 0, to: 2, applied: ['001_directory', '002_queue'] });
+    assert.deepEqual(await migratePostgres(db.url), { from: 2, to: 2, applied: [] });
     const status = await postgresSchemaStatus(db.url);
-    assert.equal(status.current, 1);
+    assert.equal(status.current, 2);
     assert.deepEqual(status.pending, []);
     assert.equal(status.applied[0]!.checksum, loadMigrations()[0]!.checksum);
     const s = await PostgresDirectoryStore.open(db.url);
@@ -88,11 +88,11 @@ test('schema: a database newer than the code, or a changed migration file, is re
   const db = await freshDb();
   try {
     await migrate(db.client);
-    await db.client.query("INSERT INTO schema_migrations (version, name, checksum) VALUES (2, '002_from_the_future', 'x')");
-    await assert.rejects(PostgresDirectoryStore.open(db.url), code('ERR_STORE_SCHEMA_NEWER', /version 2, newer than this relayguard knows \(1\): upgrade relayguard/));
+    await db.client.query("INSERT INTO schema_migrations (version, name, checksum) VALUES (3, '003_from_the_future', 'x')");
+    await assert.rejects(PostgresDirectoryStore.open(db.url), code('ERR_STORE_SCHEMA_NEWER', /version 3, newer than this relayguard knows \(2\): upgrade relayguard/));
     await assert.rejects(migrate(db.client), code('ERR_STORE_SCHEMA_NEWER'));
-    await db.client.query('DELETE FROM schema_migrations WHERE version = 2');
-    assert.equal(await checkSchema(db.client), 1);
+    await db.client.query('DELETE FROM schema_migrations WHERE version = 3');
+    assert.equal(await checkSchema(db.client), 2);
     await db.client.query("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1");
     await assert.rejects(checkSchema(db.client), code('ERR_STORE_SCHEMA_MODIFIED', /001_directory/));
     await assert.rejects(migrate(db.client), code('ERR_STORE_SCHEMA_MODIFIED'));
@@ -104,7 +104,7 @@ test('schema: a database newer than the code, or a changed migration file, is re
 test('schema: a failing migration leaves the database at the version it had; pending ones apply in order', async () => {
   const db = await freshDb();
   try {
-    const shipped = loadMigrations();
+    const shipped = loadMigrations().slice(0, 1); // 001 as the base; 002/003 below are this test's own
     await migrate(db.client, shipped);
     const bad = [...shipped, extra(2, 'good_part', 'CREATE TABLE two (id int);'), extra(3, 'broken', 'CREATE TABLE three (id int); SELECT no_such_function();')];
     await assert.rejects(migrate(db.client, bad), code('ERR_STORE_MIGRATION_FAILED', /003_broken failed: .*no_such_function.*nothing was applied \(the schema stays at version 1\)/));
@@ -127,9 +127,9 @@ test('schema: two nodes migrating at once apply each file once', async () => {
   await other.connect();
   try {
     const results = await Promise.all([migrate(db.client), migrate(other), migratePostgres(db.url)]);
-    assert.deepEqual(results.map((r) => r.applied.length).sort(), [0, 0, 1]);
+    assert.deepEqual(results.map((r) => r.applied.length).sort(), [0, 0, 2]);
     const rows = await db.client.query('SELECT version FROM schema_migrations');
-    assert.deepEqual(rows.rows, [{ version: 1 }]);
+    assert.deepEqual(rows.rows, [{ version: 1 }, { version: 2 }]);
   } finally {
     await other.end();
     await db.done();

@@ -12,7 +12,7 @@ import { MemoryLogger, type LogRecord } from '../core/log.ts';
 import { parseConfig } from '../config/load.ts';
 import type { Config, LimitsConfig } from '../config/schema.ts';
 import { generateSelfSigned } from '../smtp/tls-cert.ts';
-import type { QueueStore } from '../queue/index.ts';
+import { SqliteMailQueue, type QueueStore } from '../queue/index.ts';
 import type { UserStore } from '../policy/users.ts';
 import type { AliasStore } from '../policy/aliases.ts';
 import type { LineEndingMode } from '../smtp/data-reader.ts';
@@ -125,7 +125,11 @@ export async function startRelay(options: HarnessOptions = {}): Promise<Harness>
   return {
     ports: { mx: port('mx'), submission: port('submission'), submissions: port('submissions') },
     dataDir,
-    queue: receive.queue,
+    /** The embedded queue, read synchronously by tests (on PostgreSQL use receive.queue, the port). */
+    get queue(): QueueStore {
+      if (receive.queue instanceof SqliteMailQueue) return receive.queue.store;
+      throw new Error('this relay runs the PostgreSQL queue: use receive.queue');
+    },
     logs: logger.records,
     users,
     aliases: receive.aliases,
