@@ -18,7 +18,7 @@ const ALLOWED: Record<string, readonly string[]> = {
   delivery: ['core', 'smtp', 'type:queue'],
   tester: ['core', 'smtp'],
   dnsbl: ['core'],
-  relay: ['core', 'config', 'smtp', 'policy', 'queue', 'dnsbl'],
+  relay: ['core', 'config', 'smtp', 'policy', 'queue', 'dnsbl', 'store'],
   web: ['core', 'type:queue'],
   store: ['core', 'policy'],
   cli: ['*'],

@@ -50,28 +50,28 @@ test('db migrate: creates the schema on PostgreSQL once; status says old, then c
   const shown = url.replace(/\/$/, '');
   let r = await cli(['db', 'status', '--config', config]);
   assert.equal(r.code, 1);
-  assert.match(r.out, /schema version 0, this relayguard needs 1: run "relayguard db migrate" \(pending: 001_directory\)/);
+  assert.match(r.out, /schema version 0, this relayguard needs 3: run "relayguard db migrate" \(pending: 001_directory, 003_directory_changes, 004_counters\)/);
   r = await cli(['db', 'migrate', '--config', config]);
-  assert.deepEqual(r, { code: 0, out: `${shown}: schema migrated from version 0 to 1 (applied 001_directory)\n`, err: '' });
+  assert.deepEqual(r, { code: 0, out: `${shown}: schema migrated from version 0 to 3 (applied 001_directory, 003_directory_changes, 004_counters)\n`, err: '' });
   r = await cli(['db', 'migrate', '--config', config]);
-  assert.deepEqual(r, { code: 0, out: `${shown}: schema is current (version 1), nothing to apply\n`, err: '' });
+  assert.deepEqual(r, { code: 0, out: `${shown}: schema is current (version 3), nothing to apply\n`, err: '' });
   r = await cli(['db', 'status', '--config', config, '--json']);
   assert.equal(r.code, 0);
-  assert.deepEqual(JSON.parse(r.out), { store: 'postgres', database: shown, state: 'current', current: 1, expected: 1, pending: [] });
+  assert.deepEqual(JSON.parse(r.out), { store: 'postgres', database: shown, state: 'current', current: 3, expected: 3, pending: [] });
   const c = new Client(url);
   await c.connect();
   try {
-    assert.deepEqual((await c.query('SELECT version, name FROM schema_migrations')).rows, [{ version: 1, name: '001_directory' }]);
-    await c.query("INSERT INTO schema_migrations (version, name, checksum) VALUES (2, '002_newer', 'x')");
+    assert.deepEqual((await c.query('SELECT version, name FROM schema_migrations ORDER BY version')).rows, [{ version: 1, name: '001_directory' }, { version: 2, name: '003_directory_changes' }, { version: 3, name: '004_counters' }]);
+    await c.query("INSERT INTO schema_migrations (version, name, checksum) VALUES (4, '004_newer', 'x')");
   } finally {
     await c.end();
   }
   r = await cli(['db', 'migrate', '--config', config]);
   assert.equal(r.code, 2);
-  assert.match(r.err, /schema is at version 2, newer than this relayguard knows \(1\).*\[ERR_STORE_SCHEMA_NEWER\]/);
+  assert.match(r.err, /schema is at version 4, newer than this relayguard knows \(3\).*\[ERR_STORE_SCHEMA_NEWER\]/);
   r = await cli(['db', 'status', '--config', config]);
   assert.equal(r.code, 1);
-  assert.match(r.out, /schema version 2 is newer than this relayguard knows \(1\): upgrade relayguard/);
+  assert.match(r.out, /schema version 4 is newer than this relayguard knows \(3\): upgrade relayguard/);
 });
 
 test('db migrate: an unreachable database exits 2 with ERR_STORE_UNAVAILABLE and no password', async () => {
