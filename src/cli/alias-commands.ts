@@ -1,14 +1,14 @@
 /**
- * `relayguard alias add|remove|list`: the database alias table (src/policy/aliases.ts). A target outside the local
- * domains (config plus database) is refused unless `--remote` says the admin means to forward mail outside.
+ * `relayguard alias add|remove|list`: the database alias table, through the directory (policy/directory.ts: the
+ * SQLite file or store.postgres). A target outside the local domains (config plus database) is refused unless
+ * `--remote` says the admin means to forward mail outside.
  */
-import { mkdirSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { Config } from '../config/schema.ts';
 import { RelayguardError } from '../core/errors.ts';
-import type { AliasStore } from '../policy/aliases.ts';
-import type { UserStore } from '../policy/users.ts';
+import type { DirectoryStore } from '../policy/directory.ts';
 import { databasePath } from './paths.ts';
+import { openDirectory } from './user-commands.ts';
 
 interface Io {
   out(s: string): void;
@@ -20,10 +20,9 @@ export function registerAliasCommands(program: Command, io: Io, configFrom: (opt
     .command('alias')
     .description('manage aliases: local addresses that forward to users, lists, or (with --remote) outside addresses');
   // The stores are loaded by the actions (start-up time: other commands never load them).
-  const open = async (config: Config): Promise<{ aliases: AliasStore; users: UserStore; a: typeof import('../policy/aliases.ts') }> => {
-    const [a, u] = await Promise.all([import('../policy/aliases.ts'), import('../policy/users.ts')]);
-    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-    return { aliases: new a.AliasStore(databasePath(config)), users: new u.UserStore(databasePath(config)), a };
+  const open = async (config: Config): Promise<{ store: DirectoryStore; close(): Promise<void>; a: typeof import('../policy/aliases.ts') }> => {
+    const [a, d] = await Promise.all([import('../policy/aliases.ts'), openDirectory(config)]);
+    return { ...d, a };
   };
 
   alias
@@ -35,10 +34,10 @@ export function registerAliasCommands(program: Command, io: Io, configFrom: (opt
     .option('-c, --config <file>', 'relayguard.yaml to use')
     .action(async (address: string, targets: string[], opts: { config?: string; remote?: boolean }) => {
       const config = configFrom(opts);
-      const { aliases, users, a } = await open(config);
+      const { store, close, a } = await open(config);
       const [{ domainOfAddress }, { createLocality }] = await Promise.all([import('../core/canonical.ts'), import('../core/locality.ts')]);
       try {
-        const domains = new Set([...config.localDomains, ...users.listDomains()]);
+        const domains = new Set([...config.localDomains, ...(await store.listDomains())]);
         const locality = createLocality({ domains: () => domains, ownAddresses: () => [] });
         const keyDomain = domainOfAddress(address);
         if (!locality.isLocal(keyDomain)) {
@@ -50,12 +49,11 @@ export function registerAliasCommands(program: Command, io: Io, configFrom: (opt
             throw new RelayguardError(a.ERR_ALIAS_INVALID, `target ${n} is outside the local domains: add --remote to forward mail there`);
           }
         }
-        const added = aliases.add(address, targets, { remote: opts.remote === true });
+        const added = await store.addAlias(address, targets, { remote: opts.remote === true });
         for (const e of added) io.out(`alias ${e.key} -> ${e.target}${e.remote ? ' (remote)' : ''}`);
-        io.out(`database: ${databasePath(config)}`);
+        io.out(`database: ${config.store.postgres === null ? databasePath(config) : (await import('../store/index.ts')).describePostgresUrl(config.store.postgres.url)}`);
       } finally {
-        aliases.close();
-        users.close();
+        await close();
       }
     });
 
@@ -67,13 +65,12 @@ export function registerAliasCommands(program: Command, io: Io, configFrom: (opt
     .option('-c, --config <file>', 'relayguard.yaml to use')
     .action(async (address: string, target: string | undefined, opts: { config?: string }) => {
       const config = configFrom(opts);
-      const { aliases, users } = await open(config);
+      const { store, close } = await open(config);
       try {
-        const n = aliases.remove(address, target);
+        const n = await store.removeAlias(address, target);
         io.out(`removed ${n} alias entr${n === 1 ? 'y' : 'ies'} of ${address}`);
       } finally {
-        aliases.close();
-        users.close();
+        await close();
       }
     });
 
@@ -84,9 +81,9 @@ export function registerAliasCommands(program: Command, io: Io, configFrom: (opt
     .option('-c, --config <file>', 'relayguard.yaml to use')
     .action(async (opts: { config?: string; json?: boolean }) => {
       const config = configFrom(opts);
-      const { aliases, users } = await open(config);
+      const { store, close } = await open(config);
       try {
-        const list = aliases.list();
+        const list = await store.listAliases();
         if (opts.json) {
           io.out(JSON.stringify({ aliases: list, files: config.recipients.aliasFiles }));
           return;
@@ -95,8 +92,7 @@ export function registerAliasCommands(program: Command, io: Io, configFrom: (opt
         for (const f of config.recipients.aliasFiles) io.out(`# alias file: ${f}`);
         if (list.length === 0 && config.recipients.aliasFiles.length === 0) io.out('no aliases');
       } finally {
-        aliases.close();
-        users.close();
+        await close();
       }
     });
 }

@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { UserStore } from '../policy/users.ts';
+import { testDirectory } from '../testing/directory.ts';
 import { main } from './main.ts';
 import { parseUserLines } from './user-commands.ts';
 
@@ -35,15 +35,15 @@ async function cli(args: string[]): Promise<{ code: number; out: string; err: st
   return { code, out: out.join(''), err: err.join('') };
 }
 
-function names(db: string): string[] {
+async function names(db: string): Promise<string[]> {
   if (!existsSync(db)) return [];
-  const s = new UserStore(db);
-  try { return s.list().map((u) => u.name); } finally { s.close(); }
+  const s = testDirectory(db);
+  try { return (await s.list()).map((u) => u.name); } finally { await s.close(); }
 }
 
 async function authenticates(db: string, name: string, password: string): Promise<boolean> {
-  const s = new UserStore(db);
-  try { return await s.authenticate(name, password); } finally { s.close(); }
+  const s = testDirectory(db);
+  try { return await s.authenticate(name, password); } finally { await s.close(); }
 }
 
 const SECRETS = ['Alice-s3cret', 'bob pw with spaces', 'Carol#hash', 'x'.repeat(300), 'pw-of-the-bad-address-line', 'pw-of-the-repeat'];
@@ -74,7 +74,7 @@ describe('relayguard user add -i', () => {
     ]);
     assert.match(r.out, /^nothing imported from .*users\.txt: 2 good, 0 already there \(left unchanged\), 5 invalid; fix the lines above, or add --keep-going/);
     for (const s of SECRETS) assert.ok(!r.out.includes(s) && !r.err.includes(s), 'no password is printed');
-    assert.deepEqual(names(w.db), []);
+    assert.deepEqual(await names(w.db), []);
 
     const k = await cli(['user', 'add', '-i', file, '--keep-going', '--json', '-c', w.config]);
     assert.equal(k.code, 1, 'bad lines still make the exit code 1');
@@ -83,7 +83,7 @@ describe('relayguard user add -i', () => {
     assert.equal(report.applied, true);
     assert.deepEqual(report.counts, { added: 2, exists: 0, invalid: 5, skipped: 0 });
     assert.deepEqual(report.lines.filter((l) => l.outcome === 'added').map((l) => [l.line, l.user]), [[2, 'alice@example.org'], [4, 'carol']]);
-    assert.deepEqual(names(w.db), ['alice@example.org', 'carol']);
+    assert.deepEqual(await names(w.db), ['alice@example.org', 'carol']);
     assert.equal(await authenticates(w.db, 'alice@example.org', SECRETS[0]!), true);
     assert.equal(await authenticates(w.db, 'carol', SECRETS[2]!), true);
     const list = await cli(['user', 'list', '--json', '-c', w.config]);
@@ -98,14 +98,14 @@ describe('relayguard user add -i', () => {
     assert.equal(await authenticates(w.db, 'bob', SECRETS[1]!), true, 'tsv: a password with spaces');
   });
 
-  it('reads standard input with "-" in a real process, and warns about a password file others can read', () => {
+  it('reads standard input with "-" in a real process, and warns about a password file others can read', async () => {
     const w = workDir();
     const input = `# from a pipe\nzoe@example.org Zoe-pw-1\nyann Yann-pw-2 yann@example.org\n`;
     const r = spawnSync(process.execPath, [join(ROOT, 'bin', 'relayguard.js'), 'user', 'add', '-i', '-', '-c', w.config], { input, encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /^imported standard input: 2 users added in [\d.]+ s, 0 already there/);
     assert.equal(r.stderr, `relayguard: config ${w.config} (from --config); data ${join(w.dir, 'data')}\n`);
-    assert.deepEqual(names(w.db), ['yann', 'zoe@example.org']);
+    assert.deepEqual(await names(w.db), ['yann', 'zoe@example.org']);
 
     const file = join(w.dir, 'open.txt');
     writeFileSync(file, 'zoe@example.org Zoe-pw-1\n');

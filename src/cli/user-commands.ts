@@ -1,7 +1,7 @@
 /**
  * `relayguard user add|remove|list|passwd` and `relayguard domain add|remove|list`: the users who may submit mail
- * (SMTP AUTH) and the local domains kept in the database (relayguard.db under dataDir), next to a running `serve`,
- * which sees the changes at once (same database).
+ * (SMTP AUTH) and the local domains kept in the directory (policy/directory.ts): relayguard.db under dataDir, or
+ * PostgreSQL with `store.postgres` (every node sees the change). A running `serve` sees it within seconds.
  *
  * `user add -i FILE` imports many users: every line is checked first, the passwords are hashed a few at a time
  * (scrypt is slow on purpose), and all users go in in one transaction; nothing is written when a line is bad,
@@ -14,7 +14,8 @@ import { availableParallelism } from 'node:os';
 import type { Command } from 'commander';
 import type { Config } from '../config/schema.ts';
 import { RelayguardError } from '../core/errors.ts';
-import type { NewUser, UserStore } from '../policy/users.ts';
+import type { DirectoryStore, UserAccounts } from '../policy/directory.ts';
+import type { NewUser } from '../policy/users.ts';
 import { readInput } from './dnsbl-commands.ts';
 import { databasePath } from './paths.ts';
 import { printable } from './queue-commands.ts';
@@ -32,10 +33,24 @@ const usage = (message: string): RelayguardError => new RelayguardError('ERR_USA
 /** The most passwords hashed at once: scrypt takes about 32 MiB each, and libuv runs 4 at a time by default. */
 const MAX_JOBS = 16;
 
-async function openUsers(config: Config): Promise<{ users: UserStore; u: UsersModule }> {
-  const u = await loadUsers();
-  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-  return { users: new u.UserStore(databasePath(config)), u };
+interface OpenedUsers {
+  readonly store: DirectoryStore;
+  readonly users: UserAccounts;
+  readonly u: UsersModule;
+  close(): Promise<void>;
+}
+
+/** The directory the config names (SQLite file or store.postgres) and passwords over it. */
+export async function openDirectory(config: Config): Promise<{ store: DirectoryStore; close(): Promise<void> }> {
+  const { openDirectoryStore } = await import('../store/index.ts');
+  if (config.store.postgres === null) mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const store = await openDirectoryStore({ sqliteFile: databasePath(config), postgres: config.store.postgres });
+  return { store, close: () => store.close() };
+}
+
+async function openUsers(config: Config): Promise<OpenedUsers> {
+  const [u, d, opened] = await Promise.all([loadUsers(), import('../policy/directory.ts'), openDirectory(config)]);
+  return { store: opened.store, users: new d.UserAccounts(opened.store), u, close: opened.close };
 }
 
 async function readPassword(opts: { password?: string; passwordStdin?: boolean }): Promise<string> {
@@ -154,7 +169,7 @@ export function registerUserCommands(
     }
     const lines = parseUserLines(await readInput(opts.input), format);
     const config = configFrom(opts);
-    const { users, u } = await openUsers(config);
+    const { store, users, u, close } = await openUsers(config);
     try {
       const results: UserImportResult[] = [];
       const todo: (NewUser & { line: number })[] = [];
@@ -166,7 +181,7 @@ export function registerUserCommands(
         const first = seen.get(name);
         if (first !== undefined) { results.push({ line: l.line, user: name, outcome: 'invalid', error: `user ${name} is also on line ${first}` }); continue; }
         seen.set(name, l.line);
-        if (users.get(name) !== null) { results.push({ line: l.line, user: name, outcome: 'exists' }); continue; }
+        if ((await store.getUser(name)) !== null) { results.push({ line: l.line, user: name, outcome: 'exists' }); continue; }
         todo.push({ line: l.line, name, password: l.password!, addresses: l.addresses });
         results.push({ line: l.line, user: name, outcome: 'added' });
       }
@@ -204,7 +219,7 @@ export function registerUserCommands(
         else io.out(`nothing to add from ${source}: ${tail}`);
       }
       if (bad.length > 0) setExit(1);
-    } finally { users.close(); }
+    } finally { await close(); }
   };
 
   user
@@ -241,11 +256,11 @@ go in in one transaction. Keep the file private (chmod 600) and delete it afterw
         if (given !== undefined) throw usage(`${flag} goes with --input FILE`);
       }
       if (name === undefined) throw usage('give a user name, or --input FILE to import many');
-      const { users } = await openUsers(configFrom(opts));
+      const { users, close } = await openUsers(configFrom(opts));
       try {
         const info = await users.add(name, await readPassword(opts), { addresses: opts.address ?? [] });
         io.out(`added user ${info.name}`);
-      } finally { users.close(); }
+      } finally { await close(); }
     });
   user
     .command('remove')
@@ -253,8 +268,8 @@ go in in one transaction. Keep the file private (chmod 600) and delete it afterw
     .argument('<name>', 'login name')
     .option('-c, --config <file>', 'relayguard.yaml to use')
     .action(async (name: string, opts: { config?: string }) => {
-      const { users } = await openUsers(configFrom(opts));
-      try { users.remove(name); io.out(`removed user ${name}`); } finally { users.close(); }
+      const { store, close } = await openDirectory(configFrom(opts));
+      try { await store.removeUser(name); io.out(`removed user ${name}`); } finally { await close(); }
     });
   user
     .command('list')
@@ -262,13 +277,13 @@ go in in one transaction. Keep the file private (chmod 600) and delete it afterw
     .option('-c, --config <file>', 'relayguard.yaml to use')
     .option('--json', 'JSON output')
     .action(async (opts: { config?: string; json?: boolean }) => {
-      const { users } = await openUsers(configFrom(opts));
+      const { store, close } = await openDirectory(configFrom(opts));
       try {
-        const list = users.list();
+        const list = await store.listUsers();
         if (opts.json) { io.out(JSON.stringify(list)); return; }
         if (list.length === 0) { io.out('no users'); return; }
         for (const u of list) io.out(`${u.name}${u.disabled ? ' (disabled)' : ''}  ${u.addresses.join(' ')}`);
-      } finally { users.close(); }
+      } finally { await close(); }
     });
   user
     .command('passwd')
@@ -278,8 +293,8 @@ go in in one transaction. Keep the file private (chmod 600) and delete it afterw
     .option('--password <password>', 'the new password (visible to other local users; prefer --password-stdin)')
     .option('--password-stdin', 'read the new password from standard input')
     .action(async (name: string, opts: { config?: string; password?: string; passwordStdin?: boolean }) => {
-      const { users } = await openUsers(configFrom(opts));
-      try { await users.setPassword(name, await readPassword(opts)); io.out(`password changed for ${name}`); } finally { users.close(); }
+      const { users, close } = await openUsers(configFrom(opts));
+      try { await users.setPassword(name, await readPassword(opts)); io.out(`password changed for ${name}`); } finally { await close(); }
     });
 
   const domain = program
@@ -291,8 +306,8 @@ go in in one transaction. Keep the file private (chmod 600) and delete it afterw
     .argument('<domain>', 'domain name (IDN allowed; stored as lower-case A-labels)')
     .option('-c, --config <file>', 'relayguard.yaml to use')
     .action(async (d: string, opts: { config?: string }) => {
-      const { users } = await openUsers(configFrom(opts));
-      try { io.out(`added local domain ${users.addDomain(d)}`); } finally { users.close(); }
+      const { store, close } = await openDirectory(configFrom(opts));
+      try { io.out(`added local domain ${await store.addDomain(d)}`); } finally { await close(); }
     });
   domain
     .command('remove')
@@ -300,8 +315,8 @@ go in in one transaction. Keep the file private (chmod 600) and delete it afterw
     .argument('<domain>', 'domain name')
     .option('-c, --config <file>', 'relayguard.yaml to use')
     .action(async (d: string, opts: { config?: string }) => {
-      const { users } = await openUsers(configFrom(opts));
-      try { users.removeDomain(d); io.out(`removed local domain ${d}`); } finally { users.close(); }
+      const { store, close } = await openDirectory(configFrom(opts));
+      try { await store.removeDomain(d); io.out(`removed local domain ${d}`); } finally { await close(); }
     });
   domain
     .command('list')
@@ -309,10 +324,10 @@ go in in one transaction. Keep the file private (chmod 600) and delete it afterw
     .option('-c, --config <file>', 'relayguard.yaml to use')
     .action(async (opts: { config?: string }) => {
       const config = configFrom(opts);
-      const { users } = await openUsers(config);
+      const { store, close } = await openDirectory(config);
       try {
         for (const d of config.localDomains) io.out(`${d}  (config)`);
-        for (const d of users.listDomains()) io.out(`${d}  (database)`);
-      } finally { users.close(); }
+        for (const d of await store.listDomains()) io.out(`${d}  (database)`);
+      } finally { await close(); }
     });
 }

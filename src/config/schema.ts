@@ -393,7 +393,7 @@ export const configSchema = z
           })
           .nullable()
           .prefault(null)
-          .describe('Users, local domains and aliases in PostgreSQL, shared by every node (work in progress: `relayguard db migrate|status` use it today; `serve` refuses to start with it, ERR_STORE_NOT_WIRED, until the relay reads this store). Null: the embedded SQLite database in dataDir. A node refuses a schema older or newer than its own.'),
+          .describe('Users, local domains, aliases and the AUTH failure counters in PostgreSQL, shared by every node: the `user`, `domain` and `alias` commands and `relayguard db migrate|status` use it (work in progress: `serve` refuses to start with it, ERR_STORE_NOT_WIRED, until the queue is on PostgreSQL too). Null: the embedded SQLite database in dataDir. A node refuses a schema older or newer than its own.'),
       })
       .prefault({})
       .describe('Where shared state lives: the embedded SQLite database in dataDir (default), or PostgreSQL.'),
@@ -431,7 +431,7 @@ export const configSchema = z
       .describe('Peers whose PROXY header is believed, on listeners with proxyProtocol. Only your load balancers.'),
     localDomains: uniqueList(mailDomain(), 10_000)
       .prefault(['localhost'])
-      .describe('Domains delivered here. More can be managed in the database (UserStore domains).'),
+      .describe('Domains delivered here. More can be managed in the database (`relayguard domain add`).'),
     relayDomains: uniqueList(mailDomain(), 10_000)
       .prefault([])
       .describe('Other domains accepted from anyone and relayed onwards (backup MX, internal hosts).'),
@@ -501,7 +501,7 @@ export const configSchema = z
         messageSize: size({ min: 1024 }).prefault(26_214_400).describe('Largest message accepted (SIZE).'),
         recipients: count(1, 100_000).default(1000).describe('Recipients per message.'),
         errors: count(1, 1000).default(20).describe('Protocol errors per session before 421 and close.'),
-        connectionsPerIp: count(1, 1_000_000).default(50).describe('Concurrent connections per client (IPv4 address or IPv6 /64).'),
+        connectionsPerIp: count(1, 1_000_000).default(50).describe('Concurrent connections per client (IPv4 address or IPv6 /64), counted by each relayguard process (node or worker); across a cluster, limit per client at the load balancer too (HAProxy stick table: conn_cur, conn_rate).'),
         connections: count(1, 1_000_000).default(10_000).describe('Concurrent connections in total.'),
         idleTimeout: duration({ min: 1000 }).prefault('300s').describe('Time allowed for the client to send a command.'),
         sessionTimeout: duration({ min: 1000 }).prefault('1h').describe('Longest session, whatever the activity.'),
@@ -511,7 +511,7 @@ export const configSchema = z
         commandLineLength: count(512, 65_536)
           .default(2048)
           .describe('Longest command line in bytes including CRLF (at least 512, RFC 5321; ESMTP parameters need more).'),
-        authFailuresPerIp: count(1, 1_000_000).default(10).describe('Failed AUTH attempts per client within authFailureWindow before AUTH is refused (450 4.7.1).'),
+        authFailuresPerIp: count(1, 1_000_000).default(10).describe('Failed AUTH attempts per client within authFailureWindow before AUTH is refused (450 4.7.1). With store.postgres the count is shared by every node (guesses spread over nodes meet the same limit).'),
         authFailureWindow: duration({ min: 1000 }).prefault('60s').describe('Sliding window for authFailuresPerIp.'),
         shutdownGrace: duration({ min: 0, max: 3_600_000 }).prefault('30s').describe('On SIGTERM/SIGINT, how long transactions in progress may finish (each session gets 421 as soon as it is between transactions) before the rest are cut with 421.'),
       })

@@ -1,6 +1,6 @@
 /**
  * The alias table: local addresses that forward to other addresses (users, lists, and remote addresses when the
- * admin says so). Two sources with one meaning: the `aliases` table of the embedded database (`relayguard alias
+ * admin says so). Two sources with one meaning: the `aliases` table of the directory (directory.ts; `relayguard alias
  * add|remove|list`) and alias files in Postfix virtual(5) / aliases(5) form, listed in `recipients.aliasFiles`.
  *
  * Keys: "local@domain" (one address), "@domain" (catch-all for the domain: only when the admin writes one), or a
@@ -11,11 +11,7 @@
  * File syntax: `key  target, target ...` or `key: target, ...`; `#` comments; a line that starts with white space
  * continues the previous one. Errors name the file and line.
  */
-import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { canonicalDomain, canonicalMailDomain, foldLocalPart, isRoutedLocalPart } from '../core/canonical.ts';
-import { SYSTEM_CLOCK, type Clock } from '../core/clock.ts';
-import { RelayguardError } from '../core/errors.ts';
-import { restrictSqliteFiles } from '../core/file-modes.ts';
 import type { AliasTarget } from './recipients.ts';
 
 export const ERR_ALIAS_INVALID = 'ERR_ALIAS_INVALID';
@@ -65,124 +61,6 @@ export interface AliasEntry {
   readonly remote: boolean;
   /** Where it came from: "database" or "file:line". */
   readonly source: string;
-}
-
-/** The database part of the alias table. */
-export class AliasStore {
-  readonly #db: DatabaseSync;
-  readonly #ownsDb: boolean;
-  readonly #clock: Clock;
-  readonly #statements = new Map<string, StatementSync>();
-  #changes = 0;
-
-  constructor(database: string | DatabaseSync, options: { clock?: Clock } = {}) {
-    this.#ownsDb = typeof database === 'string';
-    this.#db = typeof database === 'string' ? new DatabaseSync(database) : database;
-    this.#clock = options.clock ?? SYSTEM_CLOCK;
-    if (this.#ownsDb && database !== ':memory:') {
-      restrictSqliteFiles(database as string); // relayguard.db: 0600 before the first write (-wal, -shm follow)
-      this.#db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;');
-    }
-    this.#db.exec(`
-      CREATE TABLE IF NOT EXISTS aliases (
-        address TEXT NOT NULL,
-        target TEXT NOT NULL,
-        remote INTEGER NOT NULL DEFAULT 0,
-        created_at INTEGER NOT NULL,
-        PRIMARY KEY (address, target)
-      );
-    `);
-  }
-
-  #stmt(sql: string): StatementSync {
-    let s = this.#statements.get(sql);
-    if (!s) this.#statements.set(sql, (s = this.#db.prepare(sql)));
-    return s;
-  }
-
-  /** Adds targets to an alias (a list when there are several). Throws ERR_ALIAS_INVALID. Returns the normalized entries. */
-  add(key: string, targets: readonly string[], options: { remote?: boolean } = {}): AliasEntry[] {
-    const k = normalizeAliasKey(key);
-    if (k === null) throw new RelayguardError(ERR_ALIAS_INVALID, `Invalid alias "${printable(key)}" (expected local@domain, or @domain for a catch-all)`);
-    if (targets.length === 0) throw new RelayguardError(ERR_ALIAS_INVALID, 'An alias needs at least one target');
-    const normalized = targets.map((t) => {
-      const n = normalizeAliasTarget(t);
-      if (n === null) throw new RelayguardError(ERR_ALIAS_INVALID, `Invalid alias target "${printable(t)}" (expected local@domain)`);
-      return n;
-    });
-    const now = this.#clock.now();
-    const insert = this.#stmt('INSERT INTO aliases (address, target, remote, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (address, target) DO UPDATE SET remote = excluded.remote');
-    this.#db.exec('BEGIN IMMEDIATE');
-    try {
-      for (const t of normalized) insert.run(k, t, options.remote === true ? 1 : 0, now);
-      this.#db.exec('COMMIT');
-      this.#changes++;
-    } catch (err) {
-      this.#db.exec('ROLLBACK');
-      throw err;
-    }
-    return normalized.map((t) => ({ key: k, target: t, remote: options.remote === true, source: 'database' }));
-  }
-
-  /** Removes one target, or the whole alias when `target` is absent. Throws ERR_ALIAS_NOT_FOUND. */
-  remove(key: string, target?: string): number {
-    const k = normalizeAliasKey(key);
-    if (k === null) throw new RelayguardError(ERR_ALIAS_INVALID, `Invalid alias "${printable(key)}"`);
-    let changes: number;
-    if (target === undefined) {
-      changes = Number(this.#stmt('DELETE FROM aliases WHERE address = ?').run(k).changes);
-    } else {
-      const t = normalizeAliasTarget(target);
-      if (t === null) throw new RelayguardError(ERR_ALIAS_INVALID, `Invalid alias target "${printable(target)}"`);
-      changes = Number(this.#stmt('DELETE FROM aliases WHERE address = ? AND target = ?').run(k, t).changes);
-    }
-    if (changes > 0) this.#changes++;
-    if (changes === 0) throw new RelayguardError(ERR_ALIAS_NOT_FOUND, `No alias "${printable(k)}"${target === undefined ? '' : ` with target "${printable(target)}"`}`);
-    return changes;
-  }
-
-  list(): AliasEntry[] {
-    return this.#stmt('SELECT address, target, remote FROM aliases ORDER BY address, target').all()
-      .map((r) => ({ key: String(r['address']), target: String(r['target']), remote: Number(r['remote']) === 1, source: 'database' }));
-  }
-
-  /**
-   * A number that changes whenever the alias table may have changed: a commit by any other connection (SQLite's
-   * data_version) or a change made through this store.
-   */
-  version(): string {
-    const v = this.#stmt('PRAGMA data_version').get() as Record<string, unknown> | undefined;
-    return `${String(v?.['data_version'] ?? 0)}/${this.#changes}`;
-  }
-
-  /** Changes made through this store object (no database access). */
-  get localChanges(): number {
-    return this.#changes;
-  }
-
-  /** The whole table as key -> targets (for an in-memory copy on the per-recipient path). */
-  snapshot(): Map<string, AliasTarget[]> {
-    const out = new Map<string, AliasTarget[]>();
-    for (const r of this.#stmt('SELECT address, target, remote FROM aliases ORDER BY address, target').all()) {
-      const key = String(r['address']);
-      const t = { address: String(r['target']), remote: Number(r['remote']) === 1 };
-      const list = out.get(key);
-      if (list) list.push(t);
-      else out.set(key, [t]);
-    }
-    return out;
-  }
-
-  /** The targets of a normalized key, or null. */
-  lookup(key: string): AliasTarget[] | null {
-    const rows = this.#stmt('SELECT target, remote FROM aliases WHERE address = ?').all(key);
-    if (rows.length === 0) return null;
-    return rows.map((r) => ({ address: String(r['target']), remote: Number(r['remote']) === 1 }));
-  }
-
-  close(): void {
-    if (this.#ownsDb && this.#db.isOpen) this.#db.close();
-  }
 }
 
 export interface AliasFileProblem {

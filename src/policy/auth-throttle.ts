@@ -1,6 +1,7 @@
 /**
  * Per-client state that outlives a session (Postfix anvil): AUTH failure throttling and concurrent connection
- * counts. One instance per process, shared by all listeners, so reconnecting does not reset anything.
+ * counts. One instance per process, shared by all listeners, so reconnecting does not reset anything. (Across
+ * processes and nodes, the AUTH throttle runs over a shared CounterStore instead: shared-auth-throttle.ts.)
  *
  * Clients are grouped by `clientKey`: an IPv4 address (IPv4-mapped IPv6 folded to IPv4) counts alone, an IPv6
  * address counts with its whole /64, since one host usually controls a /64.
@@ -205,7 +206,14 @@ export interface ConnectionCounterOptions {
 }
 
 /**
- * Concurrent connection counts, per client and in total (Postfix `smtpd_client_connection_count_limit`).
+ * Concurrent connection counts, per client and in total (Postfix `smtpd_client_connection_count_limit`), in this
+ * process only, deliberately: sharing them over a cluster would cost two database writes per connection (open and
+ * close) plus leases for a node that dies holding counts, on the hottest path there is (a PostgreSQL round trip
+ * measured at ~0.3 ms, ~2,000 writes/s per node's pool on this machine: below the intake rate the cluster aims
+ * at). The load balancer already sees every connection of every node: cluster-wide per-client limits (concurrency
+ * and connection rate) belong in HAProxy's stick table (`track-sc0 src`, `sc0_conn_cur`, `sc0_conn_rate`); this
+ * counter stays as each node's backstop. The AUTH throttle, where a per-attempt round trip is cheap next to the
+ * scrypt check, is the one shared (shared-auth-throttle.ts).
  * Call `tryAcquire` on accept; on 'ok' call `release` exactly once when the connection closes. On 'per-ip' or
  * 'total' nothing was counted: reply `421 4.7.0 <host> Error: too many connections from <ip>` and close.
  */

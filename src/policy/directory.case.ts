@@ -2,16 +2,34 @@
  * The contract of DirectoryStore (directory.ts), as node:test tests registered against any implementation:
  * store/sqlite-directory.test.ts and store/postgres-directory.test.ts call directoryContract() with a harness.
  * Every implementation must give the same answers, in the same order, with the same error codes; the
- * differential test holds them to the synchronous UserStore/AliasStore the relay used before the port.
+ * differential test holds them to the answers of the synchronous UserStore/AliasStore the relay used before the
+ * port (recorded in directory.golden.json when those classes were removed).
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, type Clock } from '../core/clock.ts';
 import { RelayguardError } from '../core/errors.ts';
-import { AliasStore } from './aliases.ts';
+import { readFileSync } from 'node:fs';
 import { UserAccounts, type DirectoryStore, type UserRecord } from './directory.ts';
 import { hashPassword, isPasswordHash, verifyPassword, type ScryptParams } from './password.ts';
-import { UserStore } from './users.ts';
+import type { AliasEntry, AliasTarget, UserInfo } from './directory.ts';
+
+/** directory.golden.json: what the synchronous stores answered. */
+interface Golden {
+  readonly names: string[];
+  readonly addresses: string[];
+  readonly added: UserInfo[];
+  readonly domainsAdded: string[];
+  readonly aliasesAdded: AliasEntry[][];
+  readonly getUser: Record<string, UserInfo | null>;
+  readonly owns: Record<string, Record<string, boolean>>;
+  readonly isMailbox: Record<string, boolean>;
+  readonly hasDomain: Record<string, boolean>;
+  readonly listUsers: UserInfo[];
+  readonly listDomains: string[];
+  readonly listAliases: AliasEntry[];
+  readonly lookupAlias: Record<string, AliasTarget[] | null>;
+}
 
 export interface DirectoryUnderTest {
   /** Opens a store on this directory's data; may be called again (a second writer, or after close: a reopen). */
@@ -320,50 +338,33 @@ export function directoryContract(h: DirectoryHarness): void {
     assert.deepEqual(await s.lookupAlias('info@example.org'), [{ address: 'far@remote.test', remote: true }, { address: 'mia@example.org', remote: true }]);
   }));
 
-  t('same answers as the synchronous UserStore and AliasStore (differential)', async () => withDirectory(h, async (d, clock) => {
-    const legacyUsers = new UserStore(':memory:', { scrypt: FAST, clock });
-    const legacyAliases = new AliasStore(':memory:', { clock });
+  t('same answers as the synchronous UserStore and AliasStore had (differential, recorded in directory.golden.json)', async () => withDirectory(h, async (d) => {
+    const golden = JSON.parse(readFileSync(new URL('./directory.golden.json', import.meta.url), 'utf8')) as Golden;
     const s = await d.open();
-    try {
-      const users: { name: string; addresses?: string[]; disabled?: boolean }[] = [
-        { name: 'Olga@Example.org', addresses: ['Sales@example.org', '@Corp.Example.'] },
-        { name: 'pete', addresses: ['pete@example.org', 'PETE@b\u00fccher.example'] },
-        { name: 'quinn@example.org', disabled: true, addresses: ['q@example.org'] },
-        { name: 'rosa@xn--bcher-kva.example' },
-        { name: 'Zoe\u0308@example.org' },
-      ];
-      for (const u of users) {
-        const info = await legacyUsers.add(u.name, 'pw', { addresses: u.addresses ?? [], disabled: u.disabled === true });
-        await s.addUser({ name: u.name, passwordHash: (await someHashes())[0]!, addresses: u.addresses ?? [], disabled: u.disabled === true });
-        assert.deepEqual(await s.getUser(u.name), info);
-      }
-      for (const dom of ['Example.org.', 'b\u00fccher.example']) assert.equal(await s.addDomain(dom), legacyUsers.addDomain(dom));
-      const aliases: [string, string[], boolean][] = [['Info@Example.org', ['olga@example.org', 'pete@example.org'], false], ['@corp.example', ['olga@example.org'], false], ['out@example.org', ['x@remote.test'], true]];
-      for (const [k, targets, remote] of aliases) assert.deepEqual(await s.addAlias(k, targets, { remote }), legacyAliases.add(k, targets, { remote }));
-      const names = ['olga@example.org', 'OLGA@EXAMPLE.ORG.', 'pete', 'Pete', 'quinn@example.org', 'rosa@b\u00fccher.example', 'zo\u00eb@example.org', 'zoe\u0308@EXAMPLE.org', 'nobody', '', 'bad name', 'a%b@example.org'];
-      const addresses = [
-        'olga@example.org', 'Olga@Example.Org.', 'sales@example.org', 'x@corp.example', 'x@sub.corp.example', '@corp.example', 'pete@example.org',
-        'pete@b\u00fccher.example', 'PETE@xn--bcher-kva.example', 'pete', 'q@example.org', 'quinn@example.org', 'rosa@b\u00fccher.example',
-        'ZO\u00cb@example.org', 'zoe\u0308@example.org', 'x%olga@example.org', '"olga"@example.org', 'olga@example.org@evil.test', '', 'info@example.org',
-      ];
-      for (const n of names) {
-        assert.deepEqual(await s.getUser(n), legacyUsers.get(n), `get ${n}`);
-        for (const a of addresses) assert.equal(await s.owns(n, a), legacyUsers.owns(n, a), `owns(${n}, ${a})`);
-      }
-      for (const a of addresses) assert.equal(await s.isMailbox(a), legacyUsers.isMailbox(a), `isMailbox(${a})`);
-      for (const dom of ['example.org', 'EXAMPLE.ORG.', 'xn--bcher-kva.example', 'B\u00dcCHER.example', 'corp.example', 'bad domain', '']) {
-        assert.equal(await s.hasDomain(dom), legacyUsers.hasDomain(dom), `hasDomain(${dom})`);
-      }
-      assert.deepEqual(await s.listUsers(), legacyUsers.list());
-      assert.deepEqual(await s.listDomains(), legacyUsers.listDomains());
-      assert.deepEqual(await s.listAliases(), legacyAliases.list());
-      for (const k of ['info@example.org', '@corp.example', 'out@example.org', 'Info@Example.org', 'none@example.org']) {
-        assert.deepEqual(await s.lookupAlias(k), legacyAliases.lookup(k), `lookupAlias(${k})`);
-      }
-    } finally {
-      legacyUsers.close();
-      legacyAliases.close();
+    const users: { name: string; addresses?: string[]; disabled?: boolean }[] = [
+      { name: 'Olga@Example.org', addresses: ['Sales@example.org', '@Corp.Example.'] },
+      { name: 'pete', addresses: ['pete@example.org', 'PETE@b\u00fccher.example'] },
+      { name: 'quinn@example.org', disabled: true, addresses: ['q@example.org'] },
+      { name: 'rosa@xn--bcher-kva.example' },
+      { name: 'Zoe\u0308@example.org' },
+    ];
+    for (const [i, u] of users.entries()) {
+      await s.addUser({ name: u.name, passwordHash: (await someHashes())[0]!, addresses: u.addresses ?? [], disabled: u.disabled === true });
+      assert.deepEqual(await s.getUser(u.name), golden.added[i]);
     }
+    for (const [i, dom] of ['Example.org.', 'b\u00fccher.example'].entries()) assert.equal(await s.addDomain(dom), golden.domainsAdded[i]);
+    const aliases: [string, string[], boolean][] = [['Info@Example.org', ['olga@example.org', 'pete@example.org'], false], ['@corp.example', ['olga@example.org'], false], ['out@example.org', ['x@remote.test'], true]];
+    for (const [i, [k, targets, remote]] of aliases.entries()) assert.deepEqual(await s.addAlias(k, targets, { remote }), golden.aliasesAdded[i]);
+    for (const n of golden.names) {
+      assert.deepEqual(await s.getUser(n), golden.getUser[n], `get ${n}`);
+      for (const a of golden.addresses) assert.equal(await s.owns(n, a), golden.owns[n]![a], `owns(${n}, ${a})`);
+    }
+    for (const a of golden.addresses) assert.equal(await s.isMailbox(a), golden.isMailbox[a], `isMailbox(${a})`);
+    for (const [dom, has] of Object.entries(golden.hasDomain)) assert.equal(await s.hasDomain(dom), has, `hasDomain(${dom})`);
+    assert.deepEqual(await s.listUsers(), golden.listUsers);
+    assert.deepEqual(await s.listDomains(), golden.listDomains);
+    assert.deepEqual(await s.listAliases(), golden.listAliases);
+    for (const [k, targets] of Object.entries(golden.lookupAlias)) assert.deepEqual(await s.lookupAlias(k), targets, `lookupAlias(${k})`);
   }));
 
   t('UserAccounts over the store: hashing, authentication with a dummy verification, imports', async () => withDirectory(h, async (d) => {
@@ -404,6 +405,46 @@ export function directoryContract(h: DirectoryHarness): void {
     await assert.rejects(accounts.addMany([{ name: 'v1', password: 'p' }, { name: 'U1', password: 'p' }]), code('ERR_USER_EXISTS'));
     await assert.rejects(accounts.addMany([{ name: 'v1', password: 'p' }, { name: 'V1', password: 'p' }]), code('ERR_USER_EXISTS'));
     assert.equal(await s.getUser('v1'), null);
+  }));
+
+  t('version() changes with every write, by this store or another writer; watch() reports other writers', async () => withDirectory(h, async (d) => {
+    const [h1] = await someHashes();
+    const a = await d.open();
+    const b = await d.open();
+    const seen: string[] = [await a.version()];
+    const changed = async (label: string): Promise<void> => {
+      const v = await a.version();
+      assert.ok(!seen.includes(v), `${label}: a new version (${v} after ${seen.join(', ')})`);
+      seen.push(v);
+    };
+    assert.equal(await a.version(), seen[0], 'no write, same version');
+    await a.addUser({ name: 'vera@example.org', passwordHash: h1! });
+    await changed('addUser here');
+    await b.addDomain('example.org');
+    await changed('addDomain by another writer');
+    await b.addAlias('info@example.org', ['vera@example.org']);
+    await changed('addAlias by another writer');
+    await b.setDisabled('vera@example.org', true);
+    await changed('setDisabled by another writer');
+    await a.removeAlias('info@example.org');
+    await changed('removeAlias here');
+    await assert.rejects(b.removeDomain('nothere.example'), code('ERR_DOMAIN_NOT_FOUND'));
+    if (a.watch) {
+      let calls = 0;
+      let wake: () => void = () => {};
+      const stop = a.watch(() => { calls++; wake(); });
+      try {
+        // The listener connects in the background; keep writing until it reports (at most 10 s).
+        const deadline = Date.now() + 10_000;
+        for (let i = 0; calls === 0 && Date.now() < deadline; i++) {
+          await b.addDomain(`watch${i}.example`);
+          await new Promise<void>((r) => { wake = r; setTimeout(r, 200); });
+        }
+        assert.ok(calls > 0, 'watch() reported a write by another store');
+      } finally {
+        stop();
+      }
+    }
   }));
 
   t('latency of the read path (printed, not asserted)', async (tc) => withDirectory(h, async (d) => {

@@ -115,8 +115,67 @@ export interface DirectoryStore {
    */
   lookupAlias(key: string): Promise<AliasTarget[] | null>;
 
+  // ---- change detection (the receive path's in-memory copy) ----------------------------------------------------
+
+  /**
+   * A token that changes whenever the directory may have changed, whoever changed it (this store, another process,
+   * another node): the receive path re-reads its copy when it differs. One cheap round trip at most.
+   */
+  version(): Promise<string>;
+  /**
+   * Calls `onChange` soon after any writer changes the directory, for stores that can push (PostgreSQL: LISTEN);
+   * returns the unsubscribe function. Best effort: a lost connection is re-established by the store, and callers
+   * still compare version() every few seconds. Absent for stores that cannot push (SQLite: poll version()).
+   */
+  watch?(onChange: () => void): () => void;
+  /**
+   * Synchronous reads, for embedded stores only (SQLite: the file is local and node:sqlite answers at once): the
+   * receive path then checks the version on every lookup (one PRAGMA, microseconds), so a change made by another
+   * process (the CLI) applies to the very next RCPT, as it did before the port. Absent for network stores.
+   */
+  readonly sync?: SyncRecipientReads;
+
   /** Releases the connection(s); the store is unusable afterwards. Safe to call twice. */
   close(): Promise<void>;
+}
+
+/** What the per-RCPT path needs of the directory, in memory. */
+export interface RecipientSnapshot {
+  /** version() when the copy was read (read first, so a change during the read shows as a new version). */
+  readonly version: string;
+  /** Addresses with a mailbox: owned exactly by an enabled user (normalized as normalizeOwnedAddress does). */
+  readonly mailboxes: ReadonlySet<string>;
+  /** Database-managed local domains. */
+  readonly domains: ReadonlySet<string>;
+  /** Alias key -> targets, as lookupAlias() answers. */
+  readonly aliases: ReadonlyMap<string, readonly AliasTarget[]>;
+}
+
+/** See DirectoryStore.sync. */
+export interface SyncRecipientReads {
+  version(): string;
+  snapshot(): RecipientSnapshot;
+}
+
+/** Reads the recipient tables of a store (three list reads after the version). */
+export async function readRecipientSnapshot(store: DirectoryStore): Promise<RecipientSnapshot> {
+  const version = await store.version();
+  const [users, domains, aliases] = await Promise.all([store.listUsers(), store.listDomains(), store.listAliases()]);
+  return buildRecipientSnapshot(version, users, domains, aliases);
+}
+
+/** The snapshot of what the lists answered (version read before them). */
+export function buildRecipientSnapshot(version: string, users: readonly UserInfo[], domains: readonly string[], aliases: readonly AliasEntry[]): RecipientSnapshot {
+  const mailboxes = new Set<string>();
+  for (const u of users) if (!u.disabled) for (const a of u.addresses) if (!a.startsWith('@')) mailboxes.add(a);
+  const table = new Map<string, AliasTarget[]>();
+  for (const e of aliases) {
+    const t = { address: e.target, remote: e.remote };
+    const list = table.get(e.key);
+    if (list) list.push(t);
+    else table.set(e.key, [t]);
+  }
+  return { version, mailboxes, domains: new Set(domains), aliases: table };
 }
 
 // ---------------------------------------------------------------------------------------------------------------

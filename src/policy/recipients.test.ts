@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { canonicalize, parsePath } from '../core/address.ts';
 import { createLocality } from '../core/locality.ts';
 import { LocalRecipients, MAX_TARGETS, unknownUserReply, type AliasTarget, type RecipientSettings } from './recipients.ts';
-import { AliasStore, normalizeAliasKey, normalizeAliasTarget, parseAliasFile } from './aliases.ts';
+import { testDirectory } from '../testing/directory.ts';
+import { normalizeAliasKey, normalizeAliasTarget, parseAliasFile } from './aliases.ts';
 
 const locality = createLocality({ domains: () => new Set(['local.test', 'other.test']), ownAddresses: () => ['192.0.2.10'] });
 
@@ -138,22 +139,22 @@ test('alias files: virtual(5) and aliases(5) forms, continuation lines, comments
   assert.deepEqual(allowed.entries.get('fwd@local.test'), [L('friend@remote.test', true)]);
 });
 
-test('AliasStore: add, list, lookup, remove', () => {
-  const s = new AliasStore(':memory:');
+test('database aliases: add, list, lookup, remove', async () => {
+  const s = testDirectory(':memory:');
   try {
-    s.add('Team@Local.Test', ['alice@local.test', 'bob@local.test']);
-    s.add('fwd@local.test', ['friend@remote.test'], { remote: true });
-    assert.deepEqual(s.lookup('team@local.test'), [L('alice@local.test'), L('bob@local.test')]);
-    assert.deepEqual(s.lookup('fwd@local.test'), [L('friend@remote.test', true)]);
-    assert.equal(s.lookup('nobody@local.test'), null);
-    assert.equal(s.list().length, 3);
-    assert.equal(s.remove('team@local.test', 'bob@local.test'), 1);
-    assert.deepEqual(s.lookup('team@local.test'), [L('alice@local.test')]);
-    assert.equal(s.remove('team@local.test'), 1);
-    assert.throws(() => s.remove('team@local.test'), /No alias/);
-    assert.throws(() => s.add('a%b@local.test', ['x@local.test']), /Invalid alias/);
-    assert.throws(() => s.add('a@local.test', []), /at least one target/);
+    await s.addAlias('Team@Local.Test', ['alice@local.test', 'bob@local.test']);
+    await s.addAlias('fwd@local.test', ['friend@remote.test'], { remote: true });
+    assert.deepEqual(await s.lookupAlias('team@local.test'), [L('alice@local.test'), L('bob@local.test')]);
+    assert.deepEqual(await s.lookupAlias('fwd@local.test'), [L('friend@remote.test', true)]);
+    assert.equal(await s.lookupAlias('nobody@local.test'), null);
+    assert.equal((await s.listAliases()).length, 3);
+    assert.equal(await s.removeAlias('team@local.test', 'bob@local.test'), 1);
+    assert.deepEqual(await s.lookupAlias('team@local.test'), [L('alice@local.test')]);
+    assert.equal(await s.removeAlias('team@local.test'), 1);
+    await assert.rejects(s.removeAlias('team@local.test'), /No alias/);
+    await assert.rejects(s.addAlias('a%b@local.test', ['x@local.test']), /Invalid alias/);
+    await assert.rejects(s.addAlias('a@local.test', []), /at least one target/);
   } finally {
-    s.close();
+    await s.close();
   }
 });

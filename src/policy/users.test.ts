@@ -6,13 +6,14 @@ import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { ManualClock } from '../core/clock.ts';
 import { RelayguardError } from '../core/errors.ts';
-import { UserStore, normalizeDomain, normalizeOwnedAddress, normalizeUserName } from './users.ts';
+import { testDirectory } from '../testing/directory.ts';
+import { normalizeDomain, normalizeOwnedAddress, normalizeUserName } from './users.ts';
 import { isPasswordHash, verifyPassword } from './password.ts';
 
 const FAST = { N: 1024, r: 8, p: 1 };
 
-function store(): UserStore {
-  return new UserStore(':memory:', { scrypt: FAST, clock: new ManualClock(1_700_000_000_000) });
+function store(): ReturnType<typeof testDirectory> {
+  return testDirectory(':memory:', { scrypt: FAST, clock: new ManualClock(1_700_000_000_000) });
 }
 
 function code(c: string) {
@@ -29,7 +30,7 @@ test('users: add, get, list, authenticate', async () => {
     addresses: ['alias@example.org', 'alice@example.org'],
   });
   await s.add('bob', 'pw2');
-  assert.deepEqual(s.list().map((u) => [u.name, u.addresses]), [['alice@example.org', ['alias@example.org', 'alice@example.org']], ['bob', []]]);
+  assert.deepEqual((await s.list()).map((u) => [u.name, u.addresses]), [['alice@example.org', ['alias@example.org', 'alice@example.org']], ['bob', []]]);
   assert.equal(await s.authenticate('alice@example.org', 'pw1'), true);
   assert.equal(await s.authenticate('ALICE@example.org', 'pw1'), true);
   assert.equal(await s.authenticate('alice@example.org', 'pw2'), false);
@@ -37,14 +38,14 @@ test('users: add, get, list, authenticate', async () => {
   assert.equal(await s.authenticate('nobody', 'pw2'), false);
   assert.equal(await s.authenticate('', ''), false);
   assert.equal(await s.authenticate('bad name\r\n', 'x'), false);
-  assert.equal(s.get('nobody'), null);
-  s.close();
+  assert.equal(await s.get('nobody'), null);
+  await s.close();
 });
 
 test('users: unknown users cost one scrypt verification too', async () => {
   // Counted, not timed: an unknown name must do the same verification work as a known one.
   const calls: string[] = [];
-  const s = new UserStore(':memory:', {
+  const s = testDirectory(':memory:', {
     scrypt: { N: 1024, r: 8, p: 1 },
     verify: async (pw, encoded) => { calls.push(encoded); return verifyPassword(pw, encoded); },
   });
@@ -56,14 +57,14 @@ test('users: unknown users cost one scrypt verification too', async () => {
   assert.ok(isPasswordHash(calls[1]!), 'a real scrypt hash, so the cost is the same');
   assert.notEqual(calls[1], calls[0]);
   assert.equal(await s.authenticate('timed', 'pw'), true);
-  s.close();
+  await s.close();
 });
 
 test('users: duplicate, missing and invalid users have stable codes', async () => {
   const s = store();
   await s.add('carol', 'pw');
   await assert.rejects(s.add('CAROL', 'pw'), code('ERR_USER_EXISTS'));
-  assert.throws(() => s.remove('dave'), code('ERR_USER_NOT_FOUND'));
+  await assert.rejects(s.remove('dave'), code('ERR_USER_NOT_FOUND'));
   await assert.rejects(s.setPassword('dave', 'x'), code('ERR_USER_NOT_FOUND'));
   await assert.rejects(s.add('', 'pw'), code('ERR_USER_INVALID'));
   await assert.rejects(s.add('has space', 'pw'), code('ERR_USER_INVALID'));
@@ -75,8 +76,8 @@ test('users: duplicate, missing and invalid users have stable codes', async () =
   await assert.rejects(s.add('erin', 'a\u0000b'), code('ERR_USER_INVALID'));
   await assert.rejects(s.add('erin', 'p'.repeat(256)), code('ERR_USER_INVALID'));
   await assert.rejects(s.add('erin', 'pw', { addresses: ['not-an-address'] }), code('ERR_USER_INVALID'));
-  assert.equal(s.get('erin'), null);
-  s.close();
+  assert.equal(await s.get('erin'), null);
+  await s.close();
 });
 
 test('users: remove, setPassword, disable', async () => {
@@ -85,78 +86,78 @@ test('users: remove, setPassword, disable', async () => {
   await s.setPassword('frank@example.org', 'new');
   assert.equal(await s.authenticate('frank@example.org', 'old'), false);
   assert.equal(await s.authenticate('frank@example.org', 'new'), true);
-  s.setDisabled('frank@example.org', true);
+  await s.setDisabled('frank@example.org', true);
   assert.equal(await s.authenticate('frank@example.org', 'new'), false);
-  assert.equal(s.get('frank@example.org')?.disabled, true);
-  s.setDisabled('frank@example.org', false);
+  assert.equal((await s.get('frank@example.org'))?.disabled, true);
+  await s.setDisabled('frank@example.org', false);
   assert.equal(await s.authenticate('frank@example.org', 'new'), true);
-  s.remove('Frank@example.org');
-  assert.equal(s.get('frank@example.org'), null);
-  assert.equal(s.owns('frank@example.org', 'frank@example.org'), false);
+  await s.remove('Frank@example.org');
+  assert.equal(await s.get('frank@example.org'), null);
+  assert.equal(await s.owns('frank@example.org', 'frank@example.org'), false);
   assert.equal(await s.authenticate('frank@example.org', 'new'), false);
-  s.close();
+  await s.close();
 });
 
 test('users: owns is case-insensitive on the whole address and supports @domain', async () => {
   const s = store();
   await s.add('grace@example.org', 'pw', { addresses: ['Sales@Example.org', '@corp.example'] });
   await s.add('heidi', 'pw');
-  assert.equal(s.owns('grace@example.org', 'grace@example.org'), true);
-  assert.equal(s.owns('GRACE@EXAMPLE.ORG', 'Grace@Example.Org.'), true);
-  assert.equal(s.owns('grace@example.org', 'sales@example.org'), true);
-  assert.equal(s.owns('grace@example.org', 'anyone@corp.example'), true);
-  assert.equal(s.owns('grace@example.org', 'anyone@sub.corp.example'), false);
-  assert.equal(s.owns('grace@example.org', 'other@example.org'), false);
-  assert.equal(s.owns('grace@example.org', 'x%grace@example.org'), false);
-  assert.equal(s.owns('grace@example.org', '@corp.example'), false);
-  assert.equal(s.owns('heidi', 'grace@example.org'), false);
-  assert.equal(s.owns('heidi', 'heidi'), false);
-  s.addAddress('heidi', 'heidi@example.net');
-  assert.equal(s.owns('heidi', 'HEIDI@example.net'), true);
-  s.removeAddress('heidi', 'heidi@example.net');
-  assert.equal(s.owns('heidi', 'heidi@example.net'), false);
-  assert.throws(() => s.removeAddress('heidi', 'heidi@example.net'), code('ERR_USER_NOT_FOUND'));
-  s.close();
+  assert.equal(await s.owns('grace@example.org', 'grace@example.org'), true);
+  assert.equal(await s.owns('GRACE@EXAMPLE.ORG', 'Grace@Example.Org.'), true);
+  assert.equal(await s.owns('grace@example.org', 'sales@example.org'), true);
+  assert.equal(await s.owns('grace@example.org', 'anyone@corp.example'), true);
+  assert.equal(await s.owns('grace@example.org', 'anyone@sub.corp.example'), false);
+  assert.equal(await s.owns('grace@example.org', 'other@example.org'), false);
+  assert.equal(await s.owns('grace@example.org', 'x%grace@example.org'), false);
+  assert.equal(await s.owns('grace@example.org', '@corp.example'), false);
+  assert.equal(await s.owns('heidi', 'grace@example.org'), false);
+  assert.equal(await s.owns('heidi', 'heidi'), false);
+  await s.addAddress('heidi', 'heidi@example.net');
+  assert.equal(await s.owns('heidi', 'HEIDI@example.net'), true);
+  await s.removeAddress('heidi', 'heidi@example.net');
+  assert.equal(await s.owns('heidi', 'heidi@example.net'), false);
+  await assert.rejects(s.removeAddress('heidi', 'heidi@example.net'), code('ERR_USER_NOT_FOUND'));
+  await s.close();
 });
 
 test('users: IDN domains are stored as A-labels', async () => {
   const s = store();
   await s.add('ivan@b\u00fccher.example', 'pw');
-  assert.equal(s.get('ivan@b\u00fccher.example')?.name, 'ivan@xn--bcher-kva.example');
-  assert.equal(s.owns('ivan@xn--bcher-kva.example', 'IVAN@B\u00dcCHER.example'), true);
-  s.close();
+  assert.equal((await s.get('ivan@b\u00fccher.example'))?.name, 'ivan@xn--bcher-kva.example');
+  assert.equal(await s.owns('ivan@xn--bcher-kva.example', 'IVAN@B\u00dcCHER.example'), true);
+  await s.close();
 });
 
-test('users: domains are managed in the database', () => {
+test('users: domains are managed in the database', async () => {
   const s = store();
-  assert.equal(s.addDomain('Example.ORG.'), 'example.org');
-  s.addDomain('b\u00fccher.example');
-  assert.throws(() => s.addDomain('example.org'), code('ERR_DOMAIN_EXISTS'));
-  assert.throws(() => s.addDomain('bad domain'), code('ERR_DOMAIN_INVALID'));
-  assert.throws(() => s.addDomain('-bad.example'), code('ERR_DOMAIN_INVALID'));
-  assert.deepEqual(s.listDomains(), ['example.org', 'xn--bcher-kva.example']);
-  assert.equal(s.hasDomain('EXAMPLE.org'), true);
-  assert.equal(s.hasDomain('other.org'), false);
-  s.removeDomain('example.org');
-  assert.throws(() => s.removeDomain('example.org'), code('ERR_DOMAIN_NOT_FOUND'));
-  assert.deepEqual(s.listDomains(), ['xn--bcher-kva.example']);
-  s.close();
+  assert.equal(await s.addDomain('Example.ORG.'), 'example.org');
+  await s.addDomain('b\u00fccher.example');
+  await assert.rejects(s.addDomain('example.org'), code('ERR_DOMAIN_EXISTS'));
+  await assert.rejects(s.addDomain('bad domain'), code('ERR_DOMAIN_INVALID'));
+  await assert.rejects(s.addDomain('-bad.example'), code('ERR_DOMAIN_INVALID'));
+  assert.deepEqual(await s.listDomains(), ['example.org', 'xn--bcher-kva.example']);
+  assert.equal(await s.hasDomain('EXAMPLE.org'), true);
+  assert.equal(await s.hasDomain('other.org'), false);
+  await s.removeDomain('example.org');
+  await assert.rejects(s.removeDomain('example.org'), code('ERR_DOMAIN_NOT_FOUND'));
+  assert.deepEqual(await s.listDomains(), ['xn--bcher-kva.example']);
+  await s.close();
 });
 
 test('users: data survives reopening a file database, and a shared connection works', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'relayguard-users-'));
   try {
     const file = join(dir, 'relayguard.db');
-    const a = new UserStore(file, { scrypt: FAST });
+    const a = testDirectory(file, { scrypt: FAST });
     await a.add('judy', 'pw', { addresses: ['judy@example.org'] });
-    a.addDomain('example.org');
-    a.close();
+    await a.addDomain('example.org');
+    await a.close();
     const db = new DatabaseSync(file);
-    const b = new UserStore(db, { scrypt: FAST });
+    const b = testDirectory(db, { scrypt: FAST });
     assert.equal(await b.authenticate('judy', 'pw'), true);
-    assert.equal(b.owns('judy', 'judy@example.org'), true);
-    assert.deepEqual(b.listDomains(), ['example.org']);
-    b.close(); // does not close a connection it was given
+    assert.equal(await b.owns('judy', 'judy@example.org'), true);
+    assert.deepEqual(await b.listDomains(), ['example.org']);
+    await b.close(); // does not close a connection it was given
     assert.equal(db.isOpen, true);
     db.close();
   } finally {
@@ -164,7 +165,7 @@ test('users: data survives reopening a file database, and a shared connection wo
   }
 });
 
-test('users: normalization helpers', () => {
+test('users: normalization helpers', async () => {
   assert.equal(normalizeDomain('Example.COM.'), 'example.com');
   assert.equal(normalizeDomain('a..b'), null);
   assert.equal(normalizeDomain('[127.0.0.1]'), null);

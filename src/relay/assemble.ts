@@ -12,24 +12,27 @@
 import { mkdirSync, readFileSync, statSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
-import type { Clock } from '../core/clock.ts';
+import { SYSTEM_CLOCK, type Clock } from '../core/clock.ts';
 import { RelayguardError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { createLocality, type Locality } from '../core/locality.ts';
 import type { Config } from '../config/schema.ts';
 import type { DnsblResolver } from '../dnsbl/index.ts';
-import { AliasStore, parseAliasFile } from '../policy/aliases.ts';
+import { parseAliasFile } from '../policy/aliases.ts';
 import { AuthThrottle, ConnectionCounter } from '../policy/auth-throttle.ts';
+import type { CounterStore } from '../policy/counters.ts';
+import { UserAccounts, type DirectoryStore } from '../policy/directory.ts';
+import { SharedAuthThrottle, type AuthGate } from '../policy/shared-auth-throttle.ts';
 import { LocalRecipients, type AliasTarget, type RecipientResolver } from '../policy/recipients.ts';
 import { NetworkList } from '../policy/networks.ts';
 import { compileRelayRules } from '../policy/relay-rules.ts';
-import { UserStore } from '../policy/users.ts';
 import type { MailQueue } from '../queue/index.ts';
-import { openQueue } from '../store/index.ts';
 import type { SessionHandler } from '../smtp/handler.ts';
 import { SmtpServer, type BoundListener, type SmtpServerOptions } from '../smtp/server.ts';
 import { ensureCertificate, loadCertificate } from '../smtp/tls-cert.ts';
+import { openCounterStore, openDirectoryStore, openQueue } from '../store/index.ts';
 import { dnsblCheckFromConfig, trustedPredicate, type AbuseCheck, type DnsblCheck } from './abuse.ts';
+import { openDirectoryView, type DirectoryView } from './directory-view.ts';
 import { createReceiveHandler } from './receive-handler.ts';
 
 export interface AssembleOptions {
@@ -45,6 +48,12 @@ export interface AssembleOptions {
   readonly refreshMs?: number;
   /** Accept connections but read nothing from them until release() (privileges are dropped in between). */
   readonly held?: boolean;
+  /**
+   * Where AUTH failures are counted, shared with other processes: e.g. openSqliteCounters(dataDir) for serve's
+   * worker processes on one machine. Default: PostgreSQL's when store.postgres is set, else this process's memory.
+   * A store given here is not closed by close() (its owner closes it).
+   */
+  readonly counters?: CounterStore;
 }
 
 export interface ReloadSummary {
@@ -62,8 +71,15 @@ export interface ReceivePath {
   readonly handler: SessionHandler;
   /** The durable queue the configuration names (store.postgres: the shared PostgreSQL queue; else SQLite in dataDir). */
   readonly queue: MailQueue;
-  readonly users: UserStore;
-  readonly aliases: AliasStore;
+  /**
+   * Users, database domains and aliases (SQLite or PostgreSQL, as the config says); writes through it show in the
+   * recipient tables at once.
+   */
+  readonly directory: DirectoryStore;
+  /** Passwords over the directory (AUTH, user add). */
+  readonly accounts: UserAccounts;
+  /** The AUTH failure throttle now (this process's, or shared). */
+  readonly throttle: AuthGate;
   readonly recipients: RecipientResolver;
   readonly locality: Locality;
   /** Local domains now (config plus database), canonical. */
@@ -78,7 +94,7 @@ export interface ReceivePath {
   /**
    * Applies a new configuration without dropping a session (SIGHUP): listeners, certificate, domains, recipients,
    * relay rules, trusted networks, limits and abuse checks. Throws (and keeps the running configuration) when the
-   * new one cannot be applied; a changed dataDir needs a restart (ERR_RELOAD_RESTART).
+   * new one cannot be applied; a changed dataDir or store needs a restart (ERR_RELOAD_RESTART).
    */
   reload(next: Config): Promise<ReloadSummary>;
   /** Stops the listeners (sessions may finish their transaction for drainMs, then 421 and graceMs), the checks and the stores. */
@@ -114,14 +130,51 @@ export async function assembleReceivePath(initial: Config, options: AssembleOpti
       ? await loadCertificate(c.tls.cert, c.tls.key)
       : await ensureCertificate({ dir: c.dataDir, hostname: c.hostname, logger }));
   let tlsMaterial = await loadTls(config);
-  const queue = await openQueue({ dataDir: config.dataDir, postgres: config.store.postgres, node: config.node, logger });
-  const users = new UserStore(databasePath(config));
-  const aliases = new AliasStore(databasePath(config));
+  const rawDirectory = await openDirectoryStore({
+    sqliteFile: databasePath(config),
+    postgres: config.store.postgres,
+    logger,
+    ...(options.clock ? { clock: options.clock } : {}),
+  });
+  // Counters: given by the caller (worker processes), PostgreSQL's with store.postgres, else in memory.
+  let sharedCounters: CounterStore | null = options.counters ?? null;
+  const ownsCounters = options.counters === undefined && config.store.postgres !== null;
+  let view: DirectoryView;
+  try {
+    if (ownsCounters) sharedCounters = await openCounterStore({ postgres: config.store.postgres, logger });
+    view = await openDirectoryView(rawDirectory, { logger, refreshMs: options.refreshMs ?? 5000 });
+  } catch (err) {
+    await rawDirectory.close().catch(() => {});
+    if (ownsCounters) await sharedCounters?.close().catch(() => {});
+    throw err;
+  }
+  const directory = view.store;
+  const accounts = new UserAccounts(directory);
+  let queue: MailQueue;
+  try {
+    queue = await openQueue({ dataDir: config.dataDir, postgres: config.store.postgres, node: config.node, logger });
+  } catch (err) {
+    view.stop();
+    await rawDirectory.close().catch(() => {});
+    if (ownsCounters) await sharedCounters?.close().catch(() => {});
+    throw err;
+  }
 
   let configured = new Set(config.localDomains);
-  let localDomains: ReadonlySet<string> = new Set([...configured, ...users.listDomains()]);
+  // Local domains now: the config's plus the directory's (recomputed when either changes; view.domains() also
+  // makes an embedded store's copy current).
+  let domainsFrom: [ReadonlySet<string>, ReadonlySet<string>] | null = null;
+  let merged: ReadonlySet<string> = configured;
+  const localDomainsNow = (): ReadonlySet<string> => {
+    const db = view.domains();
+    if (domainsFrom === null || domainsFrom[0] !== configured || domainsFrom[1] !== db) {
+      merged = new Set([...configured, ...db]);
+      domainsFrom = [configured, db];
+    }
+    return merged;
+  };
   let own: string[] = options.ownAddresses ? [...options.ownAddresses()] : hostAddresses(config);
-  const locality = createLocality({ domains: () => localDomains, ownAddresses: () => own });
+  const locality = createLocality({ domains: localDomainsNow, ownAddresses: () => own });
 
   let files: AliasFileState[] = [];
   const setAliasFiles = (paths: readonly string[]): void => {
@@ -153,22 +206,12 @@ export async function assembleReceivePath(initial: Config, options: AssembleOpti
   setAliasFiles(config.recipients.aliasFiles);
   loadAliasFiles(true);
 
-  // The database aliases as an in-memory copy: the recipient path looks several keys up per RCPT. A change made
-  // through this process shows at once; one made by the CLI (another process) at the next refresh, like domains.
-  let aliasVersion = aliases.version();
-  let aliasTable = aliases.snapshot();
-  let aliasLocal = aliases.localChanges;
-  const refreshAliases = (force: boolean): void => {
-    const v = aliases.version();
-    if (!force && v === aliasVersion) return;
-    aliasTable = aliases.snapshot();
-    aliasVersion = v;
-    aliasLocal = aliases.localChanges;
-  };
-  const lookupAlias = (key: string): AliasTarget[] | null => {
-    if (aliases.localChanges !== aliasLocal) refreshAliases(true);
-    const db = aliasTable.get(key);
-    if (db !== undefined) return db;
+  // The database aliases, mailboxes and domains as an in-memory copy (directory-view.ts): the recipient path looks
+  // several keys up per RCPT. A change made through this process shows at once; one made by the CLI or another
+  // node within seconds (at once on PostgreSQL, LISTEN/NOTIFY).
+  const lookupAlias = (key: string): readonly AliasTarget[] | null => {
+    const db = view.lookupAlias(key);
+    if (db !== null) return db;
     for (const f of files) {
       const e = f.entries.get(key);
       if (e) return e;
@@ -184,13 +227,13 @@ export async function assembleReceivePath(initial: Config, options: AssembleOpti
     return null;
   };
   const recipientsFor = (c: Config): LocalRecipients => new LocalRecipients(
-    { aliases: lookupAlias, isMailbox: (a) => users.isMailbox(a) },
+    { aliases: lookupAlias, isMailbox: (a) => view.isMailbox(a) },
     {
       postmaster: c.recipients.postmaster,
       abuse: c.recipients.abuse,
       delimiter: c.recipients.delimiter,
       foldCase: c.recipients.foldCase,
-      defaultDomain: () => c.localDomains[0] ?? [...localDomains][0] ?? null,
+      defaultDomain: () => c.localDomains[0] ?? [...localDomainsNow()][0] ?? null,
     },
     locality,
   );
@@ -204,18 +247,22 @@ export async function assembleReceivePath(initial: Config, options: AssembleOpti
 
   // Domains added with the CLI, interface addresses and alias files take effect within seconds, without a restart.
   const refresh = setInterval(() => {
-    try { localDomains = new Set([...configured, ...users.listDomains()]); } catch { /* keep the last good set */ }
     if (!options.ownAddresses) own = hostAddresses(config);
-    try { refreshAliases(false); } catch { /* keep the last good copy */ }
     loadAliasFiles(false);
   }, options.refreshMs ?? 5000);
   refresh.unref();
+  // Shared counters: forget clients whose failures all left the window (the in-memory throttle sweeps itself).
+  // Every process sweeps; the DELETE is idempotent and uses the index on the newest event.
+  const sweep = setInterval(() => {
+    sharedCounters?.sweep((options.clock ?? SYSTEM_CLOCK).now() - config.limits.authFailureWindow).catch(() => { /* the next sweep */ });
+  }, 60_000);
+  sweep.unref();
 
   interface Parts {
     readonly handler: SessionHandler;
     readonly dnsbl: DnsblCheck | null;
     readonly abuseChecks: AbuseCheck[];
-    readonly throttle: AuthThrottle;
+    readonly throttle: AuthGate;
     readonly limiter: ConnectionCounter;
     readonly serverOptions: SmtpServerOptions;
   }
@@ -230,7 +277,9 @@ export async function assembleReceivePath(initial: Config, options: AssembleOpti
     const l = c.limits;
     const throttle = prev !== null && l.authFailuresPerIp === config.limits.authFailuresPerIp && l.authFailureWindow === config.limits.authFailureWindow
       ? prev.throttle
-      : new AuthThrottle({ maxFailures: l.authFailuresPerIp, windowMs: l.authFailureWindow });
+      : sharedCounters !== null
+        ? new SharedAuthThrottle({ store: sharedCounters, maxFailures: l.authFailuresPerIp, windowMs: l.authFailureWindow, ...(options.clock ? { clock: options.clock } : {}) })
+        : new AuthThrottle({ maxFailures: l.authFailuresPerIp, windowMs: l.authFailureWindow });
     const limiter = prev !== null && l.connectionsPerIp === config.limits.connectionsPerIp && l.connections === config.limits.connections
       ? prev.limiter
       : new ConnectionCounter({ perIp: l.connectionsPerIp, total: l.connections });
@@ -244,8 +293,8 @@ export async function assembleReceivePath(initial: Config, options: AssembleOpti
       relayRules: compileRelayRules(c.relayRules),
       recipients,
       abuseChecks,
-      authenticate: async (u, p) => ((await users.authenticate(u, p)) ? u : null),
-      owns: (u, a) => users.owns(u, a),
+      authenticate: async (u, p) => ((await accounts.authenticate(u, p)) ? u : null),
+      owns: (u, a) => directory.owns(u, a),
       throttle,
       messageSizeLimit: l.messageSize,
     });
@@ -278,12 +327,13 @@ export async function assembleReceivePath(initial: Config, options: AssembleOpti
     get config() { return config; },
     server,
     get handler() { return parts.handler; },
-    queue, users, aliases,
+    queue, directory, accounts,
+    get throttle() { return parts.throttle; },
     recipients: currentRecipients,
     locality,
     get abuseChecks() { return parts.abuseChecks; },
     get dnsbl() { return parts.dnsbl; },
-    localDomains: () => localDomains,
+    localDomains: localDomainsNow,
     async listen() {
       for (const c of parts.abuseChecks) await c.start?.();
       started = true;
@@ -295,6 +345,9 @@ export async function assembleReceivePath(initial: Config, options: AssembleOpti
     async reload(next) {
       if (next.dataDir !== config.dataDir) {
         throw new RelayguardError('ERR_RELOAD_RESTART', `dataDir changed (${config.dataDir} -> ${next.dataDir}): restart relayguard to apply it`);
+      }
+      if (!sameJson(next.store, config.store)) {
+        throw new RelayguardError('ERR_RELOAD_RESTART', 'store changed: restart relayguard to apply it');
       }
       const oldTls = tlsMaterial;
       const newTls = await loadTls(next);
@@ -312,7 +365,6 @@ export async function assembleReceivePath(initial: Config, options: AssembleOpti
         parts = nextParts;
         config = next;
         configured = new Set(next.localDomains);
-        localDomains = new Set([...configured, ...users.listDomains()]);
         if (!options.ownAddresses) own = hostAddresses(next);
         if (!sameJson(next.recipients, oldConfig.recipients)) {
           setAliasFiles(next.recipients.aliasFiles);
@@ -328,11 +380,13 @@ export async function assembleReceivePath(initial: Config, options: AssembleOpti
     close(o = {}) {
       closing ??= (async () => {
         clearInterval(refresh);
+        clearInterval(sweep);
         await server.close({ graceMs: o.graceMs ?? 5000, ...(o.drainMs !== undefined ? { drainMs: o.drainMs } : {}) });
         for (const c of parts.abuseChecks) c.stop?.();
         await queue.close();
-        aliases.close();
-        users.close();
+        view.stop();
+        await rawDirectory.close();
+        if (ownsCounters) await sharedCounters?.close();
       })();
       return closing;
     },

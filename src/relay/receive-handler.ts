@@ -21,7 +21,8 @@ import type { AuthVerdict, DataVerdict, SessionHandler, SessionState, Verdict } 
 import type { Locality } from '../core/locality.ts';
 import { decideRecipient, checkSenderOwnership, type RelayContext, type RelayRuleMatcher } from '../policy/relay.ts';
 import { unknownUserReply, type RecipientResolver } from '../policy/recipients.ts';
-import type { AuthThrottle } from '../policy/auth-throttle.ts';
+import type { ThrottleResult } from '../policy/auth-throttle.ts';
+import type { AuthGate } from '../policy/shared-auth-throttle.ts';
 import type { MailQueue } from '../queue/index.ts';
 import type { AbuseCheck } from './abuse.ts';
 
@@ -40,9 +41,12 @@ export interface ReceiveDeps {
   readonly recipients: RecipientResolver;
   /** Run in order after the relay decision accepted a recipient. */
   readonly abuseChecks?: readonly AbuseCheck[];
+  /** The user name when the password is right; rejects when the user store cannot answer (454 4.7.0). */
   readonly authenticate: (username: string, password: string) => Promise<string | null>;
-  readonly owns: (user: string, address: string) => boolean;
-  readonly throttle: AuthThrottle;
+  /** Whether the user may send as the address; rejects when the user store cannot answer (451 4.3.0). */
+  readonly owns: (user: string, address: string) => Promise<boolean>;
+  /** AUTH failure throttle: this process's (AuthThrottle) or the cluster's (SharedAuthThrottle). */
+  readonly throttle: AuthGate;
   readonly messageSizeLimit: number;
 }
 
@@ -57,6 +61,13 @@ export function createReceiveHandler(deps: ReceiveDeps): SessionHandler {
   const log = deps.logger;
 
   const checks = deps.abuseChecks ?? [];
+  /** Refunds the attempt the throttle counted; a shared throttle's refund is a round trip the reply does not wait for. */
+  const refund = (ip: string): void => {
+    try {
+      const r = deps.throttle.recordSuccess(ip);
+      if (r instanceof Promise) r.catch((err: unknown) => log.warn('auth refund failed', { client_ip: ip, err_code: (err as { code?: unknown })?.code ?? 'ERR_STORE_UNAVAILABLE' }));
+    } catch { /* a refund is best effort */ }
+  };
   const context = (s: SessionState): RelayContext => ({
     role: s.connection.listener.role,
     trusted: deps.isTrusted(s.connection.remoteAddress),
@@ -77,19 +88,37 @@ export function createReceiveHandler(deps: ReceiveDeps): SessionHandler {
     async onAuth(req): Promise<AuthVerdict> {
       const ip = req.session.connection.remoteAddress;
       const fields = { session_id: req.session.connection.id, client_ip: ip, mechanism: req.mechanism, sasl_username: req.username };
-      const gate = deps.throttle.acquire(ip);
+      // The throttle and the user store may be shared databases: when either cannot answer, the client is told to
+      // try later (RFC 4954 454 4.7.0), never 235 and never 535 (a wrong password it did not send).
+      const unavailable = (err: unknown, what: string): AuthVerdict => {
+        log.error('auth unavailable', { ...fields, part: what, err_code: (err as { code?: unknown })?.code ?? 'ERR_STORE_UNAVAILABLE', err: String((err as Error)?.message ?? err) });
+        return { ok: false, reply: { code: 454, enhanced: '4.7.0', text: 'Temporary authentication failure' } };
+      };
+      let gate: ThrottleResult;
+      try {
+        gate = await deps.throttle.acquire(ip);
+      } catch (err) {
+        return unavailable(err, 'throttle');
+      }
       if (!gate.allowed) {
         log.warn('auth throttled', { ...fields, retry_after_ms: gate.retryAfterMs });
         return { ok: false, reply: { code: 450, enhanced: '4.7.1', text: `Error: too many AUTH failures from ${ip}, try again later` } };
       }
-      const user = await deps.authenticate(req.username, req.password);
+      let user: string | null;
+      try {
+        user = await deps.authenticate(req.username, req.password);
+      } catch (err) {
+        refund(ip); // an outage is not the client's failure
+        return unavailable(err, 'users');
+      }
       if (user === null) {
-        deps.throttle.recordFailure(ip);
+        const confirmed = deps.throttle.recordFailure(ip);
+        if (confirmed instanceof Promise) confirmed.catch(() => { /* counted by acquire() already */ });
         // `client: "[ip]"` (written first, core/log.ts) is what deploy/fail2ban/filter.d/relayguard.conf anchors on.
         log.warn('auth failed', { ...fields, client: `[${ip}]` });
         return { ok: false, reply: { code: 535, enhanced: '5.7.8', text: 'Error: authentication failed' } };
       }
-      deps.throttle.recordSuccess(ip);
+      refund(ip);
       log.info('auth succeeded', { ...fields, user });
       return { ok: true, user };
     },
@@ -103,7 +132,19 @@ export function createReceiveHandler(deps: ReceiveDeps): SessionHandler {
       }
       if (session.user !== null) {
         const sender = path.mailbox ? canonicalize(path.mailbox) : null;
-        const check = checkSenderOwnership(sender, session.user, (a) => deps.owns(session.user!, a));
+        let owned = false;
+        if (sender !== null) {
+          try {
+            owned = await deps.owns(session.user, sender.address);
+          } catch (err) {
+            log.error('sender ownership unavailable', {
+              session_id: session.connection.id, client_ip: session.connection.remoteAddress, user: session.user,
+              err_code: (err as { code?: unknown })?.code ?? 'ERR_STORE_UNAVAILABLE', err: String((err as Error)?.message ?? err),
+            });
+            return { ok: false, reply: { code: 451, enhanced: '4.3.0', text: 'Temporary lookup failure, try again later' } };
+          }
+        }
+        const check = checkSenderOwnership(sender, session.user, () => owned);
         if (!check.ok) {
           log.warn('sender rejected', {
             session_id: session.connection.id, client_ip: session.connection.remoteAddress, user: session.user,

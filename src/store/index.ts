@@ -1,20 +1,24 @@
 /**
- * Purpose: the storage adapters behind the asynchronous ports other modules own (policy's DirectoryStore, the
- *   queue's MailQueue: openQueue picks the embedded SQLite queue or the shared PostgreSQL one),
+ * Purpose: the storage adapters behind the asynchronous ports other modules own (policy's DirectoryStore and
+ *   CounterStore, the queue's MailQueue: openQueue picks the embedded SQLite queue or the shared PostgreSQL one),
  * on the embedded SQLite database (default) or on PostgreSQL (`store: { postgres: { url } }`, shared by every
  * node), and the PostgreSQL schema migrations (`relayguard db migrate`) with the check made when a store opens.
  * Trust: holds password hashes and the relay's address tables; reads and writes the database only (SQLite file
  * under dataDir with mode 0600, or a PostgreSQL server); talks to no SMTP peer. Loads `pg` only for PostgreSQL.
  * Standards: none beyond SQL (SQLite 3, PostgreSQL 15).
  */
+import { join } from 'node:path';
 import type { Clock } from '../core/clock.ts';
 import type { Logger } from '../core/log.ts';
 import { RelayguardError } from '../core/errors.ts';
+import type { CounterStore } from '../policy/counters.ts';
 import { ERR_STORE_UNAVAILABLE, type DirectoryStore } from '../policy/directory.ts';
 import { describePostgresUrl, migrate, schemaStatus, type MigrateResult, type SchemaStatus } from './postgres-schema.ts';
+import { SqliteCounterStore } from './sqlite-counters.ts';
 import { SqliteDirectoryStore } from './sqlite-directory.ts';
 import { QueueStore, SqliteMailQueue, type MailQueue } from '../queue/index.ts';
 
+export { SqliteCounterStore } from './sqlite-counters.ts';
 export { SqliteDirectoryStore } from './sqlite-directory.ts';
 export {
   ERR_STORE_MIGRATION_FAILED, ERR_STORE_MIGRATIONS_MISSING, ERR_STORE_SCHEMA_MODIFIED, ERR_STORE_SCHEMA_NEWER, ERR_STORE_SCHEMA_OLD,
@@ -92,6 +96,38 @@ export async function openDirectoryStore(options: OpenDirectoryOptions): Promise
     ...(options.clock ? { clock: options.clock } : {}),
     ...(options.logger ? { logger: options.logger } : {}),
   });
+}
+
+export interface OpenCountersOptions {
+  /** `store.postgres` of the configuration (required: without it, counters stay in each process's memory). */
+  readonly postgres: PostgresSettings | null;
+  readonly logger?: Logger;
+}
+
+/**
+ * The cluster's shared counters on PostgreSQL (the AUTH throttle of every node; migrations/postgres/004_counters.sql).
+ * Connects and checks the schema like the directory store.
+ */
+export async function openCounterStore(options: OpenCountersOptions): Promise<CounterStore> {
+  if (options.postgres === null) throw new TypeError('openCounterStore needs store.postgres (without it use openSqliteCounters or the in-memory throttle)');
+  const { PostgresCounterStore } = await import('./postgres-counters.ts');
+  return PostgresCounterStore.open(options.postgres.url, {
+    poolSize: Math.max(2, Math.min(4, options.postgres.poolSize)),
+    ...(options.logger ? { logger: options.logger } : {}),
+  });
+}
+
+/** The counters file the worker processes of one machine share: dataDir/counters.db. */
+export function sqliteCountersPath(dataDir: string): string {
+  return join(dataDir, 'counters.db');
+}
+
+/**
+ * Counters shared by the processes of one machine that open the same file (serve's workers on the embedded
+ * database): pass the result as AssembleOptions.counters in every worker, and close it when the worker stops.
+ */
+export function openSqliteCounters(dataDir: string): CounterStore {
+  return new SqliteCounterStore(sqliteCountersPath(dataDir));
 }
 
 async function withClient<T>(url: string, fn: (client: import('pg').Client) => Promise<T>): Promise<T> {

@@ -11,7 +11,7 @@
  * clients) rejects with ERR_STORE_UNAVAILABLE, which the SMTP side turns into a 4xx; a connection that dies while
  * idle in the pool is logged and replaced, never an uncaught error.
  */
-import { DatabaseError, Pool, type PoolClient, type QueryResultRow } from 'pg';
+import { Client, DatabaseError, Pool, type PoolClient, type QueryResultRow } from 'pg';
 import { SYSTEM_CLOCK, type Clock } from '../core/clock.ts';
 import { RelayguardError } from '../core/errors.ts';
 import { NULL_LOGGER, type Logger } from '../core/log.ts';
@@ -62,13 +62,13 @@ export function isUnavailable(err: unknown): boolean {
  * pg_terminate_backend; 57P02/57P03 crash and startup) or the network dropped: a read may be tried again on
  * another connection. Not for refused or timed-out connects, which would only double the wait.
  */
-function isDeadConnection(err: unknown): boolean {
+export function isDeadConnection(err: unknown): boolean {
   if (err instanceof DatabaseError) return /^57P0[1-3]$/.test(err.code ?? '');
   const e = err as { code?: unknown; message?: unknown } | null;
   return e?.code === 'ECONNRESET' || e?.code === 'EPIPE' || (typeof e?.message === 'string' && /Connection terminated unexpectedly|not queryable/.test(e.message));
 }
 
-function unavailable(err: unknown, where: string): RelayguardError {
+export function unavailable(err: unknown, where: string): RelayguardError {
   if (err instanceof RelayguardError) return err;
   return new RelayguardError(ERR_STORE_UNAVAILABLE, `PostgreSQL (${where}) is unavailable: ${(err as Error)?.message ?? String(err)}`, { cause: err });
 }
@@ -108,12 +108,18 @@ export class PostgresDirectoryStore implements DirectoryStore {
   readonly #pool: Pool;
   readonly #clock: Clock;
   readonly #where: string;
+  readonly #url: string;
+  readonly #logger: Logger;
+  /** Stop functions of the running watch() listeners (close() stops them). */
+  readonly #watchers = new Set<() => void>();
   #closed: Promise<void> | null = null;
 
-  private constructor(pool: Pool, where: string, clock: Clock) {
+  private constructor(pool: Pool, where: string, clock: Clock, url: string, logger: Logger) {
     this.#pool = pool;
     this.#where = where;
     this.#clock = clock;
+    this.#url = url;
+    this.#logger = logger;
   }
 
   /**
@@ -143,7 +149,7 @@ export class PostgresDirectoryStore implements DirectoryStore {
       await pool.end().catch(() => {});
       throw isUnavailable(err) ? unavailable(err, where) : err;
     }
-    return new PostgresDirectoryStore(pool, where, options.clock ?? SYSTEM_CLOCK);
+    return new PostgresDirectoryStore(pool, where, options.clock ?? SYSTEM_CLOCK, url, logger);
   }
 
   /** A read. Retried once on a fresh connection when a pooled one turns out dead (server restart, failover). */
@@ -361,7 +367,71 @@ export class PostgresDirectoryStore implements DirectoryStore {
     return rows.length === 0 ? null : rows.map((r) => ({ address: r.target, remote: r.remote === true }));
   }
 
+  async version(): Promise<string> {
+    const rows = await this.#query<{ version: string }>('rg_dir_version', 'SELECT version FROM directory_version', []);
+    return String(rows[0]?.version ?? 0);
+  }
+
+  /**
+   * LISTEN relayguard_directory on a connection of its own (migrations/postgres/003_directory_changes.sql sends
+   * one NOTIFY per changing statement, at commit). A lost connection is re-established with backoff (1 s, doubling
+   * to 30 s); after it is back, `onChange` is called once, since notifications sent meanwhile are lost.
+   */
+  watch(onChange: () => void): () => void {
+    let stopped = false;
+    let client: Client | null = null;
+    let timer: NodeJS.Timeout | null = null;
+    let delay = 1000;
+    let connectedBefore = false;
+    const schedule = (): void => {
+      if (stopped || timer !== null) return;
+      timer = setTimeout(() => { timer = null; void connect(); }, delay);
+      timer.unref();
+      delay = Math.min(delay * 2, 30_000);
+    };
+    const connect = async (): Promise<void> => {
+      const c = new Client({ connectionString: this.#url, connectionTimeoutMillis: 5000, application_name: 'relayguard listen', keepAlive: true });
+      client = c;
+      let failed = false;
+      const lost = (err?: Error): void => {
+        if (failed) return;
+        failed = true;
+        if (client === c) client = null;
+        c.end().catch(() => {});
+        if (!stopped) {
+          this.#logger.warn('directory change listener lost', { store: 'directory', err_code: ERR_STORE_UNAVAILABLE, err: err?.message ?? 'connection ended' });
+          schedule();
+        }
+      };
+      c.on('error', lost);
+      c.on('end', () => lost());
+      c.on('notification', () => { if (!stopped) onChange(); });
+      try {
+        await c.connect();
+        await c.query('LISTEN relayguard_directory');
+        if (stopped) { await c.end().catch(() => {}); return; }
+        delay = 1000;
+        if (connectedBefore) onChange(); // whatever changed while we were away
+        connectedBefore = true;
+      } catch (err) {
+        lost(err as Error);
+      }
+    };
+    void connect();
+    const stop = (): void => {
+      stopped = true;
+      this.#watchers.delete(stop);
+      if (timer !== null) clearTimeout(timer);
+      const c = client;
+      client = null;
+      c?.end().catch(() => {});
+    };
+    this.#watchers.add(stop);
+    return stop;
+  }
+
   close(): Promise<void> {
+    for (const stop of [...this.#watchers]) stop();
     this.#closed ??= this.#pool.end();
     return this.#closed;
   }

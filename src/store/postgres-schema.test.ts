@@ -40,7 +40,7 @@ function extra(version: number, name: string, sql: string): Migration {
 
 test('migrations: the shipped files are numbered from 001 and checksummed', () => {
   const m = loadMigrations();
-  assert.deepEqual(m.map((x) => [x.version, x.name]), [[1, '001_directory'], [2, '002_queue']]);
+  assert.deepEqual(m.map((x) => [x.version, x.name]), [[1, '001_directory'], [2, '002_queue'], [3, '003_directory_changes'], [4, '004_counters']]);
   assert.match(m[0]!.checksum, /^[0-9a-f]{64}$/);
   assert.match(m[0]!.sql, /CREATE TABLE users/);
 });
@@ -62,15 +62,15 @@ test('migrations: misnamed, missing or gapped files are refused with ERR_STORE_M
   }
 });
 
-test('schema: a store refuses an unmigrated database; db migrate applies 001 and 002 once; then the store opens', async () => {
+test('schema: a store refuses an unmigrated database; db migrate applies the files once; then the store opens', async () => {
   const db = await freshDb();
   try {
-    await assert.rejects(PostgresDirectoryStore.open(db.url), code('ERR_STORE_SCHEMA_OLD', /version 0, this relayguard needs 2 .*relayguard db migrate/));
-    assert.deepEqual(await postgresSchemaStatus(db.url), { current: 0, expected: 2, pending: ['001_directory', '002_queue'], applied: [] });
-    assert.deepEqual(await migratePostgres(db.url), { from: 0, to: 2, applied: ['001_directory', '002_queue'] });
-    assert.deepEqual(await migratePostgres(db.url), { from: 2, to: 2, applied: [] });
+    await assert.rejects(PostgresDirectoryStore.open(db.url), code('ERR_STORE_SCHEMA_OLD', /version 0, this relayguard needs 4 .*relayguard db migrate/));
+    assert.deepEqual(await postgresSchemaStatus(db.url), { current: 0, expected: 4, pending: ['001_directory', '002_queue', '003_directory_changes', '004_counters'], applied: [] });
+    assert.deepEqual(await migratePostgres(db.url), { from: 0, to: 4, applied: ['001_directory', '002_queue', '003_directory_changes', '004_counters'] });
+    assert.deepEqual(await migratePostgres(db.url), { from: 3, to: 4, applied: [] });
     const status = await postgresSchemaStatus(db.url);
-    assert.equal(status.current, 2);
+    assert.equal(status.current, 4);
     assert.deepEqual(status.pending, []);
     assert.equal(status.applied[0]!.checksum, loadMigrations()[0]!.checksum);
     const s = await PostgresDirectoryStore.open(db.url);
@@ -88,11 +88,11 @@ test('schema: a database newer than the code, or a changed migration file, is re
   const db = await freshDb();
   try {
     await migrate(db.client);
-    await db.client.query("INSERT INTO schema_migrations (version, name, checksum) VALUES (3, '003_from_the_future', 'x')");
-    await assert.rejects(PostgresDirectoryStore.open(db.url), code('ERR_STORE_SCHEMA_NEWER', /version 3, newer than this relayguard knows \(2\): upgrade relayguard/));
+    await db.client.query("INSERT INTO schema_migrations (version, name, checksum) VALUES (5, '005_from_the_future', 'x')");
+    await assert.rejects(PostgresDirectoryStore.open(db.url), code('ERR_STORE_SCHEMA_NEWER', /version 5, newer than this relayguard knows \(4\): upgrade relayguard/));
     await assert.rejects(migrate(db.client), code('ERR_STORE_SCHEMA_NEWER'));
-    await db.client.query('DELETE FROM schema_migrations WHERE version = 3');
-    assert.equal(await checkSchema(db.client), 2);
+    await db.client.query('DELETE FROM schema_migrations WHERE version = 5');
+    assert.equal(await checkSchema(db.client), 4);
     await db.client.query("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1");
     await assert.rejects(checkSchema(db.client), code('ERR_STORE_SCHEMA_MODIFIED', /001_directory/));
     await assert.rejects(migrate(db.client), code('ERR_STORE_SCHEMA_MODIFIED'));
@@ -104,17 +104,19 @@ test('schema: a database newer than the code, or a changed migration file, is re
 test('schema: a failing migration leaves the database at the version it had; pending ones apply in order', async () => {
   const db = await freshDb();
   try {
-    const shipped = loadMigrations().slice(0, 1); // 001 as the base; 002/003 below are this test's own
+    const shipped = loadMigrations();
+    const base = shipped.length;
+    const v = (n: number): string => String(n).padStart(3, '0');
     await migrate(db.client, shipped);
-    const bad = [...shipped, extra(2, 'good_part', 'CREATE TABLE two (id int);'), extra(3, 'broken', 'CREATE TABLE three (id int); SELECT no_such_function();')];
-    await assert.rejects(migrate(db.client, bad), code('ERR_STORE_MIGRATION_FAILED', /003_broken failed: .*no_such_function.*nothing was applied \(the schema stays at version 1\)/));
-    assert.equal((await schemaStatus(db.client, shipped)).current, 1);
-    assert.equal((await db.client.query("SELECT to_regclass('two') AS t")).rows[0].t, null, '002 was rolled back with 003');
-    await assert.rejects(checkSchema(db.client, bad), code('ERR_STORE_SCHEMA_OLD', /pending: 002_good_part, 003_broken/));
-    const good = [...shipped, extra(2, 'good_part', 'CREATE TABLE two (id int);'), extra(3, 'fixed', 'CREATE TABLE three (id int);')];
-    assert.deepEqual(await migrate(db.client, good), { from: 1, to: 3, applied: ['002_good_part', '003_fixed'] });
-    assert.equal(await checkSchema(db.client, good), 3);
-    // This code (which knows only 001) now refuses the database.
+    const bad = [...shipped, extra(base + 1, 'good_part', 'CREATE TABLE two (id int);'), extra(base + 2, 'broken', 'CREATE TABLE three (id int); SELECT no_such_function();')];
+    await assert.rejects(migrate(db.client, bad), code('ERR_STORE_MIGRATION_FAILED', new RegExp(`${v(base + 2)}_broken failed: .*no_such_function.*nothing was applied \\(the schema stays at version ${base}\\)`)));
+    assert.equal((await schemaStatus(db.client, shipped)).current, base);
+    assert.equal((await db.client.query("SELECT to_regclass('two') AS t")).rows[0].t, null, 'the good part was rolled back with the broken one');
+    await assert.rejects(checkSchema(db.client, bad), code('ERR_STORE_SCHEMA_OLD', new RegExp(`pending: ${v(base + 1)}_good_part, ${v(base + 2)}_broken`)));
+    const good = [...shipped, extra(base + 1, 'good_part', 'CREATE TABLE two (id int);'), extra(base + 2, 'fixed', 'CREATE TABLE three (id int);')];
+    assert.deepEqual(await migrate(db.client, good), { from: base, to: base + 2, applied: [`${v(base + 1)}_good_part`, `${v(base + 2)}_fixed`] });
+    assert.equal(await checkSchema(db.client, good), base + 2);
+    // This code (which knows only the shipped files) now refuses the database.
     await assert.rejects(checkSchema(db.client, shipped), code('ERR_STORE_SCHEMA_NEWER'));
   } finally {
     await db.done();
@@ -127,9 +129,9 @@ test('schema: two nodes migrating at once apply each file once', async () => {
   await other.connect();
   try {
     const results = await Promise.all([migrate(db.client), migrate(other), migratePostgres(db.url)]);
-    assert.deepEqual(results.map((r) => r.applied.length).sort(), [0, 0, 2]);
+    assert.deepEqual(results.map((r) => r.applied.length).sort(), [0, 0, 4]);
     const rows = await db.client.query('SELECT version FROM schema_migrations');
-    assert.deepEqual(rows.rows, [{ version: 1 }, { version: 2 }]);
+    assert.deepEqual(rows.rows.map((r) => r.version).sort(), [1, 2, 3, 4]);
   } finally {
     await other.end();
     await db.done();

@@ -4,10 +4,10 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { AliasStore } from '../policy/aliases.ts';
 import { directoryContract } from '../policy/directory.case.ts';
 import type { DirectoryStore } from '../policy/directory.ts';
-import { UserStore } from '../policy/users.ts';
+import { readRecipientSnapshot } from '../policy/directory.ts';
+import { hashPassword } from '../policy/password.ts';
 import { openDirectoryStore } from './index.ts';
 import { SqliteDirectoryStore } from './sqlite-directory.ts';
 
@@ -33,17 +33,31 @@ directoryContract({
   },
 });
 
-test('sqlite directory: a data directory written by UserStore and AliasStore keeps working, both ways', async () => {
+/**
+ * relayguard.db as relayguard wrote it before the DirectoryStore port (policy/users.ts UserStore and
+ * policy/aliases.ts AliasStore, since removed): the tables they created, verbatim, as a fixture for existing files.
+ */
+const PRE_PORT_SCHEMA = `
+  CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY NOT NULL, password_hash TEXT NOT NULL, created_at INTEGER NOT NULL, disabled INTEGER NOT NULL DEFAULT 0);
+  CREATE TABLE IF NOT EXISTS user_addresses (name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE, address TEXT NOT NULL, PRIMARY KEY (name, address));
+  CREATE INDEX IF NOT EXISTS user_addresses_by_address ON user_addresses(address);
+  CREATE TABLE IF NOT EXISTS domains (domain TEXT PRIMARY KEY NOT NULL, created_at INTEGER NOT NULL);
+  CREATE TABLE IF NOT EXISTS aliases (address TEXT NOT NULL, target TEXT NOT NULL, remote INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL, PRIMARY KEY (address, target));
+`;
+
+test('sqlite directory: a relayguard.db written before the port keeps working, and stays readable the old way', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'relayguard-dir-'));
   try {
     const file = join(dir, 'relayguard.db');
-    const users = new UserStore(file, { scrypt: FAST });
-    const aliases = new AliasStore(file);
-    await users.add('old@example.org', 'pw', { addresses: ['@old.example'] });
-    users.addDomain('example.org');
-    aliases.add('team@example.org', ['old@example.org']);
-    users.close();
-    aliases.close();
+    const hash = await hashPassword('pw', FAST);
+    const old = new DatabaseSync(file);
+    old.exec(PRE_PORT_SCHEMA);
+    old.prepare('INSERT INTO users VALUES (?, ?, ?, 0)').run('old@example.org', hash, 1_600_000_000_000);
+    old.prepare('INSERT INTO user_addresses VALUES (?, ?)').run('old@example.org', 'old@example.org');
+    old.prepare('INSERT INTO user_addresses VALUES (?, ?)').run('old@example.org', '@old.example');
+    old.prepare('INSERT INTO domains VALUES (?, ?)').run('example.org', 1_600_000_000_000);
+    old.prepare('INSERT INTO aliases VALUES (?, ?, 0, ?)').run('team@example.org', 'old@example.org', 1_600_000_000_000);
+    old.close();
 
     const s = await openDirectoryStore({ sqliteFile: file, postgres: null });
     assert.equal(s.kind, 'sqlite');
@@ -51,18 +65,45 @@ test('sqlite directory: a data directory written by UserStore and AliasStore kee
     assert.equal(await s.owns('old@example.org', 'x@old.example'), true);
     assert.deepEqual(await s.listDomains(), ['example.org']);
     assert.deepEqual(await s.lookupAlias('team@example.org'), [{ address: 'old@example.org', remote: false }]);
-    await s.addUser({ name: 'new', passwordHash: (await s.credentials('old@example.org'))!.passwordHash, addresses: ['new@example.org'] });
+    assert.deepEqual(await s.getUser('old@example.org'), { name: 'old@example.org', createdAt: 1_600_000_000_000, disabled: false, addresses: ['@old.example', 'old@example.org'] });
+    await s.addUser({ name: 'new', passwordHash: hash, addresses: ['new@example.org'] });
     await s.addAlias('fwd@example.org', ['far@remote.test'], { remote: true });
     await s.close();
 
-    const back = new UserStore(file, { scrypt: FAST });
-    const backAliases = new AliasStore(file);
-    assert.equal(await back.authenticate('new', 'pw'), true, 'the old store reads what the port wrote');
-    assert.equal(back.isMailbox('new@example.org'), true);
-    assert.deepEqual(backAliases.lookup('fwd@example.org'), [{ address: 'far@remote.test', remote: true }]);
+    // The rows the port wrote are in the old tables' shape (an older relayguard reading the file sees them).
+    const back = new DatabaseSync(file);
+    assert.deepEqual({ ...back.prepare('SELECT name, password_hash, disabled FROM users WHERE name = ?').get('new') }, { name: 'new', password_hash: hash, disabled: 0 });
+    assert.deepEqual(back.prepare('SELECT address FROM user_addresses WHERE name = ?').all('new').map((r) => r['address']), ['new@example.org']);
+    assert.deepEqual({ ...back.prepare('SELECT target, remote FROM aliases WHERE address = ?').get('fwd@example.org') }, { target: 'far@remote.test', remote: 1 });
+    const tables = back.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all().map((r) => r['name']);
+    assert.deepEqual(tables, ['aliases', 'directory_version', 'domains', 'user_addresses', 'users'], 'only the change counter is added');
     back.close();
-    backAliases.close();
     assert.equal(statSync(file).mode & 0o077, 0, 'relayguard.db is private (password hashes)');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('sqlite directory: the version follows the directory tables only, not other tables of relayguard.db (ORDB listings)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'relayguard-dir-'));
+  try {
+    const file = join(dir, 'relayguard.db');
+    const s = new SqliteDirectoryStore(file);
+    const other = new DatabaseSync(file); // another process: the CLI, the ORDB store
+    other.exec('PRAGMA busy_timeout = 5000; CREATE TABLE listings (network TEXT)');
+    const v0 = s.sync.version();
+    other.exec("INSERT INTO listings VALUES ('192.0.2.0/24')");
+    assert.equal(s.sync.version(), v0, 'a commit to another table is not a directory change');
+    other.exec("INSERT INTO domains (domain, created_at) VALUES ('example.org', 0)");
+    const v1 = s.sync.version();
+    assert.notEqual(v1, v0, 'a write by another connection (an older relayguard too: triggers)');
+    other.exec("UPDATE users SET disabled = 1 WHERE name = 'nobody'"); // no row: no change
+    assert.equal(s.sync.version(), v1);
+    await s.addAlias('a@example.org', ['b@example.org']);
+    assert.notEqual(s.sync.version(), v1, 'a write through the store itself');
+    assert.deepEqual([...s.sync.snapshot().domains], ['example.org']);
+    other.close();
+    await s.close();
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -78,36 +119,35 @@ test('sqlite directory: a shared connection is not closed by close()', async () 
   db.close();
 });
 
-test('sqlite directory: latency against the synchronous stores it replaces (printed, not asserted)', async (t) => {
+test('sqlite directory: the store read per call against the in-memory copy the RCPT path uses (printed, not asserted)', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'relayguard-dir-'));
   try {
     const file = join(dir, 'relayguard.db');
     const port = new SqliteDirectoryStore(file);
-    const hash = await (await import('../policy/password.ts')).hashPassword('pw', FAST);
+    const hash = await hashPassword('pw', FAST);
     await port.addUsers(Array.from({ length: 2000 }, (_, i) => ({ name: `user${i}@example.org`, passwordHash: hash, addresses: [`alt${i}@example.org`] })));
     for (let i = 0; i < 500; i++) await port.addAlias(`list${i}@example.org`, [`user${i}@example.org`, `user${i + 1}@example.org`]);
-    const users = new UserStore(file);
-    const aliases = new AliasStore(file);
+    const t0 = performance.now();
+    const snap = await readRecipientSnapshot(port);
+    const snapshotMs = performance.now() - t0;
     const N = 20_000;
     const time = async (f: (i: number) => unknown): Promise<number> => {
       for (let i = 0; i < 1000; i++) await f(i);
-      const t0 = performance.now();
+      const start = performance.now();
       for (let i = 0; i < N; i++) await f(i);
-      return ((performance.now() - t0) / N) * 1000;
+      return ((performance.now() - start) / N) * 1000;
     };
     const address = (i: number): string => (i % 2 === 0 ? `alt${i % 2000}@example.org` : `missing${i}@example.org`);
     const key = (i: number): string => (i % 2 === 0 ? `list${i % 500}@example.org` : `missing${i}@example.org`);
     const rows = [
-      ['isMailbox', await time((i) => users.isMailbox(address(i))), await time((i) => port.isMailbox(address(i)))],
-      ['lookupAlias', await time((i) => aliases.lookup(key(i))), await time((i) => port.lookupAlias(key(i)))],
+      ['isMailbox', await time((i) => snap.mailboxes.has(address(i))), await time((i) => port.isMailbox(address(i)))],
+      ['lookupAlias', await time((i) => snap.aliases.get(key(i))), await time((i) => port.lookupAlias(key(i)))],
     ] as const;
-    for (const [what, sync, async] of rows) {
-      const line = `sqlite ${what}: UserStore/AliasStore (sync) ${sync.toFixed(1)} us, SqliteDirectoryStore (awaited) ${async.toFixed(1)} us per call (${N} calls)`;
+    for (const [what, copy, store] of rows) {
+      const line = `sqlite ${what}: in-memory copy ${copy.toFixed(2)} us, SqliteDirectoryStore (awaited) ${store.toFixed(1)} us per call (${N} calls); the copy of 2000 users and 1000 aliases read in ${snapshotMs.toFixed(1)} ms`;
       t.diagnostic(line);
       process.stderr.write(`# latency ${line}\n`);
     }
-    users.close();
-    aliases.close();
     await port.close();
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -120,7 +160,7 @@ test('sqlite directory: two threads racing on one file: each user is created onc
   try {
     const file = join(dir, 'relayguard.db');
     new SqliteDirectoryStore(file).close(); // tables exist before the race
-    const hash = await (await import('../policy/password.ts')).hashPassword('pw', FAST);
+    const hash = await hashPassword('pw', FAST);
     const gate = new Int32Array(new SharedArrayBuffer(4));
     const code = `
       const { parentPort, workerData } = require('node:worker_threads');

@@ -1,12 +1,15 @@
 /**
  * The directory port (policy/directory.ts) on the embedded SQLite database, relayguard.db under dataDir.
  *
- * Same tables as policy/users.ts (UserStore) and policy/aliases.ts (AliasStore), created if missing, so a data
- * directory written by either keeps working and both can run side by side on one file:
+ * This module owns the embedded schema (the one CREATE TABLE of each table; PostgreSQL's twin is
+ * migrations/postgres/001_directory.sql). The tables are those relayguard created before the port (the synchronous
+ * UserStore and AliasStore, since removed), created if missing, so every existing relayguard.db keeps working
+ * (directory_version and its triggers are added to it on first open):
  *   users(name PK, password_hash, created_at, disabled)
  *   user_addresses(name, address)      -- PK (name, address); address "@example.org" owns the whole domain
  *   domains(domain PK, created_at)
  *   aliases(address, target, remote, created_at)   -- PK (address, target)
+ *   directory_version(id = 1, version)              -- bumped by triggers on the four tables (change detection)
  * node:sqlite is synchronous: each method runs to completion before its promise settles (no worker, no queue),
  * which keeps the embedded default as fast as the synchronous stores. Writes use BEGIN IMMEDIATE and check inside
  * the transaction, so two processes on one file cannot both create a user (the loser gets ERR_USER_EXISTS).
@@ -14,7 +17,10 @@
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { SYSTEM_CLOCK, type Clock } from '../core/clock.ts';
 import { restrictSqliteFiles } from '../core/file-modes.ts';
-import type { AliasEntry, AliasTarget, DirectoryStore, UserCredentials, UserInfo, UserRecord } from '../policy/directory.ts';
+import {
+  buildRecipientSnapshot,
+  type AliasEntry, type AliasTarget, type DirectoryStore, type SyncRecipientReads, type UserCredentials, type UserInfo, type UserRecord,
+} from '../policy/directory.ts';
 import {
   aliasNotFound, aliasToRemove, checkAlias, checkUser, checkUsers, domainExists, domainNotFound, domainOrNull, domainToAdd,
   notOwned, ownedAddress, passwordHash, senderAddress, userExists, userNameOrNull, userNotFound, type CheckedUser,
@@ -45,6 +51,17 @@ const SCHEMA = `
     created_at INTEGER NOT NULL,
     PRIMARY KEY (address, target)
   );
+  -- One number that goes up with every change to the four tables above, whoever writes them (triggers: an older
+  -- relayguard or another process too). The receive path compares it, not PRAGMA data_version alone, so commits
+  -- to other tables of relayguard.db (ORDB listings) do not make it re-read the directory.
+  CREATE TABLE IF NOT EXISTS directory_version (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+  );
+  INSERT OR IGNORE INTO directory_version (id, version) VALUES (1, 0);
+${['users', 'user_addresses', 'domains', 'aliases'].flatMap((t) => ['INSERT', 'UPDATE', 'DELETE'].map((op) => `
+  CREATE TRIGGER IF NOT EXISTS ${t}_${op.toLowerCase()}_version AFTER ${op} ON ${t}
+  BEGIN UPDATE directory_version SET version = version + 1 WHERE id = 1; END;`)).join('')}
 `;
 
 export interface SqliteDirectoryOptions {
@@ -68,6 +85,8 @@ export class SqliteDirectoryStore implements DirectoryStore {
   readonly #ownsDb: boolean;
   readonly #clock: Clock;
   readonly #statements = new Map<string, StatementSync>();
+  /** Writes through this store (PRAGMA data_version counts only other connections' commits). */
+  #changes = 0;
 
   /** `database` is a file path, ":memory:", or an open DatabaseSync shared with other stores (not closed by close()). */
   constructor(database: string | DatabaseSync, options: SqliteDirectoryOptions = {}) {
@@ -89,6 +108,7 @@ export class SqliteDirectoryStore implements DirectoryStore {
   }
 
   #transaction<T>(fn: () => T): T {
+    this.#changes++;
     this.#db.exec('BEGIN IMMEDIATE');
     try {
       const result = fn();
@@ -156,6 +176,10 @@ export class SqliteDirectoryStore implements DirectoryStore {
   }
 
   async listUsers(): Promise<UserInfo[]> {
+    return this.#listUsers();
+  }
+
+  #listUsers(): UserInfo[] {
     const byName = new Map<string, string[]>();
     for (const r of this.#stmt('SELECT name, address FROM user_addresses ORDER BY name, address').all()) {
       const n = String(r['name']);
@@ -177,12 +201,14 @@ export class SqliteDirectoryStore implements DirectoryStore {
   async setPasswordHash(name: string, hash: string): Promise<void> {
     const normalized = normalizeUserName(name);
     passwordHash(hash);
+    this.#changes++;
     const result = this.#stmt('UPDATE users SET password_hash = ? WHERE name = ?').run(hash, normalized);
     if (Number(result.changes) === 0) throw userNotFound(normalized);
   }
 
   async setDisabled(name: string, disabled: boolean): Promise<void> {
     const normalized = normalizeUserName(name);
+    this.#changes++;
     const result = this.#stmt('UPDATE users SET disabled = ? WHERE name = ?').run(disabled ? 1 : 0, normalized);
     if (Number(result.changes) === 0) throw userNotFound(normalized);
   }
@@ -190,12 +216,14 @@ export class SqliteDirectoryStore implements DirectoryStore {
   async addAddress(name: string, address: string): Promise<void> {
     const normalized = this.#requireUser(name);
     const a = ownedAddress(address);
+    this.#changes++;
     this.#stmt('INSERT OR IGNORE INTO user_addresses (name, address) VALUES (?, ?)').run(normalized, a);
   }
 
   async removeAddress(name: string, address: string): Promise<void> {
     const normalized = this.#requireUser(name);
     const a = ownedAddress(address);
+    this.#changes++;
     const result = this.#stmt('DELETE FROM user_addresses WHERE name = ? AND address = ?').run(normalized, a);
     if (Number(result.changes) === 0) throw notOwned(normalized, a);
   }
@@ -216,6 +244,7 @@ export class SqliteDirectoryStore implements DirectoryStore {
 
   async addDomain(domain: string): Promise<string> {
     const d = domainToAdd(domain);
+    this.#changes++;
     const result = this.#stmt('INSERT OR IGNORE INTO domains (domain, created_at) VALUES (?, ?)').run(d, this.#clock.now());
     if (Number(result.changes) === 0) throw domainExists(d);
     return d;
@@ -223,11 +252,16 @@ export class SqliteDirectoryStore implements DirectoryStore {
 
   async removeDomain(domain: string): Promise<void> {
     const d = domainOrNull(domain);
+    this.#changes++;
     const changes = d === null ? 0 : Number(this.#stmt('DELETE FROM domains WHERE domain = ?').run(d).changes);
     if (changes === 0) throw domainNotFound(String(domain));
   }
 
   async listDomains(): Promise<string[]> {
+    return this.#listDomains();
+  }
+
+  #listDomains(): string[] {
     return this.#stmt('SELECT domain FROM domains ORDER BY domain').all().map((r) => String(r['domain']));
   }
 
@@ -249,6 +283,7 @@ export class SqliteDirectoryStore implements DirectoryStore {
 
   async removeAlias(key: string, target?: string): Promise<number> {
     const r = aliasToRemove(key, target);
+    this.#changes++;
     const changes = r.target === undefined
       ? Number(this.#stmt('DELETE FROM aliases WHERE address = ?').run(r.key).changes)
       : Number(this.#stmt('DELETE FROM aliases WHERE address = ? AND target = ?').run(r.key, r.target).changes);
@@ -257,6 +292,10 @@ export class SqliteDirectoryStore implements DirectoryStore {
   }
 
   async listAliases(): Promise<AliasEntry[]> {
+    return this.#listAliases();
+  }
+
+  #listAliases(): AliasEntry[] {
     return this.#stmt('SELECT address, target, remote FROM aliases ORDER BY address, target').all()
       .map((r) => ({ key: String(r['address']), target: String(r['target']), remote: Number(r['remote']) === 1, source: 'database' }));
   }
@@ -267,6 +306,36 @@ export class SqliteDirectoryStore implements DirectoryStore {
     if (rows.length === 0) return null;
     return rows.map((r) => ({ address: String(r['target']), remote: Number(r['remote']) === 1 }));
   }
+
+  async version(): Promise<string> {
+    return this.#version();
+  }
+
+  #dataVersion: StatementSync | null = null;
+  #seen = { dataVersion: -1, changes: -1, version: '' };
+
+  /**
+   * directory_version, read again only when a commit happened since the last look: PRAGMA data_version (another
+   * connection committed) or a write through this store. One PRAGMA (microseconds) when nothing changed.
+   */
+  #version(): string {
+    this.#dataVersion ??= this.#db.prepare('PRAGMA data_version');
+    const dataVersion = Number(this.#dataVersion.get()?.['data_version'] ?? 0);
+    if (dataVersion !== this.#seen.dataVersion || this.#changes !== this.#seen.changes) {
+      const v = this.#stmt('SELECT version FROM directory_version WHERE id = 1').get();
+      this.#seen = { dataVersion, changes: this.#changes, version: String(v?.['version'] ?? 0) };
+    }
+    return this.#seen.version;
+  }
+
+  /** The file is local: the receive path checks the version on every lookup (DirectoryStore.sync). */
+  readonly sync: SyncRecipientReads = {
+    version: () => this.#version(),
+    snapshot: () => {
+      const version = this.#version();
+      return buildRecipientSnapshot(version, this.#listUsers(), this.#listDomains(), this.#listAliases());
+    },
+  };
 
   async close(): Promise<void> {
     if (this.#ownsDb && this.#db.isOpen) this.#db.close();

@@ -42,6 +42,10 @@ export interface PostgresInstance {
   createDatabase(name: string): Promise<string>;
   /** The server log so far. */
   readLog(): string;
+  /** `pg_ctl stop -m fast` and waits for the postmaster to exit, keeping the data (an outage); resume() ends it. */
+  pause(): Promise<void>;
+  /** Starts the paused server again on the same port and data. */
+  resume(): Promise<void>;
   /** `pg_ctl stop -m fast`, waits for the postmaster to exit, removes baseDir. Safe to call twice. */
   stop(): Promise<void>;
 }
@@ -136,18 +140,23 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Post
       ...options.settings,
     };
     let port = 0;
-    for (let attempt = 1; ; attempt++) {
-      port = await freePort();
+    const launch = async (): Promise<string> => {
       const argv = [join(POSTGRES_BIN, 'postgres'), '-D', dataDir, '-p', String(port), ...Object.entries(settings).flatMap(([k, v]) => ['-c', `${k}=${v}`])];
       const [cmd, args] = asPostgres(who, argv, 'SIGINT');
       const log = openSync(logFile, 'a');
+      const from = readFileSync(logFile, 'utf8').length;
       child = spawn(cmd, args, { cwd: baseDir, env: cleanEnv(), stdio: ['ignore', log, log] });
       closeSync(log);
       running.add(child);
       hookExit();
-      const started = await waitReady(child, logFile, port);
+      return waitReady(child, logFile, port, from);
+    };
+    for (let attempt = 1; ; attempt++) {
+      port = await freePort();
+      const started = await launch();
       if (started === 'ready') break;
-      running.delete(child);
+      const failed = child as ChildProcess | null; // set by launch()
+      if (failed !== null) running.delete(failed);
       child = null;
       if (started === 'port-taken' && attempt < 5) continue;
       throw new Error(`PostgreSQL did not start (${started}):\n${tail(logFile)}`);
@@ -159,7 +168,7 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Post
       return url(name);
     };
     await createDatabase(database);
-    const postmaster = child;
+    let postmaster: ChildProcess | null = child;
     let stopping: Promise<void> | null = null;
     return {
       url: url(database),
@@ -170,9 +179,19 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Post
       baseDir,
       createDatabase,
       readLog: () => readFileSync(logFile, 'utf8'),
+      async pause() {
+        if (postmaster !== null) await stopChild(who, postmaster, dataDir);
+        postmaster = null;
+      },
+      async resume() {
+        if (postmaster !== null || stopping !== null) return;
+        const started = await launch();
+        if (started !== 'ready') throw new Error(`PostgreSQL did not restart (${started}):\n${tail(logFile)}`);
+        postmaster = child;
+      },
       stop() {
         stopping ??= (async () => {
-          await stopChild(who, postmaster!, dataDir);
+          if (postmaster !== null) await stopChild(who, postmaster, dataDir);
           rmSync(baseDir, { recursive: true, force: true });
         })();
         return stopping;
@@ -194,12 +213,12 @@ function tail(logFile: string): string {
 }
 
 /** Waits for "ready to accept connections", an early exit, or 60 s. */
-async function waitReady(child: ChildProcess, logFile: string, port: number): Promise<'ready' | 'port-taken' | string> {
+async function waitReady(child: ChildProcess, logFile: string, port: number, from = 0): Promise<'ready' | 'port-taken' | string> {
   const deadline = Date.now() + 60_000;
   let exited: string | null = null;
   child.once('exit', (code, signal) => { exited = `exited with ${code ?? signal}`; });
   while (Date.now() < deadline) {
-    const log = readFileSync(logFile, 'utf8');
+    const log = readFileSync(logFile, 'utf8').slice(from);
     if (log.includes('database system is ready to accept connections')) return 'ready';
     if (exited !== null) {
       return /could not bind|Address already in use/.test(log) && log.includes(String(port)) ? 'port-taken' : exited;

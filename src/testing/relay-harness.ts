@@ -13,12 +13,12 @@ import { parseConfig } from '../config/load.ts';
 import type { Config, LimitsConfig } from '../config/schema.ts';
 import { generateSelfSigned } from '../smtp/tls-cert.ts';
 import { SqliteMailQueue, type QueueStore } from '../queue/index.ts';
-import type { UserStore } from '../policy/users.ts';
-import type { AliasStore } from '../policy/aliases.ts';
+import { randomBytes } from 'node:crypto';
+import type { CounterStore } from '../policy/counters.ts';
+import { UserAccounts, type DirectoryStore } from '../policy/directory.ts';
 import type { LineEndingMode } from '../smtp/data-reader.ts';
 import { assembleReceivePath, type ReceivePath } from '../relay/index.ts';
 import type { DnsblResolver } from '../dnsbl/index.ts';
-import { addMailboxes } from './serve-process.ts';
 
 export interface HarnessOptions {
   trustedNetworks?: string[];
@@ -46,6 +46,8 @@ export interface HarnessOptions {
   /** This host's addresses for own-literal decisions (default 127.0.0.1 and ::1; loopback always counts). */
   ownAddresses?: string[];
   dnsblResolver?: DnsblResolver;
+  /** Shared AUTH failure counters (AssembleOptions.counters); the caller closes them. */
+  counters?: CounterStore;
 }
 
 export interface Harness {
@@ -53,8 +55,10 @@ export interface Harness {
   readonly dataDir: string;
   readonly queue: QueueStore;
   readonly logs: LogRecord[];
-  readonly users: UserStore;
-  readonly aliases: AliasStore;
+  /** Users with passwords (add, setPassword, authenticate) over the relay's directory. */
+  readonly users: UserAccounts;
+  /** The relay's directory store (writes show in the recipient tables at once). */
+  readonly directory: DirectoryStore;
   readonly config: Config;
   readonly receive: ReceivePath;
   close(): Promise<void>;
@@ -107,13 +111,16 @@ export async function startRelay(options: HarnessOptions = {}): Promise<Harness>
     tlsMaterial,
     ownAddresses: () => options.ownAddresses ?? ['127.0.0.1', '::1'],
     ...(options.dnsblResolver ? { dnsblResolver: options.dnsblResolver } : {}),
+    ...(options.counters ? { counters: options.counters } : {}),
   });
-  const users = receive.users;
+  const users = receive.accounts;
   for (const u of options.users ?? []) await users.add(u.name, u.password, { addresses: u.addresses ?? [] });
   const first = localDomains[0];
   const mailboxes = options.mailboxes ?? (first ? ['u', 'user', 'v', 'rcpt'].map((l) => `${l}@${first}`) : []);
-  await addMailboxes(dataDir, mailboxes);
-  for (const [key, targets] of Object.entries(options.aliases ?? {})) receive.aliases.add(key, targets);
+  // Through the relay's own directory, so the recipient tables have them at once (FAST scrypt: random passwords).
+  const quick = new UserAccounts(receive.directory, { scrypt: { N: 1024, r: 8, p: 1 } });
+  for (const m of mailboxes) if (!(await receive.directory.isMailbox(m))) await quick.add(m, randomBytes(12).toString('hex'));
+  for (const [key, targets] of Object.entries(options.aliases ?? {})) await receive.directory.addAlias(key, targets);
   let bound;
   try {
     bound = await receive.listen();
@@ -132,7 +139,7 @@ export async function startRelay(options: HarnessOptions = {}): Promise<Harness>
     },
     logs: logger.records,
     users,
-    aliases: receive.aliases,
+    directory: receive.directory,
     config,
     receive,
     async close() {

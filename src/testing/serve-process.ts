@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { freePort } from './ports.ts';
-import { UserStore } from '../policy/users.ts';
+import { UserAccounts } from '../policy/directory.ts';
+import { SqliteDirectoryStore } from '../store/index.ts';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 export const NODE = process.execPath;
@@ -41,11 +42,12 @@ export const DEFAULT_MAILBOXES = ['u', 'user', 'v', 'rcpt'].map((l) => `${l}@loc
 export async function addMailboxes(dataDir: string, mailboxes: readonly string[]): Promise<void> {
   if (mailboxes.length === 0) return;
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  const users = new UserStore(join(dataDir, 'relayguard.db'), { scrypt: { N: 1024, r: 8, p: 1 } });
+  const store = new SqliteDirectoryStore(join(dataDir, 'relayguard.db'));
+  const users = new UserAccounts(store, { scrypt: { N: 1024, r: 8, p: 1 } });
   try {
-    for (const m of mailboxes) if (!users.isMailbox(m)) await users.add(m, randomBytes(12).toString('hex'));
+    for (const m of mailboxes) if (!(await store.isMailbox(m))) await users.add(m, randomBytes(12).toString('hex'));
   } finally {
-    users.close();
+    await store.close();
   }
 }
 

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startRelay, type Harness } from '../../src/testing/relay-harness.ts';
-import { AliasStore } from '../../src/policy/aliases.ts';
+import { SqliteDirectoryStore } from '../../src/store/index.ts';
 import { CLI, NODE } from '../../src/testing/serve-process.ts';
 import { p1, expectReply, queueIdOf, sleep } from './hostile-helpers.ts';
 
@@ -96,11 +96,11 @@ test('alias files are re-read while running; a removed entry is unknown again', 
 });
 
 test('an alias added by another process (the CLI) is seen by the running relay within seconds', async () => {
-  const other = new AliasStore(join(h.dataDir, 'relayguard.db'));
+  const other = new SqliteDirectoryStore(join(h.dataDir, 'relayguard.db'));
   try {
-    other.add('late@local.test', ['bob@local.test']);
+    await other.addAlias('late@local.test', ['bob@local.test']);
   } finally {
-    other.close();
+    await other.close();
   }
   const deadline = Date.now() + 15_000;
   for (;;) {

@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { startServe, addMailboxes, type ServeProcess } from '../../src/testing/serve-process.ts';
 import { startFakeMta, type FakeMta } from '../../src/testing/fake-mta.ts';
-import { AliasStore } from '../../src/policy/aliases.ts';
+import { SqliteDirectoryStore } from '../../src/store/index.ts';
 import { p1, expectReply, sleep, type RawSmtpClient } from './hostile-helpers.ts';
 
 const OUTSIDE = '127.0.0.2';
@@ -45,10 +45,10 @@ before(async () => {
   sink = await startFakeMta();
   dataDir = await mkdtemp(join(tmpdir(), 'relayguard-seams-'));
   await addMailboxes(dataDir, ['alice@local.test', 'bob@local.test', 'carol@local.test']);
-  const aliases = new AliasStore(join(dataDir, 'relayguard.db'));
-  aliases.add('sales@local.test', ['alice@local.test']);
-  aliases.add('team@local.test', ['alice@local.test', 'bob@local.test']);
-  aliases.close();
+  const aliases = new SqliteDirectoryStore(join(dataDir, 'relayguard.db'));
+  await aliases.addAlias('sales@local.test', ['alice@local.test']);
+  await aliases.addAlias('team@local.test', ['alice@local.test', 'bob@local.test']);
+  await aliases.close();
   serve = await startServe({
     dataDir,
     mailboxes: [],
