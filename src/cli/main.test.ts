@@ -238,13 +238,14 @@ describe('docs/relayguard.example.yaml', () => {
   });
 });
 
-describe('serve with store.postgres (not wired into the relay yet)', () => {
-  it('refuses to start with ERR_STORE_NOT_WIRED instead of silently using the embedded database', async () => {
+describe('serve with store.postgres', () => {
+  it('exits 2 with ERR_STORE_UNAVAILABLE (never the password) when PostgreSQL cannot be reached, instead of falling back to the embedded database', async () => {
     const d = tempDir();
     const file = join(d, 'relayguard.yaml');
-    writeFileSync(file, `dataDir: ${join(d, 'data')}\nstore: { postgres: { url: "postgresql://relayguard@127.0.0.1:1/relayguard" } }\nlisteners: []\ndnsbl: { enabled: false }\n`);
+    writeFileSync(file, `dataDir: ${join(d, 'data')}\nstore: { postgres: { url: "postgresql://relayguard:s3cret-pw@127.0.0.1:1/relayguard" } }\nlisteners: []\ndnsbl: { enabled: false }\n`);
     const r = await cli(['serve', '--config', file]);
     assert.equal(r.code, 2);
-    assert.match(r.err, /ERR_STORE_NOT_WIRED/);
+    assert.match(r.err, /ERR_STORE_UNAVAILABLE/);
+    assert.doesNotMatch(r.err + r.out, /s3cret-pw/);
   });
 });

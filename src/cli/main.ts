@@ -197,12 +197,6 @@ export function buildProgram(io: Io, setExit: (code: number) => void, options: B
         io.err(`relayguard: refusing to start, the configuration has open-relay hazards:\n${formatFindings(findings)}\n(run with --force to start anyway)`);
         return setExit(2);
       }
-      if (config.store.postgres !== null) {
-        // The PostgreSQL directory store exists (relayguard db migrate|status, the contract suite) but the relay
-        // does not read it yet: starting would silently use the embedded database instead. Refuse, say why.
-        io.err('relayguard: store.postgres is set, but serve does not use PostgreSQL yet (only `relayguard db migrate|status` do); remove store.postgres to run on the embedded database [ERR_STORE_NOT_WIRED]');
-        return setExit(2);
-      }
       process.title = 'relayguard';
       const logger = createLogger({ level: config.log.level, format: config.log.format });
       logger.info('starting', { config_file: config.configFile, config_source: source, data_dir: config.dataDir, pid: process.pid, version: VERSION });

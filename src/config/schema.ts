@@ -393,7 +393,7 @@ export const configSchema = z
           })
           .nullable()
           .prefault(null)
-          .describe('Users, local domains, aliases and the AUTH failure counters in PostgreSQL, shared by every node: the `user`, `domain` and `alias` commands and `relayguard db migrate|status` use it (work in progress: `serve` refuses to start with it, ERR_STORE_NOT_WIRED, until the queue is on PostgreSQL too). Null: the embedded SQLite database in dataDir. A node refuses a schema older or newer than its own.'),
+          .describe('The mail queue, users, local domains, aliases and the AUTH failure counters in PostgreSQL, shared by every node (`serve`, the `queue`, `user`, `domain` and `alias` commands); run `relayguard db migrate` first, a node checks the schema when it starts. Null: the embedded SQLite database in dataDir. A node refuses a schema older or newer than its own.'),
       })
       .prefault({})
       .describe('Where shared state lives: the embedded SQLite database in dataDir (default), or PostgreSQL.'),
