@@ -6,13 +6,12 @@
  * Everything printed for people passes through printable(): addresses, replies and headers come from strangers
  * and must not drive the terminal.
  */
-import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { Config } from '../config/schema.ts';
 import { RelayguardError } from '../core/errors.ts';
 import { isQueueId } from '../core/queue-id.ts';
-import type { AdminResult, AdminTarget, ListFilter, QueuedMessageDetail, QueuedMessageSummary, QueuedRecipient, QueueStore } from '../queue/index.ts';
+import type { AdminResult, AdminTarget, ListFilter, QueuedMessageDetail, QueuedMessageSummary, QueuedRecipient } from '../queue/index.ts';
+import { ShardedQueueAdmin, ShardedQueueReader } from './queue-shards.ts';
 
 /** The queue module, loaded by the actions that need it (start-up time: other commands never load it). */
 type QueueModule = typeof import('../queue/index.ts');
@@ -99,7 +98,7 @@ export function registerQueueCommands(
       return;
     }
     try {
-      const rows = store.list(filter);
+      const rows = await store.list(filter);
       if (opts.json) {
         for (const r of rows) io.out(JSON.stringify(r));
         return;
@@ -111,7 +110,9 @@ export function registerQueueCommands(
       const t = now();
       io.out('Queue ID             Size  Age   State    Sender / Recipients');
       for (const r of rows) {
-        io.out(`${r.queueId} ${String(r.size).padStart(7)} ${formatAge(t - r.receivedAt).padStart(5)} ${r.state.padEnd(8)} ${printable(showSender(r.sender))}`);
+        // With several queue shards (workers), each entry names the one holding it.
+        const shard = store.shardCount > 1 ? `  [shard ${r.shard}]` : '';
+        io.out(`${r.queueId} ${String(r.size).padStart(7)} ${formatAge(t - r.receivedAt).padStart(5)} ${r.state.padEnd(8)} ${printable(showSender(r.sender))}${shard}`);
         for (const line of recipientLines(r)) io.out(line);
       }
       io.out(`-- ${rows.length} message${rows.length === 1 ? '' : 's'}`);
@@ -133,7 +134,7 @@ export function registerQueueCommands(
         let first = true;
         for (const raw of ids) {
           const id = raw.toUpperCase();
-          const detail = isQueueId(id) ? (store?.get(id) ?? null) : null;
+          const detail = isQueueId(id) ? ((await store?.get(id)) ?? null) : null;
           if (detail === null) {
             io.err(`relayguard: ${printable(raw)}: ${isQueueId(id) ? 'no such message in the queue' : 'not a queue id'}`);
             setExit(1);
@@ -144,7 +145,7 @@ export function registerQueueCommands(
           let truncated = false;
           if (opts.headers) {
             try {
-              const h = store!.readHeaders(id);
+              const h = await store!.readHeaders(id);
               headers = h?.headers ?? null;
               truncated = h?.truncated ?? false;
             } catch (err) {
@@ -177,7 +178,7 @@ export function registerQueueCommands(
     .option('--json', 'the result as JSON')
     .action(async (opts: CommonOpts) => {
       const store = openAdmin(await loadQueue(), configFrom(opts), now);
-      const result: AdminResult = store === null ? { changed: [], unchanged: [], missing: [] } : store.flush();
+      const result: AdminResult = store === null ? { changed: [], unchanged: [], missing: [] } : await store.flush();
       void store?.close();
       if (opts.json) io.out(JSON.stringify({ action: 'flush', ...result }));
       else io.out(`${plural(result.changed.length)} scheduled for immediate delivery`);
@@ -206,7 +207,7 @@ export function registerQueueCommands(
       try {
         result = store === null
           ? { changed: [], unchanged: [], missing: 'queueIds' in target ? [...target.queueIds] : [] }
-          : store[action](target);
+          : await store.change(action, target);
       } finally {
         void store?.close();
       }
@@ -225,14 +226,13 @@ export function registerQueueCommands(
   return queue;
 }
 
-function openReader(q: QueueModule, config: Config, now: () => number): QueueStore | null {
-  if (!existsSync(resolve(config.dataDir, 'queue.db'))) return null;
-  return q.QueueStore.open({ dataDir: config.dataDir, readOnly: true, clock: { now } });
+/** Every queue shard of the data directory as one queue (queue-shards.ts); null when there is no queue yet. */
+function openReader(q: QueueModule, config: Config, now: () => number): ShardedQueueReader | null {
+  return ShardedQueueReader.open(q, config.dataDir, now);
 }
 
-function openAdmin(q: QueueModule, config: Config, now: () => number): QueueStore | null {
-  if (!existsSync(resolve(config.dataDir, 'queue.db'))) return null;
-  return q.QueueStore.openAdmin({ dataDir: config.dataDir, clock: { now } });
+function openAdmin(q: QueueModule, config: Config, now: () => number): ShardedQueueAdmin | null {
+  return ShardedQueueAdmin.open(q, config.dataDir, now);
 }
 
 function usage(message: string): RelayguardError {

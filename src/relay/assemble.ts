@@ -44,6 +44,8 @@ export interface AssembleOptions {
   readonly refreshMs?: number;
   /** Accept connections but read nothing from them until release() (privileges are dropped in between). */
   readonly held?: boolean;
+  /** Where the queue lives (a worker's shard, src/cli/queue-shards.ts). Default: dataDir. */
+  readonly queueDir?: string;
 }
 
 export interface ReloadSummary {
@@ -112,7 +114,7 @@ export async function assembleReceivePath(initial: Config, options: AssembleOpti
       ? await loadCertificate(c.tls.cert, c.tls.key)
       : await ensureCertificate({ dir: c.dataDir, hostname: c.hostname, logger }));
   let tlsMaterial = await loadTls(config);
-  const queue = QueueStore.open({ dataDir: config.dataDir, logger });
+  const queue = QueueStore.open({ dataDir: options.queueDir ?? config.dataDir, logger });
   const users = new UserStore(databasePath(config));
   const aliases = new AliasStore(databasePath(config));
 
