@@ -240,6 +240,8 @@ export interface RelayguardOptions {
   parentDir?: string;
   /** Remove the data dir in stop() (default true). Keeping it defers the unlink churn to the caller. */
   removeDataDir?: boolean;
+  /** Extra `serve` arguments (bench/cluster.ts: --pid-file, written once every worker serves). */
+  args?: string[];
 }
 
 const live = new Set<ChildProcess>();
@@ -273,7 +275,7 @@ export async function startRelayguard(options: RelayguardOptions = {}): Promise<
   };
   const configFile = join(dataDir, 'relayguard.yaml');
   await writeFile(configFile, stringify(config));
-  const argv = [...(options.wrap ?? []), NODE, ...(options.nodeArgs ?? []), CLI, 'serve', '--config', configFile];
+  const argv = [...(options.wrap ?? []), NODE, ...(options.nodeArgs ?? []), CLI, 'serve', '--config', configFile, ...(options.args ?? [])];
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
   live.add(child);
   let stderr = '';

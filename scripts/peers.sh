@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The Debian packages relayguard's tests talk to (Postfix "Local only" and never left running, swaks, nmap, dig,
-# rbldnsd, dnsperf, aiosmtpd, strace, openssl, fail2ban-regex, PostgreSQL 15 (tests start private instances; the
-# system cluster is never started): installs the missing ones when run as root
+# rbldnsd, dnsperf, aiosmtpd, strace, openssl, fail2ban-regex, PostgreSQL 15 and HAProxy 2.6 (tests start private
+# instances; the system cluster and the system haproxy service are never started): installs the missing ones when run as root
 # (idempotent: nothing to do is a no-op), otherwise stops at once with the one command that installs them.
 # `npm test` runs it first; `.ci/run` runs it too. `scripts/peers.sh --list` prints the package names.
 set -euo pipefail
 
-PACKAGES=(postfix swaks nmap bind9-dnsutils bind9-utils rbldnsd dnsperf python3-aiosmtpd strace openssl ca-certificates fail2ban postgresql-15)
+PACKAGES=(postfix swaks nmap bind9-dnsutils bind9-utils rbldnsd dnsperf python3-aiosmtpd strace openssl ca-certificates fail2ban postgresql-15 haproxy)
 APT_LOCK_WAIT_SECONDS=300
 
 if [ "${1:-}" = "--list" ]; then printf '%s\n' "${PACKAGES[@]}"; exit 0; fi
@@ -62,6 +62,7 @@ apt_get() {
 postfix_running() { command -v postfix >/dev/null 2>&1 && postfix status >/dev/null 2>&1; }
 fail2ban_running() { command -v fail2ban-client >/dev/null 2>&1 && fail2ban-client ping >/dev/null 2>&1; }
 postgres_running() { pgrep -x postgres >/dev/null 2>&1; }
+haproxy_running() { pgrep -x haproxy >/dev/null 2>&1; }
 
 log "installing Debian packages: ${MISSING[*]}"
 WORK=$(mktemp -d)
@@ -85,6 +86,8 @@ FAIL2BAN_WAS_RUNNING=
 if fail2ban_running; then FAIL2BAN_WAS_RUNNING=1; fi
 POSTGRES_WAS_RUNNING=
 if postgres_running; then POSTGRES_WAS_RUNNING=1; fi
+HAPROXY_WAS_RUNNING=
+if haproxy_running; then HAPROXY_WAS_RUNNING=1; fi
 
 # Postfix "Local only", loopback, IPv4 (/work/shared/peers.md section 0).
 cat > "$WORK/postfix.preseed" <<'PRESEED'
@@ -107,4 +110,5 @@ fi
 if [ -z "$POSTFIX_WAS_RUNNING" ] && postfix_running; then postfix stop >&2 || true; fi
 if [ -z "$FAIL2BAN_WAS_RUNNING" ] && fail2ban_running; then fail2ban-client stop >&2 || true; fi
 if [ -z "$POSTGRES_WAS_RUNNING" ] && postgres_running && command -v pg_ctlcluster >/dev/null 2>&1; then pg_ctlcluster 15 main stop >&2 || true; fi
+if [ -z "$HAPROXY_WAS_RUNNING" ] && haproxy_running && command -v service >/dev/null 2>&1; then service haproxy stop >&2 || true; fi
 log "Debian packages installed"

@@ -8,6 +8,7 @@
  * the tester only for `test`, `scan` and `dnsbl ... --now`.
  */
 import { execFile } from 'node:child_process';
+import cluster from 'node:cluster';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve as resolvePath } from 'node:path';
 import { Command, CommanderError } from 'commander';
@@ -18,6 +19,7 @@ import { RelayguardError, errorCode } from '../core/errors.ts';
 import type * as CliLogger from './logger.ts';
 import { chownTree, dropPrivileges, isRoot, resolveIdentity, type Identity } from './privileges.ts';
 import type * as Serve from './serve.ts';
+import { announceReady, chownWorkerFiles, currentWorkerRole, ensureShardDir, workerAssembleOptions, workerConfig, workerCount } from './worker-role.ts';
 import { registerQueueCommands } from './queue-commands.ts';
 import { registerDnsblCommands } from './dnsbl-commands.ts';
 import { registerAliasCommands } from './alias-commands.ts';
@@ -190,17 +192,52 @@ export function buildProgram(io: Io, setExit: (code: number) => void, options: B
     .option('--force', 'start even when `config check` reports open-relay hazards')
     .option('--pid-file <file>', 'write the process id to this file (removed at exit)')
     .action(async (opts: { config?: string; force?: boolean; pidFile?: string }) => {
+      // With `workers` > 1 this action runs in the primary (serve-primary.ts) and again in every worker it forks
+      // (same command line; worker-role.ts): a worker is this single-process path on its own queue shard, without
+      // the pid file, systemd notices and parent watch, which are the primary's.
+      const role = currentWorkerRole();
       const source = configSource(opts);
       const config = configFrom(opts);
-      const findings = checkConfig(config);
+      const findings = role === null ? checkConfig(config) : [];
       if (hasErrors(findings) && !opts.force) {
         io.err(`relayguard: refusing to start, the configuration has open-relay hazards:\n${formatFindings(findings)}\n(run with --force to start anyway)`);
         return setExit(2);
       }
-      process.title = 'relayguard';
-      const logger = createLogger({ level: config.log.level, format: config.log.format });
-      logger.info('starting', { config_file: config.configFile, config_source: source, data_dir: config.dataDir, pid: process.pid, version: VERSION });
-      for (const f of findings) logger.warn('config finding', { severity: f.severity, key: f.key, code: f.code, finding: f.message });
+      process.title = role === null ? 'relayguard' : `relayguard-w${role.index}`;
+      const rootLogger = createLogger({ level: config.log.level, format: config.log.format });
+      const logger = role === null ? rootLogger : rootLogger.child({ worker: role.index });
+      const workers = workerCount(config.workers);
+      if (role === null) {
+        logger.info('starting', { config_file: config.configFile, config_source: source, data_dir: config.dataDir, pid: process.pid, version: VERSION, workers });
+        for (const f of findings) logger.warn('config finding', { severity: f.severity, key: f.key, code: f.code, finding: f.message });
+      } else {
+        logger.info('worker starting', { pid: process.pid, of: role.count });
+      }
+      const pidFile = opts.pidFile ? resolvePath(opts.pidFile) : null;
+      if (role === null && workers > 1) {
+        let identity: Identity | null = null;
+        if (config.user !== null && isRoot()) {
+          identity = resolveIdentity(config.user, config.group);
+          mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+        } else if (config.user === null && isRoot()) {
+          logger.warn('running as root', {
+            err_code: 'WARN_RUNNING_AS_ROOT',
+            hint: 'set `user: relayguard` (and `group`) so serve drops to it after binding its ports, or run it from the systemd unit in deploy/systemd',
+          });
+        }
+        const { runPrimary } = await import('./serve-primary.ts');
+        const code = await runPrimary({
+          config, count: workers, logger, identity,
+          reloadConfig: () => loadConfig(config.configFile ? { file: config.configFile } : {}),
+          onReady: () => {
+            notifySystemd('READY=1', logger);
+            if (pidFile) writeFileSync(pidFile, `${process.pid}\n`, { mode: 0o644 });
+          },
+          onStopping: () => notifySystemd('STOPPING=1', logger),
+        });
+        if (pidFile) rmSync(pidFile, { force: true });
+        return setExit(code);
+      }
       // Signal handlers go in before anything listens: a SIGHUP or SIGTERM that arrives while starting is kept
       // and acted on once the relay runs, never the default action (which would kill the process).
       let relay: Awaited<ReturnType<typeof startRelay>> | null = null;
@@ -237,7 +274,7 @@ export function buildProgram(io: Io, setExit: (code: number) => void, options: B
           });
           return;
         }
-        running.reload(next).then(
+        running.reload(role === null ? next : workerConfig(next, role)).then(
           (r) => logger.info('configuration reloaded', {
             config_file: next.configFile, listeners_added: r.added, listeners_removed: r.removed, listeners_changed: r.changed,
             certificate_reloaded: r.certificateReloaded, delivery_restarted: r.deliveryRestarted, ordb_restarted: r.ordbRestarted,
@@ -250,35 +287,49 @@ export function buildProgram(io: Io, setExit: (code: number) => void, options: B
       process.on('SIGTERM', onTerm);
       process.on('SIGINT', onInt);
       process.on('SIGHUP', reload);
-      const pidFile = opts.pidFile ? resolvePath(opts.pidFile) : null;
       // Least privilege: started as root with `user`, hand dataDir to that user, bind everything, then drop to it
       // before a client byte is read (connections are held until then).
       let identity: Identity | null = null;
+      let drains: { stop(): Promise<void> } | null = null;
       if (config.user !== null && isRoot()) {
         identity = resolveIdentity(config.user, config.group);
         mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-        chownTree(config.dataDir, identity.uid, identity.gid);
+        if (role === null) chownTree(config.dataDir, identity.uid, identity.gid);
+        else chownWorkerFiles(config, role, identity.uid, identity.gid);
       } else if (config.user !== null) {
         logger.warn('not started as root: keeping the current user', { err_code: 'WARN_NO_PRIVILEGE_DROP', user: config.user, uid: process.getuid?.() });
-      } else if (isRoot()) {
+      } else if (isRoot() && role === null) {
         logger.warn('running as root', {
           err_code: 'WARN_RUNNING_AS_ROOT',
           hint: 'set `user: relayguard` (and `group`) so serve drops to it after binding its ports, or run it from the systemd unit in deploy/systemd',
         });
       }
       try {
-        relay = await startRelay(config, logger, { held: identity !== null });
+        if (role !== null) ensureShardDir(config, role);
+        relay = role === null
+          ? await startRelay(config, logger, { held: identity !== null })
+          : await startRelay(workerConfig(config, role), logger, workerAssembleOptions(role, config, identity !== null));
+        if (role !== null) {
+          // Shards left without a worker (workers lowered) are delivered by one of the workers (shard-drain.ts).
+          const started = relay;
+          drains = await (await import('./shard-drain.ts')).startShardDrains(workerConfig(config, role), role, started, logger)
+            .catch(async (err: unknown) => { await started.close(); throw err; });
+        }
         if (identity !== null) {
-          chownTree(config.dataDir, identity.uid, identity.gid); // what start-up created as root (databases, keys, spool)
+          // What start-up created as root (databases, keys, spool).
+          if (role === null) chownTree(config.dataDir, identity.uid, identity.gid);
+          else chownWorkerFiles(config, role, identity.uid, identity.gid);
           dropPrivileges(identity);
           logger.info('privileges dropped', { user: identity.user, uid: identity.uid, group: identity.group, gid: identity.gid });
         }
         relay.receive.release();
-        notifySystemd('READY=1', logger);
-        if (pidFile) writeFileSync(pidFile, `${process.pid}\n`, { mode: 0o644 });
+        if (role !== null) announceReady();
+        if (role === null) notifySystemd('READY=1', logger);
+        if (pidFile && role === null) writeFileSync(pidFile, `${process.pid}\n`, { mode: 0o644 });
         // Launched by npm or npx, whose shells do not always pass signals on: when that parent goes away, stop
         // too, so no orphan keeps the ports (field report 1, H3). A server started any other way outlives its shell.
-        if (process.env['npm_lifecycle_event'] !== undefined || process.env['npm_command'] !== undefined) {
+        // (A worker needs no watch: node:cluster ends it when its primary's IPC channel closes.)
+        if (role === null && (process.env['npm_lifecycle_event'] !== undefined || process.env['npm_command'] !== undefined)) {
           const parent = process.ppid;
           const watch = setInterval(() => { if (process.ppid !== parent) stop('parent exited'); }, 500);
           watch.unref();
@@ -286,13 +337,14 @@ export function buildProgram(io: Io, setExit: (code: number) => void, options: B
         if (stopRequested !== null) stop(stopRequested);
         else if (reloadRequested) reload();
         await stopped;
-        notifySystemd('STOPPING=1', logger);
+        await drains?.stop();
+        if (role === null) notifySystemd('STOPPING=1', logger);
       } finally {
         process.off('SIGTERM', onTerm);
         process.off('SIGINT', onInt);
         process.off('SIGHUP', reload);
       }
-      if (pidFile) rmSync(pidFile, { force: true });
+      if (pidFile && role === null) rmSync(pidFile, { force: true });
       setExit(0);
     });
 
@@ -372,6 +424,18 @@ export function buildProgram(io: Io, setExit: (code: number) => void, options: B
 
 /** Runs the CLI; resolves to the process exit code. */
 export async function main(args: readonly string[], io: Io = STDIO): Promise<number> {
+  const code = await runCli(args, io);
+  if (cluster.isWorker) {
+    // A serve worker (serve-primary.ts) is kept alive by its IPC channel to the primary: close it, so the worker
+    // exits with this code once it is done (stopped, or failed to start), and exit anyway should a handle linger.
+    process.exitCode = code;
+    cluster.worker?.disconnect();
+    setTimeout(() => process.exit(code), 2000).unref();
+  }
+  return code;
+}
+
+async function runCli(args: readonly string[], io: Io): Promise<number> {
   let argv = args;
   let code = 0;
   const registerTester = needsTester(argv) ? (await import('./tester-commands.ts')).registerTesterCommands : undefined;

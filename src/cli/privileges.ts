@@ -44,16 +44,23 @@ export function resolveIdentity(user: string, group: string | null): Identity {
   return { user, uid, group: groupName, gid };
 }
 
-/** Gives a directory tree to uid:gid (symbolic links themselves, never what they point to). Returns entries changed. */
+/**
+ * Gives a directory tree to uid:gid (symbolic links themselves, never what they point to). Returns entries changed.
+ * An entry that vanishes during the walk is skipped (with workers, another process's spool files come and go).
+ */
 export function chownTree(dir: string, uid: number, gid: number): number {
   let n = 0;
   const walk = (p: string): void => {
-    const st = lstatSync(p);
-    if (st.uid !== uid || st.gid !== gid) {
-      lchownSync(p, uid, gid);
-      n++;
+    try {
+      const st = lstatSync(p);
+      if (st.uid !== uid || st.gid !== gid) {
+        lchownSync(p, uid, gid);
+        n++;
+      }
+      if (st.isDirectory()) for (const name of readdirSync(p)) walk(join(p, name));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
-    if (st.isDirectory()) for (const name of readdirSync(p)) walk(join(p, name));
   };
   walk(dir);
   return n;

@@ -8,13 +8,12 @@
  * Everything printed for people passes through printable(): addresses, replies and headers come from strangers
  * and must not drive the terminal.
  */
-import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { Config } from '../config/schema.ts';
 import { RelayguardError } from '../core/errors.ts';
 import { isQueueId } from '../core/queue-id.ts';
-import type { AdminResult, AdminTarget, ListFilter, MailQueue, NodeDetail, QueuedMessageSummary, QueuedRecipient } from '../queue/index.ts';
+import type { AdminResult, AdminTarget, ListFilter, QueuedMessageSummary, QueuedRecipient } from '../queue/index.ts';
+import { ShardedQueueAdmin, ShardedQueueReader, type ShardedDetail, type ShardedSummary } from './queue-shards.ts';
 
 /** The queue module, loaded by the actions that need it (start-up time: other commands never load it). */
 type QueueModule = typeof import('../queue/index.ts');
@@ -115,7 +114,9 @@ export function registerQueueCommands(
       io.out(`Queue ID             Size  Age   State    ${cluster ? 'Node         ' : ''}Sender / Recipients`);
       for (const r of rows) {
         const node = cluster ? `${printable(r.node ?? '-').padEnd(12)} ` : '';
-        io.out(`${r.queueId} ${String(r.size).padStart(7)} ${formatAge(t - r.receivedAt).padStart(5)} ${r.state.padEnd(8)} ${node}${printable(showSender(r.sender))}`);
+        // With several queue shards (workers), each entry names the one holding it.
+        const shard = store.shardCount > 1 ? `  [shard ${r.shard}]` : '';
+        io.out(`${r.queueId} ${String(r.size).padStart(7)} ${formatAge(t - r.receivedAt).padStart(5)} ${r.state.padEnd(8)} ${node}${printable(showSender(r.sender))}${shard}`);
         for (const line of recipientLines(r)) io.out(line);
       }
       io.out(`-- ${rows.length} message${rows.length === 1 ? '' : 's'}`);
@@ -214,7 +215,7 @@ export function registerQueueCommands(
       try {
         result = store === null
           ? { changed: [], unchanged: [], missing: 'queueIds' in target ? [...target.queueIds] : [] }
-          : await store[action](target);
+          : await store.change(action, target);
       } finally {
         await store?.close();
       }
@@ -233,17 +234,19 @@ export function registerQueueCommands(
   return queue;
 }
 
-/** The configured queue for reading, or null when there is no embedded queue yet (nothing was ever queued). */
-function openReader(config: Config, now: () => number): Promise<MailQueue | null> {
-  return openConfigured(config, now, 'read');
+/** The configured queue for reading: every SQLite shard of dataDir as one queue, or the shared PostgreSQL queue;
+ *  null when there is no embedded queue yet (nothing was ever queued). */
+async function openReader(config: Config, now: () => number): Promise<ShardedQueueReader | null> {
+  if (config.store.postgres === null) return ShardedQueueReader.open(await loadQueue(), config.dataDir, now, config.node);
+  return ShardedQueueReader.shared(await openShared(config, now, 'read'));
 }
 
-function openAdmin(config: Config, now: () => number): Promise<MailQueue | null> {
-  return openConfigured(config, now, 'admin');
+async function openAdmin(config: Config, now: () => number): Promise<ShardedQueueAdmin | null> {
+  if (config.store.postgres === null) return ShardedQueueAdmin.open(await loadQueue(), config.dataDir, now, config.node);
+  return ShardedQueueAdmin.shared(await openShared(config, now, 'admin'));
 }
 
-async function openConfigured(config: Config, now: () => number, role: 'read' | 'admin'): Promise<MailQueue | null> {
-  if (config.store.postgres === null && !existsSync(resolve(config.dataDir, 'queue.db'))) return null;
+async function openShared(config: Config, now: () => number, role: 'read' | 'admin'): Promise<import('../queue/index.ts').MailQueue> {
   const { openQueue } = await import('../store/index.ts');
   return openQueue({ dataDir: config.dataDir, postgres: config.store.postgres, node: config.node, role, clock: { now } });
 }
@@ -346,7 +349,7 @@ function noteFor(r: QueuedRecipient): string | null {
   return note;
 }
 
-function showDetail(io: QueueCommandIo, d: NodeDetail, now: number, cluster: boolean): void {
+function showDetail(io: QueueCommandIo, d: ShardedDetail, now: number, cluster: boolean): void {
   const open = d.recipients.filter((r) => r.state === 'pending' || r.state === 'deferred').length;
   io.out(`Queue ID:    ${d.queueId}`);
   io.out(`State:       ${d.state}${d.stateReason ? ` (${printable(d.stateReason)})` : ''}`);

@@ -109,7 +109,7 @@ export async function startRelay(config: Config, logger: Logger, options: Omit<A
 }
 
 /** The deliver path: queue runner, SMTP/Maildir deliverer and DSN bouncer, on the same store as the receiver. */
-async function startDelivery(
+export async function startDelivery(
   config: Config,
   queue: MailQueue,
   locality: Locality,

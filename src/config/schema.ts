@@ -409,6 +409,11 @@ export const configSchema = z
       .nullable()
       .prefault(null)
       .describe('Group to drop to with `user`. Null: the user\'s primary group.'),
+    workers: z
+      .union([z.literal('auto'), count(1, 256)])
+      .default(1)
+      .meta({ 'x-type': 'integer 1-256 or `auto`' } satisfies Meta)
+      .describe('SMTP worker processes of `serve` (node:cluster): the primary holds the listening sockets and supervises, each worker accepts connections, runs the receive path and owns a queue shard (its own queue database, spool and queue runner: dataDir itself for worker 0, dataDir/shards/N for the others); users, domains and aliases stay shared in dataDir/relayguard.db, the ORDB runs in worker 0 only. `auto`: one per core. 1 (the default): one process, exactly as without workers. Changing it needs a restart. See docs/cluster.md.'),
     listeners: z
       .array(listenerSchema)
       .max(64)
@@ -764,6 +769,8 @@ export interface Config {
   /** Drop to this user (and group) after binding, when started as root. */
   readonly user: string | null;
   readonly group: string | null;
+  /** SMTP worker processes of serve (1: a single process; 'auto': one per core). */
+  readonly workers: number | 'auto';
   readonly listeners: readonly ListenerConfig[];
   /** Canonical CIDRs (IPv4-mapped networks folded to IPv4, duplicates removed). */
   readonly trustedNetworks: readonly string[];
@@ -894,6 +901,7 @@ export function buildConfig(parsed: ParsedConfig, options: { baseDir: string; co
     node: parsed.node ?? (osHostname().split('.')[0] || 'relayguard').slice(0, 63),
     user: parsed.user,
     group: parsed.group,
+    workers: parsed.workers,
     listeners: parsed.listeners.map((l) => {
       const { name, port: p } = effectiveListener(l);
       return { name, role: l.role, address: l.address, port: p, tls: l.tls, proxyProtocol: l.proxyProtocol };

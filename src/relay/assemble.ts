@@ -30,7 +30,7 @@ import type { MailQueue } from '../queue/index.ts';
 import type { SessionHandler } from '../smtp/handler.ts';
 import { SmtpServer, type BoundListener, type SmtpServerOptions } from '../smtp/server.ts';
 import { ensureCertificate, loadCertificate } from '../smtp/tls-cert.ts';
-import { openCounterStore, openDirectoryStore, openQueue } from '../store/index.ts';
+import { openCounterStore, openDirectoryStore, openQueue, openSqliteCounters } from '../store/index.ts';
 import { dnsblCheckFromConfig, trustedPredicate, type AbuseCheck, type DnsblCheck } from './abuse.ts';
 import { openDirectoryView, type DirectoryView } from './directory-view.ts';
 import { createReceiveHandler } from './receive-handler.ts';
@@ -54,6 +54,13 @@ export interface AssembleOptions {
    * A store given here is not closed by close() (its owner closes it).
    */
   readonly counters?: CounterStore;
+  /**
+   * Without store.postgres: count AUTH failures in dataDir/counters.db, shared by every process of this machine that
+   * sets it (serve's workers), instead of in this process's memory. Opened and closed by the receive path.
+   */
+  readonly machineCounters?: boolean;
+  /** Where the queue lives (a worker's shard, src/cli/queue-shards.ts). Default: dataDir. */
+  readonly queueDir?: string;
 }
 
 export interface ReloadSummary {
@@ -138,10 +145,14 @@ export async function assembleReceivePath(initial: Config, options: AssembleOpti
   });
   // Counters: given by the caller (worker processes), PostgreSQL's with store.postgres, else in memory.
   let sharedCounters: CounterStore | null = options.counters ?? null;
-  const ownsCounters = options.counters === undefined && config.store.postgres !== null;
+  const ownsCounters = options.counters === undefined && (config.store.postgres !== null || options.machineCounters === true);
   let view: DirectoryView;
   try {
-    if (ownsCounters) sharedCounters = await openCounterStore({ postgres: config.store.postgres, logger });
+    if (ownsCounters) {
+      sharedCounters = config.store.postgres !== null
+        ? await openCounterStore({ postgres: config.store.postgres, logger })
+        : openSqliteCounters(config.dataDir);
+    }
     view = await openDirectoryView(rawDirectory, { logger, refreshMs: options.refreshMs ?? 5000 });
   } catch (err) {
     await rawDirectory.close().catch(() => {});
@@ -152,7 +163,7 @@ export async function assembleReceivePath(initial: Config, options: AssembleOpti
   const accounts = new UserAccounts(directory);
   let queue: MailQueue;
   try {
-    queue = await openQueue({ dataDir: config.dataDir, postgres: config.store.postgres, node: config.node, logger });
+    queue = await openQueue({ dataDir: options.queueDir ?? config.dataDir, postgres: config.store.postgres, node: config.node, logger });
   } catch (err) {
     view.stop();
     await rawDirectory.close().catch(() => {});

@@ -62,13 +62,13 @@ export function requirePostgres(): void {
   }
 }
 
-interface Identity {
+export interface Identity {
   readonly uid: number;
   readonly gid: number;
 }
 
 /** As root: the `postgres` system user (Debian's package creates it). Otherwise: ourselves. */
-function identity(): Identity | null {
+export function identity(): Identity | null {
   if (process.getuid?.() !== 0) return null;
   const r = spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' });
   const g = spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' });
@@ -77,7 +77,7 @@ function identity(): Identity | null {
 }
 
 /** The command line that runs `argv` as the postgres user (as root), with a parent-death signal when given. */
-function asPostgres(who: Identity | null, argv: readonly string[], deathSignal?: string): [string, string[]] {
+export function asPostgres(who: Identity | null, argv: readonly string[], deathSignal?: string): [string, string[]] {
   const opts: string[] = [];
   if (who !== null) opts.push(`--reuid=${who.uid}`, `--regid=${who.gid}`, '--clear-groups');
   if (deathSignal) opts.push(`--pdeathsig=${deathSignal}`);
@@ -85,23 +85,24 @@ function asPostgres(who: Identity | null, argv: readonly string[], deathSignal?:
 }
 
 /** A clean environment: no PGHOST, PGDATA, PGPORT ... of the caller can point a tool at another cluster. */
-function cleanEnv(): NodeJS.ProcessEnv {
+export function cleanEnv(): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PG')) env[k] = v;
   env['LC_ALL'] = 'C.UTF-8';
   return env;
 }
 
-function run(who: Identity | null, argv: readonly string[], cwd: string): void {
+export function run(who: Identity | null, argv: readonly string[], cwd: string): void {
   const [cmd, args] = asPostgres(who, argv);
   const r = spawnSync(cmd, args, { cwd, env: cleanEnv(), encoding: 'utf8', timeout: 120_000 });
   if (r.error) throw new Error(`${argv[0]} could not run: ${r.error.message}`);
   if (r.status !== 0) throw new Error(`${argv.join(' ')} failed (exit ${r.status}):\n${r.stdout}${r.stderr}`);
 }
 
-const running = new Set<ChildProcess>();
+/** Postmasters started by this module and postgres-pair.ts (stopped by the exit hook). */
+export const running = new Set<ChildProcess>();
 let hooked = false;
-function hookExit(): void {
+export function hookExit(): void {
   if (hooked) return;
   hooked = true;
   // A test that forgot stop(): SIGQUIT is PostgreSQL's immediate shutdown. (pdeathsig covers a killed process.)
@@ -204,7 +205,7 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Post
   }
 }
 
-function tail(logFile: string): string {
+export function tail(logFile: string): string {
   try {
     return readFileSync(logFile, 'utf8').split('\n').slice(-30).join('\n');
   } catch {
@@ -213,7 +214,7 @@ function tail(logFile: string): string {
 }
 
 /** Waits for "ready to accept connections", an early exit, or 60 s. */
-async function waitReady(child: ChildProcess, logFile: string, port: number, from = 0): Promise<'ready' | 'port-taken' | string> {
+export async function waitReady(child: ChildProcess, logFile: string, port: number, from = 0): Promise<'ready' | 'port-taken' | string> {
   const deadline = Date.now() + 60_000;
   let exited: string | null = null;
   child.once('exit', (code, signal) => { exited = `exited with ${code ?? signal}`; });
@@ -230,7 +231,7 @@ async function waitReady(child: ChildProcess, logFile: string, port: number, fro
 }
 
 /** pg_ctl stop -m fast, then waits for the postmaster (our child) to be gone; SIGQUIT, then SIGKILL if it lingers. */
-async function stopChild(who: Identity | null, child: ChildProcess, dataDir: string): Promise<void> {
+export async function stopChild(who: Identity | null, child: ChildProcess, dataDir: string): Promise<void> {
   const gone = new Promise<void>((resolve) => {
     if (child.exitCode !== null || child.signalCode !== null) resolve();
     else child.once('exit', () => resolve());

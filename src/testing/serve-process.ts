@@ -104,6 +104,8 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeProce
   let partial = '';
   const exited = new Promise<number | null>((resolveExit) => child.once('exit', (code) => { running.delete(child); resolveExit(code); }));
   child.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+  // With workers (serve-primary.ts), ready is the primary's 'workers ready', once every worker listens.
+  const clustered = (config as { workers?: unknown }).workers !== undefined && (config as { workers?: unknown }).workers !== 1;
   const ready = new Promise<void>((resolveReady, reject) => {
     const listening = new Set<string>();
     child.stdout!.setEncoding('utf8').on('data', (d: string) => {
@@ -115,7 +117,8 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeProce
         lines.push(line);
         // log.format: text
         const text = / relayguard\[\d+\]: info: listening: .*\blistener=(\S+)/.exec(line);
-        if (text) {
+        if (/ relayguard\[\d+\]: info: workers ready/.test(line)) resolveReady();
+        if (text && !clustered) {
           listening.add(text[1]!);
           if (listening.size === (config.listeners as unknown[]).length) resolveReady();
           continue;
@@ -124,7 +127,8 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeProce
           const rec = JSON.parse(line) as Record<string, unknown>;
           logs.push(rec);
           options.onLog?.(rec);
-          if (rec['msg'] === 'listening') {
+          if (rec['msg'] === 'workers ready') resolveReady();
+          if (rec['msg'] === 'listening' && !clustered) {
             listening.add(String(rec['listener']));
             if (listening.size === (config.listeners as unknown[]).length) resolveReady();
           }
