@@ -1,6 +1,7 @@
 /**
- * `npm run bench:accept`: relayguard vs a loopback Postfix 3.7, both durable, driven by Postfix's smtp-source in
- * the same run (see /work/shared/peers.md sections 1-2).
+ * `npm run bench:accept`: relayguard vs a loopback Postfix 3.7, both durable, and vs Postfix's smtp-sink (no queue
+ * at all: the protocol ceiling of this machine), driven by Postfix's smtp-source in the same run (see
+ * /work/shared/peers.md sections 1-2).
  *
  *   - Postfix: a private instance (startPostfix, mode 'discard'): default durable queue (cleanup fsyncs every
  *     message before 250), mail for peers.test discarded by qmgr + discard(8) while the load runs.
@@ -9,9 +10,14 @@
  *     250; larger ones as spool files, body + dir fsync first), the runner discarding accepted mail like the Postfix
  *     peer. A fresh process and empty data dir for every timed run, so queue growth does not carry over from one
  *     run to the next; after each timed run the queue must drain (untimed), as Postfix's does.
+ *   - smtp-sink: `smtp-sink -u nobody 127.0.0.1:PORT 1024`, one process for the whole run: answers every command
+ *     and discards the mail, nothing stored. relayguard/smtp-sink (goal >= 0.5) says how close the durable relay
+ *     comes to what the generator and the protocol allow on this box.
  *   - Load: smtp-source -s SESSIONS -l SIZE -m MESSAGES, with -d (connection reuse) and without (one connection
- *     per message). msgs/s = messages / wall seconds of smtp-source. Rounds interleave the two servers (the order
- *     alternates each round); the table reports medians and relayguard/Postfix per mode against the 1.5 goal.
+ *     per message). msgs/s = messages / wall seconds of smtp-source. Rounds interleave the three servers (the order
+ *     rotates each round); the table reports medians, relayguard/Postfix per mode against the 1.5 goal and
+ *     relayguard/smtp-sink against the 0.5 goal, both as ratios of medians and as the median of the per-round
+ *     ratios (each taken from runs measured minutes apart, so the box's load drifts less between them).
  *   - Memory: relayguard's VmRSS before and with N idle connections (opened from a child under prlimit), goal
  *     under 300 MB at 10,000.
  *
@@ -25,16 +31,18 @@ import { join } from 'node:path';
 import { hasBinary, smtpSource, startPostfix, type PostfixInstance } from '../src/testing/postfix.ts';
 import {
   benchOptions, cleanupAll, filesystemNote, installSignalHandlers, median, nofileWrap, onCleanup, openIdleConnections, procStatusKb,
-  postfixBacklog, sleep, startRelayguard, summariseProfiles, type BenchOptions, type Relayguard,
+  postfixBacklog, sleep, SMTP_SINK, startRelayguard, startSmtpSink, summariseProfiles, type BenchOptions, type Relayguard,
 } from './lib.ts';
 
 const GOAL_RATIO = 1.5;
+/** relayguard (durable) against smtp-sink (no queue), per mode. */
+const GOAL_SINK_RATIO = 0.5;
 const GOAL_RSS_MB = 300;
 const FROM = 'sender@example.org';
 const TO = 'user@peers.test';
 
 type Mode = 'reuse' | 'newconn';
-type Server = 'relayguard' | 'postfix';
+type Server = 'relayguard' | 'postfix' | 'smtp-sink' | 'baseline';
 const MODE_LABEL: Record<Mode, string> = { reuse: 'reuse (-d)', newconn: 'new conn per msg' };
 
 interface RunResult {
@@ -87,9 +95,10 @@ function header(o: BenchOptions): void {
   const cpu = cpus();
   console.log('relayguard accept benchmark (npm run bench:accept)');
   console.log(`host: ${cpu.length} vCPU ${cpu[0]?.model.trim() ?? '?'}, node ${process.version}, Postfix ${postfixVersion}, smtp-source on 127.0.0.1`);
-  console.log(`load: smtp-source -s ${o.sessions} -l ${o.size} -m ${fmt(o.messages)} per timed run, ${o.rounds} round(s) interleaved (order alternates), ` +
+  console.log(`load: smtp-source -s ${o.sessions} -l ${o.size} -m ${fmt(o.messages)} per timed run, ${o.rounds} round(s) interleaved (order rotates), ` +
     `${fmt(o.warmup)} untimed warm-up messages before each run${o.quick ? '  [QUICK]' : ''}`);
   console.log('both durable: Postfix cleanup fsyncs each message; relayguard fdatasyncs its SQLite WAL (inline body + envelope, group commit) before 250');
+  console.log('smtp-sink: Postfix\'s test server, no queue (the protocol ceiling of the box and generator); relayguard/smtp-sink goal >= ' + GOAL_SINK_RATIO);
   console.log('relayguard: fresh process + empty queue per run, log level warn (data dirs removed only at the end); ' +
     'Postfix: one instance, queue drained (discarded) before each run');
   console.log(`load average before the run: ${loadavg().map((l) => l.toFixed(2)).join(' ')} (other work on the box skews the figures)`);
@@ -103,7 +112,7 @@ async function main(): Promise<void> {
   const o = benchOptions(process.argv.slice(2), process.env);
   installSignalHandlers();
   if (process.getuid?.() !== 0) throw new Error('bench:accept needs root (a private Postfix master must start as root)');
-  for (const b of ['/usr/sbin/smtp-source', '/usr/sbin/postfix', 'prlimit']) if (!hasBinary(b)) throw new Error(`${b} not found (see /work/shared/peers.md)`);
+  for (const b of ['/usr/sbin/smtp-source', '/usr/sbin/postfix', SMTP_SINK, 'prlimit']) if (!hasBinary(b)) throw new Error(`${b} not found (see /work/shared/peers.md)`);
   header(o);
 
   const scratch = mkdtempSync(join(tmpdir(), 'relayguard-bench-accept-'));
@@ -116,6 +125,9 @@ async function main(): Promise<void> {
   const pf = await startPostfix({ mode: 'discard' });
   onCleanup(() => pf.stop());
   console.log(`127.0.0.1:${pf.port}`);
+  process.stdout.write('starting smtp-sink ... ');
+  const sink = await startSmtpSink();
+  console.log(`127.0.0.1:${sink.port}`);
 
   // Generate relayguard's self-signed certificate once; every fresh data dir gets a copy (no key generation per start).
   const tlsCache = join(scratch, 'tls');
@@ -128,9 +140,11 @@ async function main(): Promise<void> {
   const load = (port: number, reuse: boolean, messages: number) =>
     smtpSource({ port, sessions: o.sessions, messages, size: o.size, reuse, from: FROM, to: TO });
 
-  const runRelayguard = async (mode: Mode): Promise<RunResult> => {
+  const runRelayguard = async (mode: Mode, tree?: string): Promise<RunResult> => {
     // The data dir stays until the end: removing 5,000 files here would slow the next runs' file creation (see header).
-    const rg: Relayguard = await startRelayguard({ tlsDir: tlsCache, nodeArgs, parentDir: scratch, removeDataDir: false });
+    const rg: Relayguard = await startRelayguard({
+      tlsDir: tlsCache, nodeArgs, parentDir: scratch, removeDataDir: false, ...(tree === undefined ? {} : { tree }),
+    });
     try {
       if (o.warmup > 0) await load(rg.port, mode === 'reuse', o.warmup);
       const cpu0 = threadCpu(rg.pid);
@@ -158,15 +172,27 @@ async function main(): Promise<void> {
     return { rate: o.messages / (wallMs / 1000) };
   };
 
+  const runSink = async (mode: Mode): Promise<RunResult> => {
+    if (o.warmup > 0) await load(sink.port, mode === 'reuse', o.warmup);
+    const { wallMs } = await load(sink.port, mode === 'reuse', o.messages);
+    return { rate: o.messages / (wallMs / 1000) };
+  };
+
+  const SERVERS: readonly Server[] = o.baseline === null ? ['relayguard', 'postfix', 'smtp-sink'] : ['relayguard', 'postfix', 'smtp-sink', 'baseline'];
   const results: Record<Mode, Record<Server, RunResult[]>> = {
-    reuse: { relayguard: [], postfix: [] },
-    newconn: { relayguard: [], postfix: [] },
+    reuse: { relayguard: [], postfix: [], 'smtp-sink': [], baseline: [] },
+    newconn: { relayguard: [], postfix: [], 'smtp-sink': [], baseline: [] },
   };
   for (let round = 1; round <= o.rounds; round++) {
     for (const mode of ['reuse', 'newconn'] as const) {
-      const order: Server[] = round % 2 === 1 ? ['relayguard', 'postfix'] : ['postfix', 'relayguard'];
+      // The order rotates each round (and is reversed every other one), so no server always runs first or last.
+      const shift = (round - 1) % SERVERS.length;
+      const rotated = [...SERVERS.slice(shift), ...SERVERS.slice(0, shift)];
+      const order: Server[] = round % 2 === 1 ? rotated : rotated.reverse();
       for (const server of order) {
-        const r = server === 'relayguard' ? await runRelayguard(mode) : await runPostfix(mode);
+        const r = server === 'relayguard' ? await runRelayguard(mode)
+          : server === 'baseline' ? await runRelayguard(mode, o.baseline!)
+          : server === 'postfix' ? await runPostfix(mode) : await runSink(mode);
         results[mode][server].push(r);
         const c = r.cpu;
         const cpu = c === undefined ? '' : `  CPU us/msg: ${fmt(c.total)} = event loop ${fmt(c.mainUser)} user + ${fmt(c.mainSys)} sys, fs pool ${fmt(c.pool)}, V8 ${fmt(c.v8)}`;
@@ -177,20 +203,60 @@ async function main(): Promise<void> {
 
   console.log('');
   console.log(`messages/second (median of ${o.rounds}; ${fmt(o.messages)} x ${o.size}-byte messages per run, ${o.sessions} sessions)`);
-  const rows: string[][] = [['mode', 'relayguard', 'postfix', 'rg/postfix', `goal >= ${GOAL_RATIO}`, 'rg runs', 'postfix runs', 'rg CPU us/msg']];
+  const rows: string[][] = [[
+    'mode', 'relayguard', 'postfix', 'smtp-sink', 'rg/postfix', `goal >= ${GOAL_RATIO}`, 'rg/smtp-sink', `goal >= ${GOAL_SINK_RATIO}`,
+    'rg/sink per round', 'rg CPU us/msg', 'rg runs', 'postfix runs', 'smtp-sink runs',
+  ]];
   for (const mode of ['reuse', 'newconn'] as const) {
     const rg = results[mode].relayguard;
     const p = results[mode].postfix;
+    const sk = results[mode]['smtp-sink'];
     const rgMed = median(rg.map((r) => r.rate));
     const pMed = median(p.map((r) => r.rate));
+    const skMed = median(sk.map((r) => r.rate));
     const ratio = rgMed / pMed;
+    const sinkRatio = rgMed / skMed;
+    const perRound = rg.map((r, i) => r.rate / sk[i]!.rate);
     rows.push([
-      MODE_LABEL[mode], fmt(rgMed), fmt(pMed), fmt(ratio, 2), ratio >= GOAL_RATIO ? 'PASS' : 'MISS',
-      rg.map((r) => fmt(r.rate)).join(' / '), p.map((r) => fmt(r.rate)).join(' / '),
+      MODE_LABEL[mode], fmt(rgMed), fmt(pMed), fmt(skMed),
+      fmt(ratio, 2), ratio >= GOAL_RATIO ? 'PASS' : 'MISS',
+      fmt(sinkRatio, 2), sinkRatio >= GOAL_SINK_RATIO ? 'PASS' : 'MISS',
+      `${fmt(median(perRound), 2)} (${perRound.map((x) => fmt(x, 2)).join(' / ')})`,
       fmt(median(rg.map((r) => r.cpu?.total ?? 0))),
+      rg.map((r) => fmt(r.rate)).join(' / '), p.map((r) => fmt(r.rate)).join(' / '), sk.map((r) => fmt(r.rate)).join(' / '),
     ]);
   }
   printTable(rows);
+  console.log('');
+  console.log('relayguard CPU per timed message, microseconds (median of the runs): the serve process by thread');
+  const cpuRows: string[][] = [['mode', 'tree', 'total', 'event loop user', 'event loop sys', 'fs pool', 'V8 (GC, JIT)']];
+  for (const mode of ['reuse', 'newconn'] as const) {
+    for (const server of ['relayguard', 'baseline'] as const) {
+      const cs = results[mode][server].map((r) => r.cpu).filter((c): c is ThreadCpu => c !== undefined);
+      if (cs.length === 0) continue;
+      const m = (k: keyof ThreadCpu): string => fmt(median(cs.map((c) => c[k])));
+      cpuRows.push([MODE_LABEL[mode], server === 'relayguard' ? 'this tree' : 'baseline', m('total'), m('mainUser'), m('mainSys'), m('pool'), m('v8')]);
+    }
+  }
+  printTable(cpuRows, 2);
+  if (o.baseline !== null) {
+    console.log('');
+    console.log(`before/after in the same rounds: this tree vs --baseline ${o.baseline}`);
+    const ba: string[][] = [['mode', 'baseline', 'this tree', 'this/baseline per round', 'base/sink', 'this/sink', 'baseline runs', 'this tree runs']];
+    for (const mode of ['reuse', 'newconn'] as const) {
+      const rg = results[mode].relayguard;
+      const bl = results[mode].baseline;
+      const skMed = median(results[mode]['smtp-sink'].map((r) => r.rate));
+      const perRound = rg.map((r, i) => r.rate / bl[i]!.rate);
+      ba.push([
+        MODE_LABEL[mode], fmt(median(bl.map((r) => r.rate))), fmt(median(rg.map((r) => r.rate))),
+        `${fmt(median(perRound), 2)} (${perRound.map((x) => fmt(x, 2)).join(' / ')})`,
+        fmt(median(bl.map((r) => r.rate)) / skMed, 2), fmt(median(rg.map((r) => r.rate)) / skMed, 2),
+        bl.map((r) => fmt(r.rate)).join(' / '), rg.map((r) => fmt(r.rate)).join(' / '),
+      ]);
+    }
+    printTable(ba, 6);
+  }
   console.log('rg CPU: the whole serve process per timed message (the per-run lines split it: event loop thread, fs pool = libuv threads ' +
     'doing fdatasync of the WAL and, for large bodies, open/writev/fsync/rename: mostly kernel time; V8 = GC and compiler threads)');
   console.log('(goals are informational; on this 2-vCPU box spread between runs is 10-25 %, differences under ~20 % are noise)');
@@ -250,10 +316,11 @@ function printProfile(dir: string): void {
   for (const e of s.inclusive) console.log(`    ${pct(e.ms)}  ${e.name}`);
 }
 
-function printTable(rows: string[][]): void {
+/** Columns from `leftFrom` on (and the first) are left-aligned, the others right-aligned. */
+function printTable(rows: string[][], leftFrom = 8): void {
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
   for (const [i, r] of rows.entries()) {
-    console.log(r.map((cell, c) => (c === 0 || c >= 5 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ').trimEnd());
+    console.log(r.map((cell, c) => (c === 0 || c >= leftFrom ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ').trimEnd());
     if (i === 0) console.log(widths.map((w) => '-'.repeat(w)).join('  '));
   }
 }

@@ -39,11 +39,15 @@ export interface BenchOptions {
   idle: number;
   /** Write relayguard CPU profiles of the timed runs here and summarise them (null: no profiling). */
   profileDir: string | null;
+  /** Another relayguard tree (for example `git archive` of the last commit) run as a fourth server, for a before/after. */
+  baseline: string | null;
   quick: boolean;
 }
 
-const USAGE = `usage: node bench/accept.ts [--messages=N] [--rounds=N] [--sessions=N] [--size=BYTES] [--warmup=N] [--idle=N] [--profile[=DIR]] [--quick]
-env: BENCH_MESSAGES BENCH_ROUNDS BENCH_SESSIONS BENCH_SIZE BENCH_WARMUP BENCH_IDLE BENCH_PROFILE(=1|DIR) BENCH_QUICK=1
+const USAGE = `usage: node bench/accept.ts [--messages=N] [--rounds=N] [--sessions=N] [--size=BYTES] [--warmup=N] [--idle=N] [--profile[=DIR]] [--baseline=DIR] [--quick]
+env: BENCH_MESSAGES BENCH_ROUNDS BENCH_SESSIONS BENCH_SIZE BENCH_WARMUP BENCH_IDLE BENCH_PROFILE(=1|DIR) BENCH_BASELINE=DIR BENCH_QUICK=1
+--baseline=DIR: also run DIR/bin/relayguard.js (another tree of relayguard, e.g. git archive HEAD | tar -x -C DIR, with a
+                node_modules) as a fourth server in the same interleaved rounds: before/after under the same load
 defaults: 5000 messages x 3 rounds, 20 sessions, 5120-byte bodies, 500 warm-up, 10000 idle connections
 quick:    1000 messages x 1 round, 200 warm-up (idle stays 10000 unless set)`;
 
@@ -59,7 +63,7 @@ export function benchOptions(argv: readonly string[], env: NodeJS.ProcessEnv): B
     if (!m) throw new Error(`unknown argument ${JSON.stringify(a)}\n${USAGE}`);
     args.set(m[1]!, m[2] ?? '1');
   }
-  const known = new Set(['messages', 'rounds', 'sessions', 'size', 'warmup', 'idle', 'profile', 'quick']);
+  const known = new Set(['messages', 'rounds', 'sessions', 'size', 'warmup', 'idle', 'profile', 'baseline', 'quick']);
   for (const k of args.keys()) if (!known.has(k)) throw new Error(`unknown option --${k}\n${USAGE}`);
   const raw = (k: string): string | undefined => args.get(k) ?? env[`BENCH_${k.toUpperCase()}`];
   const quick = ['1', 'true', 'yes'].includes((raw('quick') ?? '').toLowerCase());
@@ -79,7 +83,14 @@ export function benchOptions(argv: readonly string[], env: NodeJS.ProcessEnv): B
     warmup: int('warmup', quick ? 200 : 500, 0),
     idle: int('idle', 10_000, 0),
     profileDir: profile === undefined || profile === '' || profile === '0' ? null : profile === '1' ? '' : profile,
+    baseline: baselineDir(raw('baseline')),
   };
+}
+
+function baselineDir(v: string | undefined): string | null {
+  if (v === undefined || v === '' || v === '0') return null;
+  if (!existsSync(join(v, 'bin', 'relayguard.js'))) throw new Error(`--baseline / BENCH_BASELINE: no bin/relayguard.js in ${JSON.stringify(v)}`);
+  return v;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -242,6 +253,8 @@ export interface RelayguardOptions {
   removeDataDir?: boolean;
   /** Extra `serve` arguments (bench/cluster.ts: --pid-file, written once every worker serves). */
   args?: string[];
+  /** The relayguard tree to run (its bin/relayguard.js); default: this one. */
+  tree?: string;
 }
 
 const live = new Set<ChildProcess>();
@@ -275,7 +288,8 @@ export async function startRelayguard(options: RelayguardOptions = {}): Promise<
   };
   const configFile = join(dataDir, 'relayguard.yaml');
   await writeFile(configFile, stringify(config));
-  const argv = [...(options.wrap ?? []), NODE, ...(options.nodeArgs ?? []), CLI, 'serve', '--config', configFile, ...(options.args ?? [])];
+  const cli = options.tree === undefined ? CLI : join(options.tree, 'bin', 'relayguard.js');
+  const argv = [...(options.wrap ?? []), NODE, ...(options.nodeArgs ?? []), cli, 'serve', '--config', configFile, ...(options.args ?? [])];
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
   live.add(child);
   let stderr = '';
@@ -553,4 +567,49 @@ export function postfixBacklog(pf: PostfixInstance): number {
   };
   for (const q of ['maildrop', 'incoming', 'active', 'deferred']) walk(join(pf.queueDir, q));
   return n;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Postfix's smtp-sink: the protocol ceiling (no queue, no fsync), see /work/shared/peers.md section 2
+
+export const SMTP_SINK = '/usr/sbin/smtp-sink';
+
+export interface SmtpSink {
+  readonly pid: number;
+  readonly port: number;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts `smtp-sink -u nobody 127.0.0.1:PORT 1024` (backlog 1024 as in peers.md): it accepts every command and
+ * throws the mail away. Readiness is its 220 greeting.
+ */
+export async function startSmtpSink(): Promise<SmtpSink> {
+  const port = await freePort();
+  const child: ChildProcess = spawn(SMTP_SINK, ['-u', 'nobody', `127.0.0.1:${port}`, '1024'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  live.add(child);
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => { if (stderr.length < 8192) stderr += d; });
+  const exited = new Promise<void>((r) => child.once('exit', () => { live.delete(child); r(); }));
+  let stopped = false;
+  const stop = async (): Promise<void> => {
+    if (stopped) return;
+    stopped = true;
+    unregister();
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    const t = setTimeout(() => child.kill('SIGKILL'), 3000);
+    await exited;
+    clearTimeout(t);
+  };
+  const unregister = onCleanup(stop);
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const g = await greeting(port, 1000);
+    if (g !== null && /^220[ -]/.test(g)) return { pid: child.pid!, port, stop };
+    if (child.exitCode !== null || child.signalCode !== null || Date.now() > deadline) {
+      await stop();
+      throw new Error(`smtp-sink did not greet on 127.0.0.1:${port}: ${g === null ? '' : JSON.stringify(g)} ${stderr}`);
+    }
+    await sleep(50);
+  }
 }

@@ -99,13 +99,30 @@ export interface CanonicalDomainOptions {
  */
 export function canonicalDomain(input: string, options: CanonicalDomainOptions = {}): string | null {
   if (typeof input !== 'string' || input.length === 0 || input.length > 1024) return null;
+  if (options.allowUnderscore === true) return canonicalDomainOf(input, true);
+  // The receive path folds the same few domains several times per message (recipient, sender, routing): a small
+  // memo of the last results saves the NFC, IDNA and label checks. Bounded: cleared when full, short names only.
+  const hit = RECENT_DOMAINS.get(input);
+  if (hit !== undefined) return hit;
+  const result = canonicalDomainOf(input, false);
+  if (input.length <= 255) {
+    if (RECENT_DOMAINS.size >= RECENT_DOMAINS_MAX) RECENT_DOMAINS.clear();
+    RECENT_DOMAINS.set(input, result);
+  }
+  return result;
+}
+
+const RECENT_DOMAINS = new Map<string, string | null>();
+const RECENT_DOMAINS_MAX = 1024;
+
+function canonicalDomainOf(input: string, allowUnderscore: boolean): string | null {
   let d = input.normalize('NFC');
   if (d.endsWith('.')) d = d.slice(0, -1);
   if (d.length === 0 || CONTROL_OR_SPACE.test(d) || d.includes('..') || d.startsWith('[')) return null;
   const ascii = domainToASCII(d).toLowerCase();
   if (ascii === '' || ascii.length > 253) return null;
   const labels = ascii.split('.');
-  const label = options.allowUnderscore === true ? LDH_US_LABEL : LDH_LABEL;
+  const label = allowUnderscore ? LDH_US_LABEL : LDH_LABEL;
   if (!labels.every((l) => label.test(l))) return null;
   if (/^[0-9]+$/.test(labels[labels.length - 1]!)) return null;
   return ascii;

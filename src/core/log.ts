@@ -45,9 +45,27 @@ export class MemoryLogger implements Logger {
 const LOG_UNSAFE = /[\x00-\x1f\x7f-\x9f\\\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
 const LOG_UNSAFE_ALL = new RegExp(LOG_UNSAFE.source, 'g');
 
+/**
+ * True when `s` holds a character of LOG_UNSAFE. A loop over char codes: log fields are short and almost always
+ * printable ASCII, where this is several times cheaper than calling the regular expression.
+ */
+function hasUnsafe(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x20 && c < 0x7f) {
+      if (c === 0x5c) return true;
+      continue;
+    }
+    if (c < 0x20 || c <= 0x9f) return true; // C0, DEL, C1
+    if (c < 0x061c) continue;
+    if (c === 0x061c || c === 0x200e || c === 0x200f || (c >= 0x2028 && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069)) return true;
+  }
+  return false;
+}
+
 /** Text with the characters above written as visible escapes: \x1b, \u202e, and \\ for a backslash. */
 export function escapeLogText(s: string): string {
-  if (!LOG_UNSAFE.test(s)) return s;
+  if (!hasUnsafe(s)) return s;
   return s.replace(LOG_UNSAFE_ALL, (c) => {
     if (c === '\\') return '\\\\';
     const n = c.charCodeAt(0);
@@ -73,13 +91,28 @@ function escapeValue(v: unknown, depth: number): unknown {
   return out;
 }
 
+/**
+ * Field names seen to need no escaping (the code's own snake_case names, in practice): checked once, not per line.
+ * Bounded, so that keys built from client input (nested objects) cannot grow it without limit.
+ */
+const SAFE_KEYS = new Set<string>();
+const SAFE_KEYS_MAX = 4096;
+
+function escapeKey(k: string): string {
+  if (SAFE_KEYS.has(k)) return k;
+  const e = escapeLogText(k);
+  if (e === k && SAFE_KEYS.size < SAFE_KEYS_MAX) SAFE_KEYS.add(k);
+  return e;
+}
+
 /** Fields ready for a log sink: every string escaped (deeply), the client's address first (LEADING_LOG_FIELDS). */
 export function escapeLogFields(fields: LogFields): LogFields {
   const out: LogFields = {};
   for (const k of LEADING_LOG_FIELDS) if (Object.hasOwn(fields, k)) out[k] = escapeValue(fields[k], 0);
-  for (const [k, v] of Object.entries(fields)) {
+  for (const k of Object.keys(fields)) {
     if (LEADING_LOG_FIELDS.includes(k)) continue;
-    out[escapeLogText(k)] = escapeValue(v, 0);
+    const v = fields[k];
+    out[escapeKey(k)] = typeof v === 'string' ? escapeLogText(v) : escapeValue(v, 0);
   }
   return out;
 }

@@ -375,6 +375,19 @@ export function receivedHeader(s: SessionState, hostname: string, queueId: strin
   if (s.tls) proto += 'S';
   if (s.user !== null) proto += 'A';
   const only = s.recipients.length === 1 ? `\r\n\tfor ${formatPath((s.recipients[0] as { path: Path }).path)}` : '';
-  const date = new Date().toUTCString().replace('GMT', '+0000');
+  const date = receivedDate(Date.now());
   return `Received: from ${helo} ([${literal}])\r\n\tby ${hostname} (relayguard) with ${proto} id ${queueId}${only};\r\n\t${date}\r\n`;
+}
+
+let dateSecond = -1;
+let dateText = '';
+
+/** The trace header's date ("Thu, 03 Dec 2026 14:00:00 +0000"), formatted once per second, not once per message. */
+function receivedDate(nowMs: number): string {
+  const second = Math.floor(nowMs / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateText = new Date(second * 1000).toUTCString().replace('GMT', '+0000');
+  }
+  return dateText;
 }

@@ -69,6 +69,12 @@ export class DataReader {
     };
     const emitConst = (b: Buffer): void => { this.#emit(out, b); };
     const violate = (v: DataViolation): void => { if (this.#violation === null) this.#violation = v; };
+    // Positions of the next CR, LF and NUL at or after some index <= i+1 (n when there is none), found with
+    // Buffer#indexOf (memchr) and kept until passed: inside a line nothing else changes state, so the loop
+    // jumps from one of these bytes to the next instead of visiting every byte of the content.
+    let nextCr = -1;
+    let nextLf = -1;
+    let nextNul = -1;
 
     for (; i < n; i++) {
       const c = chunk[i]!;
@@ -107,7 +113,14 @@ export class DataReader {
             segStart = i + 1;
             continue;
           }
-          if (this.#inHeaders && this.#hdrMatch >= 0) this.#matchHeader(c);
+          if (this.#inHeaders && this.#hdrMatch >= 0) {
+            this.#matchHeader(c);
+            continue;
+          }
+          if (nextCr <= i) nextCr = indexOrEnd(chunk, 0x0d, i + 1);
+          if (nextLf <= i) nextLf = indexOrEnd(chunk, 0x0a, i + 1);
+          if (nextNul <= i) nextNul = indexOrEnd(chunk, 0x00, i + 1);
+          i = Math.min(nextCr, nextLf, nextNul) - 1; // the loop's i++ lands on that byte (or ends the chunk)
           continue;
         case S_CR:
           if (c === 0x0a) {
@@ -203,6 +216,12 @@ export class DataReader {
   #endHeaderLine(): void {
     this.#hdrMatch = 0;
   }
+}
+
+/** The index of the first `byte` at or after `from`, or the buffer's length when there is none. */
+function indexOrEnd(b: Buffer, byte: number, from: number): number {
+  const at = b.indexOf(byte, from);
+  return at < 0 ? b.length : at;
 }
 
 const CRLF = Buffer.from('\r\n');

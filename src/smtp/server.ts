@@ -141,8 +141,8 @@ export class SmtpServer {
   }
 
   async #bind(l: ListenerOptions): Promise<BoundListener> {
-    const entry: { server: net.Server | null; spec: ListenerOptions } = { server: null, spec: l };
-    const server = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => this.#accept(entry.spec, socket));
+    const entry: { server: net.Server | null; spec: ListenerOptions; local: LocalEnd | null } = { server: null, spec: l, local: null };
+    const server = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => this.#accept(entry.spec, socket, entry.local));
     entry.server = server;
     server.maxConnections = this.#o.limits.connections + 64; // hard stop above our own 421 limit
     await new Promise<void>((resolve, reject) => {
@@ -152,6 +152,7 @@ export class SmtpServer {
     server.on('error', (err) => this.#o.logger.error('listener error', { listener: entry.spec.name, err: String(err) }));
     this.#servers.push(server);
     const a = server.address() as net.AddressInfo;
+    entry.local = localEnd(a);
     const e: BoundEntry = { server, port: a.port, get spec() { return entry.spec; }, set spec(v) { entry.spec = v; } };
     this.#entries.push(e);
     return { name: l.name, role: l.role, tls: l.tls, address: a.address, port: a.port };
@@ -243,12 +244,12 @@ export class SmtpServer {
     await Promise.all(closed);
   }
 
-  #accept(l: ListenerOptions, socket: net.Socket): void {
+  #accept(l: ListenerOptions, socket: net.Socket, local: LocalEnd | null): void {
     socket.on('error', () => { /* reported by the session; never crash on a reset */ });
     if (this.#closing) { socket.destroy(); return; }
     this.#sockets.add(socket);
     socket.once('close', () => this.#sockets.delete(socket));
-    this.#start(l, socket).catch((err: unknown) => {
+    this.#start(l, socket, local).catch((err: unknown) => {
       this.#o.logger.error('connection setup failed', { listener: l.name, err: String(err) });
       socket.destroy();
     });
@@ -266,7 +267,7 @@ export class SmtpServer {
     setTimeout(() => socket.destroy(), 1000).unref();
   }
 
-  async #start(l: ListenerOptions, socket: net.Socket): Promise<void> {
+  async #start(l: ListenerOptions, socket: net.Socket, local: LocalEnd | null): Promise<void> {
     await this.#gate;
     if (socket.destroyed) return;
     const peer = normalizeIp(socket.remoteAddress ?? '');
@@ -322,8 +323,9 @@ export class SmtpServer {
       id: nextSessionId(),
       remoteAddress: clientIp,
       remotePort: clientPort,
-      localAddress: normalizeIp(socket.localAddress ?? ''),
-      localPort: socket.localPort ?? 0,
+      // A listener bound to one address: its sockets' local end is that address and port (no getsockname call).
+      localAddress: local?.address ?? normalizeIp(socket.localAddress ?? ''),
+      localPort: local?.port ?? socket.localPort ?? 0,
       proxied,
       peerAddress: peer,
       listener: { name: l.name, role: l.role, tls: l.tls },
@@ -349,6 +351,14 @@ export class SmtpServer {
       this.#sessions.delete(session);
     }
   }
+}
+
+/** The local end every connection accepted by a listener shares: known when it is bound to one address. */
+interface LocalEnd { readonly address: string; readonly port: number }
+
+function localEnd(a: net.AddressInfo): LocalEnd | null {
+  if (a.address === '0.0.0.0' || a.address === '::' || a.address === '') return null; // wildcard: ask each socket
+  return { address: normalizeIp(a.address), port: a.port };
 }
 
 /** A socket or PROXY address in canonical form ("::ffff:1.2.3.4" -> "1.2.3.4", RFC 5952 IPv6): core/canonical.ts. */

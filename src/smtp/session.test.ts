@@ -1,5 +1,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { connect, type Socket } from 'node:net';
 import { SmtpServer } from './server.ts';
 import type { SessionHandler } from './handler.ts';
 import { generateSelfSigned } from './tls-cert.ts';
@@ -130,4 +131,64 @@ test('smtp: BDAT chunks are binary transparent (BD-04)', async () => {
   assert.equal(r.code, 250);
   assert.equal(stored.at(-1), 'ab\r\n.\r\ncd\r\nef\r\n');
   c.close();
+});
+
+/** A raw connection that records every chunk it receives (one chunk per TCP read on loopback). */
+function rawChunks(port: number): Promise<{ socket: Socket; chunks: string[]; ended: Promise<string | null>; until(re: RegExp): Promise<void> }> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    const chunks: string[] = [];
+    let waiters: (() => void)[] = [];
+    const ended = new Promise<string | null>((r) => {
+      socket.on('end', () => r(null));
+      socket.on('error', (err: NodeJS.ErrnoException) => r(err.code ?? err.message));
+    });
+    socket.setEncoding('latin1');
+    socket.on('data', (d: string) => { chunks.push(d); for (const w of waiters) w(); });
+    const until = (re: RegExp): Promise<void> => new Promise((r, j) => {
+      const t = setTimeout(() => j(new Error(`timeout waiting for ${re} in ${JSON.stringify(chunks.join(''))}`)), 5000);
+      const check = (): void => { if (re.test(chunks.join(''))) { clearTimeout(t); waiters = waiters.filter((w) => w !== check); r(); } };
+      waiters.push(check);
+      check();
+    });
+    socket.once('connect', () => resolve({ socket, chunks, ended, until }));
+    socket.once('error', reject);
+  });
+}
+
+test('smtp RFC 2920: the replies to a pipelined group leave in one write, in order', async () => {
+  const c = await rawChunks(mx);
+  await c.until(/^220 /m);
+  c.socket.write('EHLO client.test\r\n');
+  await c.until(/^250 /m);
+  const before = c.chunks.length;
+  c.socket.write('MAIL FROM:<a@client.test>\r\nRCPT TO:<u@local.test>\r\nRCPT TO:<v@remote.test>\r\nRCPT TO:<w@local.test>\r\nDATA\r\n');
+  await c.until(/^354 /m);
+  const group = c.chunks.slice(before);
+  assert.equal(group.length, 1, `one write for the group's replies, got ${JSON.stringify(group)}`);
+  assert.deepEqual(group[0]!.split('\r\n').filter((l) => l !== '').map((l) => l.slice(0, 3)), ['250', '250', '554', '250', '354']);
+  c.socket.write('Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n');
+  await c.until(/^221 /m);
+  assert.equal(await c.ended, null, 'orderly close (FIN) after 221');
+  c.socket.destroy();
+});
+
+test('smtp: after QUIT the client reads 221 and then an orderly end of stream, also when it resets at once', async () => {
+  const c = await rawChunks(mx);
+  await c.until(/^220 /m);
+  c.socket.write('EHLO client.test\r\n');
+  await c.until(/^250 /m);
+  c.socket.write('QUIT\r\n');
+  await c.until(/^221 2\.0\.0 Bye\r\n/m);
+  assert.equal(await c.ended, null);
+  c.socket.destroy();
+  // A client that resets right after reading 221 (smtp-source does): the server takes the next connection as usual.
+  const d = await rawChunks(mx);
+  await d.until(/^220 /m);
+  d.socket.write('QUIT\r\n');
+  await d.until(/^221 /m);
+  d.socket.resetAndDestroy();
+  const e = await p1(mx);
+  assert.equal((await e.cmd('NOOP')).code, 250);
+  e.close();
 });

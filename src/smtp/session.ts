@@ -1,7 +1,8 @@
 /**
  * One SMTP session: an explicit state machine driven by the command table (commands.ts), with framing done by
  * LineReader / DataReader and every decision delegated to the injected SessionHandler. Replies follow
- * Postfix's wording where one exists. The session never stores anything itself.
+ * Postfix's wording where one exists. The session never stores anything itself. Replies are written corked and
+ * leave together once per I/O callback (the reply flush below).
  */
 import { PassThrough } from 'node:stream';
 import * as tls from 'node:tls';
@@ -177,16 +178,56 @@ const HEADER_NAME = /^[A-Za-z-]+:$/;
 /** Commands answered from the input buffer before the session yields to the event loop. */
 const BURST = 32;
 let sessionCounter = 0;
+let pidPrefix = '';
+let pidOf = -1;
 
 export function nextSessionId(): string {
   sessionCounter = (sessionCounter + 1) % Number.MAX_SAFE_INTEGER;
-  return `${process.pid.toString(36)}.${Date.now().toString(36)}.${sessionCounter.toString(36)}`;
+  if (pidOf !== process.pid) { pidOf = process.pid; pidPrefix = `${process.pid.toString(36)}.`; }
+  return `${pidPrefix}${Date.now().toString(36)}.${sessionCounter.toString(36)}`;
 }
 
+/**
+ * The reply flush. A session corks its socket when it writes a reply (or starts answering a pipelined group) and
+ * registers here; one process.nextTick uncorks every registered session together, once the I/O callback that
+ * caused the replies and all the promise work it set off have run (a group commit that completes, answering every
+ * session waiting for it; a read holding a pipelined group). So the replies of a pipelined group leave in one
+ * write, the replies one callback produced for many sessions in one burst (a write to a sleeping peer wakes it: one
+ * burst wakes it once), and nothing is held past the callback: never while the process waits (RFC 2920 section
+ * 3.2: flush before blocking for input, and before waiting for the data after 354), and not behind the next I/O
+ * callback either (a flush later in the turn, at setImmediate, delayed replies behind other work and measured
+ * slower with connection reuse). A session uncorks earlier itself where order or backpressure requires it: before
+ * STARTTLS, at the end of the session, when output is over its high-water mark.
+ */
+const pendingFlush: SmtpSession[] = [];
+
+function deferFlush(session: SmtpSession): void {
+  if (pendingFlush.push(session) === 1) process.nextTick(flushReplies);
+}
+
+function flushReplies(): void {
+  // Sessions added while flushing (none expected: uncork writes, it does not reply) go in the next flush.
+  const n = pendingFlush.length;
+  for (let i = 0; i < n; i++) SmtpSession.flush(pendingFlush[i]!);
+  pendingFlush.splice(0, n);
+  if (pendingFlush.length > 0) process.nextTick(flushReplies);
+}
+
+/**
+ * Ends the session from deep inside command handling (QUIT, a violation that closes, a client gone mid-DATA).
+ * Control flow, caught by run(): it carries no stack trace, whose capture was a measurable share of a short
+ * session's CPU (every QUIT throws one).
+ */
 class CloseSession extends Error {
   readonly reason: string;
   constructor(reason: string) {
-    super(reason);
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+    try {
+      super(reason);
+    } finally {
+      Error.stackTraceLimit = limit;
+    }
     this.reason = reason;
   }
 }
@@ -223,6 +264,8 @@ export class SmtpSession {
   #rcptDeferred = 0;
   #bytesIn = 0;
   #closeReason = 'quit';
+  /** The client sent QUIT (and got 221). */
+  #quit = false;
   #closing = false;
   #corked = false;
   #burst = 0;
@@ -381,6 +424,16 @@ export class SmtpSession {
     this.#uncork();
     const s = this.#socket;
     if (s.destroyed) return;
+    // After QUIT (RFC 5321 section 4.1.1.10: the server closes the channel once 221 is sent): when the 221 is wholly
+    // in the kernel's send buffer and the client sent nothing after QUIT, close at once, as Postfix does. The kernel
+    // still delivers the reply, then FIN; nothing is left to read, and a client that resets the connection after
+    // reading 221 (smtp-source does) no longer costs a read error, a shutdown call and a drain timer here.
+    // Over TLS the orderly path below sends close_notify first.
+    if (this.#quit && this.#closeReason === 'quit' && !this.#tls && s.writableLength === 0 && !this.#hasPendingInput()) {
+      this.#input.detach();
+      s.destroy();
+      return;
+    }
     s.end();
     // Drop whatever the client still sends (pipelined input after a violation, the rest of a flood), so its
     // FIN is seen and the socket, which holds a connection slot, closes as soon as the client goes.
@@ -393,12 +446,22 @@ export class SmtpSession {
     s.once('close', () => clearTimeout(t));
   }
 
+  /** Holds writes back until the reply flush (flushReplies) or an earlier #uncork. */
   #cork(): void {
-    if (!this.#corked) { this.#socket.cork(); this.#corked = true; }
+    if (!this.#corked) {
+      this.#socket.cork();
+      this.#corked = true;
+      deferFlush(this);
+    }
   }
 
   #uncork(): void {
     if (this.#corked) { this.#corked = false; this.#socket.uncork(); }
+  }
+
+  /** For the reply flush (flushReplies) only: what the session wrote since its last flush goes out now. */
+  static flush(session: SmtpSession): void {
+    session.#uncork();
   }
 
   /**
@@ -411,6 +474,9 @@ export class SmtpSession {
   #send(reply: Reply, reason?: RefusalReason | null): void {
     if (this.#socket.destroyed || this.#socket.writableEnded) return;
     if (reason !== null && (reply.code >= 400 || reason !== undefined)) this.#logRefused(reply, reason ?? REASON_OF.get(reply) ?? 'protocol');
+    // Corked until the reply flush (flushReplies), with the replies every other session writes in this callback:
+    // one burst of writes instead of writes spread between the callback's other work.
+    this.#cork();
     this.#socket.write(WIRE.get(reply) ?? formatReply(reply));
     if (reply.code >= 400 && reply.code !== 421) this.#errors++;
   }
@@ -464,7 +530,9 @@ export class SmtpSession {
   }
 
   async #readChunk(timeoutMs: number = this.#o.limits.idleTimeoutMs): Promise<Buffer | null> {
-    this.#uncork();
+    // Replies still corked go out at the reply flush (flushReplies), before the process waits for input again
+    // (RFC 2920: flush before blocking); when the output is over its high-water mark, at once (waitWritable).
+    if (this.#socket.writableNeedDrain) this.#uncork();
     // Wait for our replies to leave before reading more: a client that never reads cannot make us buffer.
     await this.#input.waitWritable(this.#o.limits.idleTimeoutMs);
     const chunk = await this.#input.read(timeoutMs);
@@ -583,6 +651,7 @@ export class SmtpSession {
       case 'NOOP': return this.#send(R.ok);
       case 'QUIT':
         this.#closeReason = 'quit';
+        this.#quit = true;
         this.#sendAndClose(R.bye, 'quit');
       // falls through (never reached)
       case 'VRFY': return this.#send(R.vrfyDisabled);
