@@ -16,7 +16,7 @@ import { envelope, ListBouncer, queueContract, queueOne } from '../queue/queue.c
 import { startPostgres, type PostgresInstance } from '../testing/postgres.ts';
 import { openQueue } from './index.ts';
 import { PostgresMailQueue } from './postgres-queue.ts';
-import { migrate } from './postgres-schema.ts';
+import { loadMigrations, migrate } from './postgres-schema.ts';
 
 let pg: PostgresInstance;
 let admin: Client;
@@ -25,7 +25,7 @@ before(async () => {
   pg = await startPostgres();
   admin = new Client(pg.url);
   await admin.connect();
-  assert.deepEqual((await migrate(admin)).applied, ['001_directory', '002_queue']);
+  assert.deepEqual((await migrate(admin)).applied, loadMigrations().map((m) => m.name));
 });
 
 after(async () => {

@@ -68,7 +68,7 @@ test('schema: a store refuses an unmigrated database; db migrate applies the fil
     await assert.rejects(PostgresDirectoryStore.open(db.url), code('ERR_STORE_SCHEMA_OLD', /version 0, this relayguard needs 4 .*relayguard db migrate/));
     assert.deepEqual(await postgresSchemaStatus(db.url), { current: 0, expected: 4, pending: ['001_directory', '002_queue', '003_directory_changes', '004_counters'], applied: [] });
     assert.deepEqual(await migratePostgres(db.url), { from: 0, to: 4, applied: ['001_directory', '002_queue', '003_directory_changes', '004_counters'] });
-    assert.deepEqual(await migratePostgres(db.url), { from: 3, to: 4, applied: [] });
+    assert.deepEqual(await migratePostgres(db.url), { from: 4, to: 4, applied: [] });
     const status = await postgresSchemaStatus(db.url);
     assert.equal(status.current, 4);
     assert.deepEqual(status.pending, []);

@@ -116,7 +116,7 @@ test('a user, a domain and an alias added with the CLI on node A log in and rece
           expectReply(await c.cmd('DATA'), 354, undefined, c);
           const r = await c.cmd('Subject: cluster\r\n\r\nhello\r\n.');
           expectReply(r, 250, '2.0.0', c);
-          assert.deepEqual(b.queue.get(queueIdOf(r))!.recipients.map((x) => x.address), ['dave@local.test']);
+          assert.deepEqual((await b.receive.queue.get(queueIdOf(r)))!.recipients.map((x) => x.address), ['dave@local.test']);
           mailMs = performance.now() - written;
         }
       } finally {
