@@ -152,14 +152,22 @@ export class PostgresDirectoryStore implements DirectoryStore {
     return new PostgresDirectoryStore(pool, where, options.clock ?? SYSTEM_CLOCK, url, logger);
   }
 
-  /** A read. Retried once on a fresh connection when a pooled one turns out dead (server restart, failover). */
+  /**
+   * A read. Retried on another connection when a pooled one turns out dead (server restart, failover): each dead
+   * one leaves the pool when it fails, so at most pool size + 1 tries reach a live or a new connection.
+   */
   async #query<R extends QueryResultRow>(name: string | null, text: string, values: unknown[]): Promise<R[]> {
+    const tries = (this.#pool.options.max ?? 10) + 1;
     for (let attempt = 1; ; attempt++) {
       try {
         const r = await this.#pool.query<R>(name === null ? { text, values } : { name, text, values });
         return r.rows;
       } catch (err) {
-        if (attempt === 1 && isDeadConnection(err)) continue;
+        if (attempt < tries && isDeadConnection(err)) {
+          // Found by a query rather than while idle (the pool's 'error' event): the same event, then the next try.
+          this.#logger.warn('postgres connection lost', { store: 'directory', err_code: sqlstate(err) ?? errCode(err), err: (err as Error).message });
+          continue;
+        }
         throw isUnavailable(err) ? unavailable(err, this.#where) : err;
       }
     }
