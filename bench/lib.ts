@@ -255,6 +255,11 @@ export interface RelayguardOptions {
   args?: string[];
   /** The relayguard tree to run (its bin/relayguard.js); default: this one. */
   tree?: string;
+  /**
+   * The port probed for the 220 greeting (and reported as `port`); default a free one, used by the generated mx
+   * listener. bench/cluster.ts passes the port of a plain listener of its own next to its PROXY-protocol ones.
+   */
+  port?: number;
 }
 
 const live = new Set<ChildProcess>();
@@ -267,7 +272,7 @@ process.once('exit', () => { for (const c of live) c.kill('SIGKILL'); });
 export async function startRelayguard(options: RelayguardOptions = {}): Promise<Relayguard> {
   const dataDir = await mkdtemp(join(options.parentDir ?? tmpdir(), 'relayguard-bench-'));
   if (options.tlsDir !== undefined && existsSync(options.tlsDir)) cpSync(options.tlsDir, join(dataDir, 'tls'), { recursive: true });
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   // smtp-source sends to a different local part per message: like the Postfix peer's relay_domains, every address
   // of peers.test exists here, through a catch-all alias to the postmaster mailbox (a config, not a special wiring).
   const aliasFile = join(dataDir, 'aliases');
