@@ -147,8 +147,15 @@ export class PostgresMailQueue implements MailQueue {
       connectionTimeoutMillis: options.connectTimeoutMs ?? 5000,
       idleTimeoutMillis: 30_000,
       application_name: `relayguard queue ${options.node}`.slice(0, 63),
+      keepAlive: true,
       // Durability does not depend on the database's defaults: every COMMIT waits for its WAL flush.
-      options: `-c synchronous_commit=on -c statement_timeout=${options.queryTimeoutMs ?? 30_000}`,
+      // A node paused or cut off in the middle of a transaction must not keep its row locks: the claim of the other
+      // nodes skips locked rows (SKIP LOCKED), so locks held by a stopped process would block the takeover of those
+      // messages for as long as the server keeps the session. The server ends a transaction left idle for half the
+      // lease (our transactions are a few statements long), and its TCP keepalives find a vanished node in ~25 s.
+      options: `-c synchronous_commit=on -c statement_timeout=${options.queryTimeoutMs ?? 30_000}`
+        + ` -c idle_in_transaction_session_timeout=${Math.max(500, Math.floor((options.leaseTimeMs ?? 30_000) / 2))}`
+        + ' -c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3',
     });
     // A connection that dies while idle (server restart, network): logged; the pool replaces it on demand.
     pool.on('error', (err) => logger.warn('queue database connection lost', { where, error: String(err) }));
@@ -682,61 +689,68 @@ class PgRunner implements RunnerBackend {
   }
 
   /**
-   * One message's outcomes inside the caller's transaction, in three statements (two when nothing changed): lock
-   * the row and check the lease and the incarnation; update the recipients; then remove the message when nothing
-   * is left to do, else recompute its next run (one statement: the two branches exclude each other).
+   * One message's outcomes inside the caller's transaction, in ONE statement (one round trip): lock the row and
+   * check the lease and the incarnation; update the open recipients the attempt settled; mark the message corrupt
+   * when the body was; then remove the message when nothing is left to do (the recipients go with it), else
+   * recompute its next run. Every write is gated on the lease check. The counts combine the recipients the update
+   * returned with the untouched ones (a data-modifying CTE's changes are invisible to the statement's other parts).
    */
   async #recordOne(c: PoolClient, { queueId, updates, now, corruptReason }: AttemptRecord): Promise<AttemptResult | null | typeof LEASE_LOST> {
     const inc = this.#claim(queueId);
     this.#c.roundTrips++;
-    const m = await c.query(`SELECT m.state, m.lease_owner = $2 AS held, ${LIVE('$2', '$3')} AS live
-      FROM queue_messages m WHERE m.queue_id = $1 FOR UPDATE OF m`, [queueId, inc, this.#leaseMs]);
-    const row = m.rows[0];
-    if (row === undefined) {
-      // Gone. With our incarnation expired, the node that took it over may have delivered it (a lost lease);
-      // otherwise an administrator deleted it.
-      this.#c.roundTrips++;
-      const live = await c.query(`SELECT ${LIVE('$1', '$2')} AS live`, [inc, this.#leaseMs]);
-      return live.rows[0]?.live === true ? null : LEASE_LOST;
-    }
-    if (row.held !== true || row.live !== true) return LEASE_LOST;
-    if (updates.length > 0) {
-      this.#c.roundTrips++;
-      await c.query(`UPDATE queue_recipients r SET state = u.state, attempts = r.attempts + 1,
+    const r = await c.query(`WITH m AS (
+        SELECT state, lease_owner = $3 AS held FROM queue_messages WHERE queue_id = $1 FOR UPDATE
+      ), alive AS (
+        SELECT ${LIVE('$3', '$4')} AS live
+      ), ok AS (
+        SELECT coalesce((SELECT held FROM m), false) AND (SELECT live FROM alive) AS yes
+      ), upd AS (
+        UPDATE queue_recipients r SET state = u.state, attempts = r.attempts + 1,
           next_attempt_at = CASE WHEN u.state = 'deferred' THEN u.next ELSE NULL END, last_attempt_at = $2, last_reply = u.last,
           reply = u.reply, dsn_status = u.dsn, remote_mta = u.mta, diagnostic = u.diag, updated_at = $2
-        FROM unnest($3::int[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])
+        FROM unnest($5::int[], $6::text[], $7::bigint[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])
           AS u(idx, state, next, last, reply, dsn, mta, diag)
-        WHERE r.queue_id = $1 AND r.idx = u.idx AND r.state IN ${OPEN}`, [
-        queueId, now,
-        updates.map((u) => u.index), updates.map((u) => u.state), updates.map((u) => u.nextAttemptAt),
-        updates.map((u) => replyLine(u.reply, u.diagnostic)), updates.map((u) => clipReply(u.reply)), updates.map((u) => u.dsnStatus),
-        updates.map((u) => (u.remoteMta === null ? null : clip(u.remoteMta))), updates.map((u) => (u.diagnostic === null ? null : clip(u.diagnostic))),
-      ]);
-    }
-    let state = String(row.state) as MessageState;
-    if (corruptReason !== null && state !== 'corrupt') {
-      this.#c.roundTrips++;
-      await c.query(`UPDATE queue_messages SET state = 'corrupt', state_reason = $2, updated_at = $3 WHERE queue_id = $1`, [queueId, clip(corruptReason), now]);
-      state = 'corrupt';
-    }
-    this.#c.roundTrips++;
-    const done = await c.query(`WITH c AS (
+        WHERE r.queue_id = $1 AND r.idx = u.idx AND r.state IN ${OPEN} AND (SELECT yes FROM ok)
+        RETURNING r.idx, r.state, r.notified_at, r.next_attempt_at
+      ), rec AS (
+        SELECT q.state, q.notified_at, q.next_attempt_at FROM queue_recipients q
+          WHERE q.queue_id = $1 AND q.idx NOT IN (SELECT idx FROM upd)
+        UNION ALL SELECT state, notified_at, next_attempt_at FROM upd
+      ), c AS (
         SELECT count(*) FILTER (WHERE state IN ${OPEN}) AS open,
           count(*) FILTER (WHERE state = 'bounced' AND notified_at IS NULL) AS unreported,
           min(next_attempt_at) FILTER (WHERE state IN ${OPEN}) AS next
-        FROM queue_recipients WHERE queue_id = $1
+        FROM rec
+      ), st AS (
+        SELECT CASE WHEN $13::text IS NOT NULL THEN 'corrupt' ELSE (SELECT state FROM m) END AS state
       ), finished AS (
-        SELECT $3::boolean AND open = 0 AND unreported = 0 AS yes FROM c
+        SELECT (SELECT yes FROM ok) AND (SELECT state FROM st) = 'queued' AND open = 0 AND unreported = 0 AS yes FROM c
       ), d AS (
         DELETE FROM queue_messages WHERE queue_id = $1 AND (SELECT yes FROM finished) RETURNING 1
-      ), u AS (
-        UPDATE queue_messages SET next_run_at = coalesce((SELECT next FROM c), $2) WHERE queue_id = $1 AND NOT (SELECT yes FROM finished) RETURNING 1
+      ), u2 AS (
+        UPDATE queue_messages SET next_run_at = coalesce((SELECT next FROM c), $2),
+          state_reason = CASE WHEN $13::text IS NOT NULL AND state <> 'corrupt' THEN $13::text ELSE state_reason END,
+          updated_at = CASE WHEN $13::text IS NOT NULL AND state <> 'corrupt' THEN $2 ELSE updated_at END,
+          state = (SELECT state FROM st)
+        WHERE queue_id = $1 AND (SELECT yes FROM ok) AND NOT (SELECT yes FROM finished) RETURNING 1
       )
-      SELECT (SELECT open FROM c) AS open, (SELECT count(*) FROM d) AS removed`, [queueId, now, state === 'queued']);
-    const open = Number(done.rows[0]!.open);
-    if (Number(done.rows[0]!.removed) > 0) return { state, open, removedBodyPath: '' };
-    return { state, open, removedBodyPath: null };
+      SELECT (SELECT count(*) FROM m) AS found, (SELECT yes FROM ok) AS ok, (SELECT live FROM alive) AS live,
+        (SELECT state FROM st) AS state, (SELECT open FROM c) AS open, (SELECT count(*) FROM d) AS removed,
+        (SELECT count(*) FROM u2) AS updated`, [
+      queueId, now, inc, this.#leaseMs,
+      updates.map((u) => u.index), updates.map((u) => u.state), updates.map((u) => u.nextAttemptAt),
+      updates.map((u) => replyLine(u.reply, u.diagnostic)), updates.map((u) => clipReply(u.reply)), updates.map((u) => u.dsnStatus),
+      updates.map((u) => (u.remoteMta === null ? null : clip(u.remoteMta))), updates.map((u) => (u.diagnostic === null ? null : clip(u.diagnostic))),
+      corruptReason === null ? null : clip(corruptReason),
+    ]);
+    const row = r.rows[0]!;
+    // Gone. With our incarnation expired, the node that took it over may have delivered it (a lost lease);
+    // otherwise an administrator deleted it.
+    if (Number(row.found) === 0) return row.live === true ? null : LEASE_LOST;
+    if (row.ok !== true) return LEASE_LOST;
+    const state = String(row.state) as MessageState;
+    const open = Number(row.open);
+    return { state, open, removedBodyPath: Number(row.removed) > 0 ? '' : null };
   }
 
   openBody(detail: QueuedMessageDetail, onFault: (err: Error) => void): Readable {

@@ -112,6 +112,11 @@ test('kill -9 of one of two nodes under load through HAProxy: every 250 delivere
 
   // Takeover: the messages node-a held leases on are delivered by node-b within the lease time plus a margin.
   const heldIds = held.map((r) => r.message_id).filter((id) => ok.includes(id));
+  // A held message that node-a's sink had already taken counts as arrived above; wait for node-b's own copy too (on
+  // a loaded machine the survivor may still be working through them), then measure.
+  const byBAfterKill = (id: string): boolean => b.sink.messages.some((m) => m.messageId === id && m.receivedAt >= tKill);
+  const takeoverDeadline = tKill + LEASE_MS + MARGIN_MS + 15_000;
+  while (!heldIds.every(byBAfterKill) && Date.now() < takeoverDeadline) await sleep(100);
   const takenAt = heldIds.map((id) => Math.min(...b.sink.messages.filter((m) => m.messageId === id && m.receivedAt >= tKill).map((m) => m.receivedAt)));
   const takeoverMs = takenAt.length > 0 ? Math.max(...takenAt) - tKill : 0;
   const stats = {
