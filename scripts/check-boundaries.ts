@@ -19,7 +19,7 @@ const ALLOWED: Record<string, readonly string[]> = {
   tester: ['core', 'smtp'],
   dnsbl: ['core'],
   relay: ['core', 'config', 'smtp', 'policy', 'queue', 'dnsbl', 'store'],
-  web: ['core', 'type:queue'],
+  web: ['core', 'policy', 'type:queue'],
   store: ['core', 'policy', 'queue'],
   cli: ['*'],
   testing: ['*'],

@@ -50,28 +50,28 @@ test('db migrate: creates the schema on PostgreSQL once; status says old, then c
   const shown = url.replace(/\/$/, '');
   let r = await cli(['db', 'status', '--config', config]);
   assert.equal(r.code, 1);
-  assert.match(r.out, /schema version 0, this relayguard needs 4: run "relayguard db migrate" \(pending: 001_directory, 002_queue, 003_directory_changes, 004_counters\)/);
+  assert.match(r.out, /schema version 0, this relayguard needs 5: run "relayguard db migrate" \(pending: 001_directory, 002_queue, 003_directory_changes, 004_counters, 005_admin\)/);
   r = await cli(['db', 'migrate', '--config', config]);
-  assert.deepEqual(r, { code: 0, out: `${shown}: schema migrated from version 0 to 4 (applied 001_directory, 002_queue, 003_directory_changes, 004_counters)\n`, err: '' });
+  assert.deepEqual(r, { code: 0, out: `${shown}: schema migrated from version 0 to 5 (applied 001_directory, 002_queue, 003_directory_changes, 004_counters, 005_admin)\n`, err: '' });
   r = await cli(['db', 'migrate', '--config', config]);
-  assert.deepEqual(r, { code: 0, out: `${shown}: schema is current (version 4), nothing to apply\n`, err: '' });
+  assert.deepEqual(r, { code: 0, out: `${shown}: schema is current (version 5), nothing to apply\n`, err: '' });
   r = await cli(['db', 'status', '--config', config, '--json']);
   assert.equal(r.code, 0);
-  assert.deepEqual(JSON.parse(r.out), { store: 'postgres', database: shown, state: 'current', current: 4, expected: 4, pending: [] });
+  assert.deepEqual(JSON.parse(r.out), { store: 'postgres', database: shown, state: 'current', current: 5, expected: 5, pending: [] });
   const c = new Client(url);
   await c.connect();
   try {
-    assert.deepEqual((await c.query('SELECT version, name FROM schema_migrations ORDER BY version')).rows, [{ version: 1, name: '001_directory' }, { version: 2, name: '002_queue' }, { version: 3, name: '003_directory_changes' }, { version: 4, name: '004_counters' }]);
-    await c.query("INSERT INTO schema_migrations (version, name, checksum) VALUES (5, '005_newer', 'x')");
+    assert.deepEqual((await c.query('SELECT version, name FROM schema_migrations ORDER BY version')).rows, [{ version: 1, name: '001_directory' }, { version: 2, name: '002_queue' }, { version: 3, name: '003_directory_changes' }, { version: 4, name: '004_counters' }, { version: 5, name: '005_admin' }]);
+    await c.query("INSERT INTO schema_migrations (version, name, checksum) VALUES (6, '006_newer', 'x')");
   } finally {
     await c.end();
   }
   r = await cli(['db', 'migrate', '--config', config]);
   assert.equal(r.code, 2);
-  assert.match(r.err, /schema is at version 5, newer than this relayguard knows \(4\).*\[ERR_STORE_SCHEMA_NEWER\]/);
+  assert.match(r.err, /schema is at version 6, newer than this relayguard knows \(5\).*\[ERR_STORE_SCHEMA_NEWER\]/);
   r = await cli(['db', 'status', '--config', config]);
   assert.equal(r.code, 1);
-  assert.match(r.out, /schema version 5 is newer than this relayguard knows \(4\): upgrade relayguard/);
+  assert.match(r.out, /schema version 6 is newer than this relayguard knows \(5\): upgrade relayguard/);
 });
 
 test('db migrate: an unreachable database exits 2 with ERR_STORE_UNAVAILABLE and no password', async () => {

@@ -24,6 +24,7 @@ import { registerQueueCommands } from './queue-commands.ts';
 import { registerDnsblCommands } from './dnsbl-commands.ts';
 import { registerAliasCommands } from './alias-commands.ts';
 import { registerUserCommands } from './user-commands.ts';
+import { registerAdminCommands } from './admin-commands.ts';
 import { registerDbCommands } from './db-commands.ts';
 
 /**
@@ -140,7 +141,7 @@ Exit codes: 0 done; 1 a check failed (config check, lookup not listed, an import
 
 /** The commands of the tester, whose definitions load it: registered only when the command line may need them. */
 const TESTER_COMMANDS = new Set(['test', 'scan']);
-const OTHER_COMMANDS = new Set(['serve', 'queue', 'dnsbl', 'user', 'domain', 'alias', 'dkim', 'config', 'db']);
+const OTHER_COMMANDS = new Set(['serve', 'queue', 'dnsbl', 'user', 'domain', 'alias', 'dkim', 'config', 'db', 'admin']);
 
 /** The first word of the command line that is not an option (the command), or null. */
 function commandWord(argv: readonly string[]): string | null {
@@ -277,7 +278,7 @@ export function buildProgram(io: Io, setExit: (code: number) => void, options: B
         running.reload(role === null ? next : workerConfig(next, role)).then(
           (r) => logger.info('configuration reloaded', {
             config_file: next.configFile, listeners_added: r.added, listeners_removed: r.removed, listeners_changed: r.changed,
-            certificate_reloaded: r.certificateReloaded, delivery_restarted: r.deliveryRestarted, ordb_restarted: r.ordbRestarted,
+            certificate_reloaded: r.certificateReloaded, delivery_restarted: r.deliveryRestarted, ordb_restarted: r.ordbRestarted, web_restarted: r.webRestarted,
           }),
           (err: unknown) => logger.error('reload failed; keeping the running configuration', { err_code: errorCode(err), err: (err as Error).message }),
         );
@@ -352,6 +353,7 @@ export function buildProgram(io: Io, setExit: (code: number) => void, options: B
   options.registerTester?.(program, io, setExit);
   registerDnsblCommands(program, io, setExit, configFor);
   registerUserCommands(program, io, setExit, configFor);
+  registerAdminCommands(program, io, configFor);
   registerAliasCommands(program, io, configFor);
   registerDbCommands(program, io, setExit, configFor);
 

@@ -13,7 +13,9 @@ import { QueueRunner, type MailQueue } from '../queue/index.ts';
 import { SmtpDeliverer, DsnBouncer, MailauthDkimSigner } from '../delivery/index.ts';
 import type { RecipientResolver } from '../policy/recipients.ts';
 import { assembleReceivePath, databasePath, type AssembleOptions, type ReceivePath, type ReloadSummary } from '../relay/index.ts';
+import { RelayMetrics, observingLogger } from '../web/index.ts';
 import { startOrdb, type RunningOrdb } from './ordb-service.ts';
+import { startWebService, type RunningWebService } from './web-service.ts';
 
 export { databasePath };
 
@@ -24,6 +26,10 @@ export interface RunningRelay {
   readonly receive: ReceivePath;
   /** The ORDB service (DNS zone, listings, test scheduler), when dnsbl.enabled. */
   readonly ordb: RunningOrdb | null;
+  /** The web service (dashboard, API, /metrics, /health), when web.enabled. */
+  readonly web: RunningWebService | null;
+  /** This node's metrics (fed by the relay's log events whether or not the web service runs). */
+  readonly metrics: RelayMetrics;
   /** The configuration running now. */
   readonly config: Config;
   /**
@@ -39,35 +45,46 @@ export interface RunningRelay {
 export interface ReloadReport extends ReloadSummary {
   readonly deliveryRestarted: boolean;
   readonly ordbRestarted: boolean;
+  readonly webRestarted: boolean;
 }
 
 const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
 
-export async function startRelay(config: Config, logger: Logger, options: Omit<AssembleOptions, 'logger'> = {}): Promise<RunningRelay> {
+export async function startRelay(config: Config, baseLogger: Logger, options: Omit<AssembleOptions, 'logger'> = {}): Promise<RunningRelay> {
   let current = config;
+  // Metrics come from the relay's own log events: every part gets the observing logger (web/metrics.ts).
+  const metrics = new RelayMetrics(config.node);
+  const logger = observingLogger(baseLogger, (msg, fields) => metrics.observe(msg, fields));
   const receive = await assembleReceivePath(config, { ...options, logger });
   const queue = receive.queue;
   let outbound: { stop(): Promise<void> } | null = null;
   let listeners: BoundListener[];
   let ordb: RunningOrdb | null = null;
+  let web: RunningWebService | null = null;
+  let closing: Promise<void> | null = null;
+  let draining = false;
+  const startWebFor = (c: Config): Promise<RunningWebService | null> => (c.web.enabled ? startWebService(c, receive, metrics, logger, () => draining) : Promise.resolve(null));
   try {
     outbound = config.delivery.enabled ? await startDelivery(config, queue, receive.locality, receive.recipients, logger) : null;
     ordb = config.dnsbl.enabled ? await startOrdb(config, logger) : null;
     listeners = await receive.listen(); // abuse checks start first: a relay may consult its own zone
+    web = await startWebFor(config); // after the relay: /health says ok only when the listeners are up
   } catch (err) {
+    await web?.stop();
     await ordb?.stop();
     await outbound?.stop();
     await receive.close({ graceMs: 0 });
     throw err;
   }
   for (const b of listeners) logger.info('listening', { listener: b.name, role: b.role, tls: b.tls, address: b.address, port: b.port });
-  let closing: Promise<void> | null = null;
   let reloading: Promise<ReloadReport> | null = null;
   return {
     get listeners() { return receive.server.listeners; },
     queue,
     receive,
     get ordb() { return ordb; },
+    get web() { return web; },
+    metrics,
     get config() { return current; },
     reload(next) {
       const run = async (): Promise<ReloadReport> => {
@@ -87,7 +104,13 @@ export async function startRelay(config: Config, logger: Logger, options: Omit<A
           ordb = null;
           ordb = next.dnsbl.enabled ? await startOrdb(next, logger) : null;
         }
-        return { ...summary, deliveryRestarted: deliveryChanged, ordbRestarted: ordbChanged };
+        const webChanged = !same([next.web, next.tls, next.node, next.workers], [prev.web, prev.tls, prev.node, prev.workers]);
+        if (webChanged) {
+          await web?.stop();
+          web = null;
+          web = await startWebFor(next);
+        }
+        return { ...summary, deliveryRestarted: deliveryChanged, ordbRestarted: ordbChanged, webRestarted: webChanged };
       };
       // One reload at a time; a second SIGHUP waits for the first.
       const p: Promise<ReloadReport> = (reloading ?? Promise.resolve()).catch(() => undefined).then(run);
@@ -97,7 +120,10 @@ export async function startRelay(config: Config, logger: Logger, options: Omit<A
     close() {
       closing ??= (async () => {
         await reloading?.catch(() => undefined);
+        // /health answers 503 from now on (a balancer takes the node out) while sessions drain; then the web stops.
+        draining = true;
         await receive.server.close({ drainMs: current.limits.shutdownGrace, graceMs: 5000 });
+        await web?.stop();
         await ordb?.stop();
         await outbound?.stop();
         await receive.close();

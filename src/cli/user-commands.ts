@@ -53,7 +53,7 @@ async function openUsers(config: Config): Promise<OpenedUsers> {
   return { store: opened.store, users: new d.UserAccounts(opened.store), u, close: opened.close };
 }
 
-async function readPassword(opts: { password?: string; passwordStdin?: boolean }): Promise<string> {
+export async function readPassword(opts: { password?: string; passwordStdin?: boolean }): Promise<string> {
   if (opts.password !== undefined) return opts.password;
   if (opts.passwordStdin) {
     const chunks: Buffer[] = [];

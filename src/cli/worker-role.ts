@@ -9,7 +9,7 @@
  *     restarted on the same shard, and its recovery finds every message that got a 250.
  *   - Shared: dataDir/relayguard.db (users, domains, aliases, ORDB listings; SQLite WAL serves several processes),
  *     the TLS certificate and DKIM keys in dataDir.
- *   - The ORDB (DNS zone server and its test scheduler) runs in worker 0 only.
+ *   - The ORDB (DNS zone server and its test scheduler) and the web service (dashboard, API, /metrics) run in worker 0 only.
  *   - Privileges: the primary stays root (it only holds sockets and supervises, like Postfix's master); each worker
  *     is forked as root, binds (through the primary), reads its keys, then drops to `user`/`group` before it reads
  *     a client byte, exactly as a single process does.
@@ -51,10 +51,13 @@ export function currentWorkerRole(): WorkerRole | null {
   return { index, count };
 }
 
-/** The configuration a worker runs: the ORDB only in worker 0. (Applied at start and at every reload.) */
+/**
+ * The configuration a worker runs: the ORDB and the web service only in worker 0 (one web listener per machine;
+ * worker 0 sees every shard through queue-shards.ts). (Applied at start and at every reload.)
+ */
 export function workerConfig(config: Config, role: WorkerRole): Config {
-  if (role.index === 0 || !config.dnsbl.enabled) return config;
-  return { ...config, dnsbl: { ...config.dnsbl, enabled: false } };
+  if (role.index === 0 || (!config.dnsbl.enabled && !config.web.enabled)) return config;
+  return { ...config, dnsbl: { ...config.dnsbl, enabled: false }, web: { ...config.web, enabled: false } };
 }
 
 /**

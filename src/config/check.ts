@@ -48,7 +48,7 @@ export const CHECKS: readonly CheckDescription[] = Object.freeze([
   { code: 'timeout-below-rfc', severity: 'warning', summary: 'limits.idleTimeout is below the 5 minutes RFC 5321 section 4.5.3.2.7 asks of a server.' },
   { code: 'recipients-below-rfc', severity: 'warning', summary: 'limits.recipients is below the 100 recipients RFC 5321 section 4.5.3.1.8 requires.' },
   { code: 'limits-per-ip-over-total', severity: 'warning', summary: 'limits.connectionsPerIp exceeds limits.connections.' },
-  { code: 'web-public', severity: 'warning', summary: 'The dashboard (no authentication) binds a non-loopback address.' },
+  { code: 'web-public', severity: 'warning', summary: 'The admin dashboard and API bind a non-loopback address without web.tls.' },
   { code: 'postmaster-unset', severity: 'warning', summary: 'Real local domains are configured but recipients.postmaster is not set: postmaster@ and abuse@ mail (RFC 5321, RFC 2142) is kept in the mailbox postmaster@<first local domain>, which nobody may read.' },
   { code: 'remote-alias-targets', severity: 'warning', summary: 'recipients.allowRemoteAliasTargets is on: alias files may forward mail outside, and a mistake there forwards a stranger\'s mail to a third party.' },
   { code: 'data-dir-permissions', severity: 'warning', summary: 'The data directory (password hashes, queued mail, TLS key) is accessible to its group or to other users; it should be mode 0700 (like `postfix check`).' },
@@ -186,8 +186,8 @@ export function checkConfig(config: Config, options: CheckOptions = {}): Finding
     }
   });
   if (config.listeners.length === 0) add('warning', 'listeners', 'no-listeners', 'No SMTP listeners are configured');
-  if (config.web.enabled && !isLoopback(config.web.address)) {
-    add('warning', 'web.address', 'web-public', `The dashboard binds ${config.web.address}; it has no authentication, keep it on loopback or behind an authenticating proxy`);
+  if (config.web.enabled && !isLoopback(config.web.address) && !config.web.tls) {
+    add('warning', 'web.address', 'web-public', `The admin dashboard binds ${config.web.address} without web.tls: admin passwords and session cookies would cross the network in clear; set web.tls or keep it on loopback (publish the public pages with web.public)`);
   }
 
   // Recipients.

@@ -88,7 +88,10 @@ test('schema: defaultConfig is complete, in ms and bytes, absolute and deeply fr
     bounces: { perRecipient: 10, perDomain: 100, window: 3_600_000 },
     retry: { minimalBackoff: 300_000, maximalBackoff: 14_400_000, lifetime: 432_000_000 },
   });
-  assert.deepEqual(c.web, { enabled: true, address: '127.0.0.1', port: 8025 });
+  assert.deepEqual(c.web, {
+    enabled: true, address: '127.0.0.1', port: 8025, tls: false, public: null,
+    sessionLifetime: 43_200_000, loginFailuresPerIp: 5, loginFailureWindow: 900_000,
+  });
   assert.deepEqual(c.dnsbl, {
     enabled: true, zone: 'relays.localhost', listen: { address: '127.0.0.1', port: 5353 },
     ttl: 2_100_000, evidenceUrl: 'http://localhost:8025/dnsbl/lookup?ip=$', axfrAllow: [], notify: [],

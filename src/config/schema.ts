@@ -680,12 +680,24 @@ export const configSchema = z
       .describe('Outbound delivery.'),
     web: z
       .strictObject({
-        enabled: z.boolean().default(true).describe('Run the dashboard, HTTP API and /metrics.'),
-        address: ipAddress().prefault('127.0.0.1').describe('Address to bind.'),
-        port: port().default(8025).describe('TCP port.'),
+        enabled: z.boolean().default(true).describe('Run the web service: admin dashboard, HTTP API and /metrics (and the public listener when set). With `workers` > 1, worker 0 runs it.'),
+        address: ipAddress().prefault('127.0.0.1').describe('Address of the admin listener (dashboard, /api, /metrics, /health).'),
+        port: port().default(8025).describe('TCP port of the admin listener.'),
+        tls: z.boolean().default(false).describe('Serve HTTPS on the web listeners, with the certificate of `tls` (the SMTP one; generated when none is set). Session cookies are then marked Secure.'),
+        public: z
+          .strictObject({
+            address: ipAddress().describe('Address of the public listener.'),
+            port: port().describe('TCP port of the public listener.'),
+          })
+          .nullable()
+          .prefault(null)
+          .describe('The public listener (/health; the public ORDB pages), apart from the admin one so the admin surface need not be published. null: none.'),
+        sessionLifetime: duration({ min: 60_000, max: 30 * DAY_MS }).prefault('12h').describe('How long a dashboard login lasts.'),
+        loginFailuresPerIp: count(1, 1000).default(5).describe('Failed logins (or bad API tokens) allowed per client address within loginFailureWindow; more get 429.'),
+        loginFailureWindow: duration({ min: 1000 }).prefault('15m').describe('The login throttle window.'),
       })
       .prefault({})
-      .describe('Dashboard and HTTP API (read-only, no authentication: keep it on loopback).'),
+      .describe('The web service: admin dashboard and HTTP API behind a login (admins: `relayguard admin add`), Prometheus /metrics, /health.'),
   })
   .superRefine((c, ctx) => {
     // Two TCP services on one port: the second bind would fail at start.
@@ -697,6 +709,7 @@ export const configSchema = z
       label: `listeners[${i}]`,
     }));
     if (c.web.enabled) binds.push({ address: c.web.address, port: c.web.port, path: ['web', 'port'], label: 'web' });
+    if (c.web.enabled && c.web.public) binds.push({ address: c.web.public.address, port: c.web.public.port, path: ['web', 'public', 'port'], label: 'web.public' });
     if (c.dnsbl.enabled) binds.push({ address: c.dnsbl.listen.address, port: c.dnsbl.listen.port, path: ['dnsbl', 'listen', 'port'], label: 'dnsbl.listen' });
     binds.forEach((b, i) => {
       if (b.port === 0) return;
@@ -864,7 +877,19 @@ export interface Config {
       readonly lifetime: number;
     };
   };
-  readonly web: { readonly enabled: boolean; readonly address: string; readonly port: number };
+  readonly web: {
+    readonly enabled: boolean;
+    /** The admin listener. */
+    readonly address: string;
+    readonly port: number;
+    readonly tls: boolean;
+    readonly public: { readonly address: string; readonly port: number } | null;
+    /** Milliseconds. */
+    readonly sessionLifetime: number;
+    readonly loginFailuresPerIp: number;
+    /** Milliseconds. */
+    readonly loginFailureWindow: number;
+  };
 }
 
 function deepFreeze<T>(value: T): T {
@@ -951,7 +976,7 @@ export function buildConfig(parsed: ParsedConfig, options: { baseDir: string; co
       bounces: { ...parsed.delivery.bounces },
       retry: { ...parsed.delivery.retry },
     },
-    web: { ...parsed.web },
+    web: { ...parsed.web, public: parsed.web.public === null ? null : { ...parsed.web.public } },
   };
   return deepFreeze(config);
 }

@@ -1,6 +1,6 @@
 /**
- * Purpose: the storage adapters behind the asynchronous ports other modules own (policy's DirectoryStore and
- *   CounterStore, the queue's MailQueue: openQueue picks the embedded SQLite queue or the shared PostgreSQL one),
+ * Purpose: the storage adapters behind the asynchronous ports other modules own (policy's DirectoryStore,
+ *   CounterStore and AdminStore, the queue's MailQueue: openQueue picks the embedded SQLite queue or the shared PostgreSQL one),
  * on the embedded SQLite database (default) or on PostgreSQL (`store: { postgres: { url } }`, shared by every
  * node), and the PostgreSQL schema migrations (`relayguard db migrate`) with the check made when a store opens.
  * Trust: holds password hashes and the relay's address tables; reads and writes the database only (SQLite file
@@ -11,15 +11,18 @@ import { join } from 'node:path';
 import type { Clock } from '../core/clock.ts';
 import type { Logger } from '../core/log.ts';
 import { RelayguardError } from '../core/errors.ts';
+import type { AdminStore } from '../policy/admin-accounts.ts';
 import type { CounterStore } from '../policy/counters.ts';
 import { ERR_STORE_UNAVAILABLE, type DirectoryStore } from '../policy/directory.ts';
 import { describePostgresUrl, migrate, schemaStatus, type MigrateResult, type SchemaStatus } from './postgres-schema.ts';
 import { SqliteCounterStore } from './sqlite-counters.ts';
 import { SqliteDirectoryStore } from './sqlite-directory.ts';
+import { SqliteAdminStore } from './sqlite-admin.ts';
 import { QueueStore, SqliteMailQueue, type MailQueue } from '../queue/index.ts';
 
 export { SqliteCounterStore } from './sqlite-counters.ts';
 export { SqliteDirectoryStore } from './sqlite-directory.ts';
+export { SqliteAdminStore } from './sqlite-admin.ts';
 export {
   ERR_STORE_MIGRATION_FAILED, ERR_STORE_MIGRATIONS_MISSING, ERR_STORE_SCHEMA_MODIFIED, ERR_STORE_SCHEMA_NEWER, ERR_STORE_SCHEMA_OLD,
   describePostgresUrl, type MigrateResult, type SchemaStatus,
@@ -115,6 +118,16 @@ export async function openCounterStore(options: OpenCountersOptions): Promise<Co
     poolSize: Math.max(2, Math.min(4, options.postgres.poolSize)),
     ...(options.logger ? { logger: options.logger } : {}),
   });
+}
+
+/**
+ * The admin store (web admins, API token hashes, audit log; policy/admin-accounts.ts): PostgreSQL's with
+ * store.postgres (shared by every node; migrations/postgres/005_admin.sql), else the embedded relayguard.db.
+ */
+export async function openAdminStore(options: { sqliteFile: string; postgres: PostgresSettings | null; logger?: Logger }): Promise<AdminStore> {
+  if (options.postgres === null) return new SqliteAdminStore(options.sqliteFile);
+  const { PostgresAdminStore } = await import('./postgres-admin.ts');
+  return PostgresAdminStore.open(options.postgres.url, { poolSize: 2, ...(options.logger ? { logger: options.logger } : {}) });
 }
 
 /** The counters file the worker processes of one machine share: dataDir/counters.db. */

@@ -17,7 +17,7 @@ before(async () => {
   pg = await startPostgres(); // fails, naming the Debian package, when postgresql-15 is missing
   admin = new Client(pg.url);
   await admin.connect();
-  assert.deepEqual((await migrate(admin)).applied, ['001_directory', '002_queue', '003_directory_changes', '004_counters']);
+  assert.deepEqual((await migrate(admin)).applied, ['001_directory', '002_queue', '003_directory_changes', '004_counters', '005_admin']);
 });
 
 after(async () => {

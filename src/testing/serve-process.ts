@@ -85,6 +85,8 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeProce
     delivery: { enabled: false },
     // Tests run in parallel: the ORDB DNS server takes a free port instead of 5353.
     dnsbl: { listen: { port: 0 } },
+    // The web service binds 8025 by default: tests that want it set `web` (port 0 or a free port).
+    web: { enabled: false },
     listeners: [
       { name: 'mx', role: 'mx', address: '127.0.0.1', port: ports.mx, tls: 'starttls' },
       { name: 'submission', role: 'submission', address: '127.0.0.1', port: ports.submission, tls: 'starttls' },

@@ -383,3 +383,43 @@ test('workers: 2 under `npm start`: SIGTERM to npm leaves no process (primary or
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('workers: 2 with web: worker 0 alone runs the web service, and its API shows and changes the queue of both shards', { timeout: 60_000 }, async () => {
+  const serve = await startServe({ config: { workers: 2, dnsbl: { enabled: false }, web: { enabled: true, port: 0 } } });
+  try {
+    await waitFor('both workers listening', () => serve.logs.filter((l) => l['msg'] === 'listening').length >= 6, 10_000, serve);
+    const web = serve.logs.filter((l) => l['msg'] === 'web listening');
+    assert.deepEqual(web.map((l) => l['worker']), [0]);
+    const base = `http://127.0.0.1:${Number(web[0]!['port'])}`;
+    assert.equal(cli(serve.configFile, 'admin', 'add', 'ops', '--password', 'long passphrase').code, 0);
+    const token = cli(serve.configFile, 'admin', 'token', 'add', 'ci', '--admin', 'ops').out.trim();
+    const auth = { authorization: `Bearer ${token}` };
+    const ids: string[] = [];
+    for (let i = 0; i < 10; i++) {
+      const c = await p1(serve.ports.mx);
+      try {
+        const id = `web${i}.${Date.now()}@workers.test`;
+        assert.equal((await transaction(c, id)).reply.code, 250);
+        ids.push(id);
+        await c.cmd('QUIT');
+      } finally {
+        c.close();
+      }
+    }
+    const rows = (await (await fetch(`${base}/api/queue?limit=100`, { headers: auth })).json()) as { messages: { queueId: string; messageId: string; shard?: number }[] };
+    assert.deepEqual(rows.messages.map((m) => m.messageId.replace(/^<|>$/g, '')).sort(), [...ids].sort());
+    const shards = new Set(cli(serve.configFile, 'queue', 'list', '--json').out.split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { shard: number }).shard));
+    assert.deepEqual([...shards].sort(), [0, 1], 'both workers took messages');
+    for (const m of rows.messages) {
+      const r = await fetch(`${base}/api/queue/${m.queueId}/hold`, { method: 'POST', headers: auth });
+      assert.equal(r.status, 200, await r.text());
+    }
+    const held = cli(serve.configFile, 'queue', 'list', '--json', '--state', 'hold').out.split('\n').filter(Boolean);
+    assert.equal(held.length, 10, 'held in both shards through the API');
+    const health = await fetch(`${base}/health`);
+    assert.equal(health.status, 200);
+  } finally {
+    await serve.stop();
+    await serve.cleanup();
+  }
+});

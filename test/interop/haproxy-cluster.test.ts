@@ -6,6 +6,7 @@
  *     and the relay decisions logged with 127.0.0.2 (from the PROXY v2 header), never HAProxy's address;
  *   - a client in trustedNetworks (127.0.0.3, by its real address) may relay;
  *   - sessions are spread over both nodes;
+ *   - the health check is HTTP (GET /health on each node's public web listener): no SMTP session from the balancer;
  *   - a node killed with SIGKILL is marked DOWN by the health check and new sessions all go to the survivor.
  */
 import { after, before, test } from 'node:test';
@@ -40,7 +41,7 @@ function substitute(config: string, map: readonly [string, string][]): string {
   return out;
 }
 
-interface Node { serve: ServeProcess; mx: number; submission: number }
+interface Node { serve: ServeProcess; mx: number; submission: number; web: number }
 const nodes: Node[] = [];
 let haproxy: HaproxyInstance;
 const front = { mx: 0, submission: 0 };
@@ -49,6 +50,7 @@ before(async () => {
   for (let i = 0; i < 2; i++) {
     const mx = await freePort();
     const submission = await freePort();
+    const web = await freePort();
     const serve = await startServe({
       ports: { mx, submission, submissions: await freePort() },
       config: {
@@ -56,23 +58,27 @@ before(async () => {
         trustedProxies: ['127.0.0.1/32'],
         trustedNetworks: [`${TRUSTED}/32`],
         dnsbl: { enabled: false },
+        // HAProxy's health check asks /health on the public web listener (docs/cluster.md).
+        web: { enabled: true, port: 0, public: { address: '127.0.0.1', port: web } },
         listeners: [
           { name: 'mx', role: 'mx', address: '127.0.0.1', port: mx, tls: 'starttls', proxyProtocol: true },
           { name: 'submission', role: 'submission', address: '127.0.0.1', port: submission, tls: 'starttls', proxyProtocol: true },
         ],
       },
     });
-    nodes.push({ serve, mx, submission });
+    nodes.push({ serve, mx, submission, web });
   }
   front.mx = await freePort();
   front.submission = await freePort();
   const config = substitute(docsHaproxyConfig(), [
     ['bind :25\n', `bind 127.0.0.1:${front.mx}\n`],
     ['bind :587\n', `bind 127.0.0.1:${front.submission}\n`],
-    ['192.0.2.11:25\n', `127.0.0.1:${nodes[0]!.mx}\n`],
-    ['192.0.2.12:25\n', `127.0.0.1:${nodes[1]!.mx}\n`],
-    ['192.0.2.11:587\n', `127.0.0.1:${nodes[0]!.submission}\n`],
-    ['192.0.2.12:587\n', `127.0.0.1:${nodes[1]!.submission}\n`],
+    // Both nodes on 127.0.0.1: each server line gets its node's web port for the check (`port` overrides the
+    // default-server's 8025).
+    ['192.0.2.11:25\n', `127.0.0.1:${nodes[0]!.mx} port ${nodes[0]!.web}\n`],
+    ['192.0.2.12:25\n', `127.0.0.1:${nodes[1]!.mx} port ${nodes[1]!.web}\n`],
+    ['192.0.2.11:587\n', `127.0.0.1:${nodes[0]!.submission} port ${nodes[0]!.web}\n`],
+    ['192.0.2.12:587\n', `127.0.0.1:${nodes[1]!.submission} port ${nodes[1]!.web}\n`],
   ]);
   haproxy = await startHaproxy({ config: `global\n    maxconn 4096\n\n${config}`, waitFor: [front.mx, front.submission] });
   // Both nodes UP by their health checks before the test starts.
@@ -123,6 +129,12 @@ test('haproxy (docs/cluster.md) in front of two nodes: a stranger gets local mai
   assert.ok(decisions.every((l) => l['client_ip'] !== '127.0.0.1'), 'a relay decision about the balancer\'s address');
   const accepted = nodes.flatMap((n) => n.serve.logs.filter((l) => l['msg'] === 'message accepted'));
   assert.ok(accepted.some((l) => l['client_ip'] === STRANGER), JSON.stringify(accepted));
+  // The checks went to /health, not to the SMTP ports: no session of the balancer's own (PROXY LOCAL, not proxied)
+  // in either node's log.
+  for (const n of nodes) {
+    const own = n.serve.logs.filter((l) => l['msg'] === 'session closed' && l['proxied'] === false);
+    assert.equal(own.length, 0, `an SMTP health-check session: ${JSON.stringify(own[0])}`);
+  }
 });
 
 test('haproxy: a client in trustedNetworks (its real address, through the balancer) may relay', { timeout: 30_000 }, async () => {

@@ -1,0 +1,140 @@
+/**
+ * The web service inside `relayguard serve` (src/web): composed here from the running relay's parts.
+ *
+ *   - Admin accounts, API tokens and the audit log: the admin store (store.postgres: PostgreSQL's, shared by every
+ *     node; else dataDir/relayguard.db), managed with `relayguard admin ...`.
+ *   - Queue: the relay's own queue (one process, or the shared PostgreSQL queue); with `workers` > 1 on SQLite,
+ *     every shard of this machine as one queue (queue-shards.ts), as `relayguard queue` shows it.
+ *   - /health checks: the queue store answers, the directory answers, the admin store answers, every configured SMTP
+ *     listener is bound and the relay is not stopping (a draining node answers 503, so HAProxy sends new sessions
+ *     elsewhere while it finishes its own).
+ *   - Metrics: the RelayMetrics fed by the relay's log events (serve.ts), gauges read from the server and the queue.
+ * With `workers` > 1 only worker 0 runs it (worker-role.ts), like the ORDB.
+ */
+import type { Config } from '../config/schema.ts';
+import type { Logger } from '../core/log.ts';
+import { AdminAccounts } from '../policy/admin-accounts.ts';
+import type { AdminTarget, ListFilter, MailQueue } from '../queue/index.ts';
+import type { ReceivePath } from '../relay/index.ts';
+import { ensureCertificate, loadCertificate } from '../smtp/tls-cert.ts';
+import { openAdminStore as openStore } from '../store/index.ts';
+import type { AdminStore } from '../policy/admin-accounts.ts';
+import { startWeb, type QueueAccess, type RelayMetrics, type RunningWeb } from '../web/index.ts';
+import { databasePath } from './paths.ts';
+import { ShardedQueueAdmin, ShardedQueueReader } from './queue-shards.ts';
+import { workerCount } from './worker-role.ts';
+
+export interface RunningWebService {
+  readonly web: RunningWeb;
+  stop(): Promise<void>;
+}
+
+/** The admin store of a configuration: PostgreSQL's with store.postgres (every node's), else dataDir/relayguard.db. */
+export function openAdminStore(config: Config, logger?: Logger): Promise<AdminStore> {
+  return openStore({ sqliteFile: databasePath(config), postgres: config.store.postgres, ...(logger ? { logger } : {}) });
+}
+
+export async function startWebService(
+  config: Config,
+  receive: ReceivePath,
+  metrics: RelayMetrics,
+  logger: Logger,
+  isStopping: () => boolean,
+): Promise<RunningWebService> {
+  const w = config.web;
+  const tls = w.tls
+    ? (config.tls.cert && config.tls.key ? await loadCertificate(config.tls.cert, config.tls.key) : await ensureCertificate({ dir: config.dataDir, hostname: config.hostname, logger }))
+    : null;
+  const store = await openAdminStore(config, logger);
+  const queue = workerCount(config.workers) > 1 && config.store.postgres === null ? shardedAccess(config) : receive.queue;
+  metrics.setSources({
+    connections: () => receive.server.connectionCount,
+    queueCounts: () => queueCounts(queue),
+  });
+  let web: RunningWeb;
+  try {
+    web = await startWeb({
+      node: config.node,
+      logger: logger.child({ component: 'web' }),
+      metrics,
+      admins: new AdminAccounts(store),
+      queue,
+      checks: {
+        queue: async () => { await receive.queue.list({ limit: 1 }); },
+        directory: async () => { await receive.directory.version(); },
+        admins: () => store.ping(),
+        listeners: () => {
+          if (isStopping()) throw new Error('stopping');
+          const bound = receive.server.listeners.length;
+          if (bound < config.listeners.length) throw new Error(`${bound} of ${config.listeners.length} SMTP listeners bound`);
+        },
+      },
+      admin: { address: w.address, port: w.port },
+      public: w.public,
+      tls: tls === null ? null : { cert: tls.cert, key: tls.key },
+      sessionLifetimeMs: w.sessionLifetime,
+      loginFailuresPerIp: w.loginFailuresPerIp,
+      loginFailureWindowMs: w.loginFailureWindow,
+    });
+  } catch (err) {
+    metrics.setSources(null);
+    await store.close();
+    throw err;
+  }
+  const scheme = tls ? 'https' : 'http';
+  logger.info('web listening', { surface: 'admin', address: web.admin.address, port: web.admin.port, url: `${scheme}://${hostPort(web.admin)}/` });
+  if (web.public) logger.info('web listening', { surface: 'public', address: web.public.address, port: web.public.port, url: `${scheme}://${hostPort(web.public)}/` });
+  return {
+    web,
+    async stop() {
+      await web.close();
+      metrics.setSources(null);
+      await store.close();
+    },
+  };
+}
+
+const hostPort = (a: { address: string; port: number }): string => (a.address.includes(':') ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`);
+
+/** Message counts by state (cached for 2 s: a scrape every few seconds must not walk a large queue each time). */
+const countCache = new WeakMap<QueueAccess, { at: number; counts: Promise<Record<string, number>> }>();
+function queueCounts(queue: QueueAccess): Promise<Record<string, number>> {
+  const c = countCache.get(queue);
+  if (c && Date.now() - c.at < 2000) return c.counts;
+  const counts = (async () => {
+    const out: Record<string, number> = {};
+    for (const state of ['queued', 'deferred', 'hold', 'corrupt']) out[state] = (await queue.list({ state })).length;
+    return out;
+  })();
+  countCache.set(queue, { at: Date.now(), counts });
+  counts.catch(() => countCache.delete(queue));
+  return counts;
+}
+
+/** Every SQLite shard of this machine as one queue, opened per call (what `relayguard queue` does). */
+function shardedAccess(config: Config): QueueAccess {
+  const q = (): Promise<typeof import('../queue/index.ts')> => import('../queue/index.ts');
+  const read = async <T>(fn: (r: ShardedQueueReader) => Promise<T>, empty: T): Promise<T> => {
+    const r = ShardedQueueReader.open(await q(), config.dataDir, Date.now, config.node);
+    if (r === null) return empty;
+    try { return await fn(r); } finally { await r.close(); }
+  };
+  const change = async (fn: (a: ShardedQueueAdmin) => ReturnType<MailQueue['flush']>): ReturnType<MailQueue['flush']> => {
+    const a = ShardedQueueAdmin.open(await q(), config.dataDir, Date.now, config.node);
+    if (a === null) return { changed: [], unchanged: [], missing: [] };
+    try { return await fn(a); } finally { await a.close(); }
+  };
+  const act = (action: 'hold' | 'release' | 'retry' | 'delete') => async (target: AdminTarget) => {
+    const r = await change((a) => a.change(action, target));
+    return 'queueIds' in target && r.changed.length === 0 && r.unchanged.length === 0 ? { ...r, missing: [...target.queueIds] } : r;
+  };
+  return {
+    list: (filter: ListFilter) => read((r) => r.list(filter), []),
+    get: (id: string) => read((r) => r.get(id), null),
+    hold: act('hold'),
+    release: act('release'),
+    retry: act('retry'),
+    delete: act('delete'),
+    flush: () => change((a) => a.flush()),
+  };
+}

@@ -1,0 +1,32 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { MemoryLogger } from '../core/log.ts';
+import { RelayMetrics, observingLogger } from './metrics.ts';
+
+test('metrics: relay log events become node-labelled series; gauges are read at scrape time; the log is unchanged', async () => {
+  const m = new RelayMetrics('mx-a', { processMetrics: false });
+  const base = new MemoryLogger();
+  const log = observingLogger(base, (msg, f) => m.observe(msg, f)).child({ component: 'x' });
+  log.info('relay decision', { action: 'local', rule: 'local-domain' });
+  log.warn('relay decision', { action: 'reject', rule: 'default-deny' });
+  log.info('message accepted', { rcpts: 3 });
+  log.warn('auth failed', {});
+  log.info('recipient delivered', {});
+  log.info('session closed', { listener: 'mx' });
+  log.warn('dnsbl lookup failed', { zone: 'bl.example', error: 'timeout' });
+  m.setSources({ connections: () => 7, queueCounts: async () => ({ queued: 2, hold: 1 }) });
+  const text = await m.text();
+  for (const l of text.split('\n')) if (l !== '' && !l.startsWith('#')) assert.match(l, /node="mx-a"/, l);
+  assert.match(text, /^relayguard_relay_decisions_total\{action="local",rule="local-domain",node="mx-a"\} 1$/m);
+  assert.match(text, /^relayguard_relay_decisions_total\{action="reject",rule="default-deny",node="mx-a"\} 1$/m);
+  assert.match(text, /^relayguard_messages_accepted_total\{node="mx-a"\} 1$/m);
+  assert.match(text, /^relayguard_messages_accepted_recipients_total\{node="mx-a"\} 3$/m);
+  assert.match(text, /^relayguard_smtp_auth_total\{result="failure",node="mx-a"\} 1$/m);
+  assert.match(text, /^relayguard_delivery_recipients_total\{outcome="delivered",node="mx-a"\} 1$/m);
+  assert.match(text, /^relayguard_smtp_sessions_total\{listener="mx",node="mx-a"\} 1$/m);
+  assert.match(text, /^relayguard_smtp_connections\{node="mx-a"\} 7$/m);
+  assert.match(text, /^relayguard_queue_messages\{state="hold",node="mx-a"\} 1$/m);
+  assert.match(text, /^relayguard_dnsbl_lookup_failures_total\{zone="bl.example",node="mx-a"\} 1$/m);
+  assert.equal(base.records.length, 7);
+  assert.deepEqual(base.records[2], { level: 'info', msg: 'message accepted', fields: { component: 'x', rcpts: 3 } });
+});
