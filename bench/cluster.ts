@@ -204,14 +204,15 @@ function postgresCpuUs(pg: PostgresInstance): number {
 
 /** The HAProxy configuration of docs/cluster.md for the bench: loopback ports, and the per-client stick-table limit
  * raised, because smtp-source is ONE client address opening thousands of connections per second. */
-function benchHaproxyConfig(front: number, backends: readonly number[]): string {
+function benchHaproxyConfig(front: number, backends: readonly number[], webs: readonly number[]): string {
   const map: [string, string][] = [
     ['bind :25\n', `bind 127.0.0.1:${front}\n`],
     ['bind :587\n', 'bind 127.0.0.1:0\n'],
-    ['192.0.2.11:25\n', `127.0.0.1:${backends[0]}\n`],
-    ['192.0.2.12:25\n', `127.0.0.1:${backends[1]}\n`],
-    ['192.0.2.11:587\n', `127.0.0.1:${backends[0]}\n`],
-    ['192.0.2.12:587\n', `127.0.0.1:${backends[1]}\n`],
+    // Each server's health check goes to its node's public web listener (/health).
+    ['192.0.2.11:25\n', `127.0.0.1:${backends[0]} port ${webs[0]}\n`],
+    ['192.0.2.12:25\n', `127.0.0.1:${backends[1]} port ${webs[1]}\n`],
+    ['192.0.2.11:587\n', `127.0.0.1:${backends[0]} port ${webs[0]}\n`],
+    ['192.0.2.12:587\n', `127.0.0.1:${backends[1]} port ${webs[1]}\n`],
     ['sc0_conn_cur gt 100', 'sc0_conn_cur gt 100000'],
     ['sc0_conn_rate gt 300', 'sc0_conn_rate gt 10000000'],
   ];
@@ -267,10 +268,13 @@ async function partHaproxy(o: BenchOptions, scratch: string, tlsCache: string): 
     let haproxy: HaproxyInstance | null = null;
     try {
       const backends: number[] = [];
+      const webs: number[] = [];
       for (const name of ['node-a', 'node-b']) {
         const proxied = await freePort();
         const probe = await freePort();
+        const web = await freePort();
         backends.push(proxied);
+        webs.push(web);
         nodes.push(await startRelayguard({
           tlsDir: tlsCache, parentDir: scratch, removeDataDir: false, port: probe,
           config: {
@@ -278,6 +282,7 @@ async function partHaproxy(o: BenchOptions, scratch: string, tlsCache: string): 
             store: { postgres: { url, poolSize: 10, leaseTime: '30s' } },
             ...(deliver ? {} : { delivery: { enabled: false } }),
             trustedProxies: ['127.0.0.1/32'],
+            web: { enabled: true, port: 0, public: { address: '127.0.0.1', port: web } },
             listeners: [
               { name: 'mx', role: 'mx', address: '127.0.0.1', port: proxied, tls: 'starttls', proxyProtocol: true },
               // Not used by the load: the bench's readiness probe (a 220 without a PROXY header).
@@ -287,7 +292,7 @@ async function partHaproxy(o: BenchOptions, scratch: string, tlsCache: string): 
         }));
       }
       const front = await freePort();
-      haproxy = await startHaproxy({ config: benchHaproxyConfig(front, backends), waitFor: [front] });
+      haproxy = await startHaproxy({ config: benchHaproxyConfig(front, backends, webs), waitFor: [front] });
       const hap = haproxy;
       const until = Date.now() + 20_000;
       while ((await hap.stats()).filter((x) => x.proxy === 'relayguard_mx' && /^mx[12]$/.test(x.server) && x.status.startsWith('UP')).length < 2) {

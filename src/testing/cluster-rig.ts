@@ -33,7 +33,8 @@ export function docsHaproxyConfig(): string {
   return m[1]!;
 }
 
-function substitute(config: string, map: readonly [string, string][]): string {
+/** Replaces exactly what a test must (fails when a line it expects is gone from the docs). */
+export function substitute(config: string, map: readonly [string, string][]): string {
   let out = config;
   for (const [from, to] of map) {
     if (!out.includes(from)) throw new Error(`docs/cluster.md's HAProxy block no longer contains "${from}"`);
@@ -69,6 +70,8 @@ export interface ClusterNode {
   serve: ServeProcess;
   readonly sink: MailSink;
   readonly ports: { mx: number; submission: number; submissions: number };
+  /** The node's public web listener: HAProxy's health check asks GET /health there (docs/cluster.md). */
+  readonly webPort: number;
 }
 
 export interface NodeOptions {
@@ -77,14 +80,17 @@ export interface NodeOptions {
   readonly sink: MailSink;
   readonly leaseTime: string;
   readonly ports?: { mx: number; submission: number; submissions: number };
+  /** The public web listener's port (/health for HAProxy); default a free one. */
+  readonly webPort?: number;
   readonly poolSize?: number;
   /** Extra config keys (merged last). */
   readonly config?: Record<string, unknown>;
 }
 
 /** One `relayguard serve` node on PostgreSQL with PROXY-protocol listeners, delivering to its sink. */
-export async function startNode(o: NodeOptions): Promise<{ serve: ServeProcess; ports: { mx: number; submission: number; submissions: number } }> {
+export async function startNode(o: NodeOptions): Promise<{ serve: ServeProcess; ports: { mx: number; submission: number; submissions: number }; webPort: number }> {
   const ports = o.ports ?? { mx: await freePort(), submission: await freePort(), submissions: await freePort() };
+  const webPort = o.webPort ?? await freePort();
   const serve = await startServe({
     ports,
     mailboxes: [],
@@ -95,7 +101,8 @@ export async function startNode(o: NodeOptions): Promise<{ serve: ServeProcess; 
       trustedProxies: ['127.0.0.1/32'],
       trustedNetworks: [`${TRUSTED}/32`],
       dnsbl: { enabled: false },
-      web: { enabled: false },
+      // The admin listener on a free port, the public one (/health only) where HAProxy checks it.
+      web: { enabled: true, port: 0, public: { address: '127.0.0.1', port: webPort } },
       log: { level: 'info' },
       listeners: [
         { name: 'mx', role: 'mx', address: '127.0.0.1', port: ports.mx, tls: 'none', proxyProtocol: true },
@@ -109,7 +116,7 @@ export async function startNode(o: NodeOptions): Promise<{ serve: ServeProcess; 
       ...o.config,
     },
   });
-  return { serve, ports };
+  return { serve, ports, webPort };
 }
 
 export interface Cluster {
@@ -152,20 +159,21 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
     for (const name of names) {
       const sink = await startMailSink(name, { delayMs: o.sinkDelayMs ?? 0 });
       sinks.push(sink);
-      const { serve, ports } = await startNode({
+      const { serve, ports, webPort } = await startNode({
         name, pgUrl: o.pgUrl, sink, leaseTime: o.leaseTime ?? '3s',
         ...(o.poolSize !== undefined ? { poolSize: o.poolSize } : {}), ...(o.config !== undefined ? { config: o.config } : {}),
       });
-      nodes.push({ name, serve, sink, ports });
+      nodes.push({ name, serve, sink, ports, webPort });
     }
     const front = { mx: await freePort(), submission: await freePort() };
     const config = substitute(docsHaproxyConfig(), [
       ['bind :25\n', `bind 127.0.0.1:${front.mx}\n`],
       ['bind :587\n', `bind 127.0.0.1:${front.submission}\n`],
-      ['192.0.2.11:25\n', `127.0.0.1:${nodes[0]!.ports.mx}\n`],
-      ['192.0.2.12:25\n', `127.0.0.1:${nodes[1]!.ports.mx}\n`],
-      ['192.0.2.11:587\n', `127.0.0.1:${nodes[0]!.ports.submission}\n`],
-      ['192.0.2.12:587\n', `127.0.0.1:${nodes[1]!.ports.submission}\n`],
+      // Both nodes on 127.0.0.1: each server line gets its node's web port for the check (overrides 8025).
+      ['192.0.2.11:25\n', `127.0.0.1:${nodes[0]!.ports.mx} port ${nodes[0]!.webPort}\n`],
+      ['192.0.2.12:25\n', `127.0.0.1:${nodes[1]!.ports.mx} port ${nodes[1]!.webPort}\n`],
+      ['192.0.2.11:587\n', `127.0.0.1:${nodes[0]!.ports.submission} port ${nodes[0]!.webPort}\n`],
+      ['192.0.2.12:587\n', `127.0.0.1:${nodes[1]!.ports.submission} port ${nodes[1]!.webPort}\n`],
     ]);
     haproxy = await startHaproxy({ config: `global\n    maxconn 4096\n\n${config}`, waitFor: [front.mx, front.submission] });
     const hap = haproxy;

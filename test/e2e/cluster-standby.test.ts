@@ -80,7 +80,7 @@ test('kill -9 of the synchronous primary under load: 451 4.3.0 while down, promo
     await old.stop(5000);
     oldLogs.push(...old.logs);
     await old.cleanup();
-    n.serve = (await startNode({ name: n.name, pgUrl: pair.standby.url, sink: n.sink, leaseTime: '3s', ports: n.ports })).serve;
+    n.serve = (await startNode({ name: n.name, pgUrl: pair.standby.url, sink: n.sink, leaseTime: '3s', ports: n.ports, webPort: n.webPort })).serve;
   }
   await c.waitServers('UP', ['mx1', 'mx2']);
 

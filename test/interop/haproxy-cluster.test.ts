@@ -11,35 +11,16 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { docsHaproxyConfig, substitute } from '../../src/testing/cluster-rig.ts';
 import { startHaproxy, type HaproxyInstance } from '../../src/testing/haproxy.ts';
 import { startServe, type ServeProcess } from '../../src/testing/serve-process.ts';
 import { freePort } from '../../src/testing/ports.ts';
 import { p1, type RawSmtpClient } from '../../src/testing/smtp-client.ts';
 
-const ROOT = resolve(import.meta.dirname, '..', '..');
 const STRANGER = '127.0.0.2';
 const TRUSTED = '127.0.0.3';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** The block between the BEGIN/END markers of docs/cluster.md, without its code fence. */
-export function docsHaproxyConfig(): string {
-  const md = readFileSync(join(ROOT, 'docs', 'cluster.md'), 'utf8');
-  const m = /<!-- BEGIN haproxy-cluster\.cfg[^>]*-->\s*```haproxy\n([\s\S]*?)```\s*<!-- END haproxy-cluster\.cfg -->/.exec(md);
-  if (m === null) throw new Error('docs/cluster.md has no BEGIN/END haproxy-cluster.cfg block');
-  return m[1]!;
-}
-
-/** Replaces exactly what the test must (fails when a line it expects is gone from the docs). */
-function substitute(config: string, map: readonly [string, string][]): string {
-  let out = config;
-  for (const [from, to] of map) {
-    if (!out.includes(from)) throw new Error(`docs/cluster.md's HAProxy block no longer contains "${from}"`);
-    out = out.split(from).join(to);
-  }
-  return out;
-}
 
 interface Node { serve: ServeProcess; mx: number; submission: number; web: number }
 const nodes: Node[] = [];
