@@ -45,7 +45,9 @@ test('durability: kill -9 at random moments under 10 concurrent clients; every 2
   const attempted = new Set<string>();      // Message-IDs whose end-of-data dot was written
   const refused = new Map<string, number>(); // Message-ID -> non-250 final reply code
   const firstServe = await startServe();
-  const { dataDir, ports } = firstServe;
+  // Each restart takes fresh ports: on a busy machine an outgoing connection may hold the old port's number as its
+  // local port (EADDRINUSE); what must survive is the data directory, not the port.
+  const { dataDir } = firstServe;
   cleanups.push(() => firstServe.cleanup());
   let serve: ServeProcess = firstServe;
   cleanups.push(() => serve.kill9());
@@ -55,7 +57,7 @@ test('durability: kill -9 at random moments under 10 concurrent clients; every 2
 
   for (let round = 1; round <= ROUNDS; round++) {
     if (round > 1) {
-      serve = await startServe({ dataDir, ports, onLog: (l) => { if (l['msg'] === 'spool recovered') recoveries.push(l); } });
+      serve = await startServe({ dataDir, onLog: (l) => { if (l['msg'] === 'spool recovered') recoveries.push(l); } });
     }
     const killer = { armed: false, fired: false };
     let fire: () => void = () => {};
@@ -71,7 +73,7 @@ test('durability: kill -9 at random moments under 10 concurrent clients; every 2
       const sizes = prng(seed + round * 1000 + k + 1);
       let c: RawSmtpClient | null = null;
       try {
-        c = await p1(ports.mx);
+        c = await p1(serve.ports.mx);
         while (!killer.fired) {
           const id = `r${round}.c${k}.${seq++}.${seed}@durability.test`;
           // Sizes from 200 B to ~96 KiB, so some kills also land while a body streams in.
@@ -102,9 +104,9 @@ test('durability: kill -9 at random moments under 10 concurrent clients; every 2
   }
 
   // Clean restart with no load: recovery must have removed every temp file and uncommitted body.
-  serve = await startServe({ dataDir, ports, onLog: (l) => { if (l['msg'] === 'spool recovered') recoveries.push(l); } });
+  serve = await startServe({ dataDir, onLog: (l) => { if (l['msg'] === 'spool recovered') recoveries.push(l); } });
   assert.deepEqual(spoolEntries(dataDir, 'tmp'), [], 'temp spool files survived recovery');
-  await assertServing(ports.mx, 'restarted server');
+  await assertServing(serve.ports.mx, 'restarted server');
   await serve.stop();
   assert.deepEqual(spoolEntries(dataDir, 'tmp'), [], 'temp spool files after a clean stop');
 
