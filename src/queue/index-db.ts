@@ -6,9 +6,10 @@
  *
  * Durability: a connection opened with `durability: 'wal-async'` (the receiving store) runs `synchronous =
  * NORMAL`: COMMIT writes the WAL without fsyncing it, and the WAL is fdatasynced on libuv's pool instead
- * (WalSync): the store awaits syncWal() after insertBatch before any 250; other transactions (the runner's,
- * admin changes) get a sync soon after, and one that removed a spool file's record is synced before it returns
- * (so the caller's unlink can never outlive a lost delete). Other connections (admin CLI) use synchronous = FULL:
+ * (WalSync): the store awaits syncWal() after insertBatch before any 250 (the runner's removals of finished
+ * messages ride on that transaction and sync); other transactions (the runner's, admin changes) get a sync soon
+ * after, and one that removed a spool file's record is synced before it returns (so the caller's unlink can never
+ * outlive a lost delete). Other connections (admin CLI) use synchronous = FULL:
  * each COMMIT fsyncs the WAL.
  * Recipients carry the state the queue runner needs: pending -> deferred (reason, next attempt) -> delivered or
  * bounced; a message can be held. All writes here are synchronous (node:sqlite), and no transaction ever spans
@@ -258,6 +259,13 @@ export interface AttemptRecord {
   readonly now: number;
   /** Set the message aside as corrupt, for this reason. */
   readonly corruptReason: string | null;
+  /**
+   * The runner's word that this attempt leaves nothing to do: every update is 'delivered' and no other recipient
+   * is open or has an unreported bounce (as of the get() before the attempt; only the runner changes recipient
+   * states). The index may then remove a still-queued message with one DELETE instead of recording each update
+   * first; a message held or deleted meanwhile takes the ordinary path. Optional: without it, the ordinary path.
+   */
+  readonly finishes?: boolean;
 }
 
 /** A message after its attempt was recorded. */
@@ -391,25 +399,30 @@ export class IndexDb {
   /**
    * Inserts the commit records (and inline bodies) of a batch in one transaction. Throws (after rolling back) if
    * anything fails. With 'wal-async' the batch is durable only once syncWal() resolves: call it right after.
+   * `finished`: the runner's attempts that finish messages, recorded in the same transaction (recordAttempts'
+   * results, in order): one commit and one set of WAL pages for both, and the batch's sync makes them durable too
+   * (a spool body of one of them may be unlinked only after that sync).
    */
-  insertBatch(records: readonly MessageRecord[]): void {
+  insertBatch(records: readonly MessageRecord[], finished: readonly AttemptRecord[] = []): (AttemptResult | null)[] {
     const im = this.#insertMessage;
     const ir = this.#insertRecipient;
     const ib = this.#insertBody;
     if (im === null || ir === null || ib === null) throw new Error('Queue index is read-only');
-    this.#transaction(() => {
+    const results = this.#transaction(() => {
       for (const r of records) {
         im.run(r.queueId, r.receivedAt, r.sender, r.size, r.bodyPath, r.messageId, r.clientIp, r.helo, r.authUser,
-          r.listener, JSON.stringify(r.mailParams), r.receivedAt, r.receivedAt);
+          r.listener, paramsJson(r.mailParams), r.receivedAt, r.receivedAt);
         for (let i = 0; i < r.recipients.length; i++) {
           const rcpt = r.recipients[i]!;
-          ir.run(r.queueId, i, rcpt.address, recipientDomain(rcpt.address), JSON.stringify(rcpt.params), r.receivedAt,
+          ir.run(r.queueId, i, rcpt.address, recipientDomain(rcpt.address), paramsJson(rcpt.params), r.receivedAt,
             r.receivedAt);
         }
         if (r.body !== undefined && r.body !== null) ib.run(r.queueId, r.body);
       }
+      return finished.map((a) => this.#recordOne(a));
     }, true);
     this.#commits++;
+    return results;
   }
 
   /**
@@ -426,6 +439,13 @@ export class IndexDb {
     if (r === undefined) return null;
     const d = r.data as Uint8Array;
     return Buffer.from(d.buffer, d.byteOffset, d.byteLength);
+  }
+
+  /** A message's state, or null when it is not in the queue (one indexed read: the runner's check before it
+   *  delivers a message it was handed at commit). */
+  stateOf(queueId: string): MessageState | null {
+    const r = this.#prepare('SELECT state FROM messages WHERE queue_id = ?').get(queueId);
+    return r === undefined ? null : (String(r.state) as MessageState);
   }
 
   has(queueId: string): boolean {
@@ -505,7 +525,7 @@ export class IndexDb {
       helo: nullableString(m.helo),
       authUser: nullableString(m.auth_user),
       listener: String(m.listener),
-      mailParams: JSON.parse(String(m.mail_params)) as Record<string, string | true>,
+      mailParams: parseParams(m.mail_params),
       state: String(m.state) as MessageState,
       stateReason: nullableString(m.state_reason),
       updatedAt: Number(m.updated_at),
@@ -514,7 +534,7 @@ export class IndexDb {
       recipients: rcpts.map((r) => ({
         index: Number(r.idx),
         address: String(r.address),
-        params: JSON.parse(String(r.params)) as Record<string, string | true>,
+        params: parseParams(r.params),
         state: String(r.state) as RecipientState,
         attempts: Number(r.attempts),
         nextAttemptAt: nullableNumber(r.next_attempt_at),
@@ -566,10 +586,20 @@ export class IndexDb {
     for (const id of queueIds) this.#unsynced.delete(id);
   }
 
-  /** The earliest next_run_at of any queued message, or null when nothing is queued. */
+  /** The earliest next_run_at of any queued message, or null when nothing is queued. Like due(), it leaves out
+   *  messages whose WAL sync is under way (the store hands them to the runner once they are durable). */
   nextDue(): number | null {
-    const r = this.#prepare(`SELECT min(next_run_at) AS t FROM messages WHERE state = 'queued'`).get();
-    return nullableNumber(r?.t);
+    if (this.#unsynced.size === 0) {
+      const r = this.#prepare(`SELECT min(next_run_at) AS t FROM messages WHERE state = 'queued'`).get();
+      return nullableNumber(r?.t);
+    }
+    const rows = this.#prepare(`SELECT queue_id, next_run_at FROM messages WHERE state = 'queued'
+      ORDER BY next_run_at, queue_id`).iterate();
+    for (const r of rows) {
+      if (this.#unsynced.has(String(r.queue_id))) continue;
+      return nullableNumber(r.next_run_at);
+    }
+    return null;
   }
 
   /**
@@ -587,7 +617,17 @@ export class IndexDb {
     return this.#transaction(() => attempts.map((a) => this.#recordOne(a)));
   }
 
-  #recordOne({ queueId, updates, now, corruptReason }: AttemptRecord): AttemptResult | null {
+  #recordOne({ queueId, updates, now, corruptReason, finishes }: AttemptRecord): AttemptResult | null {
+    if (finishes === true && corruptReason === null) {
+      // Finished (the runner says so; see AttemptRecord.finishes): its rows go at once, recipients and body with it
+      // (ON DELETE CASCADE). Not queued any more (held meanwhile) or gone: the ordinary path below decides.
+      const gone = this.#prepare(`DELETE FROM messages WHERE queue_id = ? AND state = 'queued' RETURNING body_path`).get(queueId);
+      if (gone !== undefined) {
+        const bodyPath = String(gone.body_path);
+        if (bodyPath !== '') this.#fileRemoved = true;
+        return { state: 'queued', open: 0, removedBodyPath: bodyPath };
+      }
+    }
     const m = this.#prepare('SELECT state, body_path FROM messages WHERE queue_id = ?').get(queueId);
     if (m === undefined) return null;
     const upd = this.#prepare(`UPDATE recipients SET state = ?, attempts = attempts + 1, next_attempt_at = ?,
@@ -792,7 +832,8 @@ export class IndexDb {
   /**
    * Runs fn in BEGIN IMMEDIATE ... COMMIT; rolls back and rethrows on failure. Never spans an await. With
    * 'wal-async': a transaction that removed a spool file's record is synced before returning (the caller unlinks
-   * the file next); others are synced soon, unless `callerSyncs` (insertBatch: the store awaits syncWal()).
+   * the file next); others are synced soon, unless `callerSyncs` (insertBatch: the store awaits syncWal(), also
+   * before anyone unlinks the spool body of a message it removed).
    */
   #transaction<T>(fn: () => T, callerSyncs = false): T {
     this.#db.exec('BEGIN IMMEDIATE');
@@ -800,9 +841,9 @@ export class IndexDb {
     try {
       const out = fn();
       this.#db.exec('COMMIT');
-      if (this.#wal !== null) {
+      if (this.#wal !== null && !callerSyncs) {
         if (this.#fileRemoved) this.#wal.syncNow();
-        else if (!callerSyncs) this.#wal.syncSoon(this.#onSyncError);
+        else this.#wal.syncSoon(this.#onSyncError);
       }
       return out;
     } catch (err) {
@@ -816,6 +857,17 @@ export class IndexDb {
       throw err;
     }
   }
+}
+
+/** ESMTP parameters as stored: '{}' for none (most recipients) without a JSON.stringify. */
+function paramsJson(params: Readonly<Record<string, string | true>>): string {
+  for (const _ in params) return JSON.stringify(params);
+  return '{}';
+}
+
+function parseParams(v: unknown): Record<string, string | true> {
+  const s = String(v);
+  return s === '{}' ? {} : (JSON.parse(s) as Record<string, string | true>);
 }
 
 function nullableString(v: unknown): string | null {

@@ -41,3 +41,10 @@ test('message-id: scanning is bounded (header cap and field cap)', () => {
   const got = sniff(long);
   assert.ok(got === null || got.length <= 4096);
 });
+
+test('message-id: a field longer than the first buffer is kept whole (the buffer grows up to the field cap)', () => {
+  const id = `<${'c'.repeat(700)}@example.org>`;
+  const msg = `X-Long: ${'z'.repeat(900)}\r\nMessage-ID:\r\n ${id}\r\n\r\nbody\r\n`;
+  assert.equal(sniff(msg), id);
+  assert.equal(sniff(msg, 7), id, 'split into small chunks');
+});

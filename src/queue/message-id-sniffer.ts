@@ -9,8 +9,12 @@ const MAX_ID_LENGTH = 998;
 const NAME = /^message-id[ \t]*:/i;
 const BRACKETED = /<[^<>\s]{1,996}>/;
 
+/** A field buffer's first size: most header fields fit; it doubles up to MAX_FIELD_BYTES (small buffers come from
+ *  Node's shared pool, so a message costs no allocation of its own for them). */
+const FIRST_FIELD_BYTES = 256;
+
 export class MessageIdSniffer {
-  readonly #field = Buffer.alloc(MAX_FIELD_BYTES);
+  #field = Buffer.allocUnsafe(FIRST_FIELD_BYTES);
   #fieldLength = 0;
   #lineLength = 0;
   #seen = 0;
@@ -53,7 +57,14 @@ export class MessageIdSniffer {
     }
     if (this.#lineLength === 0 && b !== 0x20 && b !== 0x09) this.#finishField(); // a new field starts
     this.#lineLength++;
-    if (this.#fieldLength < MAX_FIELD_BYTES) this.#field[this.#fieldLength++] = b;
+    if (this.#fieldLength < MAX_FIELD_BYTES) {
+      if (this.#fieldLength === this.#field.length) {
+        const grown = Buffer.allocUnsafe(Math.min(MAX_FIELD_BYTES, this.#field.length * 2));
+        this.#field.copy(grown, 0, 0, this.#fieldLength);
+        this.#field = grown;
+      }
+      this.#field[this.#fieldLength++] = b;
+    }
   }
 
   #finishField(): void {

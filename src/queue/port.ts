@@ -9,6 +9,9 @@
  * answers null when the message is gone, or when this node no longer holds it (its lease was taken over); every
  * write after the delivery is fenced the same way: a recordAttempts() entry comes back null when the lease is lost,
  * and the runner drops those outcomes (counted as possible duplicates: at least once stays the rule).
+ * The embedded queue hands the messages it just committed to its runner (onWork's `handed`), and its get() answers
+ * a handed message's first call from the committed record after one state read; PostgreSQL does neither (its
+ * runner must claim each message with a lease through due()).
  */
 import type { Readable } from 'node:stream';
 import type { Logger } from '../core/log.ts';
@@ -84,8 +87,12 @@ export interface RunnerBackend {
   openBody(detail: QueuedMessageDetail, onFault: (err: Error) => void): Readable;
   /** The runner is done with the message for this pass (PostgreSQL: gives its lease back). Never rejects. */
   release(queueId: string): Promise<void>;
-  /** Called whenever work may have become due in this process. Returns the unsubscribe function. */
-  onWork(listener: () => void): () => void;
+  /**
+   * Called whenever work may have become due in this process. A backend may hand over messages it just committed
+   * (`handed`: durable, due now, never attempted): the runner then starts them without a due() scan. Without
+   * `handed` the runner scans. Returns the unsubscribe function.
+   */
+  onWork(listener: (handed?: readonly DueEntry[]) => void): () => void;
   /** Counts of the lease protocol (PostgreSQL), for the runner's stats. */
   leaseStats(): { readonly leasesLost: number; readonly incarnations: number };
   /** Gives up the runner slot (PostgreSQL: releases this node's remaining leases). */

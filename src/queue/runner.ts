@@ -23,8 +23,13 @@
  * - Delay warning (off by default): at the first attempt after `delayWarning` that still leaves recipients
  *   deferred, once per message.
  * - Wake-ups: after each pass the runner sleeps until the earliest next_run_at, at most `pollInterval`
- *   (default 1 s, one index probe), or until kick(). The store kicks it after every commit, release and retry in
- *   this process; changes made by `relayguard queue` in another process are seen at the next poll.
+ *   (default 1 s, one index probe), or until kick(). The store kicks it after every release and retry in this
+ *   process; changes made by `relayguard queue` in another process are seen at the next poll.
+ * - Hand-over (the embedded queue): after each group commit the store hands the batch to the runner, which takes
+ *   it into the pass at once, without a due() scan (and get() answers each message's first call from the committed
+ *   record after one state read). While messages keep arriving this way the runner still scans from the start at
+ *   least every `pollInterval`, so retries that fell due meanwhile wait at most that long. An attempt that finishes
+ *   its message (every recipient delivered) is recorded with one DELETE, on the next group commit's transaction.
  * - Backends: the runner works on the asynchronous RunnerBackend (port.ts), the same rules for the embedded SQLite
  *   queue and the shared PostgreSQL one. On PostgreSQL due() claims messages with leases, get() before delivery
  *   and every write after it are fenced on the lease: outcomes of a message another node took over are dropped
@@ -173,7 +178,13 @@ export class QueueRunner {
   #state: RunnerStats['state'] = 'idle';
   #loop: Promise<void> | null = null;
   #pass: Promise<RunSummary> | null = null;
-  #kicked = false;
+  /** A due() scan from the start is wanted (kick(), a timer, a pause, runOnce()). */
+  #kicked = true;
+  /** When the last scan from the start began (clock ms): under a steady flow of handed-over messages the runner
+   *  rescans at least every pollInterval, so retries that fell due meanwhile are not left waiting. */
+  #lastScanAt = Number.NEGATIVE_INFINITY;
+  /** Messages the backend handed over at commit (onWork), not yet taken into a pass. */
+  #handed: DueEntry[] = [];
   #wake: (() => void) | null = null;
   #pausedUntil = Number.NEGATIVE_INFINITY;
   #window = 0;
@@ -207,7 +218,7 @@ export class QueueRunner {
     this.#random = options.random ?? Math.random;
     this.#port = options.store instanceof QueueStore ? sqliteRunnerBackend(options.store) : options.store.attachRunner();
     this.#logger = (options.logger ?? this.#port.logger).child({ component: 'queue-runner' });
-    this.#unsubscribe = this.#port.onWork(() => this.kick());
+    this.#unsubscribe = this.#port.onWork((handed) => (handed === undefined ? this.kick() : this.#offer(handed)));
   }
 
   get policy(): RetryPolicy {
@@ -229,9 +240,25 @@ export class QueueRunner {
   /** New work may be due: start a pass now (or refill the one under way). Cheap; call it as often as you like. */
   kick(): void {
     this.#kicked = true;
+    this.#wakeUp();
+  }
+
+  #wakeUp(): void {
     const wake = this.#wake;
     this.#wake = null;
     wake?.();
+  }
+
+  /** Messages just committed, due now: taken into the pass without a due() scan (see RunnerBackend.onWork). */
+  #offer(handed: readonly DueEntry[]): void {
+    if (this.#handed.length + handed.length > this.#windowSize) {
+      // Far behind: scan instead (the scan finds these too).
+      this.#handed = [];
+      this.kick();
+      return;
+    }
+    for (const e of handed) this.#handed.push(e);
+    this.#wakeUp();
   }
 
   /**
@@ -241,6 +268,7 @@ export class QueueRunner {
   runOnce(): Promise<RunSummary> {
     if (this.#state !== 'idle') return Promise.reject(new RelayguardError(ERR_QUEUE_STATE, `Queue runner is ${this.#state}`));
     if (this.#pass !== null) return Promise.reject(new RelayguardError(ERR_QUEUE_STATE, 'Queue runner is already in a pass'));
+    this.#kicked = true; // a pass over everything due, not only what was handed over
     return this.#runPass();
   }
 
@@ -283,7 +311,7 @@ export class QueueRunner {
         this.#pause();
       }
       if (this.#state !== 'running') break;
-      if (this.#kicked) continue;
+      if (this.#workWaiting()) continue;
       await this.#sleep(await this.#sleepMs(handled));
     }
   }
@@ -304,20 +332,30 @@ export class QueueRunner {
   }
 
   #sleep(ms: number): Promise<void> {
-    if (this.#kicked || ms <= 0) return Promise.resolve();
+    if (ms <= 0) this.#kicked = true; // something is due now: look for it
+    if (this.#workWaiting()) return Promise.resolve();
     return new Promise((resolve) => {
       const done = (): void => {
         clearTimeout(timer);
         if (this.#wake === done) this.#wake = null;
         resolve();
       };
-      const timer = setTimeout(done, ms);
+      const timer = setTimeout(() => {
+        this.#kicked = true; // the time something falls due, or the poll: scan
+        done();
+      }, ms);
       this.#wake = done;
     });
   }
 
+  /** A pass should start now: kicked, or handed-over messages wait (unless paused: they wait for the pause). */
+  #workWaiting(): boolean {
+    return this.#kicked || (this.#handed.length > 0 && this.#clock.now() >= this.#pausedUntil);
+  }
+
   #pause(): void {
     this.#pausedUntil = this.#clock.now() + this.#errorPauseMs;
+    this.#kicked = true; // what the paused pass let go is found again by a scan
   }
 
   #runPass(): Promise<RunSummary> {
@@ -337,16 +375,27 @@ export class QueueRunner {
     const windowIds = new Set<string>(); // selected in this pass: waiting or in flight
     const running = new Set<Promise<void>>();
     let cursor: DueEntry | null = null;
-    let exhausted = false;
+    // No scan unless kicked or the last one is pollInterval old (a pass for handed-over messages only scans not).
+    let exhausted = true;
     try {
       for (;;) {
-        const halted = this.#state === 'stopping' || this.#state === 'stopped' || this.#clock.now() < this.#pausedUntil;
-        if (this.#kicked) {
+        const now = this.#clock.now();
+        const halted = this.#state === 'stopping' || this.#state === 'stopped' || now < this.#pausedUntil;
+        if (this.#kicked || (exhausted && now - this.#lastScanAt >= this.#pollMs)) {
           this.#kicked = false;
+          this.#lastScanAt = now;
           exhausted = false;
           // Arrival stamps are taken before the group commit, so new work can sort before the cursor: scan from
           // the start again (windowIds skips what this pass holds already).
           cursor = null;
+        }
+        // Handed-over messages first: they are due now and never attempted (a scan that finds them later skips
+        // them, as they are in windowIds; one taken again after its attempt is read afresh by get()).
+        while (!halted && this.#handed.length > 0 && windowIds.size < this.#windowSize) {
+          const e = this.#handed.shift()!;
+          if (windowIds.has(e.queueId)) continue;
+          windowIds.add(e.queueId);
+          ready.push(e);
         }
         const room = this.#windowSize - windowIds.size;
         if (!halted && !exhausted && ready.length < this.#concurrency && room > 0) {
@@ -367,15 +416,17 @@ export class QueueRunner {
             running.delete(p);
             windowIds.delete(e.queueId);
             this.#window = windowIds.size;
+            this.#wakeUp();
           });
           running.add(p);
         }
         this.#window = windowIds.size;
         this.#maxWindow = Math.max(this.#maxWindow, windowIds.size);
         this.#maxInFlight = Math.max(this.#maxInFlight, running.size);
-        if (running.size === 0 && (halted || (exhausted && ready.length === 0))) break;
+        if (running.size === 0 && (halted || (exhausted && ready.length === 0 && this.#handed.length === 0))) break;
         if (running.size === 0) continue;
-        await Promise.race([...running, new Promise<void>((resolve) => { this.#wake = resolve; })]);
+        // Woken by an attempt that ends, a kick or a hand-over (one waiter, not a race over every attempt).
+        await new Promise<void>((resolve) => { this.#wake = resolve; });
         this.#wake = null;
       }
     } finally {
@@ -454,7 +505,7 @@ export class QueueRunner {
     const corrupt = fault !== null && !isTransientBodyError(fault) ? `body unreadable during delivery: ${fault.message}` : null;
     let after: AttemptResult | null | typeof LEASE_LOST;
     try {
-      after = await this.#record({ queueId, updates, now, corruptReason: corrupt });
+      after = await this.#record({ queueId, updates, now, corruptReason: corrupt, finishes: corrupt === null && finishes(detail, due, updates) });
     } catch (err) {
       this.#unrecorded(queueId, updates, `outcomes not recorded: ${String(err)}`);
       throw err;
@@ -693,6 +744,20 @@ export class QueueRunner {
       },
     };
   }
+}
+
+/** True when the attempt delivered every recipient it was for and no other is open or waits for its bounce: the
+ *  message is done (AttemptRecord.finishes). */
+function finishes(detail: QueuedMessageDetail, due: readonly QueuedRecipient[], updates: readonly RecipientUpdate[]): boolean {
+  if (updates.length !== due.length) return false;
+  for (const u of updates) if (u.state !== 'delivered') return false;
+  if (due.length === detail.recipients.length) return true; // every recipient was due, and is delivered
+  const attempted = new Set(due.map((d) => d.index));
+  for (const r of detail.recipients) {
+    if (r.state === 'delivered' || (r.state === 'bounced' && r.notifiedAt !== null)) continue;
+    if (!attempted.has(r.index)) return false;
+  }
+  return true;
 }
 
 function failedRecipient(r: QueuedRecipient): FailedRecipient {

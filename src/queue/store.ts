@@ -11,6 +11,9 @@
  *                 bodies); COMMIT (writes the WAL; synchronous = NORMAL, no fsync on the event loop)
  *                 -> fdatasync(queue.db-wal) on libuv's pool -> commit() resolves -> 250
  *
+ * After the sync the batch is handed to the runner (RunnerPort.onWork), which may start delivering at once. Its
+ * removals of finished messages ride on the next batch's transaction (RunnerPort.finishWithCommit).
+ *
  * Concurrent commits share the directory fsync, the database transaction and the WAL fdatasync (group commit);
  * body fsyncs are per file and overlap. The WAL is append-only, so one fdatasync started after a COMMIT returned
  * makes that transaction and every earlier one durable (see wal-sync.ts for checkpoints and WAL restarts). Any
@@ -44,7 +47,9 @@ import { newQueueId } from '../core/queue-id.ts';
 import { ERR_QUEUE_BODY, openInlineBody, openSpoolBody } from './body-reader.ts';
 import { GroupCommit } from './group-commit.ts';
 import { IndexDb } from './index-db.ts';
-import type { AdminResult, ListFilter, MessageRecord, QueuedMessageDetail, QueuedMessageSummary } from './index-db.ts';
+import type {
+  AdminResult, AttemptRecord, AttemptResult, ListFilter, MessageRecord, QueuedMessageDetail, QueuedMessageSummary,
+} from './index-db.ts';
 import {
   ERR_QUEUE_CLOSED,
   ERR_QUEUE_OPEN,
@@ -139,10 +144,30 @@ export interface RunnerPort {
   /** A stream of exactly the message's body (inline or file); errors instead of ending, and tells onFault, when
    *  the body is missing, unreadable or not `size` bytes long. */
   openBody(detail: QueuedMessageDetail, onFault: (err: Error) => void): Readable;
-  /** Called whenever work may have become due (a commit, a release, a retry). Returns the unsubscribe function. */
-  onWork(listener: () => void): () => void;
+  /**
+   * Called whenever work may have become due (a commit, a release, a retry). After a commit the listener gets the
+   * batch's records, durable and visible to due() from this moment (a hand-over: the runner may start their first
+   * attempt without reading them back); other wake-ups pass nothing. Returns the unsubscribe function.
+   */
+  onWork(listener: (committed?: readonly MessageRecord[]) => void): () => void;
+  /**
+   * Records an attempt that finishes its message (AttemptRecord.finishes) in the next group commit's transaction
+   * (the removal shares the intake's commit, WAL pages and fdatasync), or on its own when no commit comes within
+   * RIDE_WAIT_MS. Resolves like IndexDb.recordAttempt, after the transaction (and, riding a group commit, after its
+   * WAL sync); rejects when it could not be recorded.
+   */
+  finishWithCommit(record: AttemptRecord): Promise<AttemptResult | null>;
   /** Gives up the store's one runner slot. */
   detach(): void;
+}
+
+/** Longest a finished message's removal waits for a group commit to ride on before it commits on its own. */
+const RIDE_WAIT_MS = 10;
+
+interface Rider {
+  readonly record: AttemptRecord;
+  readonly resolve: (result: AttemptResult | null) => void;
+  readonly reject: (err: unknown) => void;
 }
 
 const PORTS = new WeakMap<QueueStore, RunnerPort>();
@@ -212,9 +237,12 @@ export class QueueStore {
   readonly #space: SpaceChecker;
   /** Admin commands allowed (receiving and admin stores). */
   readonly #canAdmin: boolean;
-  readonly #workListeners = new Set<() => void>();
+  readonly #workListeners = new Set<(committed?: readonly MessageRecord[]) => void>();
   #closed = false;
   #closing: Promise<void> | null = null;
+  /** Finished messages waiting to be removed with the next group commit (RunnerPort.finishWithCommit). */
+  #riders: Rider[] = [];
+  #riderTimer: NodeJS.Timeout | null = null;
   #committed = 0;
   #failed = 0;
   #aborted = 0;
@@ -280,6 +308,14 @@ export class QueueStore {
           this.#workListeners.add(listener);
           return () => this.#workListeners.delete(listener);
         },
+        finishWithCommit: (record) => new Promise<AttemptResult | null>((resolve, reject) => {
+          if (this.#closed) {
+            reject(new RelayguardError(ERR_QUEUE_CLOSED, 'Queue store is closed'));
+            return;
+          }
+          this.#riders.push({ record, resolve, reject });
+          this.#riderTimer ??= setTimeout(() => this.#recordRiders(this.#takeRiders()), RIDE_WAIT_MS);
+        }),
         detach: () => attachedRunners.delete(this),
       });
     }
@@ -513,6 +549,7 @@ export class QueueStore {
     if (w !== null) {
       await Promise.all([...w.inFlight].map((m) => m.abort(new RelayguardError(ERR_QUEUE_CLOSED, 'Queue store is closing'))));
       await w.groupCommit.idle();
+      this.#recordRiders(this.#takeRiders());
       closeSync(w.bodyDirFd);
     }
     // Closing the last connection checkpoints the WAL into queue.db and syncs it (synchronous = NORMAL does).
@@ -528,7 +565,15 @@ export class QueueStore {
       this.#dirSyncs++;
     }
     const ids = records.map((r) => r.queueId);
-    this.#index.insertBatch(records);
+    const riders = this.#takeRiders();
+    let finished: (AttemptResult | null)[];
+    try {
+      finished = this.#index.insertBatch(records, riders.map((r) => r.record));
+    } catch (err) {
+      // Rolled back, the riders with it: they commit on their own (the batch is retried by GroupCommit).
+      this.#recordRiders(riders);
+      throw err;
+    }
     // Committed, and visible to this connection: the runner must not pick the messages up before they are durable.
     this.#index.unsynced(ids);
     // COMMIT wrote the WAL; the fdatasync runs on the thread pool. It must be the first thing after the COMMIT.
@@ -543,13 +588,48 @@ export class QueueStore {
           this.#logger.error('commit record not removed after failed WAL sync', { queue_id: id, error: String(e) });
         }
       }
+      // The riders' removals are committed but not known durable: their spool bodies stay (recovery removes an
+      // orphan body), so a crash can never leave a record without its body.
+      riders.forEach((r, i) => {
+        const f = finished[i] ?? null;
+        r.resolve(f !== null && f.removedBodyPath !== null && f.removedBodyPath !== '' ? { ...f, removedBodyPath: null } : f);
+      });
       throw err;
     } finally {
       this.#index.synced(ids);
     }
+    riders.forEach((r, i) => r.resolve(finished[i] ?? null));
     for (const r of records) if (r.bodyPath === '') this.#inline++;
     // Only now may the runner see the messages: nothing is delivered before it is durable.
-    this.#notifyWork();
+    this.#notifyWork(records);
+  }
+
+  #takeRiders(): Rider[] {
+    if (this.#riderTimer !== null) clearTimeout(this.#riderTimer);
+    this.#riderTimer = null;
+    return this.#riders.splice(0);
+  }
+
+  /** Riders on their own: one transaction, or one each when that fails (one bad record cannot sink the others). */
+  #recordRiders(riders: readonly Rider[]): void {
+    if (riders.length === 0) return;
+    try {
+      const results = this.#index.recordAttempts(riders.map((r) => r.record));
+      riders.forEach((r, i) => r.resolve(results[i] ?? null));
+      return;
+    } catch (err) {
+      if (riders.length === 1) {
+        riders[0]!.reject(err);
+        return;
+      }
+    }
+    for (const r of riders) {
+      try {
+        r.resolve(this.#index.recordAttempts([r.record])[0] ?? null);
+      } catch (e) {
+        r.reject(e);
+      }
+    }
   }
 
   #openBody(detail: QueuedMessageDetail, onFault: (err: Error) => void): Readable {
@@ -582,10 +662,10 @@ export class QueueStore {
     return out;
   }
 
-  #notifyWork(): void {
+  #notifyWork(committed?: readonly MessageRecord[]): void {
     for (const l of this.#workListeners) {
       try {
-        l();
+        l(committed);
       } catch (err) {
         this.#logger.error('queue work listener failed', { error: String(err) });
       }
