@@ -1,38 +1,23 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Client } from 'pg';
 import { countersContract } from '../policy/counters.case.ts';
 import type { CounterStore } from '../policy/counters.ts';
 import { SharedAuthThrottle } from '../policy/shared-auth-throttle.ts';
 import { freePort } from '../testing/ports.ts';
-import { startPostgres, type PostgresInstance } from '../testing/postgres.ts';
 import { PostgresCounterStore } from './postgres-counters.ts';
-import { migrate } from './postgres-schema.ts';
 import { SqliteCounterStore } from './sqlite-counters.ts';
+import { migratedPostgres } from '../testing/postgres-migrated.ts';
 
-let pg: PostgresInstance;
-let admin: Client;
-
-before(async () => {
-  pg = await startPostgres();
-  admin = new Client(pg.url);
-  await admin.connect();
-  await migrate(admin);
-});
-
-after(async () => {
-  await admin?.end().catch(() => {});
-  await pg?.stop();
-});
+const db = migratedPostgres();
 
 countersContract({
   name: 'postgres',
   async fresh() {
-    await admin.query('TRUNCATE rate_counters');
+    await db.admin.query('TRUNCATE rate_counters');
     const opened: CounterStore[] = [];
     return {
       async open() {
-        const s = await PostgresCounterStore.open(pg.url, { poolSize: 4 });
+        const s = await PostgresCounterStore.open(db.pg.url, { poolSize: 4 });
         opened.push(s);
         return s;
       },
@@ -58,8 +43,8 @@ function quantiles(samples: number[]): string {
 // on this machine's private PostgreSQL (fsync on; the table is UNLOGGED) and on the SQLite file, sequentially
 // (latency) and with 16 in flight (throughput of one node's pool).
 test('postgres counters: cost of one event (measurement)', async () => {
-  await admin.query('TRUNCATE rate_counters');
-  const store = await PostgresCounterStore.open(pg.url, { poolSize: 8 });
+  await db.admin.query('TRUNCATE rate_counters');
+  const store = await PostgresCounterStore.open(db.pg.url, { poolSize: 8 });
   const sqliteDir = (await import('node:fs')).mkdtempSync((await import('node:path')).join((await import('node:os')).tmpdir(), 'relayguard-bench-'));
   const sqlite = new SqliteCounterStore(`${sqliteDir}/counters.db`);
   try {
