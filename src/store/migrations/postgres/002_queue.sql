@@ -64,9 +64,11 @@ CREATE INDEX queue_recipients_domain ON queue_recipients (domain);
 CREATE INDEX queue_recipients_state ON queue_recipients (state);
 
 -- Bodies as received, in their own table (the envelope rows stay small for the runner's scans). STORAGE EXTERNAL:
--- out of line without compression (mail is mostly compressed or short; pglz would cost CPU on every insert).
+-- never compressed (mail is mostly compressed or short; pglz would cost CPU on every insert); toast_tuple_target
+-- 8160: a body up to ~8 KB stays in the table's own page, so inserting and deleting it touches no TOAST table
+-- (larger ones go out of line).
 CREATE TABLE queue_bodies (
   queue_id TEXT COLLATE "C" PRIMARY KEY REFERENCES queue_messages (queue_id) ON DELETE CASCADE,
   data BYTEA NOT NULL
-);
+) WITH (toast_tuple_target = 8160);
 ALTER TABLE queue_bodies ALTER COLUMN data SET STORAGE EXTERNAL;
