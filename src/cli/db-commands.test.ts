@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { Client } from 'pg';
 import { startPostgres, type PostgresInstance } from '../testing/postgres.ts';
 import { main } from './main.ts';
+import { loadMigrations } from '../store/index.ts';
 
 let pg: PostgresInstance;
 const dirs: string[] = [];
@@ -48,30 +49,32 @@ test('db migrate: creates the schema on PostgreSQL once; status says old, then c
   const url = await pg.createDatabase('cli_migrate');
   const config = configFile(`store:\n  postgres:\n    url: ${url}\n`);
   const shown = url.replace(/\/$/, '');
+  const names = loadMigrations().map((m) => m.name);
+  const n = names.length;
   let r = await cli(['db', 'status', '--config', config]);
   assert.equal(r.code, 1);
-  assert.match(r.out, /schema version 0, this relayguard needs 5: run "relayguard db migrate" \(pending: 001_directory, 002_queue, 003_directory_changes, 004_counters, 005_admin\)/);
+  assert.ok(r.out.includes(`schema version 0, this relayguard needs ${n}: run "relayguard db migrate" (pending: ${names.join(', ')})`), r.out);
   r = await cli(['db', 'migrate', '--config', config]);
-  assert.deepEqual(r, { code: 0, out: `${shown}: schema migrated from version 0 to 5 (applied 001_directory, 002_queue, 003_directory_changes, 004_counters, 005_admin)\n`, err: '' });
+  assert.deepEqual(r, { code: 0, out: `${shown}: schema migrated from version 0 to ${n} (applied ${names.join(', ')})\n`, err: '' });
   r = await cli(['db', 'migrate', '--config', config]);
-  assert.deepEqual(r, { code: 0, out: `${shown}: schema is current (version 5), nothing to apply\n`, err: '' });
+  assert.deepEqual(r, { code: 0, out: `${shown}: schema is current (version ${n}), nothing to apply\n`, err: '' });
   r = await cli(['db', 'status', '--config', config, '--json']);
   assert.equal(r.code, 0);
-  assert.deepEqual(JSON.parse(r.out), { store: 'postgres', database: shown, state: 'current', current: 5, expected: 5, pending: [] });
+  assert.deepEqual(JSON.parse(r.out), { store: 'postgres', database: shown, state: 'current', current: n, expected: n, pending: [] });
   const c = new Client(url);
   await c.connect();
   try {
-    assert.deepEqual((await c.query('SELECT version, name FROM schema_migrations ORDER BY version')).rows, [{ version: 1, name: '001_directory' }, { version: 2, name: '002_queue' }, { version: 3, name: '003_directory_changes' }, { version: 4, name: '004_counters' }, { version: 5, name: '005_admin' }]);
-    await c.query("INSERT INTO schema_migrations (version, name, checksum) VALUES (6, '006_newer', 'x')");
+    assert.deepEqual((await c.query('SELECT version, name FROM schema_migrations ORDER BY version')).rows, names.map((name, i) => ({ version: i + 1, name })));
+    await c.query(`INSERT INTO schema_migrations (version, name, checksum) VALUES (${n + 1}, '${String(n + 1).padStart(3, '0')}_newer', 'x')`);
   } finally {
     await c.end();
   }
   r = await cli(['db', 'migrate', '--config', config]);
   assert.equal(r.code, 2);
-  assert.match(r.err, /schema is at version 6, newer than this relayguard knows \(5\).*\[ERR_STORE_SCHEMA_NEWER\]/);
+  assert.match(r.err, new RegExp(`schema is at version ${n + 1}, newer than this relayguard knows \\(${n}\\).*\\[ERR_STORE_SCHEMA_NEWER\\]`));
   r = await cli(['db', 'status', '--config', config]);
   assert.equal(r.code, 1);
-  assert.match(r.out, /schema version 6 is newer than this relayguard knows \(5\): upgrade relayguard/);
+  assert.ok(r.out.includes(`schema version ${n + 1} is newer than this relayguard knows (${n}): upgrade relayguard`), r.out);
 });
 
 test('db migrate: an unreachable database exits 2 with ERR_STORE_UNAVAILABLE and no password', async () => {

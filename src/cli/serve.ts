@@ -15,7 +15,8 @@ import type { RecipientResolver } from '../policy/recipients.ts';
 import { assembleReceivePath, databasePath, type AssembleOptions, type ReceivePath, type ReloadSummary } from '../relay/index.ts';
 import { RelayMetrics, observingLogger } from '../web/index.ts';
 import { startOrdb, type RunningOrdb } from './ordb-service.ts';
-import { startWebService, type RunningWebService } from './web-service.ts';
+import { startWebService, type DecisionTap, type RunningWebService } from './web-service.ts';
+import { decisionFromEvent } from '../policy/decisions.ts';
 
 export { databasePath };
 
@@ -54,7 +55,15 @@ export async function startRelay(config: Config, baseLogger: Logger, options: Om
   let current = config;
   // Metrics come from the relay's own log events: every part gets the observing logger (web/metrics.ts).
   const metrics = new RelayMetrics(config.node);
-  const logger = observingLogger(baseLogger, (msg, fields) => metrics.observe(msg, fields));
+  // The decision log is fed from the same tap: the web service sets the recorder while it runs (web-service.ts).
+  const decisions: DecisionTap = { recorder: null };
+  const logger = observingLogger(baseLogger, (msg, fields) => {
+    metrics.observe(msg, fields);
+    if (msg === 'relay decision' && decisions.recorder !== null) {
+      const d = decisionFromEvent(fields, current.node, Date.now());
+      if (d !== null) decisions.recorder.record(d);
+    }
+  });
   const receive = await assembleReceivePath(config, { ...options, logger });
   const queue = receive.queue;
   let outbound: { stop(): Promise<void> } | null = null;
@@ -63,7 +72,7 @@ export async function startRelay(config: Config, baseLogger: Logger, options: Om
   let web: RunningWebService | null = null;
   let closing: Promise<void> | null = null;
   let draining = false;
-  const startWebFor = (c: Config): Promise<RunningWebService | null> => (c.web.enabled ? startWebService(c, receive, metrics, logger, () => draining) : Promise.resolve(null));
+  const startWebFor = (c: Config): Promise<RunningWebService | null> => (c.web.enabled ? startWebService(c, receive, metrics, logger, () => draining, decisions) : Promise.resolve(null));
   try {
     outbound = config.delivery.enabled ? await startDelivery(config, queue, receive.locality, receive.recipients, logger) : null;
     ordb = config.dnsbl.enabled ? await startOrdb(config, logger) : null;

@@ -9,6 +9,10 @@
  *     listener is bound and the relay is not stopping (a draining node answers 503, so HAProxy sends new sessions
  *     elsewhere while it finishes its own).
  *   - Metrics: the RelayMetrics fed by the relay's log events (serve.ts), gauges read from the server and the queue.
+ *   - Relay decisions: the 'relay decision' log events, tapped where the metrics are (serve.ts), go to a
+ *     DecisionRecorder (policy/decisions.ts: batched, off the SMTP path) over the decision store (store.postgres:
+ *     the shared table relay_decisions; else dataDir/decisions.db), kept per web.decisionRetention. The recorder
+ *     lives while the web service runs; with `workers` > 1 on SQLite only worker 0's decisions are recorded.
  * With `workers` > 1 only worker 0 runs it (worker-role.ts), like the ORDB.
  */
 import type { Config } from '../config/schema.ts';
@@ -17,12 +21,18 @@ import { AdminAccounts } from '../policy/admin-accounts.ts';
 import type { AdminTarget, ListFilter, MailQueue } from '../queue/index.ts';
 import type { ReceivePath } from '../relay/index.ts';
 import { ensureCertificate, loadCertificate } from '../smtp/tls-cert.ts';
-import { openAdminStore as openStore } from '../store/index.ts';
+import { openAdminStore as openStore, openDecisionStore } from '../store/index.ts';
+import { DecisionRecorder } from '../policy/decisions.ts';
 import type { AdminStore } from '../policy/admin-accounts.ts';
 import { startWeb, type QueueAccess, type RelayMetrics, type RunningWeb } from '../web/index.ts';
 import { databasePath } from './paths.ts';
 import { ShardedQueueAdmin, ShardedQueueReader } from './queue-shards.ts';
 import { workerCount } from './worker-role.ts';
+
+/** Where serve.ts's log tap hands relay decisions: set while the web service runs. */
+export interface DecisionTap {
+  recorder: DecisionRecorder | null;
+}
 
 export interface RunningWebService {
   readonly web: RunningWeb;
@@ -40,12 +50,24 @@ export async function startWebService(
   metrics: RelayMetrics,
   logger: Logger,
   isStopping: () => boolean,
+  tap: DecisionTap = { recorder: null },
 ): Promise<RunningWebService> {
   const w = config.web;
   const tls = w.tls
     ? (config.tls.cert && config.tls.key ? await loadCertificate(config.tls.cert, config.tls.key) : await ensureCertificate({ dir: config.dataDir, hostname: config.hostname, logger }))
     : null;
   const store = await openAdminStore(config, logger);
+  let recorder: DecisionRecorder;
+  try {
+    recorder = new DecisionRecorder({
+      store: await openDecisionStore({ dataDir: config.dataDir, postgres: config.store.postgres, logger }),
+      logger: logger.child({ component: 'decisions' }),
+      retention: { maxAgeMs: w.decisionRetention.maxAge, maxRows: w.decisionRetention.maxRows },
+    });
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
   const queue = workerCount(config.workers) > 1 && config.store.postgres === null ? shardedAccess(config) : receive.queue;
   metrics.setSources({
     connections: () => receive.server.connectionCount,
@@ -59,6 +81,7 @@ export async function startWebService(
       metrics,
       admins: new AdminAccounts(store),
       queue,
+      decisions: recorder.store,
       checks: {
         queue: async () => { await receive.queue.list({ limit: 1 }); },
         directory: async () => { await receive.directory.version(); },
@@ -78,9 +101,11 @@ export async function startWebService(
     });
   } catch (err) {
     metrics.setSources(null);
+    await recorder.close();
     await store.close();
     throw err;
   }
+  tap.recorder = recorder;
   const scheme = tls ? 'https' : 'http';
   logger.info('web listening', { surface: 'admin', address: web.admin.address, port: web.admin.port, url: `${scheme}://${hostPort(web.admin)}/` });
   if (web.public) logger.info('web listening', { surface: 'public', address: web.public.address, port: web.public.port, url: `${scheme}://${hostPort(web.public)}/` });
@@ -89,6 +114,8 @@ export async function startWebService(
     async stop() {
       await web.close();
       metrics.setSources(null);
+      if (tap.recorder === recorder) tap.recorder = null;
+      await recorder.close(); // writes what is buffered
       await store.close();
     },
   };

@@ -91,6 +91,7 @@ test('schema: defaultConfig is complete, in ms and bytes, absolute and deeply fr
   assert.deepEqual(c.web, {
     enabled: true, address: '127.0.0.1', port: 8025, tls: false, public: null,
     sessionLifetime: 43_200_000, loginFailuresPerIp: 5, loginFailureWindow: 900_000,
+    decisionRetention: { maxAge: 604_800_000, maxRows: 1_000_000 },
   });
   assert.deepEqual(c.dnsbl, {
     enabled: true, zone: 'relays.localhost', listen: { address: '127.0.0.1', port: 5353 },

@@ -695,6 +695,13 @@ export const configSchema = z
         sessionLifetime: duration({ min: 60_000, max: 30 * DAY_MS }).prefault('12h').describe('How long a dashboard login lasts.'),
         loginFailuresPerIp: count(1, 1000).default(5).describe('Failed logins (or bad API tokens) allowed per client address within loginFailureWindow; more get 429.'),
         loginFailureWindow: duration({ min: 1000 }).prefault('15m').describe('The login throttle window.'),
+        decisionRetention: z
+          .strictObject({
+            maxAge: duration({ min: 60_000, max: 365 * DAY_MS }).prefault('7d').describe('Relay decisions older than this are deleted.'),
+            maxRows: count(1000, 100_000_000).default(1_000_000).describe('At most this many relay decisions are kept (the newest).'),
+          })
+          .prefault({})
+          .describe('How long the relay-decision log (`/api/decisions`: every recipient decision, written in batches to dataDir/decisions.db or the PostgreSQL table relay_decisions) is kept; pruned once a minute by whichever limit is reached first. About 300 bytes a row: the default stays under ~0.5 GB.'),
       })
       .prefault({})
       .describe('The web service: admin dashboard and HTTP API behind a login (admins: `relayguard admin add`), Prometheus /metrics, /health.'),
@@ -889,6 +896,8 @@ export interface Config {
     readonly loginFailuresPerIp: number;
     /** Milliseconds. */
     readonly loginFailureWindow: number;
+    /** maxAge in milliseconds. */
+    readonly decisionRetention: { readonly maxAge: number; readonly maxRows: number };
   };
 }
 

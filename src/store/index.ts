@@ -1,6 +1,6 @@
 /**
  * Purpose: the storage adapters behind the asynchronous ports other modules own (policy's DirectoryStore,
- *   CounterStore and AdminStore, the queue's MailQueue: openQueue picks the embedded SQLite queue or the shared PostgreSQL one),
+ *   CounterStore, AdminStore and DecisionStore, the queue's MailQueue: openQueue picks the embedded SQLite queue or the shared PostgreSQL one),
  * on the embedded SQLite database (default) or on PostgreSQL (`store: { postgres: { url } }`, shared by every
  * node), and the PostgreSQL schema migrations (`relayguard db migrate`) with the check made when a store opens.
  * Trust: holds password hashes and the relay's address tables; reads and writes the database only (SQLite file
@@ -18,14 +18,17 @@ import { describePostgresUrl, migrate, schemaStatus, type MigrateResult, type Sc
 import { SqliteCounterStore } from './sqlite-counters.ts';
 import { SqliteDirectoryStore } from './sqlite-directory.ts';
 import { SqliteAdminStore } from './sqlite-admin.ts';
+import { ThreadedSqliteDecisionStore, sqliteDecisionsPath } from './sqlite-decisions.ts';
+import type { DecisionStore } from '../policy/decisions.ts';
 import { QueueStore, SqliteMailQueue, type MailQueue } from '../queue/index.ts';
 
 export { SqliteCounterStore } from './sqlite-counters.ts';
 export { SqliteDirectoryStore } from './sqlite-directory.ts';
 export { SqliteAdminStore } from './sqlite-admin.ts';
+export { SqliteDecisionStore, ThreadedSqliteDecisionStore, sqliteDecisionsPath } from './sqlite-decisions.ts';
 export {
   ERR_STORE_MIGRATION_FAILED, ERR_STORE_MIGRATIONS_MISSING, ERR_STORE_SCHEMA_MODIFIED, ERR_STORE_SCHEMA_NEWER, ERR_STORE_SCHEMA_OLD,
-  describePostgresUrl, type MigrateResult, type SchemaStatus,
+  describePostgresUrl, loadMigrations, type MigrateResult, type SchemaStatus,
 } from './postgres-schema.ts';
 
 /** `store.postgres` of the configuration. */
@@ -168,4 +171,14 @@ export async function migratePostgres(url: string): Promise<MigrateResult> {
 /** The database's schema version against this code's, changing nothing. */
 export async function postgresSchemaStatus(url: string): Promise<SchemaStatus> {
   return withClient(url, (c) => schemaStatus(c));
+}
+
+/**
+ * The relay-decision store (policy/decisions.ts): PostgreSQL's table with store.postgres (every node's decisions in
+ * one place; migrations/postgres/006_decisions.sql), else dataDir/decisions.db (its own file, apart from relayguard.db, written from a worker thread).
+ */
+export async function openDecisionStore(options: { dataDir: string; postgres: PostgresSettings | null; logger?: Logger }): Promise<DecisionStore> {
+  if (options.postgres === null) return new ThreadedSqliteDecisionStore(sqliteDecisionsPath(options.dataDir));
+  const { PostgresDecisionStore } = await import('./postgres-decisions.ts');
+  return PostgresDecisionStore.open(options.postgres.url, { poolSize: 2, ...(options.logger ? { logger: options.logger } : {}) });
 }

@@ -40,7 +40,7 @@ function extra(version: number, name: string, sql: string): Migration {
 
 test('migrations: the shipped files are numbered from 001 and checksummed', () => {
   const m = loadMigrations();
-  assert.deepEqual(m.map((x) => [x.version, x.name]), [[1, '001_directory'], [2, '002_queue'], [3, '003_directory_changes'], [4, '004_counters'], [5, '005_admin']]);
+  assert.deepEqual(m.map((x) => [x.version, x.name]), [[1, '001_directory'], [2, '002_queue'], [3, '003_directory_changes'], [4, '004_counters'], [5, '005_admin'], [6, '006_decisions']]);
   assert.match(m[0]!.checksum, /^[0-9a-f]{64}$/);
   assert.match(m[0]!.sql, /CREATE TABLE users/);
 });
@@ -65,12 +65,14 @@ test('migrations: misnamed, missing or gapped files are refused with ERR_STORE_M
 test('schema: a store refuses an unmigrated database; db migrate applies the files once; then the store opens', async () => {
   const db = await freshDb();
   try {
-    await assert.rejects(PostgresDirectoryStore.open(db.url), code('ERR_STORE_SCHEMA_OLD', /version 0, this relayguard needs 5 .*relayguard db migrate/));
-    assert.deepEqual(await postgresSchemaStatus(db.url), { current: 0, expected: 5, pending: ['001_directory', '002_queue', '003_directory_changes', '004_counters', '005_admin'], applied: [] });
-    assert.deepEqual(await migratePostgres(db.url), { from: 0, to: 5, applied: ['001_directory', '002_queue', '003_directory_changes', '004_counters', '005_admin'] });
-    assert.deepEqual(await migratePostgres(db.url), { from: 5, to: 5, applied: [] });
+    const all = loadMigrations().map((m) => m.name);
+    const last = all.length;
+    await assert.rejects(PostgresDirectoryStore.open(db.url), code('ERR_STORE_SCHEMA_OLD', new RegExp(`version 0, this relayguard needs ${last} .*relayguard db migrate`)));
+    assert.deepEqual(await postgresSchemaStatus(db.url), { current: 0, expected: last, pending: all, applied: [] });
+    assert.deepEqual(await migratePostgres(db.url), { from: 0, to: last, applied: all });
+    assert.deepEqual(await migratePostgres(db.url), { from: last, to: last, applied: [] });
     const status = await postgresSchemaStatus(db.url);
-    assert.equal(status.current, 5);
+    assert.equal(status.current, last);
     assert.deepEqual(status.pending, []);
     assert.equal(status.applied[0]!.checksum, loadMigrations()[0]!.checksum);
     const s = await PostgresDirectoryStore.open(db.url);
@@ -88,11 +90,12 @@ test('schema: a database newer than the code, or a changed migration file, is re
   const db = await freshDb();
   try {
     await migrate(db.client);
-    await db.client.query("INSERT INTO schema_migrations (version, name, checksum) VALUES (6, '006_from_the_future', 'x')");
-    await assert.rejects(PostgresDirectoryStore.open(db.url), code('ERR_STORE_SCHEMA_NEWER', /version 6, newer than this relayguard knows \(5\): upgrade relayguard/));
+    const n = loadMigrations().length;
+    await db.client.query(`INSERT INTO schema_migrations (version, name, checksum) VALUES (${n + 1}, '${String(n + 1).padStart(3, '0')}_from_the_future', 'x')`);
+    await assert.rejects(PostgresDirectoryStore.open(db.url), code('ERR_STORE_SCHEMA_NEWER', new RegExp(`version ${n + 1}, newer than this relayguard knows \\(${n}\\): upgrade relayguard`)));
     await assert.rejects(migrate(db.client), code('ERR_STORE_SCHEMA_NEWER'));
-    await db.client.query('DELETE FROM schema_migrations WHERE version = 6');
-    assert.equal(await checkSchema(db.client), 5);
+    await db.client.query('DELETE FROM schema_migrations WHERE version = $1', [n + 1]);
+    assert.equal(await checkSchema(db.client), n);
     await db.client.query("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1");
     await assert.rejects(checkSchema(db.client), code('ERR_STORE_SCHEMA_MODIFIED', /001_directory/));
     await assert.rejects(migrate(db.client), code('ERR_STORE_SCHEMA_MODIFIED'));
@@ -129,9 +132,9 @@ test('schema: two nodes migrating at once apply each file once', async () => {
   await other.connect();
   try {
     const results = await Promise.all([migrate(db.client), migrate(other), migratePostgres(db.url)]);
-    assert.deepEqual(results.map((r) => r.applied.length).sort(), [0, 0, 5]);
+    assert.deepEqual(results.map((r) => r.applied.length).sort(), [0, 0, loadMigrations().length]);
     const rows = await db.client.query('SELECT version FROM schema_migrations');
-    assert.deepEqual(rows.rows.map((r) => r.version).sort(), [1, 2, 3, 4, 5]);
+    assert.deepEqual(rows.rows.map((r) => r.version).sort((a, b) => a - b), loadMigrations().map((m) => m.version));
   } finally {
     await other.end();
     await db.done();

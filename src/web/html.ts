@@ -73,11 +73,25 @@ export interface QueueRow {
   readonly node: string | null;
 }
 
+/** A refused recipient from the relay-decision log (policy/decisions.ts). */
+export interface RefusalRow {
+  readonly at: number;
+  readonly clientIp: string;
+  readonly helo: string | null;
+  readonly mailFrom: string | null;
+  readonly rcpt: string;
+  readonly rule: string;
+  readonly reason: string | null;
+  readonly reply: string | null;
+}
+
 export function dashboardPage(data: {
   node: string;
   counts: Record<string, number>;
   messages: readonly QueueRow[];
   audit: readonly AuditEntry[];
+  /** The latest refused recipients (null: the decision log is not available). */
+  refusals?: readonly RefusalRow[] | null;
   who: { admin: string; csrf: string };
 }): string {
   const iso = (ms: number): string => new Date(ms).toISOString().replace('T', ' ').slice(0, 19);
@@ -91,6 +105,11 @@ export function dashboardPage(data: {
 <tbody>${data.messages.map((m) => html`<tr><td>${m.queueId}</td><td>${iso(m.receivedAt)}</td><td>${m.sender === '' ? '<>' : m.sender}</td>
 <td>${m.recipients.join(', ')}</td><td>${m.state}</td><td>${m.node ?? ''}</td>
 <td>${m.state === 'hold' ? action(m.queueId, 'release') : action(m.queueId, 'hold')} ${action(m.queueId, 'retry')}</td></tr>`)}</tbody></table>
+${data.refusals == null ? '' : html`<h2>Latest refusals</h2>
+<table><caption>The ${data.refusals.length} latest refused recipients (all decisions: GET /api/decisions; why: GET /api/decisions/why)</caption>
+<thead><tr><th>When</th><th>Client</th><th>HELO</th><th>Sender</th><th>Recipient</th><th>Rule</th><th>Reason</th><th>Reply</th></tr></thead>
+<tbody>${data.refusals.map((r) => html`<tr><td>${iso(r.at)}</td><td>${r.clientIp}</td><td>${r.helo ?? ''}</td><td>${r.mailFrom === null ? '' : r.mailFrom === '' ? '<>' : r.mailFrom}</td>
+<td>${r.rcpt}</td><td>${r.rule}</td><td>${r.reason ?? ''}</td><td>${r.reply ?? ''}</td></tr>`)}</tbody></table>`}
 <h2>Audit log</h2>
 <table><thead><tr><th>When</th><th>Who</th><th>Action</th><th>Target</th><th>Result</th><th>From</th></tr></thead>
 <tbody>${data.audit.map((e) => html`<tr><td>${iso(e.at)}</td><td>${e.actor}</td><td>${e.action}</td><td>${e.target ?? ''}</td><td>${e.detail ?? ''}</td><td>${e.clientIp ?? ''}</td></tr>`)}</tbody></table>`, data.who);

@@ -14,6 +14,7 @@ test('metrics: relay log events become node-labelled series; gauges are read at 
   log.info('recipient delivered', {});
   log.info('session closed', { listener: 'mx' });
   log.warn('dnsbl lookup failed', { zone: 'bl.example', error: 'timeout' });
+  log.error('decisions dropped', { err_code: 'ERR_DECISIONS_WRITE', rows: 12 });
   m.setSources({ connections: () => 7, queueCounts: async () => ({ queued: 2, hold: 1 }) });
   const text = await m.text();
   for (const l of text.split('\n')) if (l !== '' && !l.startsWith('#')) assert.match(l, /node="mx-a"/, l);
@@ -27,6 +28,7 @@ test('metrics: relay log events become node-labelled series; gauges are read at 
   assert.match(text, /^relayguard_smtp_connections\{node="mx-a"\} 7$/m);
   assert.match(text, /^relayguard_queue_messages\{state="hold",node="mx-a"\} 1$/m);
   assert.match(text, /^relayguard_dnsbl_lookup_failures_total\{zone="bl.example",node="mx-a"\} 1$/m);
-  assert.equal(base.records.length, 7);
+  assert.match(text, /^relayguard_decisions_dropped_total\{node="mx-a"\} 12$/m);
+  assert.equal(base.records.length, 8);
   assert.deepEqual(base.records[2], { level: 'info', msg: 'message accepted', fields: { component: 'x', rcpts: 3 } });
 });

@@ -28,6 +28,7 @@ export class RelayMetrics {
   readonly #logins: Counter<'result'>;
   readonly #bounces: Counter;
   readonly #dnsblFailures: Counter<'zone'>;
+  readonly #decisionsDropped: Counter;
   #sources: MetricSources | null = null;
 
   constructor(node: string, options: { processMetrics?: boolean } = {}) {
@@ -50,6 +51,9 @@ export class RelayMetrics {
     this.#dnsblFailures = new Counter({
       name: 'relayguard_dnsbl_lookup_failures_total', help: 'DNSBL lookups that got no answer (timeout, SERVFAIL), by zone. Listed clients show as relay decisions with the DNSBL rule.',
       labelNames: ['zone'], registers: reg,
+    });
+    this.#decisionsDropped = new Counter({
+      name: 'relayguard_decisions_dropped_total', help: 'Relay decisions not recorded in the decision log (store write failed or buffer full); SMTP is never affected.', registers: reg,
     });
     const self = this;
     new Gauge({
@@ -109,6 +113,7 @@ export class RelayMetrics {
       case 'recipient bounced': this.#deliveries.inc({ outcome: 'bounced' }); return;
       case 'recipient expired': this.#deliveries.inc({ outcome: 'expired' }); return;
       case 'bounce queued': this.#bounces.inc(); return;
+      case 'decisions dropped': this.#decisionsDropped.inc(typeof fields?.['rows'] === 'number' ? fields['rows'] : 1); return;
       case 'dnsbl lookup failed': this.#dnsblFailures.inc({ zone: label(fields?.['zone']) }); return;
       default:
     }

@@ -18,6 +18,8 @@ import { RelayguardError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { AuthThrottle } from '../policy/auth-throttle.ts';
 import type { AdminAccounts } from '../policy/admin-accounts.ts';
+import { address as decisionAddress, type DecisionFilter, type DecisionRecord, type DecisionStore } from '../policy/decisions.ts';
+import { isIP } from 'node:net';
 import type { AdminResult, AdminTarget, ListFilter, NodeDetail, NodeSummary } from '../queue/index.ts';
 import { CSS, dashboardPage, loginPage } from './html.ts';
 import type { RelayMetrics } from './metrics.ts';
@@ -40,6 +42,8 @@ export interface WebOptions {
   readonly metrics: RelayMetrics;
   readonly admins: AdminAccounts;
   readonly queue: QueueAccess;
+  /** The relay-decision log (policy/decisions.ts); null or absent: /api/decisions answers 503 ERR_DECISIONS_UNAVAILABLE. */
+  readonly decisions?: DecisionStore | null;
   /** Named readiness checks (queue store, directory, listeners): each resolves when healthy, rejects otherwise. */
   readonly checks: Readonly<Record<string, () => Promise<void> | void>>;
   readonly admin: { readonly address: string; readonly port: number };
@@ -268,9 +272,13 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
   admin.get('/', async (req, reply) => {
     const auth = await authenticate(req);
     if (auth === null) return reply.redirect('/login', 303);
-    const [counts, messages, auditLog] = await Promise.all([queueCounts(), o.queue.list({ limit: 100 }), o.admins.store.auditLog({ limit: 50 })]);
+    const [counts, messages, auditLog, refusals] = await Promise.all([
+      queueCounts(), o.queue.list({ limit: 100 }), o.admins.store.auditLog({ limit: 50 }),
+      // The page still renders when the decision log cannot answer (the table is left out).
+      o.decisions ? o.decisions.search({ action: 'reject', limit: 20 }).catch(() => null) : Promise.resolve(null),
+    ]);
     return reply.type('text/html').send(dashboardPage({
-      node: o.node, counts, messages, audit: auditLog, who: { admin: auth.admin, csrf: auth.session?.csrf ?? '' },
+      node: o.node, counts, messages, audit: auditLog, refusals, who: { admin: auth.admin, csrf: auth.session?.csrf ?? '' },
     }));
   });
 
@@ -299,6 +307,10 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
     limit: z.coerce.number().int().min(1).max(1000).default(100),
     offset: z.coerce.number().int().min(0).default(0),
   });
+  const decisionStore = (): DecisionStore => {
+    if (!o.decisions) throw new WebError(503, 'ERR_DECISIONS_UNAVAILABLE', 'The relay-decision log is not available on this node');
+    return o.decisions;
+  };
   const api: ApiRoute[] = [
     {
       method: 'GET', url: '/api/me', summary: 'Who the request is authenticated as.',
@@ -347,6 +359,29 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
         const result = await o.queue.flush();
         await audit(auth, request, 'queue.flush', null, summarize(result));
         return result;
+      },
+    },
+    {
+      method: 'GET', url: '/api/decisions', summary: 'Relay decisions (one per recipient), newest first, with filters; page with before=<next of the previous page>.',
+      query: decisionQuery,
+      handler: async ({ query }) => {
+        const q = query as z.infer<typeof decisionQuery>;
+        const rows = await decisionStore().search({ ...decisionFilter(q), ...(q.before !== undefined ? { before: q.before } : {}), limit: q.limit + 1 });
+        const page = rows.slice(0, q.limit);
+        return { node: o.node, decisions: page.map(decisionJson), next: rows.length > q.limit ? page.at(-1)!.id : null };
+      },
+    },
+    {
+      method: 'GET', url: '/api/decisions/why', summary: 'Why was this refused? The latest decisions for a client address, recipient and/or sender, with the rule, reason and reply of the refusals.',
+      query: whyQuery,
+      handler: async ({ query }) => {
+        const q = query as z.infer<typeof whyQuery>;
+        const filter = decisionFilter(q);
+        const [latest, refusals] = await Promise.all([
+          decisionStore().search({ ...filter, limit: 1 }),
+          decisionStore().search({ ...filter, action: 'reject', limit: q.limit }),
+        ]);
+        return { node: o.node, refused: latest[0]?.action === 'reject', answer: whyAnswer(latest[0] ?? null, refusals[0] ?? null), latest: latest[0] ? decisionJson(latest[0]) : null, refusals: refusals.map(decisionJson) };
       },
     },
     {
@@ -407,6 +442,55 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
       await Promise.all(started.map((a) => a.close()));
     },
   };
+}
+
+// --- relay decisions ----------------------------------------------------------------------------------------------
+/** A time: epoch milliseconds or an ISO 8601 date-time. */
+const instant = z.string().max(40).refine((v) => toInstant(v) !== null, 'epoch milliseconds or an ISO 8601 date-time').transform((v) => toInstant(v)!);
+function toInstant(v: string): number | null {
+  if (/^\d{1,15}$/.test(v)) return Number(v);
+  const t = Date.parse(v);
+  return Number.isFinite(t) && /^\d{4}-\d{2}-\d{2}/.test(v) ? t : null;
+}
+const decisionFields = {
+  client: z.string().max(64).refine((v) => isIP(v) !== 0, 'an IP address').optional(),
+  sender: z.string().max(322).optional(),
+  rcpt: z.string().max(322).optional(),
+};
+const decisionQuery = z.strictObject({
+  ...decisionFields,
+  action: z.enum(['reject', 'local', 'relay']).optional(),
+  rule: z.string().max(64).optional(),
+  since: instant.optional(),
+  until: instant.optional(),
+  before: z.coerce.number().int().min(1).optional(),
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+});
+const whyQuery = z.strictObject({ ...decisionFields, limit: z.coerce.number().int().min(1).max(50).default(5) })
+  .refine((q) => q.client !== undefined || q.rcpt !== undefined || q.sender !== undefined, { message: 'name at least one of client, rcpt, sender', path: ['client'] });
+
+function decisionFilter(q: { client?: string | undefined; sender?: string | undefined; rcpt?: string | undefined; action?: string | undefined; rule?: string | undefined; since?: number | undefined; until?: number | undefined }): Omit<DecisionFilter, 'limit'> {
+  return {
+    ...(q.client !== undefined ? { clientIp: q.client } : {}),
+    ...(q.sender !== undefined ? { sender: decisionAddress(q.sender) } : {}),
+    ...(q.rcpt !== undefined ? { rcpt: decisionAddress(q.rcpt) } : {}),
+    ...(q.action !== undefined ? { action: q.action } : {}),
+    ...(q.rule !== undefined ? { rule: q.rule } : {}),
+    ...(q.since !== undefined ? { since: q.since } : {}),
+    ...(q.until !== undefined ? { until: q.until } : {}),
+  };
+}
+
+function decisionJson(d: DecisionRecord): Record<string, unknown> {
+  return { ...d, time: new Date(d.at).toISOString() };
+}
+
+function whyAnswer(latest: DecisionRecord | null, refusal: DecisionRecord | null): string {
+  const refused = (d: DecisionRecord): string => `refused ${d.rcpt ? `<${d.rcpt}> ` : ''}from ${d.clientIp} at ${new Date(d.at).toISOString()} by rule "${d.rule}"${d.reason ? ` (${d.reason})` : ''}${d.reply ? `, reply "${d.reply}"` : ''}`;
+  if (latest === null) return 'No relay decision recorded for this query (within the retention of web.decisionRetention).';
+  if (latest.action === 'reject') return `The latest decision ${refused(latest)}.`;
+  const accepted = `The latest decision accepted <${latest.rcpt}> from ${latest.clientIp} at ${new Date(latest.at).toISOString()} (${latest.action}, rule "${latest.rule}")`;
+  return refusal === null ? `${accepted}; no refusal recorded.` : `${accepted}; before that, the last refusal: ${refused(refusal)}.`;
 }
 
 function badInput(error: z.ZodError, where: string): WebError {

@@ -1,7 +1,7 @@
 /**
  * /health of a node on PostgreSQL (store.postgres): 200 while the database answers, 503 (naming the failed
  * checks) while it is down, so HAProxy's `option httpchk GET /health` (docs/cluster.md) takes the node out, and
- * 200 again by itself when the database is back.
+ * 200 again by itself when the database is back. Relay decisions land in the shared table relay_decisions.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,6 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startPostgres, type PostgresInstance } from '../../src/testing/postgres.ts';
 import { startServe, CLI, NODE, type ServeProcess } from '../../src/testing/serve-process.ts';
+import { p1 } from '../../src/testing/smtp-client.ts';
+import { Client as pgClient } from 'pg';
 
 let pg: PostgresInstance;
 let serve: ServeProcess;
@@ -64,6 +66,33 @@ test('admins and tokens in PostgreSQL: a token made by the CLI works on the node
   const audit = await fetch(`http://127.0.0.1:${port}/api/audit`, { headers: { authorization: `Bearer ${token}` } });
   const entries = ((await audit.json()) as { entries: { action: string; actor: string }[] }).entries;
   assert.ok(entries.some((e) => e.action === 'admin.add' && e.actor === 'cli'), JSON.stringify(entries));
+});
+
+test('relay decisions go to the shared PostgreSQL table relay_decisions and back through /api/decisions', async () => {
+  const c = await p1(serve.ports.mx);
+  assert.equal((await c.cmd('MAIL FROM:<someone@example.net>')).code, 250);
+  const r = await c.cmd('RCPT TO:<nobody@local.test>');
+  assert.equal(r.code, 550, r.text);
+  await c.cmd('QUIT');
+  const deadline = Date.now() + 5000;
+  let rows: any[] = [];
+  while (rows.length === 0 && Date.now() < deadline) {
+    const res = await fetch(`http://127.0.0.1:${port}/api/decisions?rcpt=nobody@local.test`, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(res.status, 200);
+    rows = ((await res.json()) as { decisions: any[] }).decisions;
+    if (rows.length === 0) await new Promise((res2) => setTimeout(res2, 50));
+  }
+  assert.equal(rows.length, 1);
+  assert.deepEqual([rows[0].node, rows[0].action, rows[0].rule, rows[0].mailFrom], ['pg-web-1', 'reject', 'unknown-recipient', 'someone@example.net']);
+  assert.match(rows[0].reply, /^550 5\.1\.1 /);
+  const db = new pgClient(pg.url);
+  await db.connect();
+  try {
+    const t = await db.query("SELECT node, rule FROM relay_decisions WHERE rcpt = 'nobody@local.test'");
+    assert.deepEqual(t.rows, [{ node: 'pg-web-1', rule: 'unknown-recipient' }]);
+  } finally {
+    await db.end();
+  }
 });
 
 test('/health: 200 on PostgreSQL, 503 naming the queue and directory while PostgreSQL is down, 200 again when it is back', { timeout: 90_000 }, async () => {
