@@ -4,12 +4,13 @@
  * keys decide races between nodes (ERR_ADMIN_EXISTS, ERR_ADMIN_TOKEN_EXISTS). Connection trouble rejects with
  * ERR_STORE_UNAVAILABLE.
  */
-import { DatabaseError, Pool } from 'pg';
+import { DatabaseError, type Pool } from 'pg';
 import { RelayguardError } from '../core/errors.ts';
-import { NULL_LOGGER, type Logger } from '../core/log.ts';
+import type { Logger } from '../core/log.ts';
 import type { AdminRecord, AdminStore, AdminTokenRecord, AuditEntry, NewAuditEntry } from '../policy/admin-accounts.ts';
 import { isDeadConnection, isUnavailable, unavailable } from './postgres-directory.ts';
-import { checkSchema, describePostgresUrl, loadMigrations, type Migration } from './postgres-schema.ts';
+import { openCheckedPool } from './postgres-pool.ts';
+import type { Migration } from './postgres-schema.ts';
 
 export interface PostgresAdminOptions {
   readonly poolSize?: number;
@@ -32,25 +33,10 @@ export class PostgresAdminStore implements AdminStore {
   }
 
   static async open(url: string, options: PostgresAdminOptions = {}): Promise<PostgresAdminStore> {
-    const where = describePostgresUrl(url);
-    const logger = options.logger ?? NULL_LOGGER;
-    const pool = new Pool({
-      connectionString: url,
-      max: options.poolSize ?? 2,
-      connectionTimeoutMillis: 2000,
-      idleTimeoutMillis: 30_000,
-      query_timeout: 5000,
-      statement_timeout: 5000,
-      application_name: 'relayguard admin',
-      keepAlive: true,
+    const { pool, where } = await openCheckedPool(url, {
+      store: 'admin', poolSize: options.poolSize ?? 2, connectTimeoutMs: 2000, queryTimeoutMs: 5000,
+      ...(options.migrations ? { migrations: options.migrations } : {}), ...(options.logger ? { logger: options.logger } : {}),
     });
-    pool.on('error', (err) => logger.warn('postgres connection lost', { store: 'admin', err_code: 'ERR_STORE_UNAVAILABLE', err: err.message }));
-    try {
-      await checkSchema(pool, options.migrations ?? loadMigrations());
-    } catch (err) {
-      await pool.end().catch(() => {});
-      throw isUnavailable(err) ? unavailable(err, where) : err;
-    }
     return new PostgresAdminStore(pool, where);
   }
 

@@ -4,11 +4,12 @@
  * (an upsert that locks the key's row, so racing nodes cannot count past the limit), refund/reset/sweep are one
  * UPDATE/DELETE each. Connection trouble rejects with ERR_STORE_UNAVAILABLE.
  */
-import { Pool } from 'pg';
-import { NULL_LOGGER, type Logger } from '../core/log.ts';
+import type { Pool } from 'pg';
+import type { Logger } from '../core/log.ts';
 import { applyWindow, type CounterStore, type WindowOptions, type WindowState } from '../policy/counters.ts';
 import { isDeadConnection, isUnavailable, unavailable } from './postgres-directory.ts';
-import { checkSchema, describePostgresUrl, loadMigrations, type Migration } from './postgres-schema.ts';
+import { openCheckedPool } from './postgres-pool.ts';
+import type { Migration } from './postgres-schema.ts';
 
 export interface PostgresCountersOptions {
   /** Connections in the pool. Default 4. */
@@ -39,26 +40,10 @@ export class PostgresCounterStore implements CounterStore {
 
   /** Connects and checks the schema (as the directory store does). */
   static async open(url: string, options: PostgresCountersOptions = {}): Promise<PostgresCounterStore> {
-    const where = describePostgresUrl(url);
-    const logger = options.logger ?? NULL_LOGGER;
-    const timeout = options.queryTimeoutMs ?? 2000;
-    const pool = new Pool({
-      connectionString: url,
-      max: options.poolSize ?? 4,
-      connectionTimeoutMillis: options.connectTimeoutMs ?? 2000,
-      idleTimeoutMillis: 30_000,
-      query_timeout: timeout,
-      statement_timeout: timeout,
-      application_name: 'relayguard counters',
-      keepAlive: true,
+    const { pool, where } = await openCheckedPool(url, {
+      store: 'counters', poolSize: options.poolSize ?? 4, connectTimeoutMs: options.connectTimeoutMs ?? 2000, queryTimeoutMs: options.queryTimeoutMs ?? 2000,
+      ...(options.migrations ? { migrations: options.migrations } : {}), ...(options.logger ? { logger: options.logger } : {}),
     });
-    pool.on('error', (err) => logger.warn('postgres connection lost', { store: 'counters', err_code: 'ERR_STORE_UNAVAILABLE', err: err.message }));
-    try {
-      await checkSchema(pool, options.migrations ?? loadMigrations());
-    } catch (err) {
-      await pool.end().catch(() => {});
-      throw isUnavailable(err) ? unavailable(err, where) : err;
-    }
     return new PostgresCounterStore(pool, where);
   }
 

@@ -3,11 +3,12 @@
  * decisions of every node in one table. A batch is one INSERT ... SELECT FROM jsonb_to_recordset (one statement,
  * one round trip, atomic). Connection trouble rejects with ERR_STORE_UNAVAILABLE (the recorder drops the batch).
  */
-import { Pool } from 'pg';
-import { NULL_LOGGER, type Logger } from '../core/log.ts';
+import type { Pool } from 'pg';
+import type { Logger } from '../core/log.ts';
 import type { DecisionFilter, DecisionRecord, DecisionStore, NewDecision, Retention } from '../policy/decisions.ts';
 import { isUnavailable, unavailable } from './postgres-directory.ts';
-import { checkSchema, describePostgresUrl, loadMigrations, type Migration } from './postgres-schema.ts';
+import { openCheckedPool } from './postgres-pool.ts';
+import type { Migration } from './postgres-schema.ts';
 import { toRecord } from './sqlite-decisions.ts';
 
 export interface PostgresDecisionOptions {
@@ -29,19 +30,10 @@ export class PostgresDecisionStore implements DecisionStore {
   }
 
   static async open(url: string, options: PostgresDecisionOptions = {}): Promise<PostgresDecisionStore> {
-    const where = describePostgresUrl(url);
-    const logger = options.logger ?? NULL_LOGGER;
-    const pool = new Pool({
-      connectionString: url, max: options.poolSize ?? 2, connectionTimeoutMillis: 2000, idleTimeoutMillis: 30_000,
-      query_timeout: 10_000, statement_timeout: 10_000, application_name: 'relayguard decisions', keepAlive: true,
+    const { pool, where } = await openCheckedPool(url, {
+      store: 'decisions', poolSize: options.poolSize ?? 2, connectTimeoutMs: 2000, queryTimeoutMs: 10_000,
+      ...(options.migrations ? { migrations: options.migrations } : {}), ...(options.logger ? { logger: options.logger } : {}),
     });
-    pool.on('error', (err) => logger.warn('postgres connection lost', { store: 'decisions', err_code: 'ERR_STORE_UNAVAILABLE', err: err.message }));
-    try {
-      await checkSchema(pool, options.migrations ?? loadMigrations());
-    } catch (err) {
-      await pool.end().catch(() => {});
-      throw isUnavailable(err) ? unavailable(err, where) : err;
-    }
     return new PostgresDecisionStore(pool, where);
   }
 
