@@ -8,8 +8,8 @@
  */
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { RelayguardError } from '../core/errors.ts';
-import { restrictSqliteFiles } from '../core/file-modes.ts';
 import type { AdminRecord, AdminStore, AdminTokenRecord, AuditEntry, NewAuditEntry } from '../policy/admin-accounts.ts';
+import { immediate, openSqliteFile } from './sqlite-common.ts';
 
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS admin_users (
@@ -44,12 +44,7 @@ export class SqliteAdminStore implements AdminStore {
   readonly #statements = new Map<string, StatementSync>();
 
   constructor(database: string | DatabaseSync) {
-    this.#owns = typeof database === 'string';
-    this.#db = typeof database === 'string' ? new DatabaseSync(database) : database;
-    if (this.#owns && database !== ':memory:') {
-      restrictSqliteFiles(database as string);
-      this.#db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;');
-    }
+    ({ db: this.#db, owns: this.#owns } = openSqliteFile(database, { synchronous: 'FULL', busyTimeoutMs: 5000 }));
     this.#db.exec('PRAGMA foreign_keys = ON;');
     this.#db.exec(SCHEMA);
   }
@@ -61,15 +56,7 @@ export class SqliteAdminStore implements AdminStore {
   }
 
   #tx<T>(fn: () => T): T {
-    this.#db.exec('BEGIN IMMEDIATE');
-    try {
-      const r = fn();
-      this.#db.exec('COMMIT');
-      return r;
-    } catch (err) {
-      this.#db.exec('ROLLBACK');
-      throw err;
-    }
+    return immediate(this.#db, fn);
   }
 
   #exists(name: string): boolean {

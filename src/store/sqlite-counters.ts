@@ -9,8 +9,8 @@
  * directory write wait. node:sqlite is synchronous: an operation finishes before its promise settles.
  */
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
-import { restrictSqliteFiles } from '../core/file-modes.ts';
 import { applyWindow, refundWindow, type CounterStore, type WindowOptions, type WindowState } from '../policy/counters.ts';
+import { immediate, openSqliteFile } from './sqlite-common.ts';
 
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS rate_counters (
@@ -30,11 +30,7 @@ export class SqliteCounterStore implements CounterStore {
 
   /** `file`: a path (shared by the processes that must count together) or ":memory:". */
   constructor(file: string) {
-    this.#db = new DatabaseSync(file);
-    if (file !== ':memory:') {
-      restrictSqliteFiles(file);
-      this.#db.exec('PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;');
-    }
+    this.#db = openSqliteFile(file, { synchronous: 'NORMAL', busyTimeoutMs: 5000 }).db;
     this.#db.exec(SCHEMA);
     this.#get = this.#db.prepare('SELECT events FROM rate_counters WHERE key = ?');
     this.#put = this.#db.prepare('INSERT INTO rate_counters (key, events, newest) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET events = excluded.events, newest = excluded.newest');
@@ -52,15 +48,7 @@ export class SqliteCounterStore implements CounterStore {
   }
 
   #transaction<T>(fn: () => T): T {
-    this.#db.exec('BEGIN IMMEDIATE');
-    try {
-      const r = fn();
-      this.#db.exec('COMMIT');
-      return r;
-    } catch (err) {
-      this.#db.exec('ROLLBACK');
-      throw err;
-    }
+    return immediate(this.#db, fn);
   }
 
   #hit(key: string, o: WindowOptions, op: 'take' | 'add'): WindowState {

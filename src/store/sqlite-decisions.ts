@@ -13,8 +13,8 @@ import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlit
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { RelayguardError } from '../core/errors.ts';
-import { restrictSqliteFiles } from '../core/file-modes.ts';
 import type { DecisionFilter, DecisionRecord, DecisionStore, NewDecision, Retention } from '../policy/decisions.ts';
+import { immediate, openSqliteFile } from './sqlite-common.ts';
 
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS relay_decisions (
@@ -51,27 +51,18 @@ export class SqliteDecisionStore implements DecisionStore {
   readonly #insert: StatementSync;
 
   constructor(file: string) {
-    this.#db = new DatabaseSync(file);
-    if (file !== ':memory:') {
-      restrictSqliteFiles(file);
-      this.#db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 100;');
-    }
+    this.#db = openSqliteFile(file, { synchronous: 'NORMAL', busyTimeoutMs: 100 }).db;
     this.#db.exec(SCHEMA);
     this.#insert = this.#db.prepare(`INSERT INTO relay_decisions (${COLUMNS.slice(4)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
   }
 
   async append(rows: readonly NewDecision[]): Promise<void> {
     if (rows.length === 0) return;
-    this.#db.exec('BEGIN IMMEDIATE');
-    try {
+    immediate(this.#db, () => {
       for (const r of rows) {
         this.#insert.run(r.at, r.node, r.sessionId, r.clientIp, r.listener, r.helo, r.user, r.mailFrom, r.rcpt, r.action, r.rule, r.reason, r.reply);
       }
-      this.#db.exec('COMMIT');
-    } catch (err) {
-      this.#db.exec('ROLLBACK');
-      throw err;
-    }
+    });
   }
 
   async search(f: DecisionFilter): Promise<DecisionRecord[]> {

@@ -16,7 +16,6 @@
  */
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { SYSTEM_CLOCK, type Clock } from '../core/clock.ts';
-import { restrictSqliteFiles } from '../core/file-modes.ts';
 import {
   buildRecipientSnapshot,
   type AliasEntry, type AliasTarget, type DirectoryStore, type SyncRecipientReads, type UserCredentials, type UserInfo, type UserRecord,
@@ -26,6 +25,7 @@ import {
   notOwned, ownedAddress, passwordHash, senderAddress, userExists, userNameOrNull, userNotFound, type CheckedUser,
 } from './directory-input.ts';
 import { normalizeUserName } from '../policy/users.ts';
+import { immediate, openSqliteFile } from './sqlite-common.ts';
 
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS users (
@@ -90,13 +90,9 @@ export class SqliteDirectoryStore implements DirectoryStore {
 
   /** `database` is a file path, ":memory:", or an open DatabaseSync shared with other stores (not closed by close()). */
   constructor(database: string | DatabaseSync, options: SqliteDirectoryOptions = {}) {
-    this.#ownsDb = typeof database === 'string';
-    this.#db = typeof database === 'string' ? new DatabaseSync(database) : database;
+    // Password hashes: 0600 before the first write, durable commits.
+    ({ db: this.#db, owns: this.#ownsDb } = openSqliteFile(database, { synchronous: 'FULL', busyTimeoutMs: 5000 }));
     this.#clock = options.clock ?? SYSTEM_CLOCK;
-    if (this.#ownsDb && database !== ':memory:') {
-      restrictSqliteFiles(database as string); // password hashes: 0600 before the first write (-wal, -shm follow)
-      this.#db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;');
-    }
     this.#db.exec('PRAGMA foreign_keys = ON;');
     this.#db.exec(SCHEMA);
   }
@@ -109,15 +105,7 @@ export class SqliteDirectoryStore implements DirectoryStore {
 
   #transaction<T>(fn: () => T): T {
     this.#changes++;
-    this.#db.exec('BEGIN IMMEDIATE');
-    try {
-      const result = fn();
-      this.#db.exec('COMMIT');
-      return result;
-    } catch (err) {
-      this.#db.exec('ROLLBACK');
-      throw err;
-    }
+    return immediate(this.#db, fn);
   }
 
   #exists(name: string): boolean {
