@@ -73,7 +73,23 @@ export interface ServeProcess {
 const running = new Set<ChildProcess>();
 process.once('exit', () => { for (const c of running) c.kill('SIGKILL'); });
 
+/**
+ * Starts `relayguard serve`. Ports this function chooses (options.ports not given) are free when probed, but another
+ * process's outgoing connection can take one as its local port before serve binds it (EADDRINUSE, seen on a busy
+ * machine): then it tries again with fresh ports, up to 4 times. Pinned ports are never changed.
+ */
 export async function startServe(options: ServeOptions = {}): Promise<ServeProcess> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startServeOnce(options);
+    } catch (err) {
+      if (options.ports === undefined && attempt < 4 && /EADDRINUSE/.test(String((err as Error).message))) continue;
+      throw err;
+    }
+  }
+}
+
+async function startServeOnce(options: ServeOptions): Promise<ServeProcess> {
   const ownDir = options.dataDir === undefined;
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'relayguard-serve-')));
   const ports = options.ports ?? { mx: await freePort(), submission: await freePort(), submissions: await freePort() };
@@ -144,6 +160,8 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeProce
     await ready;
   } catch (err) {
     child.kill('SIGKILL');
+    await exited;
+    if (ownDir) await rm(dataDir, { recursive: true, force: true });
     throw err;
   }
   return {
