@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The Debian packages relayguard's tests talk to (Postfix "Local only" and never left running, swaks, nmap, dig,
-# rbldnsd, dnsperf, aiosmtpd, strace, openssl, fail2ban-regex, PostgreSQL 15 and HAProxy 2.6 (tests start private
-# instances; the system cluster and the system haproxy service are never started): installs the missing ones when run as root
+# rbldnsd, dnsperf, aiosmtpd, strace, openssl, fail2ban-regex, PostgreSQL 15, HAProxy 2.6, chromium (browser tests),
+# BIND/NSD/Knot (DNS secondaries and audit zones), squid/tinyproxy/dante (open proxy tests), INN (NNTP tests) and
+# python3-venv (checkdmarc) (tests start private instances; no system service is ever started): installs the missing ones when run as root
 # (idempotent: nothing to do is a no-op), otherwise stops at once with the one command that installs them.
 # `npm test` runs it first; `.ci/run` runs it too. `scripts/peers.sh --list` prints the package names.
 set -euo pipefail
 
-PACKAGES=(postfix swaks nmap bind9-dnsutils bind9-utils rbldnsd dnsperf python3-aiosmtpd strace openssl ca-certificates fail2ban postgresql-15 haproxy)
+PACKAGES=(postfix swaks nmap bind9-dnsutils bind9-utils rbldnsd dnsperf python3-aiosmtpd strace openssl ca-certificates fail2ban postgresql-15 haproxy
+  chromium fonts-dejavu-core bind9 nsd knot squid tinyproxy dante-server inn2 python3-venv)
 APT_LOCK_WAIT_SECONDS=300
 
 if [ "${1:-}" = "--list" ]; then printf '%s\n' "${PACKAGES[@]}"; exit 0; fi
@@ -88,6 +90,11 @@ POSTGRES_WAS_RUNNING=
 if postgres_running; then POSTGRES_WAS_RUNNING=1; fi
 HAPROXY_WAS_RUNNING=
 if haproxy_running; then HAPROXY_WAS_RUNNING=1; fi
+# Daemons of the other peers (BIND, NSD, Knot, squid, tinyproxy, dante, INN): tests start private instances; a
+# system instance that the install started (policy-rc.d missing or ignored) is stopped again.
+OTHER_DAEMONS=(named nsd knotd squid tinyproxy danted innd)
+declare -A DAEMON_WAS_RUNNING=()
+for d in "${OTHER_DAEMONS[@]}"; do if pgrep -x "$d" >/dev/null 2>&1; then DAEMON_WAS_RUNNING[$d]=1; fi; done
 
 # Postfix "Local only", loopback, IPv4 (/work/shared/peers.md section 0).
 cat > "$WORK/postfix.preseed" <<'PRESEED'
@@ -111,4 +118,10 @@ if [ -z "$POSTFIX_WAS_RUNNING" ] && postfix_running; then postfix stop >&2 || tr
 if [ -z "$FAIL2BAN_WAS_RUNNING" ] && fail2ban_running; then fail2ban-client stop >&2 || true; fi
 if [ -z "$POSTGRES_WAS_RUNNING" ] && postgres_running && command -v pg_ctlcluster >/dev/null 2>&1; then pg_ctlcluster 15 main stop >&2 || true; fi
 if [ -z "$HAPROXY_WAS_RUNNING" ] && haproxy_running && command -v service >/dev/null 2>&1; then service haproxy stop >&2 || true; fi
+for d in "${OTHER_DAEMONS[@]}"; do
+  if [ -z "${DAEMON_WAS_RUNNING[$d]:-}" ] && pgrep -x "$d" >/dev/null 2>&1; then
+    log "stopping the system $d that the install started"
+    pkill -x "$d" >&2 || true
+  fi
+done
 log "Debian packages installed"

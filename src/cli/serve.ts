@@ -72,7 +72,7 @@ export async function startRelay(config: Config, baseLogger: Logger, options: Om
   let web: RunningWebService | null = null;
   let closing: Promise<void> | null = null;
   let draining = false;
-  const startWebFor = (c: Config): Promise<RunningWebService | null> => (c.web.enabled ? startWebService(c, receive, metrics, logger, () => draining, decisions) : Promise.resolve(null));
+  const startWebFor = (c: Config): Promise<RunningWebService | null> => (c.web.enabled ? startWebService(c, receive, metrics, logger, () => draining, decisions, { ordb: () => ordb }) : Promise.resolve(null));
   try {
     outbound = config.delivery.enabled ? await startDelivery(config, queue, receive.locality, receive.recipients, logger) : null;
     ordb = config.dnsbl.enabled ? await startOrdb(config, logger) : null;

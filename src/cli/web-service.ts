@@ -28,6 +28,8 @@ import { startWeb, type QueueAccess, type RelayMetrics, type RunningWeb } from '
 import { databasePath } from './paths.ts';
 import { ShardedQueueAdmin, ShardedQueueReader } from './queue-shards.ts';
 import { workerCount } from './worker-role.ts';
+import type { RunningOrdb } from './ordb-service.ts';
+import { webModules } from './web-modules.ts';
 
 /** Where serve.ts's log tap hands relay decisions: set while the web service runs. */
 export interface DecisionTap {
@@ -44,6 +46,12 @@ export function openAdminStore(config: Config, logger?: Logger): Promise<AdminSt
   return openStore({ sqliteFile: databasePath(config), postgres: config.store.postgres, ...(logger ? { logger } : {}) });
 }
 
+/** The running parts of serve that web modules (src/web/<name>.ts) are composed from, besides the receive path. */
+export interface WebParts {
+  /** The ORDB of this node when dnsbl.enabled (worker 0 only); a getter: a reload may restart it. */
+  readonly ordb?: () => RunningOrdb | null;
+}
+
 export async function startWebService(
   config: Config,
   receive: ReceivePath,
@@ -51,6 +59,7 @@ export async function startWebService(
   logger: Logger,
   isStopping: () => boolean,
   tap: DecisionTap = { recorder: null },
+  parts: WebParts = {},
 ): Promise<RunningWebService> {
   const w = config.web;
   const tls = w.tls
@@ -75,7 +84,9 @@ export async function startWebService(
   });
   let web: RunningWeb;
   try {
+    const modules = await webModules(config, { receive, logger, ordb: parts.ordb ?? (() => null) });
     web = await startWeb({
+      modules,
       node: config.node,
       logger: logger.child({ component: 'web' }),
       metrics,

@@ -35,6 +35,7 @@ export const CSS = `
 body{font:15px/1.4 system-ui,sans-serif;margin:0;color:#111;background:#fafafa}
 header{background:#1d3557;color:#fff;padding:.6em 1em;display:flex;gap:1em;align-items:center;flex-wrap:wrap}
 header h1{font-size:1.1em;margin:0;flex:1}
+header nav{display:flex;gap:.8em;flex-wrap:wrap}header a{color:#fff}
 main{padding:1em;max-width:72em;margin:auto}
 table{border-collapse:collapse;width:100%;background:#fff;margin:.5em 0 1.5em}
 th,td{border-bottom:1px solid #ddd;padding:.3em .5em;text-align:left;vertical-align:top;word-break:break-word}
@@ -46,12 +47,21 @@ form.inline{display:inline}button{font:inherit;cursor:pointer}
 .error{color:#b00020}
 `;
 
-export function page(title: string, body: Markup, who: { admin: string; csrf: string } | null): string {
+export function page(title: string, body: Markup, who: { admin: string; csrf: string } | null, nav: readonly { href: string; label: string }[] = []): string {
   return html`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>${title} · relayguard</title><link rel="stylesheet" href="/assets/app.css"></head>
-<body><header><h1>relayguard · ${title}</h1>${who === null ? '' : html`<span>${who.admin}</span>
+<body><header><h1>relayguard · ${title}</h1>${who === null ? '' : html`${nav.length > 0 ? html`<nav aria-label="Main">${nav.map((n) => html`<a href="${n.href}">${n.label}</a>`)}</nav>` : ''}<span>${who.admin}</span>
 <form class="inline" method="post" action="/logout"><input type="hidden" name="_csrf" value="${who.csrf}"><button>Log out</button></form>`}</header>
+<main>${body}</main></body></html>`.text;
+}
+
+/** A page of the public surface (ORDB lookup, delisting, policy): no login state, no admin navigation. */
+export function publicPage(title: string, body: Markup): string {
+  return html`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>${title} · relayguard</title><link rel="stylesheet" href="/assets/app.css"></head>
+<body><header><h1>${title}</h1></header>
 <main>${body}</main></body></html>`.text;
 }
 
@@ -93,6 +103,7 @@ export function dashboardPage(data: {
   /** The latest refused recipients (null: the decision log is not available). */
   refusals?: readonly RefusalRow[] | null;
   who: { admin: string; csrf: string };
+  nav?: readonly { href: string; label: string }[];
 }): string {
   const iso = (ms: number): string => new Date(ms).toISOString().replace('T', ' ').slice(0, 19);
   const action = (id: string, a: string): Markup => html`<form class="inline" method="post" action="/queue/${encodeURIComponent(id)}/${a}">
@@ -112,5 +123,5 @@ ${data.refusals == null ? '' : html`<h2>Latest refusals</h2>
 <td>${r.rcpt}</td><td>${r.rule}</td><td>${r.reason ?? ''}</td><td>${r.reply ?? ''}</td></tr>`)}</tbody></table>`}
 <h2>Audit log</h2>
 <table><thead><tr><th>When</th><th>Who</th><th>Action</th><th>Target</th><th>Result</th><th>From</th></tr></thead>
-<tbody>${data.audit.map((e) => html`<tr><td>${iso(e.at)}</td><td>${e.actor}</td><td>${e.action}</td><td>${e.target ?? ''}</td><td>${e.detail ?? ''}</td><td>${e.clientIp ?? ''}</td></tr>`)}</tbody></table>`, data.who);
+<tbody>${data.audit.map((e) => html`<tr><td>${iso(e.at)}</td><td>${e.actor}</td><td>${e.action}</td><td>${e.target ?? ''}</td><td>${e.detail ?? ''}</td><td>${e.clientIp ?? ''}</td></tr>`)}</tbody></table>`, data.who, data.nav ?? []);
 }

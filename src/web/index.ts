@@ -9,3 +9,5 @@
 export { startWeb, WebError, type QueueAccess, type RunningWeb, type WebOptions } from './server.ts';
 export { RelayMetrics, observingLogger, type MetricSources } from './metrics.ts';
 export { esc, html } from './html.ts';
+export type { ApiRoute, Auth, NavEntry, PageRoute, PublicRoute, RouteInput, WebAsset, WebContext, WebModule } from './module.ts';
+export { Markup, publicPage } from './html.ts';

@@ -21,9 +21,10 @@ import type { AdminAccounts } from '../policy/admin-accounts.ts';
 import { address as decisionAddress, type DecisionFilter, type DecisionRecord, type DecisionStore } from '../policy/decisions.ts';
 import { isIP } from 'node:net';
 import type { AdminResult, AdminTarget, ListFilter, NodeDetail, NodeSummary } from '../queue/index.ts';
-import { CSS, dashboardPage, loginPage } from './html.ts';
+import { CSS, dashboardPage, loginPage, page as renderPage, publicPage } from './html.ts';
+import type { ApiRoute, Auth, NavEntry, PageRoute, PublicRoute, WebContext, WebModule } from './module.ts';
 import type { RelayMetrics } from './metrics.ts';
-import { LOGIN_CSRF_COOKIE, SESSION_COOKIE, SessionStore, randomToken, sameToken, type WebSession } from './sessions.ts';
+import { LOGIN_CSRF_COOKIE, SESSION_COOKIE, SessionStore, randomToken, sameToken } from './sessions.ts';
 
 /** What the web service may do to the queue (MailQueue satisfies it; with shards, the CLI's sharded view). */
 export interface QueueAccess {
@@ -55,6 +56,8 @@ export interface WebOptions {
   readonly now?: () => number;
   /** Per health check. Default 2000 ms. */
   readonly checkTimeoutMs?: number;
+  /** The parts that add API routes, pages and public routes (module.ts): ORDB, tester, directory, ... */
+  readonly modules?: readonly WebModule[];
 }
 
 export interface RunningWeb {
@@ -73,28 +76,16 @@ export class WebError extends RelayguardError {
   }
 }
 
-type Auth = { readonly admin: string; readonly actor: string; readonly session: WebSession | null };
-
-/** An API route: zod schemas validate the input and describe it in the OpenAPI document. */
-interface ApiRoute {
-  readonly method: 'GET' | 'POST';
-  readonly url: string;
-  readonly summary: string;
-  readonly params?: z.ZodObject;
-  readonly query?: z.ZodObject;
-  readonly body?: z.ZodObject;
-  handler(input: { params: any; query: any; body: any; auth: Auth; request: FastifyRequest }): Promise<unknown>;
-}
 
 const SECURITY_HEADERS = {
-  'content-security-policy': "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+  'content-security-policy': "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
   'x-content-type-options': 'nosniff',
   'referrer-policy': 'no-referrer',
   'x-frame-options': 'DENY',
 };
 
-/** The admin listener's routes that need no authentication. */
-const PUBLIC_ROUTES = new Set(['/health', '/login', '/assets/app.css']);
+/** The admin listener's routes that need no authentication (modules' public routes are added to it). */
+const BASE_PUBLIC_ROUTES = ['/health', '/login', '/assets/app.css'];
 
 const QUEUE_ID = z.string().regex(/^[0-9A-Za-z]{6,40}$/, 'a queue id');
 const ACTIONS = ['hold', 'release', 'retry', 'delete'] as const;
@@ -107,6 +98,9 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
   const throttle = new AuthThrottle({ maxFailures: o.loginFailuresPerIp, windowMs: o.loginFailureWindowMs, clock: { now } });
   const secure = o.tls !== null;
   const log = o.logger;
+  const modules = o.modules ?? [];
+  const nav: NavEntry[] = [{ href: '/', label: 'Overview' }, ...modules.flatMap((m) => m.nav ?? [])];
+  const PUBLIC_ROUTES = new Set(BASE_PUBLIC_ROUTES);
 
   const health = async (): Promise<{ status: number; body: unknown }> => {
     const results = await Promise.all(Object.entries(o.checks).map(async ([name, check]) => {
@@ -133,6 +127,24 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
     log.info('admin action', { actor: entry.actor, action, target, client_ip: entry.clientIp });
   };
 
+  const ctx: WebContext = {
+    node: o.node, logger: log, metrics: o.metrics, now,
+    audit: (auth, request, action, target, detail) => audit(auth, request, action, target, detail),
+    page: (title, body, auth) => renderPage(title, body, { admin: auth.admin, csrf: auth.session?.csrf ?? '' }, nav),
+    publicPage: (title, body) => publicPage(title, body),
+  };
+  const publicRoutes: PublicRoute[] = modules.flatMap((m) => [...(m.publicRoutes?.(ctx) ?? [])]);
+  for (const m of modules) {
+    for (const a of m.assets?.() ?? []) {
+      if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(a.name)) throw new Error(`web module ${m.name}: bad asset name ${a.name}`);
+      publicRoutes.push({
+        method: 'GET', url: `/assets/${a.name}`, summary: `asset ${a.name}`,
+        handler: async (_req, reply) => reply.header('cache-control', 'max-age=300').type(a.type).send(a.body),
+      });
+    }
+  }
+  for (const r of publicRoutes) PUBLIC_ROUTES.add(r.url);
+
   const common = (app: FastifyInstance): void => {
     app.addHook('onSend', async (_req, reply, payload) => {
       for (const [k, v] of Object.entries(SECURITY_HEADERS)) reply.header(k, v);
@@ -156,6 +168,7 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
       const h = await health();
       return reply.code(h.status).send(h.body);
     });
+    for (const r of publicRoutes) app.route({ method: r.method, url: r.url, handler: (req, reply) => r.handler(req, reply) });
   };
 
   // --- admin listener -------------------------------------------------------------------------------------------
@@ -278,7 +291,7 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
       o.decisions ? o.decisions.search({ action: 'reject', limit: 20 }).catch(() => null) : Promise.resolve(null),
     ]);
     return reply.type('text/html').send(dashboardPage({
-      node: o.node, counts, messages, audit: auditLog, refusals, who: { admin: auth.admin, csrf: auth.session?.csrf ?? '' },
+      node: o.node, counts, messages, audit: auditLog, refusals, who: { admin: auth.admin, csrf: auth.session?.csrf ?? '' }, nav,
     }));
   });
 
@@ -394,7 +407,14 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
       handler: async () => openapi,
     },
   ];
+  for (const m of modules) api.push(...(m.api?.(ctx) ?? []));
   // Static paths before parameterized ones of the same shape (fastify matches static segments first anyway).
+  const parse = (schema: z.ZodType | undefined, value: unknown, where: string): unknown => {
+    if (schema === undefined) return value;
+    const p = schema.safeParse(value ?? {});
+    if (!p.success) throw badInput(p.error, where);
+    return p.data;
+  };
   for (const r of api) {
     const write = r.method !== 'GET';
     admin.route({
@@ -402,16 +422,32 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
       url: r.url,
       handler: async (req, reply) => {
         const auth = await requireAuth(req, write);
-        const parse = (schema: z.ZodObject | undefined, value: unknown, where: string): unknown => {
-          if (schema === undefined) return value;
-          const p = schema.safeParse(value ?? {});
-          if (!p.success) throw badInput(p.error, where);
-          return p.data;
-        };
         const params = parse(r.params, req.params, 'path');
         const query = parse(r.query, req.query, 'query');
-        const body = write && req.body !== undefined && r.body !== undefined ? parse(r.body, req.body, 'body') : req.body;
-        return reply.send(await r.handler({ params, query, body, auth, request: req }));
+        const body = write && r.body !== undefined ? parse(r.body, req.body, 'body') : req.body;
+        const result = await r.handler({ params, query, body, auth, request: req, reply });
+        return r.raw ? reply : reply.send(result);
+      },
+    });
+  }
+  // Admin pages of the modules: HTML behind the login; a POST is a form action (CSRF in _csrf) that redirects.
+  const pages: PageRoute[] = modules.flatMap((m) => [...(m.pages?.(ctx) ?? [])]);
+  for (const r of pages) {
+    admin.route({
+      method: r.method,
+      url: r.url,
+      handler: async (req, reply) => {
+        if (r.method === 'GET') {
+          const a = await authenticate(req);
+          if (a === null) return reply.redirect('/login', 303);
+        }
+        const auth = await requireAuth(req, r.method !== 'GET');
+        const params = parse(r.params, req.params, 'path');
+        const query = parse(r.query, req.query, 'query');
+        const body = r.method !== 'GET' && r.body !== undefined ? parse(r.body, req.body, 'body') : req.body;
+        const out = await r.handler({ params, query, body, auth, request: req, reply });
+        if ('redirect' in out) return reply.redirect(out.redirect, 303);
+        return reply.type('text/html').send(out.text);
       },
     });
   }
@@ -431,6 +467,7 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
     }
   } catch (err) {
     await Promise.all(started.map((a) => a.close()));
+    await Promise.all(modules.map((m) => m.close?.()));
     throw err;
   }
   const portOf = (a: FastifyInstance): number => (a.server.address() as { port: number }).port;
@@ -440,6 +477,7 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
     routes,
     async close() {
       await Promise.all(started.map((a) => a.close()));
+      await Promise.all(modules.map((m) => m.close?.()));
     },
   };
 }
@@ -512,7 +550,7 @@ function openApiDocument(routes: readonly ApiRoute[], node: string): unknown {
     const parameters: unknown[] = [];
     for (const [where, schema] of [['path', r.params], ['query', r.query]] as const) {
       if (!schema) continue;
-      const js = z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any' }) as { properties?: Record<string, unknown>; required?: string[] };
+      const js = z.toJSONSchema(schema as z.ZodType, { io: 'input', unrepresentable: 'any' }) as { properties?: Record<string, unknown>; required?: string[] };
       for (const [name, s] of Object.entries(js.properties ?? {})) {
         parameters.push({ name, in: where, required: where === 'path' || (js.required ?? []).includes(name), schema: s });
       }
@@ -521,8 +559,9 @@ function openApiDocument(routes: readonly ApiRoute[], node: string): unknown {
       summary: r.summary,
       operationId: `${r.method.toLowerCase()}${path.replace(/[^A-Za-z]+(.)?/g, (_m, c: string | undefined) => (c ?? '').toUpperCase())}`,
       ...(parameters.length > 0 ? { parameters } : {}),
+      ...(r.body ? { requestBody: { required: true, content: { 'application/json': { schema: z.toJSONSchema(r.body, { io: 'input', unrepresentable: 'any' }) } } } } : {}),
       responses: {
-        200: { description: 'OK', content: { 'application/json': { schema: { type: 'object' } } } },
+        200: { description: 'OK', content: { [r.produces ?? 'application/json']: { schema: r.produces === 'text/event-stream' ? { type: 'string' } : { type: 'object' } } } },
         400: { description: 'Bad input', content: { 'application/json': { schema: error } } },
         401: { description: 'Not authenticated', content: { 'application/json': { schema: error } } },
         ...(r.method !== 'GET' ? { 403: { description: 'Missing CSRF token (cookie sessions)', content: { 'application/json': { schema: error } } } } : {}),
