@@ -536,7 +536,7 @@ export function registerDnsblCommands(
       const { d, store, config } = await open(opts);
       try {
         const settings = await settingsOf(config);
-        const zone = d.zoneFromStore(store, { apex: settings.zone, ttl: settings.ttlSeconds, evidenceUrl: settings.evidenceUrl, soa: { mname: config.hostname } });
+        const zone = d.zoneFromStore(store, { apex: settings.zone, ttl: settings.ttlSeconds, evidenceUrl: settings.evidenceUrl, ...(await import('./ordb-service.ts')).zoneApexOptions(config) });
         mkdirSync(opts.out, { recursive: true });
         if (opts.format === 'rbldnsd') {
           const f = await d.writeRbldnsdFiles(zone, opts.out);

@@ -64,6 +64,35 @@ export interface OrdbSettings {
   readonly testConcurrency: number;
 }
 
+/**
+ * The zone's apex records from the configuration (field report L10/D2): the NS set (dnsbl.nameservers, else
+ * `hostname`), glue for name servers inside the zone, and the SOA contact and timers. The serial comes from the
+ * listing store.
+ */
+export function zoneApexOptions(config: Config): Pick<ZoneOptions, 'ns' | 'hosts' | 'soa'> {
+  const d = config.dnsbl;
+  const zone = d.zone.toLowerCase();
+  const inZone = (name: string): boolean => name === zone || name.endsWith(`.${zone}`);
+  const unspecified = d.listen.address === '0.0.0.0' || d.listen.address === '::';
+  const servers = d.nameservers.length > 0
+    ? d.nameservers
+    : [{ name: config.hostname.toLowerCase(), addresses: inZone(config.hostname.toLowerCase()) && !unspecified ? [d.listen.address] : [] }];
+  const hosts = servers.filter((n) => inZone(n.name) && n.addresses.length > 0).map((n) => ({ name: n.name, addresses: [...n.addresses] }));
+  const seconds = (ms: number): number => Math.max(0, Math.round(ms / 1000));
+  return {
+    ns: servers.map((n) => n.name),
+    hosts,
+    soa: {
+      mname: servers[0]!.name,
+      ...(d.soa.contact !== null ? { rname: d.soa.contact.replace('@', '.').toLowerCase() } : {}),
+      refresh: seconds(d.soa.refresh),
+      retry: seconds(d.soa.retry),
+      expire: seconds(d.soa.expire),
+      minimum: seconds(d.soa.minimum),
+    },
+  };
+}
+
 /** The ORDB database: the embedded database under dataDir (tables are prefixed dnsbl_). */
 export function ordbDatabasePath(config: Config): string {
   return join(config.dataDir, 'relayguard.db');
@@ -193,7 +222,7 @@ export async function startOrdb(config: Config, logger: Logger, deps: OrdbDeps =
       if (store.get(net)?.state !== 'excluded') store.exclude(net, { detail: 'excluded by the configuration (dnsbl.excluded)' });
     }
     const zoneOptions: ZoneOptions & { evidenceUrl: string | null } = {
-      apex: settings.zone, ttl: settings.ttlSeconds, evidenceUrl: settings.evidenceUrl, soa: { mname: config.hostname },
+      apex: settings.zone, ttl: settings.ttlSeconds, evidenceUrl: settings.evidenceUrl, ...zoneApexOptions(config),
     };
     let serial = store.serial();
     server = new DnsblServer({

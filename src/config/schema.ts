@@ -574,6 +574,25 @@ export const configSchema = z
         ttl: duration({ min: 0 }).prefault('35m').describe('TTL of listing answers (rbldnsd\'s default).'),
         evidenceUrl: z.string().nullable().prefault('http://localhost:8025/dnsbl/lookup?ip=$').describe('Evidence page named in TXT answers; "$" is the address. Null: no link.'),
         axfrAllow: uniqueList(cidr(), 1000).prefault([]).describe('Networks allowed to transfer the zone (AXFR over TCP).'),
+        nameservers: z
+          .array(z.strictObject({
+            name: domain().describe('Name server host name.'),
+            addresses: z.array(ipAddress()).max(16).prefault([]).describe('Its addresses: required (as glue) when the name lies inside the zone, ignored otherwise.'),
+          }))
+          .max(16)
+          .prefault([])
+          .describe('The zone\'s NS set: this server and its secondaries, as resolvers should see them. Empty: `hostname` alone (with `dnsbl.listen.address` as glue when `hostname` lies inside the zone).'),
+        soa: z
+          .strictObject({
+            contact: z.string().regex(/^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+$/, 'an e-mail address whose local part has no dot, e.g. hostmaster@example.org').nullable().prefault(null)
+              .describe('The zone\'s contact (SOA RNAME), as an e-mail address. Null: hostmaster@<zone>.'),
+            refresh: duration({ min: 1000 }).prefault('1h').describe('SOA refresh: how often secondaries check the serial (NOTIFY makes them check at once).'),
+            retry: duration({ min: 1000 }).prefault('10m').describe('SOA retry: how soon a secondary retries a failed refresh.'),
+            expire: duration({ min: 1000 }).prefault('3d').describe('SOA expire: how long a secondary keeps answering without reaching the primary.'),
+            minimum: duration({ min: 0 }).prefault('5m').describe('SOA minimum: the TTL of negative answers (RFC 2308).'),
+          })
+          .prefault({})
+          .describe('SOA fields of the zone (the serial follows the listing store).'),
         notify: z.array(z.strictObject({ address: ipAddress(), port: port().default(53) })).max(64).prefault([]).describe('Secondaries sent a NOTIFY when the zone changes.'),
         probeDomain: domain().nullable().prefault(null).describe('Proof mode: tagged probes go to this domain (you control it; its MX reaches dnsbl.sink). Null: safe mode, and nothing is listed automatically.'),
         sink: z
@@ -841,6 +860,9 @@ export interface Config {
     readonly ttl: number;
     readonly evidenceUrl: string | null;
     readonly axfrAllow: readonly string[];
+    readonly nameservers: readonly { readonly name: string; readonly addresses: readonly string[] }[];
+    /** Durations in ms. */
+    readonly soa: { readonly contact: string | null; readonly refresh: number; readonly retry: number; readonly expire: number; readonly minimum: number };
     readonly notify: readonly { readonly address: string; readonly port: number }[];
     readonly probeDomain: string | null;
     readonly sink: { readonly address: string; readonly port: number };
@@ -967,6 +989,8 @@ export function buildConfig(parsed: ParsedConfig, options: { baseDir: string; co
       ...parsed.dnsbl,
       listen: { ...parsed.dnsbl.listen },
       axfrAllow: [...parsed.dnsbl.axfrAllow],
+      nameservers: parsed.dnsbl.nameservers.map((n) => ({ name: n.name.toLowerCase(), addresses: [...n.addresses] })),
+      soa: { ...parsed.dnsbl.soa },
       notify: parsed.dnsbl.notify.map((n) => ({ ...n })),
       sink: { ...parsed.dnsbl.sink },
       testPorts: [...parsed.dnsbl.testPorts],

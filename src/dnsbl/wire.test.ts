@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import dnsPacket from 'dns-packet';
 import { buildZone } from './zone.ts';
-import { axfrMessages, FAST_OUT_BYTES, parseQuery, respond, respondFast, type RespondContext } from './wire.ts';
+import { axfrMessages, FAST_OUT_BYTES, parseQuery, respond, respondFast, serialAtLeast, type RespondContext } from './wire.ts';
 import type { Zone } from './zone.ts';
 
 const zone = buildZone(
@@ -333,5 +333,42 @@ describe('respondFast', () => {
     }
     // Too long for 512 bytes: respond() sets TC.
     assert.equal(respondFast(query('9.9.9.10.relays.test', 'TXT'), plain, 1232, out), 0);
+  });
+});
+
+describe('IXFR queries (RFC 1995) and serial arithmetic (RFC 1982)', () => {
+  const soa = { mname: 'ns.x.test', rname: 'h.x.test', serial: 41, refresh: 1, retry: 1, expire: 1, minimum: 1 };
+  const ixfr = (authority: dnsPacket.Answer[], type: dnsPacket.RecordType = 'IXFR'): Buffer =>
+    dnsPacket.encode({ type: 'query', id: 7, questions: [{ type, name: 'relays.test', class: 'IN' }], authorities: authority });
+
+  it('parses the client SOA serial from the authority section (names compressed or not)', () => {
+    const p = parseQuery(ixfr([{ type: 'SOA', name: 'relays.test', ttl: 0, data: soa }]));
+    assert.equal(p.kind, 'query');
+    assert.equal(p.kind === 'query' ? p.query.ixfrSerial : -1, 41);
+    const bare = parseQuery(ixfr([]));
+    assert.equal(bare.kind === 'query' ? bare.query.ixfrSerial : -1, null);
+  });
+
+  it('FORMERR for authority records anywhere else: another type, a non-SOA record, two records, a short SOA', () => {
+    const formerr = (m: Uint8Array, what: string): void => {
+      const p = parseQuery(m);
+      assert.equal(p.kind, 'error', what);
+      assert.equal(p.kind === 'error' ? p.rcode : 0, 1, what);
+    };
+    formerr(ixfr([{ type: 'SOA', name: 'relays.test', ttl: 0, data: soa }], 'A'), 'A query with an SOA');
+    formerr(ixfr([{ type: 'A', name: 'relays.test', ttl: 0, data: '127.0.0.2' }]), 'IXFR with an A record');
+    formerr(ixfr([{ type: 'SOA', name: 'relays.test', ttl: 0, data: soa }, { type: 'SOA', name: 'relays.test', ttl: 0, data: soa }]), 'two SOAs');
+    const m = ixfr([{ type: 'SOA', name: 'relays.test', ttl: 0, data: soa }]);
+    formerr(m.subarray(0, m.length - 3), 'truncated SOA');
+  });
+
+  it('serialAtLeast follows RFC 1982 including wrap-around', () => {
+    assert.ok(serialAtLeast(5, 5));
+    assert.ok(serialAtLeast(6, 5));
+    assert.ok(!serialAtLeast(4, 5));
+    assert.ok(serialAtLeast(0, 0xffff_ffff), '0 follows 2^32-1');
+    assert.ok(!serialAtLeast(0xffff_ffff, 0));
+    assert.ok(serialAtLeast(0x7fff_ffff, 0), 'just under half the space ahead');
+    assert.ok(!serialAtLeast(0x8000_0001, 0), 'more than half the space ahead is behind');
   });
 });

@@ -63,6 +63,11 @@ export interface Query {
   readonly qtype: number;
   readonly qclass: number;
   readonly edns: Edns | null;
+  /**
+   * IXFR only (RFC 1995 section 3): the serial of the SOA the client sent in the authority section (the version it
+   * has), or null when it sent none.
+   */
+  readonly ixfrSerial?: number | null;
 }
 
 export type ParseResult =
@@ -110,7 +115,8 @@ export function parseQuery(msg: Uint8Array): ParseResult {
   const err = (rcode: number, reason: string): ParseResult => ({ kind: 'error', rcode, id, flags, reason });
   if (opcode !== OPCODE_QUERY) return err(RCODE_NOTIMP, `opcode ${opcode}`);
   if (qd !== 1) return err(RCODE_FORMERR, `QDCOUNT ${qd}`);
-  if (an !== 0 || ns !== 0) return err(RCODE_FORMERR, 'answer or authority records in a query');
+  // An IXFR query carries the client's SOA in the authority section (RFC 1995 section 3): checked below.
+  if (an !== 0 || ns > 1) return err(RCODE_FORMERR, 'answer or authority records in a query');
   if (ar > MAX_ADDITIONAL) return err(RCODE_FORMERR, `ARCOUNT ${ar}`);
 
   const labelStarts: number[] = [];
@@ -132,6 +138,23 @@ export function parseQuery(msg: Uint8Array): ParseResult {
   const qclass = (msg[pos + 2]! << 8) | msg[pos + 3]!;
   pos += 4;
   const questionEnd = pos;
+
+  let ixfrSerial: number | null = null;
+  if (ns === 1) {
+    if (qtype !== TYPE_IXFR) return err(RCODE_FORMERR, 'authority records in a query other than IXFR');
+    const after = skipName(msg, pos);
+    if (after < 0 || after + 10 > msg.length) return err(RCODE_FORMERR, 'bad authority record');
+    const type = (msg[after]! << 8) | msg[after + 1]!;
+    const rdlen = (msg[after + 8]! << 8) | msg[after + 9]!;
+    const next = after + 10 + rdlen;
+    if (type !== TYPE_SOA || next > msg.length) return err(RCODE_FORMERR, 'the IXFR authority record is not an SOA');
+    // SOA RDATA: MNAME, RNAME (names, possibly compressed), then SERIAL and four more 32-bit fields.
+    const mnameEnd = skipName(msg, after + 10);
+    const rnameEnd = mnameEnd < 0 ? -1 : skipName(msg, mnameEnd);
+    if (rnameEnd < 0 || rnameEnd + 20 !== next) return err(RCODE_FORMERR, 'bad SOA in the IXFR authority section');
+    ixfrSerial = ((msg[rnameEnd]! << 24) | (msg[rnameEnd + 1]! << 16) | (msg[rnameEnd + 2]! << 8) | msg[rnameEnd + 3]!) >>> 0;
+    pos = next;
+  }
 
   let edns: Edns | null = null;
   for (let i = 0; i < ar; i++) {
@@ -160,7 +183,7 @@ export function parseQuery(msg: Uint8Array): ParseResult {
     pos = next;
   }
   if (pos !== msg.length) return err(RCODE_FORMERR, 'trailing bytes');
-  return { kind: 'query', query: { id, flags, opcode, labelStarts, qnameEnd, questionEnd, qtype, qclass, edns } };
+  return { kind: 'query', query: { id, flags, opcode, labelStarts, qnameEnd, questionEnd, qtype, qclass, edns, ...(qtype === TYPE_IXFR ? { ixfrSerial } : {}) } };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -378,7 +401,17 @@ export function respond(msg: Buffer, zone: Zone, ctx: RespondContext): Response 
   const apexOffset = q.labelStarts[below]!;
 
   if (q.qtype === TYPE_AXFR || q.qtype === TYPE_IXFR) {
-    if (ctx.tcp && ctx.xfrAllowed === true && below === 0) return { kind: 'xfr', query: q };
+    if (ctx.tcp && ctx.xfrAllowed === true && below === 0) {
+      // IXFR from a client that already has this version (or a newer one, RFC 1982): the current SOA alone
+      // (RFC 1995 section 4). Otherwise the whole zone, as AXFR would send it (allowed by RFC 1995 section 4).
+      if (q.qtype === TYPE_IXFR && q.ixfrSerial != null && serialAtLeast(q.ixfrSerial, zone.soa.serial)) {
+        return finish(RCODE_NOERROR, true, 1, 0, () => {
+          rrHeader(w, apexOffset, TYPE_SOA, zone.apexTtl);
+          writeSoaRdata(w, zw, zone.soa, apexOffset);
+        });
+      }
+      return { kind: 'xfr', query: q };
+    }
     return finish(RCODE_REFUSED, true, 0, 0, () => {});
   }
 
@@ -709,6 +742,12 @@ function ipv6Bytes(s: string): Buffer {
   const b = Buffer.alloc(16);
   groups.forEach((g, i) => b.writeUInt16BE(parseInt(g, 16), i * 2));
   return b;
+}
+
+/** RFC 1982 serial number arithmetic: a >= b in the 32-bit serial space (a == b, or a is less than 2^31 ahead). */
+export function serialAtLeast(a: number, b: number): boolean {
+  const d = ((a >>> 0) - (b >>> 0) + 0x1_0000_0000) % 0x1_0000_0000;
+  return d === 0 || d < 0x8000_0000;
 }
 
 /**

@@ -204,6 +204,26 @@ describe('dig: query shapes', () => {
     assert.ok(has('*.1.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.relays.test.', 'TXT', '"IPv6 2001:db8:0:1::/64 listed"'));
     assert.match(r.raw, /XFR size: \d+ records/);
   });
+
+  it('IXFR with the client SOA in the authority section (as BIND and dig send it): never FORMERR (field report L1/D1)', async () => {
+    // An older serial: the whole zone, AXFR-style (RFC 1995 section 4).
+    const old = await dig('relays.test', 'IXFR=2026010100');
+    const lines = old.raw.split('\n').filter((l) => l !== '' && !l.startsWith(';')).map(rr);
+    assert.doesNotMatch(old.raw, /FORMERR/);
+    assert.equal(lines[0]!.type, 'SOA');
+    assert.equal(lines.at(-1)!.type, 'SOA');
+    assert.equal(lines.length, [...zone.records()].length + 1);
+    // The current serial (and one "ahead" by RFC 1982): the SOA alone, the client is up to date.
+    for (const serial of [2026010101, 2026010105]) {
+      const cur = await dig('relays.test', `IXFR=${serial}`);
+      const recs = cur.raw.split('\n').filter((l) => l !== '' && !l.startsWith(';')).map(rr);
+      assert.deepEqual(recs.map((r) => r.type), ['SOA'], cur.raw);
+      assert.match(recs[0]!.data, / 2026010101 /);
+    }
+    // Serial wrap-around: 4294967295 is "before" 2026010101 (RFC 1982), so the zone comes whole.
+    const wrapped = await dig('relays.test', 'IXFR=4294967295');
+    assert.ok(wrapped.raw.split('\n').filter((l) => / IN\s+A\s/.test(l)).length > 0);
+  });
 });
 
 // ---------------------------------------------------------------------------------------------------------------
