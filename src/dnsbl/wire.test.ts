@@ -172,7 +172,7 @@ describe('respond: malformed queries (DB-04)', () => {
     assert.equal(rcodeOf(resp), 'drop');
   });
 
-  it('FORMERR for QDCOUNT 0 or 2, truncated questions, trailing bytes', () => {
+  it('FORMERR for QDCOUNT 0 or 2, truncated questions; trailing bytes are ignored as BIND and rbldnsd do (D4)', () => {
     const qd0 = Buffer.from(base);
     qd0.writeUInt16BE(0, 4);
     assert.equal(rcodeOf(qd0), 1);
@@ -181,7 +181,7 @@ describe('respond: malformed queries (DB-04)', () => {
     assert.equal(rcodeOf(qd2), 1);
     assert.equal(rcodeOf(base.subarray(0, 20)), 1);
     assert.equal(rcodeOf(base.subarray(0, base.length - 2)), 1);
-    assert.equal(rcodeOf(Buffer.concat([base, Buffer.from([0])])), 1);
+    assert.equal(rcodeOf(Buffer.concat([base, Buffer.from([0])])), rcodeOf(base));
     const formerr = respond(qd2, zone, UDP);
     assert.ok(formerr.kind === 'reply' && formerr.bytes.length === 12);
   });
@@ -213,6 +213,17 @@ describe('respond: malformed queries (DB-04)', () => {
     const notify = Buffer.from(base);
     notify[2] = (notify[2]! & 0x87) | (4 << 3);
     assert.equal(rcodeOf(notify), 4);
+    // RD and CD are not copied into a NOTIMP answer (D4, genreport opcodeflg); the opcode is.
+    const flagged = Buffer.from(base);
+    flagged[2] = (15 << 3) | 0x01; // opcode 15, RD
+    flagged[3] = 0x10; // CD
+    const r = respond(flagged, zone, UDP);
+    assert.ok(r.kind === 'reply');
+    const f = r.bytes.readUInt16BE(2);
+    assert.equal(f & 0x000f, 4, 'NOTIMP');
+    assert.equal((f >> 11) & 0xf, 15, 'opcode echoed');
+    assert.equal(f & 0x0100, 0, 'RD not copied');
+    assert.equal(f & 0x0010, 0, 'CD not copied');
     const labels: number[] = [];
     for (let i = 0; i < 130; i++) labels.push(1, 0x30);
     const long = Buffer.concat([base.subarray(0, 12), Buffer.from([...labels, 0, 0, 1, 0, 1])]);

@@ -182,7 +182,7 @@ export function parseQuery(msg: Uint8Array): ParseResult {
     }
     pos = next;
   }
-  if (pos !== msg.length) return err(RCODE_FORMERR, 'trailing bytes');
+  // Bytes after the last record are ignored, as BIND and rbldnsd do (field report D4): the message parsed whole.
   return { kind: 'query', query: { id, flags, opcode, labelStarts, qnameEnd, questionEnd, qtype, qclass, edns, ...(qtype === TYPE_IXFR ? { ixfrSerial } : {}) } };
 }
 
@@ -359,7 +359,9 @@ function writeOpt(w: Writer, udpSize: number, extRcode: number, dnssecOk: boolea
 
 function errorReply(id: number, flags: number, rcode: number): Response {
   const w = new Writer(12);
-  header(w, id, flags, rcode, 0, 0, 0, 0, 0);
+  // NOTIMP (an opcode we do not implement) echoes the opcode and nothing else of the request's flags: RD and CD
+  // belong to QUERY (field report D4, ISC genreport "opcodeflg").
+  header(w, id, rcode === RCODE_NOTIMP ? flags & 0x7800 : flags, rcode, 0, 0, 0, 0, 0);
   return { kind: 'reply', bytes: w.take(), rcode, truncated: false };
 }
 
