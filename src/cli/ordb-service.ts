@@ -20,7 +20,7 @@ import type { Config } from '../config/schema.ts';
 import type { Clock } from '../core/clock.ts';
 import type { Logger } from '../core/log.ts';
 import {
-  DnsblClient, DnsblServer, ListingStore, OrdbWorkflow, zoneFromStore,
+  DnsblClient, DnsblServer, ListingStore, OrdbWorkflow, ZoneJournal, zoneFromStore,
   type DnsblResolver, type DnsblZoneLookup, type HostTestResult, type HostTester, type ZoneHealth, type ZoneOptions,
 } from '../dnsbl/index.ts';
 import { evaluateDnsbl, type DnsblDecision } from '../policy/dnsbl-check.ts';
@@ -225,8 +225,10 @@ export async function startOrdb(config: Config, logger: Logger, deps: OrdbDeps =
       apex: settings.zone, ttl: settings.ttlSeconds, evidenceUrl: settings.evidenceUrl, ...zoneApexOptions(config),
     };
     let serial = store.serial();
+    const journal = new ZoneJournal(store);
     server = new DnsblServer({
       zone: zoneFromStore(store, zoneOptions),
+      journal,
       address: settings.listen.address,
       port: settings.listen.port,
       axfrAllow: settings.axfrAllow,
@@ -250,7 +252,13 @@ export async function startOrdb(config: Config, logger: Logger, deps: OrdbDeps =
       try {
         const now = store.serial();
         if (now === serial) return false;
-        srv.setZone(zoneFromStore(store, zoneOptions));
+        const next = zoneFromStore(store, zoneOptions);
+        try {
+          journal.record(srv.zone, next);
+        } catch (err) {
+          log.warn('dnsbl journal write failed', { err_code: 'ERR_DNSBL_JOURNAL', error: (err as Error).message });
+        }
+        srv.setZone(next);
         serial = now;
         log.info('dnsbl zone rebuilt', { serial: srv.zone.serial, listed: store.count('listed'), excluded: store.count('excluded') });
         return true;

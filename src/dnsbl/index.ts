@@ -6,6 +6,7 @@
  *   DnsblServer   authoritative UDP/TCP server, AXFR, NOTIFY (server.ts, wire.ts)
  *   exporters     rbldnsd ip4set/ip6trie, BIND master file (export.ts)
  *   OrdbWorkflow  submit -> test -> list -> retest -> delist, tester injected (workflow.ts)
+ *   ZoneJournal   the zone's change history for IXFR (journal.ts)
  *   DnsblClient   the relay's DNSBL lookups: TTL cache, broken-answer detection, zone health checks (lookup.ts)
  */
 import type { ListingStore, ZoneEntriesOptions } from './store.ts';
@@ -46,6 +47,7 @@ export {
   type ZoneStats,
 } from './zone.ts';
 export { DnsblServer, type DnsblServerOptions, type DnsblServerStats, type NotifyResult, type NotifyTarget } from './server.ts';
+export { diffZones, ZoneJournal, type JournalLimits, type JournalStore, type ZoneDiff } from './journal.ts';
 export {
   bindZone,
   rbldnsdIp4set,

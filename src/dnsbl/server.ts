@@ -25,7 +25,8 @@ import dnsPacket from 'dns-packet';
 import ipaddr from 'ipaddr.js';
 import { NULL_LOGGER, type Logger } from '../core/log.ts';
 import type { Zone } from './zone.ts';
-import { axfrMessages, FLAG_AA, OPCODE_NOTIFY, RCODE_REFUSED, respond, type Query } from './wire.ts';
+import { axfrMessages, FLAG_AA, ixfrMessages, OPCODE_NOTIFY, RCODE_REFUSED, respond, TYPE_IXFR, type Query } from './wire.ts';
+import type { ZoneDiff } from './journal.ts';
 import {
   bindUdp, C_ANSWERED, C_DROPPED, C_FORMERR, C_NXDOMAIN, C_QUERIES, C_REFUSED, C_TRUNCATED, createUdpSocket, listenIp,
   UDP_COUNTERS, UdpAnswerer,
@@ -56,6 +57,11 @@ export interface DnsblServerOptions {
   readonly udpThreads?: number | undefined;
   /** Networks (CIDR or addresses) allowed to transfer the zone over TCP. Default: none. */
   readonly axfrAllow?: readonly string[] | undefined;
+  /**
+   * The zone's change history (journal.ts ZoneJournal): an IXFR from a secondary whose serial it knows gets the
+   * changes since; without it, or for a serial it does not know, IXFR sends the whole zone (RFC 1995 section 4).
+   */
+  readonly journal?: { since(serial: number, current: number): readonly ZoneDiff[] | null } | undefined;
   /** Secondaries to NOTIFY when the serial changes. */
   readonly notify?: readonly NotifyTarget[] | undefined;
   /** NOTIFY attempts per secondary (default 5) and the first wait for an answer (default 2000 ms, doubling). */
@@ -518,8 +524,13 @@ export class DnsblServer {
   async #transfer(msg: Buffer, q: Query, socket: Socket, write: (b: Buffer) => Promise<boolean>): Promise<boolean> {
     const zone = this.#zone;
     this.#tcpStats.transfers++;
-    this.#log.info('dnsbl transfer', { client: socket.remoteAddress, serial: zone.serial });
-    for (const m of axfrMessages(msg, q, zone)) {
+    const diffs = q.qtype === TYPE_IXFR && q.ixfrSerial != null ? this.#opts.journal?.since(q.ixfrSerial, zone.serial) ?? null : null;
+    this.#log.info('dnsbl transfer', {
+      client: socket.remoteAddress, serial: zone.serial, kind: diffs !== null ? 'ixfr' : q.qtype === TYPE_IXFR ? 'ixfr-as-axfr' : 'axfr',
+      ...(q.ixfrSerial != null ? { client_serial: q.ixfrSerial } : {}), ...(diffs !== null ? { changes: diffs.length } : {}),
+    });
+    // Streamed: one message at a time, the next built only after the last one was written (bounded memory).
+    for (const m of diffs !== null ? ixfrMessages(msg, q, zone, diffs) : axfrMessages(msg, q, zone)) {
       if (!(await write(m))) return false;
     }
     return true;

@@ -18,6 +18,7 @@ import { restrictSqliteFiles } from '../core/file-modes.ts';
 import { categoryCode, isCategory, txtTemplate, type ListingCategory } from './categories.ts';
 import { coveringNetworks, isNetworkError, parseAddress, parseNetwork, type Family } from './network.ts';
 import type { ZoneEntry } from './zone.ts';
+import type { ZoneDiff } from './journal.ts';
 
 export type ListingState = 'pending' | 'listed' | 'delisted' | 'excluded';
 export const LISTING_STATES: readonly ListingState[] = ['pending', 'listed', 'delisted', 'excluded'];
@@ -138,6 +139,13 @@ CREATE TABLE IF NOT EXISTS dnsbl_history (
 );
 CREATE INDEX IF NOT EXISTS dnsbl_history_listing ON dnsbl_history (listing_id, id);
 CREATE TABLE IF NOT EXISTS dnsbl_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS dnsbl_journal (
+  seq INTEGER PRIMARY KEY,
+  serial_from INTEGER NOT NULL,
+  serial_to INTEGER NOT NULL,
+  bytes INTEGER NOT NULL,
+  body TEXT NOT NULL
+);
 `;
 
 interface Row {
@@ -243,6 +251,25 @@ export class ListingStore {
 
   close(): void {
     if (this.#ownsDb) this.#db.close();
+  }
+
+  // --- the zone journal (journal.ts JournalStore): the served zone's changes, for IXFR after a restart ----------
+  loadJournal(): ZoneDiff[] {
+    const rows = this.#db.prepare('SELECT body FROM dnsbl_journal ORDER BY seq').all() as { body: string }[];
+    const out: ZoneDiff[] = [];
+    for (const r of rows) {
+      try { out.push(JSON.parse(r.body) as ZoneDiff); } catch { out.length = 0; } // a damaged entry breaks the chain
+    }
+    return out;
+  }
+
+  appendJournal(diff: ZoneDiff, bytes: number): void {
+    this.#db.prepare('INSERT INTO dnsbl_journal (serial_from, serial_to, bytes, body) VALUES (?, ?, ?, ?)')
+      .run(diff.from.serial, diff.to.serial, bytes, JSON.stringify(diff));
+  }
+
+  trimJournal(keep: number): void {
+    this.#db.prepare('DELETE FROM dnsbl_journal WHERE seq NOT IN (SELECT seq FROM dnsbl_journal ORDER BY seq DESC LIMIT ?)').run(keep);
   }
 
   #tx<T>(fn: () => T): T {

@@ -10,6 +10,7 @@
  * dns-packet is used where its model fits: NOTIFY messages, and the tests' clients.
  */
 import type { LookupResult, SoaFields, Zone, ZoneRecord } from './zone.ts';
+import type { ZoneDiff } from './journal.ts';
 
 export const FLAG_QR = 0x8000;
 export const FLAG_AA = 0x0400;
@@ -757,6 +758,41 @@ export function serialAtLeast(a: number, b: number): boolean {
  * question, so owner names compress against the apex at offset 12.
  */
 export function* axfrMessages(msg: Uint8Array, q: Query, zone: Zone, maxBytes = 16384): Generator<Buffer> {
+  yield* xfrMessages(msg, q, zone, axfrRecords(zone), maxBytes);
+}
+
+function* axfrRecords(zone: Zone): Generator<ZoneRecord> {
+  let soa: ZoneRecord | null = null;
+  for (const r of zone.records()) {
+    if (soa === null && r.type === 'SOA') soa = r;
+    yield r;
+  }
+  if (soa) yield soa;
+}
+
+/**
+ * An incremental transfer (RFC 1995 section 4): the current SOA, then per change the SOA it starts from, the
+ * records it removes, the SOA it makes and the records it adds, then the current SOA again. `diffs` chain from
+ * the client's serial to the zone's (journal.ts ZoneJournal.since); [] makes the one-SOA "you are current" answer.
+ */
+export function* ixfrMessages(msg: Uint8Array, q: Query, zone: Zone, diffs: readonly ZoneDiff[], maxBytes = 16384): Generator<Buffer> {
+  function* records(): Generator<ZoneRecord> {
+    const soa = (data: SoaFields): ZoneRecord => ({ name: '', type: 'SOA', ttl: zone.apexTtl, data });
+    yield soa(zone.soa);
+    if (diffs.length === 0) return;
+    for (const d of diffs) {
+      yield soa(d.from);
+      yield* d.removed;
+      yield soa(d.to);
+      yield* d.added;
+    }
+    yield soa(zone.soa);
+  }
+  yield* xfrMessages(msg, q, zone, records(), maxBytes);
+}
+
+/** Writes a record sequence as transfer messages of about `maxBytes` each; every message echoes the question. */
+function* xfrMessages(msg: Uint8Array, q: Query, zone: Zone, seq: Iterable<ZoneRecord>, maxBytes: number): Generator<Buffer> {
   const zw = zoneWire(zone);
   const relCache = new Map<string, Buffer>();
   let w: Writer | null = null;
@@ -802,14 +838,10 @@ export function* axfrMessages(msg: Uint8Array, q: Query, zone: Zone, maxBytes = 
     else writeTxtRdata(wr, r.data);
     count++;
   };
-  let soa: ZoneRecord | null = null;
-  for (const r of zone.records()) {
-    if (soa === null && r.type === 'SOA') soa = r;
+  for (const r of seq) {
     if (w === null) w = start();
     write(r);
     if ((w as Writer).pos >= maxBytes) yield flush();
   }
-  if (w === null) w = start();
-  if (soa) write(soa);
-  yield flush();
+  if (w !== null) yield flush();
 }

@@ -1088,10 +1088,23 @@ export class Zone {
    */
   *records(): Generator<ZoneRecord> {
     yield { name: '', type: 'SOA', ttl: this.apexTtl, data: this.soa };
-    for (const ns of this.ns) yield { name: '', type: 'NS', ttl: this.apexTtl, data: ns };
+    for (const g of this.recordGroups()) yield* g.records;
+  }
+
+  /**
+   * The records of records() but the SOA, in groups that share a key: one group per apex record ("0" + the
+   * record), then one per listed name (A and its TXT) keyed "4" + 8 or "6" + 32 hex digits of the first address of
+   * its block. Listing groups come in ascending key order (so two zones diff in one merge pass: journal.ts); apex
+   * groups come first, in no particular order.
+   */
+  *recordGroups(): Generator<{ readonly key: string; readonly records: readonly ZoneRecord[] }> {
+    for (const ns of this.ns) {
+      const r: ZoneRecord = { name: '', type: 'NS', ttl: this.apexTtl, data: ns };
+      yield { key: `0NS ${ns}`, records: [r] };
+    }
     for (const [name, h] of this.#hosts) {
-      for (const a of h.aText) yield { name, type: 'A', ttl: this.apexTtl, data: a };
-      for (const a of h.aaaaText) yield { name, type: 'AAAA', ttl: this.apexTtl, data: a };
+      for (const a of h.aText) yield { key: `0A ${name} ${a}`, records: [{ name, type: 'A', ttl: this.apexTtl, data: a }] };
+      for (const a of h.aaaaText) yield { key: `0AAAA ${name} ${a}`, records: [{ name, type: 'AAAA', ttl: this.apexTtl, data: a }] };
     }
     for (let i = 0; i < this.#n4; i++) {
       const v = this.#values[this.#v4[3 * i + 2]!]!;
@@ -1104,8 +1117,8 @@ export class Zone {
         const octets = [s >>> 24, (s >>> 16) & 255, (s >>> 8) & 255, s & 255].slice(0, 4 - k / 8).reverse();
         const name = k === 0 ? octets.join('.') : `*.${octets.join('.')}`;
         const subst = k === 0 ? numberToIpv4(s) : `${numberToIpv4(s)}/${32 - k}`;
-        yield { name, type: 'A', ttl: this.ttl, data: v.code };
-        if (v.parts !== null) yield { name, type: 'TXT', ttl: this.ttl, data: v.parts.join(subst) };
+        const a: ZoneRecord = { name, type: 'A', ttl: this.ttl, data: v.code };
+        yield { key: `4${s.toString(16).padStart(8, '0')}`, records: v.parts !== null ? [a, { name, type: 'TXT', ttl: this.ttl, data: v.parts.join(subst) }] : [a] };
         s += size;
       }
     }
@@ -1120,12 +1133,12 @@ export class Zone {
       while (s <= e) {
         let k = 124;
         while (k > 0 && ((s & ((1n << BigInt(k)) - 1n)) !== 0n || s + (1n << BigInt(k)) - 1n > e)) k -= 4;
-        const hex = s.toString(16).padStart(32, '0').slice(0, 32 - k / 4);
-        const nibbles = [...hex].reverse().join('.');
+        const hex = s.toString(16).padStart(32, '0');
+        const nibbles = [...hex.slice(0, 32 - k / 4)].reverse().join('.');
         const name = k === 0 ? nibbles : `*.${nibbles}`;
         const subst = k === 0 ? bigintToIpv6(s) : `${bigintToIpv6(s)}/${128 - k}`;
-        yield { name, type: 'A', ttl: this.ttl, data: v.code };
-        if (v.parts !== null) yield { name, type: 'TXT', ttl: this.ttl, data: v.parts.join(subst) };
+        const a: ZoneRecord = { name, type: 'A', ttl: this.ttl, data: v.code };
+        yield { key: `6${hex}`, records: v.parts !== null ? [a, { name, type: 'TXT', ttl: this.ttl, data: v.parts.join(subst) }] : [a] };
         s += 1n << BigInt(k);
       }
     }
