@@ -20,7 +20,7 @@ import type { Config } from '../config/schema.ts';
 import type { Clock } from '../core/clock.ts';
 import type { Logger } from '../core/log.ts';
 import {
-  DnsblClient, DnsblServer, ListingStore, OrdbWorkflow, ZoneJournal, zoneFromStore,
+  DnsblClient, DnsblServer, ListingStore, OrdbWorkflow, tsigKey, ZoneJournal, zoneFromStore,
   type DnsblResolver, type DnsblZoneLookup, type HostTestResult, type HostTester, type ZoneHealth, type ZoneOptions,
 } from '../dnsbl/index.ts';
 import { evaluateDnsbl, type DnsblDecision } from '../policy/dnsbl-check.ts';
@@ -42,7 +42,7 @@ export interface OrdbSettings {
   readonly evidenceUrl: string | null;
   /** Networks allowed to AXFR the zone; secondaries to NOTIFY. */
   readonly axfrAllow: readonly string[];
-  readonly notify: readonly { readonly address: string; readonly port: number }[];
+  readonly notify: readonly { readonly address: string; readonly port: number; readonly key?: string | null }[];
   /** Proof mode when set: probes go to this domain, whose MX must reach the sink. */
   readonly probeDomain: string | null;
   readonly sink: { readonly address: string; readonly port: number };
@@ -232,7 +232,9 @@ export async function startOrdb(config: Config, logger: Logger, deps: OrdbDeps =
       address: settings.listen.address,
       port: settings.listen.port,
       axfrAllow: settings.axfrAllow,
-      notify: settings.notify,
+      notify: settings.notify.map((n) => ({ address: n.address, port: n.port, ...(n.key ? { key: n.key } : {}) })),
+      tsigKeys: config.dnsbl.tsigKeys.map((k) => tsigKey(k.name, k.algorithm, k.secret)),
+      ...(config.dnsbl.transferRequiresTsig !== null ? { xfrRequireTsig: config.dnsbl.transferRequiresTsig } : {}),
       udpThreads: config.dnsbl.udpThreads,
       maxTcpConnections: config.dnsbl.tcp.maxConnections,
       maxTcpConnectionsPerClient: config.dnsbl.tcp.maxConnectionsPerClient,

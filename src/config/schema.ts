@@ -593,7 +593,21 @@ export const configSchema = z
           })
           .prefault({})
           .describe('SOA fields of the zone (the serial follows the listing store).'),
-        notify: z.array(z.strictObject({ address: ipAddress(), port: port().default(53) })).max(64).prefault([]).describe('Secondaries sent a NOTIFY when the zone changes.'),
+        notify: z.array(z.strictObject({
+          address: ipAddress(),
+          port: port().default(53),
+          key: z.string().nullable().prefault(null).describe('Name of the TSIG key (of `dnsbl.tsigKeys`) that signs the NOTIFY. Null: unsigned.'),
+        })).max(64).prefault([]).describe('Secondaries sent a NOTIFY when the zone changes (and at start-up).'),
+        tsigKeys: z
+          .array(z.strictObject({
+            name: domain().describe('Key name, as the secondaries name it.'),
+            algorithm: z.literal('hmac-sha256').default('hmac-sha256').describe('HMAC algorithm (RFC 8945): hmac-sha256.'),
+            secret: z.string().refine((v) => /^[A-Za-z0-9+/]+={0,2}$/.test(v) && Buffer.from(v, 'base64').length >= 16, 'base64, at least 16 bytes (e.g. `openssl rand -base64 32` or `tsig-keygen`)').describe('The shared secret, base64.'),
+          }))
+          .max(64)
+          .prefault([])
+          .describe('TSIG keys (RFC 8945): signed queries and transfers are checked and answered signed; NOTIFY to a target with `key` is signed.'),
+        transferRequiresTsig: z.boolean().nullable().prefault(null).describe('Zone transfers need a valid TSIG signature as well as an address in `axfrAllow`. Null: yes when `tsigKeys` is not empty.'),
         probeDomain: domain().nullable().prefault(null).describe('Proof mode: tagged probes go to this domain (you control it; its MX reaches dnsbl.sink). Null: safe mode, and nothing is listed automatically.'),
         sink: z
           .strictObject({ address: ipAddress().prefault('0.0.0.0'), port: port().default(25) })
@@ -726,6 +740,13 @@ export const configSchema = z
       .describe('The web service: admin dashboard and HTTP API behind a login (admins: `relayguard admin add`), Prometheus /metrics, /health.'),
   })
   .superRefine((c, ctx) => {
+    // A NOTIFY key must be one of the TSIG keys.
+    const keyNames = new Set(c.dnsbl.tsigKeys.map((k) => k.name.toLowerCase()));
+    c.dnsbl.notify.forEach((n, i) => {
+      if (n.key !== null && !keyNames.has(n.key.toLowerCase())) {
+        ctx.addIssue({ code: 'custom', path: ['dnsbl', 'notify', i, 'key'], message: `no key named "${n.key}" in dnsbl.tsigKeys` });
+      }
+    });
     // Two TCP services on one port: the second bind would fail at start.
     type Bind = { address: string; port: number; path: (string | number)[]; label: string };
     const binds: Bind[] = c.listeners.map((l, i) => ({
@@ -863,7 +884,9 @@ export interface Config {
     readonly nameservers: readonly { readonly name: string; readonly addresses: readonly string[] }[];
     /** Durations in ms. */
     readonly soa: { readonly contact: string | null; readonly refresh: number; readonly retry: number; readonly expire: number; readonly minimum: number };
-    readonly notify: readonly { readonly address: string; readonly port: number }[];
+    readonly notify: readonly { readonly address: string; readonly port: number; readonly key: string | null }[];
+    readonly tsigKeys: readonly { readonly name: string; readonly algorithm: 'hmac-sha256'; readonly secret: string }[];
+    readonly transferRequiresTsig: boolean | null;
     readonly probeDomain: string | null;
     readonly sink: { readonly address: string; readonly port: number };
     readonly probeWait: number;
@@ -992,6 +1015,7 @@ export function buildConfig(parsed: ParsedConfig, options: { baseDir: string; co
       nameservers: parsed.dnsbl.nameservers.map((n) => ({ name: n.name.toLowerCase(), addresses: [...n.addresses] })),
       soa: { ...parsed.dnsbl.soa },
       notify: parsed.dnsbl.notify.map((n) => ({ ...n })),
+      tsigKeys: parsed.dnsbl.tsigKeys.map((k) => ({ ...k, name: k.name.toLowerCase() })),
       sink: { ...parsed.dnsbl.sink },
       testPorts: [...parsed.dnsbl.testPorts],
       excluded: [...parsed.dnsbl.excluded],

@@ -48,6 +48,7 @@ export {
 } from './zone.ts';
 export { DnsblServer, type DnsblServerOptions, type DnsblServerStats, type NotifyResult, type NotifyTarget } from './server.ts';
 export { diffZones, ZoneJournal, type JournalLimits, type JournalStore, type ZoneDiff } from './journal.ts';
+export { tsigKey, type TsigKey } from './tsig.ts';
 export {
   bindZone,
   rbldnsdIp4set,

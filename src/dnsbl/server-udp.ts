@@ -12,6 +12,7 @@ import { lookup } from 'node:dns/promises';
 import { isIP, isIPv6 } from 'node:net';
 import type { Zone } from './zone.ts';
 import { FAST_OUT_BYTES, RCODE_FORMERR, RCODE_NXDOMAIN, RCODE_REFUSED, respond, respondFast, type RespondContext } from './wire.ts';
+import type { TsigKey } from './tsig.ts';
 
 /** Slots of a thread's UDP counters. */
 export const C_QUERIES = 0;
@@ -67,12 +68,12 @@ export class UdpAnswerer {
   readonly #onError: (message: string) => void;
   readonly #out = Buffer.allocUnsafe(FAST_OUT_BYTES);
 
-  constructor(socket: Socket, zone: Zone, ednsUdpSize: number, counters: Float64Array, onError: (message: string) => void) {
+  constructor(socket: Socket, zone: Zone, ednsUdpSize: number, counters: Float64Array, onError: (message: string) => void, tsigKeys?: ReadonlyMap<string, TsigKey>) {
     this.#socket = socket;
     this.zone = zone;
     this.#c = counters;
     this.#edns = ednsUdpSize;
-    this.#ctx = { tcp: false, ednsUdpSize };
+    this.#ctx = { tcp: false, ednsUdpSize, ...(tsigKeys && tsigKeys.size > 0 ? { tsigKeys } : {}) };
     this.#onError = onError;
   }
 

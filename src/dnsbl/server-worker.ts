@@ -19,6 +19,8 @@ export interface UdpWorkerData {
   /** This worker's counter slots (a view of the server's SharedArrayBuffer). */
   readonly counters: Float64Array;
   readonly zone: SharedZone;
+  /** TSIG keys for signed queries (secrets as bytes). */
+  readonly tsigKeys?: readonly { readonly name: string; readonly algorithm: 'hmac-sha256'; readonly secret: Uint8Array }[];
 }
 
 export type UdpWorkerMessage =
@@ -32,7 +34,8 @@ if (port) {
   const post = (m: UdpWorkerMessage): void => port.postMessage(m);
   const socket = createUdpSocket(data.ip, true);
   const answerer = new UdpAnswerer(socket, Zone.fromShared(data.zone), data.ednsUdpSize, data.counters,
-    (message) => post({ type: 'log', level: 'error', message: `dnsbl respond failed: ${message}` }));
+    (message) => post({ type: 'log', level: 'error', message: `dnsbl respond failed: ${message}` }),
+    new Map((data.tsigKeys ?? []).map((k) => [k.name, { ...k, secret: Buffer.from(k.secret) }])));
   port.on('message', (m: { type: 'zone'; zone: SharedZone }) => {
     if (m.type === 'zone') answerer.zone = Zone.fromShared(m.zone);
   });

@@ -25,8 +25,9 @@ import dnsPacket from 'dns-packet';
 import ipaddr from 'ipaddr.js';
 import { NULL_LOGGER, type Logger } from '../core/log.ts';
 import type { Zone } from './zone.ts';
-import { axfrMessages, FLAG_AA, ixfrMessages, OPCODE_NOTIFY, RCODE_REFUSED, respond, TYPE_IXFR, type Query } from './wire.ts';
+import { axfrMessages, FLAG_AA, ixfrMessages, OPCODE_NOTIFY, RCODE_REFUSED, respond, signedTransfer, TYPE_IXFR, type Query, type TsigSigner } from './wire.ts';
 import type { ZoneDiff } from './journal.ts';
+import { signMessage, type TsigKey } from './tsig.ts';
 import {
   bindUdp, C_ANSWERED, C_DROPPED, C_FORMERR, C_NXDOMAIN, C_QUERIES, C_REFUSED, C_TRUNCATED, createUdpSocket, listenIp,
   UDP_COUNTERS, UdpAnswerer,
@@ -40,6 +41,8 @@ const MAX_UDP_THREADS = 64;
 export interface NotifyTarget {
   readonly address: string;
   readonly port?: number | undefined;
+  /** Name of the TSIG key (of `tsigKeys`) the NOTIFY is signed with. */
+  readonly key?: string | undefined;
 }
 
 export interface DnsblServerOptions {
@@ -62,6 +65,13 @@ export interface DnsblServerOptions {
    * changes since; without it, or for a serial it does not know, IXFR sends the whole zone (RFC 1995 section 4).
    */
   readonly journal?: { since(serial: number, current: number): readonly ZoneDiff[] | null } | undefined;
+  /**
+   * TSIG keys (RFC 8945, hmac-sha256): signed queries are checked and answered signed, transfers are signed
+   * message by message, NOTIFY to a target with a key is signed.
+   */
+  readonly tsigKeys?: readonly TsigKey[] | undefined;
+  /** Transfers need a valid signature by one of tsigKeys as well as an allowed address. Default: true when keys are set. */
+  readonly xfrRequireTsig?: boolean | undefined;
   /** Secondaries to NOTIFY when the serial changes. */
   readonly notify?: readonly NotifyTarget[] | undefined;
   /** NOTIFY attempts per secondary (default 5) and the first wait for an answer (default 2000 ms, doubling). */
@@ -142,6 +152,8 @@ export class DnsblServer {
   readonly #ednsUdpSize: number;
   readonly #udpThreads: number;
   readonly #axfrAllow: Array<[ipaddr.IPv4 | ipaddr.IPv6, number]>;
+  readonly #tsigKeys: ReadonlyMap<string, TsigKey>;
+  readonly #xfrNeedsTsig: boolean;
   #udp: UdpSocket | null = null;
   #answerer: UdpAnswerer | null = null;
   #tcp: TcpServer | null = null;
@@ -185,6 +197,11 @@ export class DnsblServer {
       total: positive(options.maxTcpConnections, 128, 'maxTcpConnections'),
       perClient: positive(options.maxTcpConnectionsPerClient, 16, 'maxTcpConnectionsPerClient'),
     };
+    this.#tsigKeys = new Map((options.tsigKeys ?? []).map((k) => [k.name, k]));
+    this.#xfrNeedsTsig = options.xfrRequireTsig ?? this.#tsigKeys.size > 0;
+    for (const t of options.notify ?? []) {
+      if (t.key !== undefined && !this.#tsigKeys.has(t.key.toLowerCase())) throw new RangeError(`NOTIFY target ${t.address}: no TSIG key named ${t.key}`);
+    }
     this.#axfrAllow = (options.axfrAllow ?? []).map((c) => (c.includes('/') ? ipaddr.parseCIDR(c) : (() => {
       const a = ipaddr.parse(c);
       return [a, a.kind() === 'ipv4' ? 32 : 128] as [ipaddr.IPv4 | ipaddr.IPv6, number];
@@ -292,7 +309,7 @@ export class DnsblServer {
       }
       udp.on('error', (err) => this.#log.warn('dnsbl udp error', { error: err.message }));
       const answerer = new UdpAnswerer(udp, this.#zone, this.#ednsUdpSize, this.#udpCounters.subarray(0, UDP_COUNTERS),
-        (message) => this.#log.error('dnsbl respond failed', { error: message }));
+        (message) => this.#log.error('dnsbl respond failed', { error: message }), this.#tsigKeys);
       udp.on('message', answerer.onMessage);
       tcp.on('error', (err) => this.#log.warn('dnsbl tcp error', { error: err.message }));
       this.#udp = udp;
@@ -337,6 +354,7 @@ export class DnsblServer {
       ednsUdpSize: this.#ednsUdpSize,
       counters: this.#udpCounters.subarray(slot * UDP_COUNTERS, (slot + 1) * UDP_COUNTERS),
       zone: this.#zone.toShared(),
+      tsigKeys: [...this.#tsigKeys.values()].map((k) => ({ name: k.name, algorithm: k.algorithm, secret: new Uint8Array(k.secret) })),
     };
     // A worker's heap holds little but each datagram's garbage: a small young generation keeps its RSS down
     // (about 10 MB less than V8's default under load) and scavenging dead datagrams stays cheap.
@@ -489,10 +507,10 @@ export class DnsblServer {
           pending = pending.subarray(2 + len);
           this.#progress(conn);
           this.#tcpStats.queries++;
-          const r = respond(msg, this.#zone, { tcp: true, ednsUdpSize: this.#ednsUdpSize, xfrAllowed });
+          const r = respond(msg, this.#zone, { tcp: true, ednsUdpSize: this.#ednsUdpSize, xfrAllowed, tsigKeys: this.#tsigKeys, xfrNeedsTsig: this.#xfrNeedsTsig });
           if (r.kind === 'drop') { this.#tcpStats.dropped++; continue; }
           if (r.kind === 'xfr') {
-            if (!(await this.#transfer(msg, r.query, socket, write))) return;
+            if (!(await this.#transfer(msg, r.query, socket, write, r.tsig))) return;
             continue;
           }
           this.#count(r.rcode, r.truncated);
@@ -521,16 +539,18 @@ export class DnsblServer {
     });
   }
 
-  async #transfer(msg: Buffer, q: Query, socket: Socket, write: (b: Buffer) => Promise<boolean>): Promise<boolean> {
+  async #transfer(msg: Buffer, q: Query, socket: Socket, write: (b: Buffer) => Promise<boolean>, tsig?: TsigSigner): Promise<boolean> {
     const zone = this.#zone;
     this.#tcpStats.transfers++;
     const diffs = q.qtype === TYPE_IXFR && q.ixfrSerial != null ? this.#opts.journal?.since(q.ixfrSerial, zone.serial) ?? null : null;
     this.#log.info('dnsbl transfer', {
       client: socket.remoteAddress, serial: zone.serial, kind: diffs !== null ? 'ixfr' : q.qtype === TYPE_IXFR ? 'ixfr-as-axfr' : 'axfr',
       ...(q.ixfrSerial != null ? { client_serial: q.ixfrSerial } : {}), ...(diffs !== null ? { changes: diffs.length } : {}),
+      ...(tsig ? { tsig_key: tsig.key.name } : {}),
     });
     // Streamed: one message at a time, the next built only after the last one was written (bounded memory).
-    for (const m of diffs !== null ? ixfrMessages(msg, q, zone, diffs) : axfrMessages(msg, q, zone)) {
+    const messages = diffs !== null ? ixfrMessages(msg, q, zone, diffs) : axfrMessages(msg, q, zone);
+    for (const m of tsig ? signedTransfer(messages, tsig, () => Math.floor(Date.now() / 1000)) : messages) {
       if (!(await write(m))) return false;
     }
     return true;
@@ -553,13 +573,15 @@ export class DnsblServer {
         for (let i = 1; i <= attempts; i++) {
           if (generation !== this.#notifyGeneration) return { target: label, acknowledged: false, attempts: i - 1 };
           const id = Math.floor(Math.random() * 65536);
-          const packet = dnsPacket.encode({
+          const unsigned = dnsPacket.encode({
             type: 'query',
             id,
             flags: (OPCODE_NOTIFY << 11) | FLAG_AA,
             questions: [{ type: 'SOA', name: zone.apex, class: 'IN' }],
             answers: [{ type: 'SOA', name: zone.apex, ttl: zone.apexTtl, class: 'IN', data: { ...zone.soa } }],
           });
+          const key = t.key !== undefined ? this.#tsigKeys.get(t.key.toLowerCase()) : undefined;
+          const packet = key ? signMessage(unsigned, key, { nowSeconds: Math.floor(Date.now() / 1000) }).bytes : unsigned;
           const acked = new Promise<boolean>((resolve) => {
             const timer = setTimeout(() => { sock.off('message', onMessage); resolve(false); }, firstWait * 2 ** (i - 1));
             const onMessage = (m: Buffer, r: RemoteInfo): void => {

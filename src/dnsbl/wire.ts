@@ -11,6 +11,7 @@
  */
 import type { LookupResult, SoaFields, Zone, ZoneRecord } from './zone.ts';
 import type { ZoneDiff } from './journal.ts';
+import { appendUnsignedTsig, parseTsig, RCODE_NOTAUTH, signMessage, TSIG_BADTIME, TYPE_TSIG, verifyRequest, type TsigKey, type TsigRecord } from './tsig.ts';
 
 export const FLAG_QR = 0x8000;
 export const FLAG_AA = 0x0400;
@@ -69,6 +70,8 @@ export interface Query {
    * has), or null when it sent none.
    */
   readonly ixfrSerial?: number | null;
+  /** The TSIG record (RFC 8945) that ends the message, if it is signed. */
+  readonly tsig?: TsigRecord;
 }
 
 export type ParseResult =
@@ -158,6 +161,7 @@ export function parseQuery(msg: Uint8Array): ParseResult {
   }
 
   let edns: Edns | null = null;
+  let tsig: TsigRecord | undefined;
   for (let i = 0; i < ar; i++) {
     const nameStart = pos;
     const after = skipName(msg, pos);
@@ -166,7 +170,12 @@ export function parseQuery(msg: Uint8Array): ParseResult {
     const rdlen = (msg[after + 8]! << 8) | msg[after + 9]!;
     const next = after + 10 + rdlen;
     if (next > msg.length) return err(RCODE_FORMERR, 'truncated additional record');
-    if (type === TYPE_OPT) {
+    if (type === TYPE_TSIG) {
+      // RFC 8945 section 5.1: the last record of the additional section, or FORMERR.
+      const t = i === ar - 1 ? parseTsig(msg.subarray(0, next), nameStart) : null;
+      if (t === null) return err(RCODE_FORMERR, 'bad or misplaced TSIG record');
+      tsig = t;
+    } else if (type === TYPE_OPT) {
       if (edns !== null) return err(RCODE_FORMERR, 'two OPT records');
       if (msg[nameStart] !== 0) return err(RCODE_FORMERR, 'OPT owner is not the root');
       // Options: walk them to check their framing (RFC 6891 section 6.1.2); none is acted upon.
@@ -184,7 +193,7 @@ export function parseQuery(msg: Uint8Array): ParseResult {
     pos = next;
   }
   // Bytes after the last record are ignored, as BIND and rbldnsd do (field report D4): the message parsed whole.
-  return { kind: 'query', query: { id, flags, opcode, labelStarts, qnameEnd, questionEnd, qtype, qclass, edns, ...(qtype === TYPE_IXFR ? { ixfrSerial } : {}) } };
+  return { kind: 'query', query: { id, flags, opcode, labelStarts, qnameEnd, questionEnd, qtype, qclass, edns, ...(qtype === TYPE_IXFR ? { ixfrSerial } : {}), ...(tsig ? { tsig } : {}) } };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -330,12 +339,24 @@ export interface RespondContext {
   readonly ednsUdpSize: number;
   /** The client may transfer the zone (checked by the caller; only honoured over TCP). */
   readonly xfrAllowed?: boolean | undefined;
+  /** TSIG keys (RFC 8945): signed requests are checked and answered signed; unknown keys get NOTAUTH/BADKEY. */
+  readonly tsigKeys?: ReadonlyMap<string, TsigKey> | undefined;
+  /** Transfers need a valid TSIG signature as well as an allowed address. */
+  readonly xfrNeedsTsig?: boolean | undefined;
+  /** The clock TSIG checks use (seconds since the epoch); default the system clock. */
+  readonly nowSeconds?: number | undefined;
+}
+
+/** A verified signed request: the key, and the request MAC the answer's signature chains on. */
+export interface TsigSigner {
+  readonly key: TsigKey;
+  readonly requestMac: Buffer;
 }
 
 export type Response =
   | { readonly kind: 'reply'; readonly bytes: Buffer; readonly rcode: number; readonly truncated: boolean }
   | { readonly kind: 'drop'; readonly reason: string }
-  | { readonly kind: 'xfr'; readonly query: Query };
+  | { readonly kind: 'xfr'; readonly query: Query; readonly tsig?: TsigSigner };
 
 /** Writes a response header: opcode, RD and CD copied from the request; `set` adds AA / TC. */
 function header(w: Writer, id: number, reqFlags: number, rcode: number, set: number, qd: number, an: number, ns: number, ar: number): void {
@@ -375,6 +396,34 @@ export function respond(msg: Buffer, zone: Zone, ctx: RespondContext): Response 
   if (p.kind === 'drop') return p;
   if (p.kind === 'error') return errorReply(p.id, p.flags, p.rcode);
   const q = p.query;
+  if (q.tsig === undefined) {
+    if ((q.qtype === TYPE_AXFR || q.qtype === TYPE_IXFR) && ctx.xfrNeedsTsig === true) return answer(msg, q, zone, { ...ctx, xfrAllowed: false });
+    return answer(msg, q, zone, ctx);
+  }
+  // Signed (RFC 8945 section 5.2): check, then answer signed; a failure is NOTAUTH with the TSIG error.
+  const now = ctx.nowSeconds ?? Math.floor(Date.now() / 1000);
+  const v = verifyRequest(msg, q.tsig, ctx.tsigKeys ?? new Map(), now);
+  if (!v.ok) {
+    const w = new Writer(q.questionEnd + 64);
+    header(w, q.id, q.flags, RCODE_NOTAUTH, 0, 1, 0, 0, 0);
+    w.bytes(msg, 12, q.questionEnd);
+    const bytes = w.take();
+    if (v.error === TSIG_BADTIME && v.key !== null) {
+      const other = Buffer.alloc(6);
+      other.writeUIntBE(now, 0, 6);
+      return { kind: 'reply', bytes: signMessage(bytes, v.key, { nowSeconds: now, requestMac: q.tsig.mac, error: TSIG_BADTIME, other }).bytes, rcode: RCODE_NOTAUTH, truncated: false };
+    }
+    return { kind: 'reply', bytes: appendUnsignedTsig(bytes, q.tsig.keyName, q.tsig.algorithm, now, v.error), rcode: RCODE_NOTAUTH, truncated: false };
+  }
+  const signer: TsigSigner = { key: v.key, requestMac: q.tsig.mac };
+  const r = answer(msg, q, zone, ctx);
+  if (r.kind === 'xfr') return { ...r, tsig: signer };
+  if (r.kind !== 'reply') return r;
+  return { ...r, bytes: signMessage(r.bytes, signer.key, { nowSeconds: now, requestMac: signer.requestMac }).bytes };
+}
+
+/** The answer to a parsed query (unsigned; respond() adds the TSIG). */
+function answer(msg: Buffer, q: Query, zone: Zone, ctx: RespondContext): Response {
   const zw = zoneWire(zone);
   const limit = ctx.tcp ? 65535 : q.edns ? Math.min(Math.max(q.edns.udpSize, 512), ctx.ednsUdpSize) : 512;
   const ar = q.edns ? 1 : 0;
@@ -789,6 +838,19 @@ export function* ixfrMessages(msg: Uint8Array, q: Query, zone: Zone, diffs: read
     yield soa(zone.soa);
   }
   yield* xfrMessages(msg, q, zone, records(), maxBytes);
+}
+
+/**
+ * Signs the messages of a transfer answer (RFC 8945 section 5.3.1): the first with the request MAC, each later one
+ * with the MAC before it and the timers only. Every message is signed (allowed: at most 99 may go unsigned).
+ */
+export function* signedTransfer(messages: Iterable<Buffer>, signer: TsigSigner, nowSeconds: () => number): Generator<Buffer> {
+  let prior: Buffer | undefined;
+  for (const m of messages) {
+    const s = signMessage(m, signer.key, prior === undefined ? { nowSeconds: nowSeconds(), requestMac: signer.requestMac } : { nowSeconds: nowSeconds(), priorMac: prior });
+    prior = s.mac;
+    yield s.bytes;
+  }
 }
 
 /** Writes a record sequence as transfer messages of about `maxBytes` each; every message echoes the question. */

@@ -9,7 +9,7 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { MemoryLogger } from '../../src/core/log.ts';
-import { DnsblServer, ListingStore, ZoneJournal, zoneFromStore } from '../../src/dnsbl/index.ts';
+import { DnsblServer, ListingStore, tsigKey, ZoneJournal, zoneFromStore } from '../../src/dnsbl/index.ts';
 import { freePort } from '../../src/testing/ports.ts';
 import { startSecondary, type Secondary, type SecondaryKind } from '../../src/testing/dns-secondary.ts';
 
@@ -28,7 +28,10 @@ async function waitFor<T>(what: string, fn: () => Promise<T | null | undefined |
   }
 }
 
-async function primaryWith(secondaryPort: number, entries: number): Promise<{ store: ListingStore; server: DnsblServer; journal: ZoneJournal; logger: MemoryLogger; change(network: string, action?: 'add' | 'delist'): Promise<void> }> {
+const SECRET = Buffer.alloc(32, 0x5a).toString('base64');
+const KEY = { name: 'ordb-xfr', algorithm: 'hmac-sha256' as const, secret: SECRET };
+
+async function primaryWith(secondaryPort: number, entries: number, signed = false): Promise<{ store: ListingStore; server: DnsblServer; journal: ZoneJournal; logger: MemoryLogger; change(network: string, action?: 'add' | 'delist'): Promise<void> }> {
   const store = ListingStore.open(':memory:');
   const inputs = [];
   for (let i = 0; i < entries; i++) inputs.push({ network: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, reason: 'open relay' });
@@ -38,7 +41,8 @@ async function primaryWith(secondaryPort: number, entries: number): Promise<{ st
   const logger = new MemoryLogger();
   const server = new DnsblServer({
     zone: zoneFromStore(store, opts), port: 0, axfrAllow: ['127.0.0.1'], journal, logger,
-    notify: [{ address: '127.0.0.1', port: secondaryPort }], notifyTimeoutMs: 500,
+    notify: [{ address: '127.0.0.1', port: secondaryPort, ...(signed ? { key: KEY.name } : {}) }], notifyTimeoutMs: 500,
+    ...(signed ? { tsigKeys: [tsigKey(KEY.name, KEY.algorithm, KEY.secret)] } : {}),
   });
   await server.start();
   cleanups.push(async () => { await server.stop(); store.close(); });
@@ -56,12 +60,12 @@ async function primaryWith(secondaryPort: number, entries: number): Promise<{ st
 
 const transfers = (l: MemoryLogger): string[] => l.records.filter((r) => r.msg === 'dnsbl transfer').map((r) => String(r.fields['kind']));
 
-for (const kind of ['bind', 'nsd', 'knot'] as SecondaryKind[]) {
-  describe(`${kind} as a secondary of the ORDB`, () => {
+for (const [kind, signed] of [['bind', false], ['nsd', false], ['knot', false], ['bind', true], ['nsd', true], ['knot', true]] as [SecondaryKind, boolean][]) {
+  describe(`${kind} as a secondary of the ORDB${signed ? ', with TSIG (hmac-sha256) on transfers and NOTIFY' : ''}`, () => {
     it('AXFR first, then IXFR of a one-address change after NOTIFY; serves the new answer', async () => {
       const port = await freePort();
-      const p = await primaryWith(port, 2000);
-      const sec: Secondary = await startSecondary({ kind, zone: ZONE, primary: { address: '127.0.0.1', port: p.server.port }, port });
+      const p = await primaryWith(port, 2000, signed);
+      const sec: Secondary = await startSecondary({ kind, zone: ZONE, primary: { address: '127.0.0.1', port: p.server.port }, port, ...(signed ? { tsig: KEY } : {}) });
       cleanups.push(() => sec.stop());
       await waitFor(`${kind} to load serial ${p.server.zone.serial}`, async () => (await sec.serial()) === p.server.zone.serial);
       assert.deepEqual(await sec.dig('5.0.0.10.relays.test', 'A'), ['127.0.0.2']);
@@ -84,7 +88,11 @@ for (const kind of ['bind', 'nsd', 'knot'] as SecondaryKind[]) {
         const { stdout } = await run('named-checkzone', ['-f', 'raw', '-i', 'local', ZONE, join(sec.dir, `${ZONE}.db`)], { timeout: 20_000 });
         assert.match(stdout, /OK/);
       }
-      process.stdout.write(`# ${kind}: converged ${convergeMs} ms after the change; transfers ${transfers(p.logger).join(', ')}\n`);
+      if (signed) {
+        const signedTransfers = p.logger.records.filter((r) => r.msg === 'dnsbl transfer' && r.fields['tsig_key'] === KEY.name).length;
+        assert.equal(signedTransfers, transfers(p.logger).length, 'every transfer was signed');
+      }
+      process.stdout.write(`# ${kind}${signed ? ' (TSIG)' : ''}: converged ${convergeMs} ms after the change; transfers ${transfers(p.logger).join(', ')}\n`);
     });
   });
 }
@@ -107,5 +115,24 @@ describe('dig ixfr=SERIAL against the primary', () => {
     expected.push(`SOA ${p.server.zone.serial}`);
     assert.deepEqual(shape, expected);
     assert.ok(shape.includes(`A 8.2.0.192.${ZONE}.`) && shape.includes(`A 7.0.0.10.${ZONE}.`));
+  });
+});
+
+describe('dig -y: TSIG on the ORDB primary (field report D3)', () => {
+  it('a signed AXFR and a signed query verify in dig; unsigned transfers are REFUSED; a wrong secret gets NOTAUTH', async () => {
+    const p = await primaryWith(await freePort(), 20, true);
+    const digArgs = (...a: string[]): string[] => ['@127.0.0.1', '-p', String(p.server.port), '+nocookie', '+time=2', '+tries=1', ...a];
+    const good = `hmac-sha256:${KEY.name}:${SECRET}`;
+    const axfr = await run('dig', digArgs('-y', good, ZONE, 'AXFR'), { timeout: 10_000 });
+    assert.match(axfr.stdout, /XFR size: \d+ records/);
+    assert.doesNotMatch(axfr.stdout + axfr.stderr, /tsig verify failure|Transfer failed|BADSIG/i);
+    assert.match(axfr.stdout, /ordb-xfr\.\s+0\s+ANY\s+TSIG\s+hmac-sha256\./, 'dig shows the TSIG of the answer');
+    const soa = await run('dig', digArgs('-y', good, ZONE, 'SOA'), { timeout: 10_000 });
+    assert.match(soa.stdout, /status: NOERROR/);
+    assert.match(soa.stdout, /TSIG\s+hmac-sha256\./);
+    const unsigned = await run('dig', digArgs(ZONE, 'AXFR'), { timeout: 10_000 });
+    assert.match(unsigned.stdout, /Transfer failed|REFUSED/);
+    const wrong = await run('dig', digArgs('-y', `hmac-sha256:${KEY.name}:${Buffer.alloc(32, 1).toString('base64')}`, ZONE, 'SOA'), { timeout: 10_000 }).catch((e: { stdout: string; stderr: string }) => e);
+    assert.match(`${wrong.stdout}${wrong.stderr}`, /NOTAUTH|BADSIG/);
   });
 });
