@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The Debian packages relayguard's tests talk to (Postfix "Local only" and never left running, swaks, nmap, dig,
 # rbldnsd, dnsperf, aiosmtpd, strace, openssl, fail2ban-regex, PostgreSQL 15, HAProxy 2.6, chromium (browser tests),
-# BIND/NSD/Knot (DNS secondaries and audit zones), squid/tinyproxy/dante (open proxy tests), INN (NNTP tests) and
+# BIND/NSD/Knot (DNS secondaries and audit zones), squid/tinyproxy/dante (open proxy tests) and
 # python3-venv (checkdmarc) (tests start private instances; no system service is ever started): installs the missing ones when run as root
 # (idempotent: nothing to do is a no-op), otherwise stops at once with the one command that installs them.
 # `npm test` runs it first; `.ci/run` runs it too. `scripts/peers.sh --list` prints the package names.
 set -euo pipefail
 
 PACKAGES=(postfix swaks nmap bind9-dnsutils bind9-utils rbldnsd dnsperf python3-aiosmtpd strace openssl ca-certificates fail2ban postgresql-15 haproxy
-  chromium fonts-dejavu-core bind9 nsd knot squid tinyproxy dante-server inn2 python3-venv)
+  chromium fonts-dejavu-core bind9 nsd knot squid tinyproxy dante-server python3-venv)
 APT_LOCK_WAIT_SECONDS=300
 
 if [ "${1:-}" = "--list" ]; then printf '%s\n' "${PACKAGES[@]}"; exit 0; fi
@@ -90,9 +90,9 @@ POSTGRES_WAS_RUNNING=
 if postgres_running; then POSTGRES_WAS_RUNNING=1; fi
 HAPROXY_WAS_RUNNING=
 if haproxy_running; then HAPROXY_WAS_RUNNING=1; fi
-# Daemons of the other peers (BIND, NSD, Knot, squid, tinyproxy, dante, INN): tests start private instances; a
+# Daemons of the other peers (BIND, NSD, Knot, squid, tinyproxy, dante): tests start private instances; a
 # system instance that the install started (policy-rc.d missing or ignored) is stopped again.
-OTHER_DAEMONS=(named nsd knotd squid tinyproxy danted innd)
+OTHER_DAEMONS=(named nsd knotd squid tinyproxy danted)
 declare -A DAEMON_WAS_RUNNING=()
 for d in "${OTHER_DAEMONS[@]}"; do if pgrep -x "$d" >/dev/null 2>&1; then DAEMON_WAS_RUNNING[$d]=1; fi; done
 
