@@ -167,6 +167,8 @@ export async function createTestHost(settings: TestHostSettings, logger: Logger)
       ...(settings.sourceAddress !== null ? { sourceAddress: settings.sourceAddress } : {}),
       ...(proving ? { proof: { collector: sink!, waitMs: settings.probeWaitMs } } : {}),
       ...(settings.timeouts ? { timeouts: settings.timeouts } : {}),
+      // The dialogue is part of the published evidence (the public lookup page shows it).
+      transcript: true,
       budgetMs: settings.testBudgetMs,
       signal,
       resolve: { mx: false },

@@ -4,8 +4,10 @@
  */
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../core/log.ts';
+import { CATEGORIES } from '../dnsbl/index.ts';
 import type { ReceivePath } from '../relay/index.ts';
 import type { WebModule } from '../web/index.ts';
+import { ordbWebModule, type OrdbAccess } from '../web/ordb.ts';
 import type { RunningOrdb } from './ordb-service.ts';
 
 export interface WebModuleDeps {
@@ -15,7 +17,18 @@ export interface WebModuleDeps {
   readonly ordb: () => RunningOrdb | null;
 }
 
-export async function webModules(_config: Config, _deps: WebModuleDeps): Promise<WebModule[]> {
+export async function webModules(config: Config, deps: WebModuleDeps): Promise<WebModule[]> {
   const modules: WebModule[] = [];
+  modules.push(ordbWebModule({ ordb: () => ordbAccess(deps.ordb()), categories: CATEGORIES, limits: config.web.ordb, evidenceUrl: config.dnsbl.evidenceUrl }));
   return modules;
+}
+
+/** What the ORDB web module sees of the running ORDB. */
+function ordbAccess(o: RunningOrdb | null): OrdbAccess | null {
+  if (o === null) return null;
+  return {
+    zone: o.settings.zone, ttlSeconds: o.settings.ttlSeconds, retestIntervalMs: o.settings.retestIntervalMs,
+    proofMode: o.workflow.proofMode, configExcluded: o.settings.excluded,
+    store: o.store, workflow: o.workflow, rebuild: () => { o.rebuild(); },
+  };
 }

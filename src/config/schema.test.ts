@@ -4,7 +4,7 @@ import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  MAX_TIMER_MS, configSchema, defaultConfig, formatDuration, normalizeCidr, parseDuration, parseHostPort, parseSize,
+  MAX_TIMER_MS, buildConfig, configSchema, defaultConfig, formatDuration, normalizeCidr, parseDuration, parseHostPort, parseSize,
   renderConfigDocs,
 } from './schema.ts';
 import { CHECKS } from './check.ts';
@@ -89,13 +89,14 @@ test('schema: defaultConfig is complete, in ms and bytes, absolute and deeply fr
     retry: { minimalBackoff: 300_000, maximalBackoff: 14_400_000, lifetime: 432_000_000 },
   });
   assert.deepEqual(c.web, {
-    enabled: true, address: '127.0.0.1', port: 8025, tls: false, public: null,
+    enabled: true, address: '127.0.0.1', port: 8025, tls: false, public: null, publicUrl: null,
+    ordb: { lookupsPerMinute: 60, delistingPerClientPerHour: 5, delistingPerAddressPerHour: 2 },
     sessionLifetime: 43_200_000, loginFailuresPerIp: 5, loginFailureWindow: 900_000,
     decisionRetention: { maxAge: 604_800_000, maxRows: 1_000_000 },
   });
   assert.deepEqual(c.dnsbl, {
     enabled: true, zone: 'relays.localhost', listen: { address: '127.0.0.1', port: 5353 },
-    ttl: 2_100_000, evidenceUrl: 'http://localhost:8025/dnsbl/lookup?ip=$', axfrAllow: [], nameservers: [], soa: { contact: null, refresh: 3_600_000, retry: 600_000, expire: 259_200_000, minimum: 300_000 }, notify: [], tsigKeys: [], transferRequiresTsig: null,
+    ttl: 2_100_000, evidenceUrl: 'http://127.0.0.1:8025/dnsbl/lookup?ip=$', axfrAllow: [], nameservers: [], soa: { contact: null, refresh: 3_600_000, retry: 600_000, expire: 259_200_000, minimum: 300_000 }, notify: [], tsigKeys: [], transferRequiresTsig: null,
     probeDomain: null, sink: { address: '0.0.0.0', port: 25 }, probeWait: 60_000, testPorts: [25, 587, 465],
     sourceAddress: null, testBudget: 300_000, retestInterval: 604_800_000, retryInterval: 3_600_000,
     submissionsPerHour: 10, excluded: [], allowPrivateTargets: false, schedulerInterval: 60_000, testConcurrency: 2, udpThreads: 1,
@@ -148,4 +149,20 @@ test('schema: docs/configuration.md is generated from the schema and up to date'
   // Every top-level key and every check code is documented.
   for (const key of Object.keys(configSchema.shape)) assert.ok(actual.includes(`### \`${key}\``), key);
   for (const c of CHECKS) assert.ok(actual.includes(`\`${c.code}\``), c.code);
+});
+
+test('dnsbl.evidenceUrl: an explicit value (or null) wins; unset, the lookup page of web.publicUrl, web.public or the admin listener', () => {
+  const url = (input: Record<string, unknown>): string | null => buildConfig(configSchema.parse({ hostname: 'mx.example.org', ...input }), { baseDir: '/tmp' }).dnsbl.evidenceUrl;
+  assert.equal(url({}), 'http://127.0.0.1:8025/dnsbl/lookup?ip=$');
+  assert.equal(url({ dnsbl: { evidenceUrl: 'https://bl.example/e?$' } }), 'https://bl.example/e?$');
+  assert.equal(url({ dnsbl: { evidenceUrl: null } }), null);
+  assert.equal(url({ web: { public: { address: '192.0.2.5', port: 8080 } } }), 'http://192.0.2.5:8080/dnsbl/lookup?ip=$');
+  assert.equal(url({ web: { tls: true, public: { address: '0.0.0.0', port: 443 } } }), 'https://mx.example.org/dnsbl/lookup?ip=$');
+  assert.equal(url({ web: { public: { address: '2001:db8::5', port: 80 } } }), 'http://[2001:db8::5]/dnsbl/lookup?ip=$');
+  assert.equal(url({ web: { publicUrl: 'https://ordb.example.org/', public: { address: '192.0.2.5', port: 8080 } } }), 'https://ordb.example.org/dnsbl/lookup?ip=$');
+  assert.equal(url({ web: { enabled: false } }), null, 'no web service, no page to link');
+  assert.equal(url({ web: { enabled: false, publicUrl: 'https://ordb.example.org' } }), 'https://ordb.example.org/dnsbl/lookup?ip=$');
+  for (const bad of ['ftp://ordb.example.org', 'https://ordb.example.org/?x=1', 'ordb.example.org', 'https://u:p@ordb.example.org']) {
+    assert.equal(configSchema.safeParse({ web: { publicUrl: bad } }).success, false, bad);
+  }
 });

@@ -572,7 +572,12 @@ export const configSchema = z
           })
           .prefault({}),
         ttl: duration({ min: 0 }).prefault('35m').describe('TTL of listing answers (rbldnsd\'s default).'),
-        evidenceUrl: z.string().nullable().prefault('http://localhost:8025/dnsbl/lookup?ip=$').describe('Evidence page named in TXT answers; "$" is the address. Null: no link.'),
+        evidenceUrl: z
+          .string()
+          .nullable()
+          .optional()
+          .describe('Evidence page named in TXT answers; "$" is the address. Null: no link. Unset: the public lookup page of this instance\'s web service, `<web.publicUrl>/dnsbl/lookup?ip=$`, else `http(s)://<web.public or the admin listener>/dnsbl/lookup?ip=$` (a wildcard address is replaced by `hostname`).')
+          .meta({ 'x-default': 'the lookup page of the web service' } satisfies Meta),
         axfrAllow: uniqueList(cidr(), 1000).prefault([]).describe('Networks allowed to transfer the zone (AXFR over TCP).'),
         nameservers: z
           .array(z.strictObject({
@@ -725,6 +730,22 @@ export const configSchema = z
           .nullable()
           .prefault(null)
           .describe('The public listener (/health; the public ORDB pages), apart from the admin one so the admin surface need not be published. null: none.'),
+        publicUrl: z
+          .string()
+          .max(200)
+          .refine((v) => publicUrlOk(v), 'must be an http:// or https:// URL without query or fragment, e.g. "https://ordb.example.org"')
+          .transform((v) => v.replace(/\/+$/, ''))
+          .nullable()
+          .prefault(null)
+          .describe('Where the world reaches the public pages (a reverse proxy in front of web.public), e.g. `https://ordb.example.org`: the default `dnsbl.evidenceUrl` links there. Null: the public listener\'s (else the admin listener\'s) own address.'),
+        ordb: z
+          .strictObject({
+            lookupsPerMinute: count(1, 1_000_000).default(60).describe('Public ORDB lookups (/dnsbl/lookup and its JSON twin) per client address (IPv6: per /64) and minute; more get 429 with Retry-After.'),
+            delistingPerClientPerHour: count(1, 1_000_000).default(5).describe('Public delisting requests (each starts a retest) per client address (IPv6: per /64) and hour.'),
+            delistingPerAddressPerHour: count(1, 1_000_000).default(2).describe('Public delisting requests per listed address and hour, whoever asks (the relay is not hammered with tests).'),
+          })
+          .prefault({})
+          .describe('The ORDB pages of the web service: the admin view and API (/ordb, /api/ordb) and the public lookup, delisting and policy pages (/dnsbl/...), served on web.public when set, else on the admin listener.'),
         sessionLifetime: duration({ min: 60_000, max: 30 * DAY_MS }).prefault('12h').describe('How long a dashboard login lasts.'),
         loginFailuresPerIp: count(1, 1000).default(5).describe('Failed logins (or bad API tokens) allowed per client address within loginFailureWindow; more get 429.'),
         loginFailureWindow: duration({ min: 1000 }).prefault('15m').describe('The login throttle window.'),
@@ -936,6 +957,9 @@ export interface Config {
     readonly port: number;
     readonly tls: boolean;
     readonly public: { readonly address: string; readonly port: number } | null;
+    /** Base URL of the public pages (no trailing slash), or null. */
+    readonly publicUrl: string | null;
+    readonly ordb: { readonly lookupsPerMinute: number; readonly delistingPerClientPerHour: number; readonly delistingPerAddressPerHour: number };
     /** Milliseconds. */
     readonly sessionLifetime: number;
     readonly loginFailuresPerIp: number;
@@ -1010,6 +1034,7 @@ export function buildConfig(parsed: ParsedConfig, options: { baseDir: string; co
     dnsblResolver: { ...parsed.dnsblResolver, servers: [...parsed.dnsblResolver.servers] },
     dnsbl: {
       ...parsed.dnsbl,
+      evidenceUrl: parsed.dnsbl.evidenceUrl !== undefined ? parsed.dnsbl.evidenceUrl : defaultEvidenceUrl(parsed.web, parsed.hostname ?? defaultHostname()),
       listen: { ...parsed.dnsbl.listen },
       axfrAllow: [...parsed.dnsbl.axfrAllow],
       nameservers: parsed.dnsbl.nameservers.map((n) => ({ name: n.name.toLowerCase(), addresses: [...n.addresses] })),
@@ -1033,9 +1058,37 @@ export function buildConfig(parsed: ParsedConfig, options: { baseDir: string; co
       bounces: { ...parsed.delivery.bounces },
       retry: { ...parsed.delivery.retry },
     },
-    web: { ...parsed.web, public: parsed.web.public === null ? null : { ...parsed.web.public } },
+    web: { ...parsed.web, public: parsed.web.public === null ? null : { ...parsed.web.public }, ordb: { ...parsed.web.ordb } },
   };
   return deepFreeze(config);
+}
+
+function publicUrlOk(v: string): boolean {
+  try {
+    const u = new URL(v);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.search === '' && u.hash === '' && u.username === '' && u.password === '' && !v.includes('$');
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The evidence page the TXT answers of the ORDB link to when dnsbl.evidenceUrl is not set: the public lookup page
+ * of this instance's web service (web.publicUrl, else the public listener, else the admin listener; a wildcard
+ * address becomes the hostname). Null when the web service is off and no publicUrl says where the pages are.
+ */
+export function defaultEvidenceUrl(
+  web: { readonly enabled: boolean; readonly tls: boolean; readonly address: string; readonly port: number; readonly public: { readonly address: string; readonly port: number } | null; readonly publicUrl: string | null },
+  hostname: string,
+): string | null {
+  const page = '/dnsbl/lookup?ip=$';
+  if (web.publicUrl !== null) return `${web.publicUrl.replace(/\/+$/, '')}${page}`;
+  if (!web.enabled) return null;
+  const l = web.public ?? { address: web.address, port: web.port };
+  const host = l.address === '0.0.0.0' || l.address === '::' ? hostname : l.address.includes(':') ? `[${l.address}]` : l.address;
+  const scheme = web.tls ? 'https' : 'http';
+  const port = (scheme === 'http' && l.port === 80) || (scheme === 'https' && l.port === 443) ? '' : `:${l.port}`;
+  return `${scheme}://${host}${port}${page}`;
 }
 
 /** The built-in configuration (what `relayguard serve` runs without a file); paths resolve against `cwd`. */

@@ -25,12 +25,16 @@ export function categoryCode(category: ListingCategory): string {
   return CATEGORIES[category].code;
 }
 
-/** Where the evidence of a listing is published; "$" is the listed address. */
-export const DEFAULT_EVIDENCE_URL = 'http://localhost:8025/dnsbl/lookup?ip=$';
+/**
+ * Where the evidence of a listing is published; "$" is the listed address. This is the lookup page of the web
+ * service on its default admin listener; `serve` and the CLI use dnsbl.evidenceUrl, whose default the configuration
+ * derives from web.publicUrl / web.public / web.address (src/config/schema.ts defaultEvidenceUrl).
+ */
+export const DEFAULT_EVIDENCE_URL = 'http://127.0.0.1:8025/dnsbl/lookup?ip=$';
 
 /**
  * The TXT template of a listing: its reason (or the category's) and the link to the evidence page,
- * e.g. "Open relay, see http://localhost:8025/dnsbl/lookup?ip=$".
+ * e.g. "Open relay, see http://127.0.0.1:8025/dnsbl/lookup?ip=$".
  */
 export function txtTemplate(category: ListingCategory, reason: string | null, evidenceUrl: string | null = DEFAULT_EVIDENCE_URL): string {
   const text = escapeTxt(reason ?? CATEGORIES[category].reason);

@@ -85,6 +85,8 @@ export interface ListFilter {
   readonly family?: Family | undefined;
   /** Only listings whose next_retest is set and <= this time. */
   readonly dueBefore?: number | undefined;
+  /** Only entries changed (updated_at) at or after this time. */
+  readonly updatedSince?: number | undefined;
   readonly limit?: number | undefined;
   readonly offset?: number | undefined;
 }
@@ -464,6 +466,7 @@ export class ListingStore {
     if (filter.category !== undefined) { where.push('category = ?'); args.push(filter.category); }
     if (filter.family !== undefined) { where.push('family = ?'); args.push(filter.family); }
     if (filter.dueBefore !== undefined) { where.push('next_retest IS NOT NULL AND next_retest <= ?'); args.push(filter.dueBefore); }
+    if (filter.updatedSince !== undefined) { where.push('updated_at >= ?'); args.push(filter.updatedSince); }
     const limit = Math.max(0, Math.min(filter.limit ?? 1000, 100_000));
     const offset = Math.max(0, filter.offset ?? 0);
     const sql = `SELECT * FROM dnsbl_listings ${where.length ? `WHERE ${where.join(' AND ')}` : ''}

@@ -45,6 +45,9 @@ form.inline{display:inline}button{font:inherit;cursor:pointer}
 .login{max-width:22em;margin:4em auto;background:#fff;border:1px solid #ddd;padding:1.5em}
 .login label{display:block;margin:.5em 0}.login input{width:100%;box-sizing:border-box;padding:.4em}
 .error{color:#b00020}
+pre{background:#fff;border:1px solid #ddd;padding:.5em;overflow-x:auto;white-space:pre-wrap;word-break:break-all;font-size:.85em}
+.verdict{background:#fff;border-left:4px solid #888;padding:.6em 1em}.verdict.listed{border-color:#b00020}.verdict.ok{border-color:#2a7d2a}
+form label{margin-right:.5em}
 `;
 
 export function page(title: string, body: Markup, who: { admin: string; csrf: string } | null, nav: readonly { href: string; label: string }[] = []): string {

@@ -164,6 +164,8 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
       log.error('web request failed', { err_code: code, err: String(e.message ?? err) });
       return reply.code(code === 'ERR_STORE_UNAVAILABLE' ? 503 : 500).send({ error: { code, message: 'internal error' } });
     });
+    // On both listeners: the public pages use it too.
+    app.get('/assets/app.css', async (_req, reply) => reply.header('cache-control', 'max-age=3600').type('text/css').send(CSS));
     app.get('/health', async (_req, reply) => {
       const h = await health();
       return reply.code(h.status).send(h.body);
@@ -232,8 +234,6 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
     if (r !== undefined) reply.header('retry-after', String(r));
   });
 
-
-  admin.get('/assets/app.css', async (_req, reply) => reply.header('cache-control', 'max-age=3600').type('text/css').send(CSS));
 
   admin.get('/login', async (_req, reply) => {
     const csrf = randomToken();
@@ -461,6 +461,9 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
     started.push(admin);
     if (o.public) {
       pub = fastify({ logger: false, bodyLimit: 16 * 1024, ...(o.tls ? { https: { cert: o.tls.cert, key: o.tls.key } } : {}) });
+      // Public forms (the ORDB delisting request) post urlencoded bodies and carry a double-submit CSRF cookie.
+      await pub.register(cookie);
+      await pub.register(formbody, { bodyLimit: 16 * 1024 });
       common(pub);
       await pub.listen({ host: o.public.address, port: o.public.port });
       started.push(pub);

@@ -107,7 +107,7 @@ describe('ORDB service + relay DNSBL gate', () => {
 
     const r = await rcptFrom(LISTED_IP);
     assert.equal(r.code, 554);
-    assert.equal(r.text, `554 5.7.1 Service unavailable; Client host [${LISTED_IP}] blocked using relays.test; Open relay, see http://localhost:8025/dnsbl/lookup?ip=${LISTED_IP}`);
+    assert.equal(r.text, `554 5.7.1 Service unavailable; Client host [${LISTED_IP}] blocked using relays.test; Open relay, see http://127.0.0.1:8025/dnsbl/lookup?ip=${LISTED_IP}`);
     const log = relay.logs.find((l) => l.msg === 'relay decision' && l.fields['rule'] === 'dnsbl');
     assert.ok(log);
     assert.equal(log.fields['client_ip'], LISTED_IP);

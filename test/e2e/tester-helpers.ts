@@ -80,7 +80,16 @@ export interface ToyRelay {
   close(): Promise<void>;
 }
 
-export async function startToyRelay(options: { accept: (rcpt: string) => boolean; nextHop: { host: string; port: number }; claimClient?: string }): Promise<ToyRelay> {
+export async function startToyRelay(options: {
+  accept: (rcpt: string) => boolean;
+  nextHop: { host: string; port: number };
+  claimClient?: string;
+  /** Where it listens; default 127.0.0.1, port 0. */
+  address?: string;
+  port?: number;
+  /** The name in its greeting; default toy.relay.test. */
+  hostname?: string;
+}): Promise<ToyRelay> {
   const forwarded: { mailFrom: string; rcptTo: string[] }[] = [];
   const rewrite = (address: string): string => {
     const at = address.lastIndexOf('@');
@@ -118,8 +127,8 @@ export async function startToyRelay(options: { accept: (rcpt: string) => boolean
     },
   };
   const server = new SmtpServer({
-    hostname: 'toy.relay.test',
-    listeners: [{ name: 'mx', role: 'mx', address: '127.0.0.1', port: 0, tls: 'none' }],
+    hostname: options.hostname ?? 'toy.relay.test',
+    listeners: [{ name: 'mx', role: 'mx', address: options.address ?? '127.0.0.1', port: options.port ?? 0, tls: 'none' }],
     handler,
     logger: NULL_LOGGER,
     limits: { messageSize: 1 << 20, recipients: 100, errors: 1000, idleTimeoutMs: 10_000, sessionTimeoutMs: 60_000, hopCount: 50, commandLineLength: 4096, connections: 100, connectionsPerIp: 100 },

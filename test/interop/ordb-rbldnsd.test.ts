@@ -107,7 +107,7 @@ describe('relay DNSBL gate against rbldnsd serving the ORDB export', () => {
   });
 
   it('a listed client is refused at RCPT with rbldnsd\'s TXT; the excluded address is accepted', async () => {
-    assert.equal(await rcptFrom('127.0.0.5'), '554 5.7.1 Service unavailable; Client host [127.0.0.5] blocked using relays.test; Loopback relays, see http://localhost:8025/dnsbl/lookup?ip=127.0.0.5');
+    assert.equal(await rcptFrom('127.0.0.5'), '554 5.7.1 Service unavailable; Client host [127.0.0.5] blocked using relays.test; Loopback relays, see http://127.0.0.1:8025/dnsbl/lookup?ip=127.0.0.5');
     assert.match(await rcptFrom('127.0.0.7'), /^250 /);
     assert.match(await rcptFrom('127.0.0.1'), /^250 /, 'trusted');
   });
