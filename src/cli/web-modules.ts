@@ -6,6 +6,7 @@ import type { Config } from '../config/schema.ts';
 import type { Logger } from '../core/log.ts';
 import type { ReceivePath } from '../relay/index.ts';
 import type { WebModule } from '../web/index.ts';
+import { directoryModule } from '../web/directory.ts';
 import type { RunningOrdb } from './ordb-service.ts';
 
 export interface WebModuleDeps {
@@ -15,7 +16,9 @@ export interface WebModuleDeps {
   readonly ordb: () => RunningOrdb | null;
 }
 
-export async function webModules(_config: Config, _deps: WebModuleDeps): Promise<WebModule[]> {
+export async function webModules(_config: Config, deps: WebModuleDeps): Promise<WebModule[]> {
   const modules: WebModule[] = [];
+  // Users, local domains and aliases through the relay's own directory (its writes refresh the relay's view at once).
+  modules.push(directoryModule({ store: deps.receive.directory, accounts: deps.receive.accounts, localDomains: deps.receive.localDomains }));
   return modules;
 }
