@@ -35,20 +35,11 @@ export function registerAliasCommands(program: Command, io: Io, configFrom: (opt
     .action(async (address: string, targets: string[], opts: { config?: string; remote?: boolean }) => {
       const config = configFrom(opts);
       const { store, close, a } = await open(config);
-      const [{ domainOfAddress }, { createLocality }] = await Promise.all([import('../core/canonical.ts'), import('../core/locality.ts')]);
+      const { createLocality } = await import('../core/locality.ts');
       try {
         const domains = new Set([...config.localDomains, ...(await store.listDomains())]);
         const locality = createLocality({ domains: () => domains, ownAddresses: () => [] });
-        const keyDomain = domainOfAddress(address);
-        if (!locality.isLocal(keyDomain)) {
-          throw new RelayguardError(a.ERR_ALIAS_INVALID, `${address}: ${keyDomain || 'the domain'} is not a local domain (add it with "relayguard domain add" or localDomains)`);
-        }
-        for (const t of targets) {
-          const n = a.normalizeAliasTarget(t);
-          if (n !== null && !locality.isLocal(domainOfAddress(n)) && opts.remote !== true) {
-            throw new RelayguardError(a.ERR_ALIAS_INVALID, `target ${n} is outside the local domains: add --remote to forward mail there`);
-          }
-        }
+        a.checkAliasLocality(address, targets, (d) => locality.isLocal(d), opts.remote === true, 'add --remote');
         const added = await store.addAlias(address, targets, { remote: opts.remote === true });
         for (const e of added) io.out(`alias ${e.key} -> ${e.target}${e.remote ? ' (remote)' : ''}`);
         io.out(`database: ${config.store.postgres === null ? databasePath(config) : (await import('../store/index.ts')).describePostgresUrl(config.store.postgres.url)}`);

@@ -57,6 +57,9 @@ test('queue shards: layout; one queue over shards 0 and 3: merged oldest first, 
     assert.equal(d?.shard, 3);
     assert.match((await reader.readHeaders(ids['m4']!))?.headers ?? '', /m4@test/);
     assert.equal(await reader.get('0000000000AAAAAAAAAA'), null);
+    const c = await reader.counts();
+    assert.deepEqual(c.queued, { messages: 4, oldestReceivedAt: T0, oldestAgeMs: 10_000 }, 'added up; the oldest of any shard');
+    assert.deepEqual(c.hold, { messages: 0, oldestReceivedAt: null, oldestAgeMs: null });
   } finally {
     await reader.close();
   }
@@ -70,6 +73,14 @@ test('queue shards: layout; one queue over shards 0 and 3: merged oldest first, 
     assert.deepEqual(again.changed, []);
     assert.deepEqual(again.missing, [], 'a message one shard left unchanged is not missing');
     assert.equal(again.unchanged[0]?.queueId, ids['m4']);
+    const r = ShardedQueueReader.open(q, dataDir, () => T0 + 10_000)!;
+    try {
+      const c = await r.counts();
+      assert.deepEqual([c.queued.messages, c.queued.oldestReceivedAt], [2, T0 + 1000]);
+      assert.deepEqual(c.hold, { messages: 2, oldestReceivedAt: T0, oldestAgeMs: 10_000 });
+    } finally {
+      await r.close();
+    }
     const all = await admin.change('release', { filter: {} });
     assert.deepEqual([...all.changed].sort(), [ids['m1'], ids['m4']].sort());
     const flushed = await admin.flush();

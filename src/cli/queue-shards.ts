@@ -15,7 +15,7 @@
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { AdminResult, AdminTarget, ListFilter, MailQueue, NodeDetail, NodeSummary } from '../queue/index.ts';
+import { COUNTED_STATES, type AdminResult, type AdminTarget, type CountedState, type ListFilter, type MailQueue, type NodeDetail, type NodeSummary, type QueueCounts, type StateCount } from '../queue/index.ts';
 
 type QueueModule = typeof import('../queue/index.ts');
 
@@ -108,6 +108,11 @@ export class ShardedQueueReader {
     return filter.limit !== undefined ? rows.slice(0, filter.limit) : rows;
   }
 
+  /** Every shard's counts added up; the oldest is the oldest of any shard. */
+  async counts(): Promise<QueueCounts> {
+    return mergeCounts(await Promise.all(this.#opened.map((o) => o.store.counts())));
+  }
+
   /** The message and its shard, or null when no shard holds it. */
   async get(queueId: string): Promise<ShardedDetail | null> {
     for (const o of this.#opened) {
@@ -164,4 +169,20 @@ function unite(results: readonly AdminResult[], asked: readonly string[] | null)
   if (asked === null) return { changed, unchanged, missing: [] };
   const found = new Set([...changed, ...unchanged.map((u) => u.queueId)]);
   return { changed, unchanged, missing: asked.filter((id) => !found.has(id)) };
+}
+
+/** Counts of several queues as one: messages added up, the oldest of all. */
+export function mergeCounts(parts: readonly QueueCounts[]): QueueCounts {
+  const out = {} as Record<CountedState, StateCount>;
+  for (const state of COUNTED_STATES) {
+    let messages = 0;
+    let oldest: StateCount | null = null;
+    for (const p of parts) {
+      const c = p[state];
+      messages += c.messages;
+      if (c.oldestReceivedAt !== null && (oldest === null || c.oldestReceivedAt < oldest.oldestReceivedAt!)) oldest = c;
+    }
+    out[state] = { messages, oldestReceivedAt: oldest?.oldestReceivedAt ?? null, oldestAgeMs: oldest?.oldestAgeMs ?? null };
+  }
+  return out;
 }

@@ -18,7 +18,7 @@
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../core/log.ts';
 import { AdminAccounts } from '../policy/admin-accounts.ts';
-import type { AdminTarget, ListFilter, MailQueue } from '../queue/index.ts';
+import type { AdminTarget, ListFilter, MailQueue, QueueCounts } from '../queue/index.ts';
 import type { ReceivePath } from '../relay/index.ts';
 import { ensureCertificate, loadCertificate } from '../smtp/tls-cert.ts';
 import { openAdminStore as openStore, openDecisionStore } from '../store/index.ts';
@@ -26,7 +26,7 @@ import { DecisionRecorder } from '../policy/decisions.ts';
 import type { AdminStore } from '../policy/admin-accounts.ts';
 import { startWeb, type QueueAccess, type RelayMetrics, type RunningWeb } from '../web/index.ts';
 import { databasePath } from './paths.ts';
-import { ShardedQueueAdmin, ShardedQueueReader } from './queue-shards.ts';
+import { ShardedQueueAdmin, ShardedQueueReader, mergeCounts } from './queue-shards.ts';
 import { workerCount } from './worker-role.ts';
 import type { RunningOrdb } from './ordb-service.ts';
 import { webModules } from './web-modules.ts';
@@ -134,16 +134,13 @@ export async function startWebService(
 
 const hostPort = (a: { address: string; port: number }): string => (a.address.includes(':') ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`);
 
-/** Message counts by state (cached for 2 s: a scrape every few seconds must not walk a large queue each time). */
-const countCache = new WeakMap<QueueAccess, { at: number; counts: Promise<Record<string, number>> }>();
-function queueCounts(queue: QueueAccess): Promise<Record<string, number>> {
+/** Message counts by state and the oldest of each (the queue port's counts(): one aggregate query), cached for 2 s so
+ *  that the two queue gauges of one scrape, and scrapes close together, share one query. */
+const countCache = new WeakMap<QueueAccess, { at: number; counts: Promise<QueueCounts> }>();
+function queueCounts(queue: QueueAccess): Promise<QueueCounts> {
   const c = countCache.get(queue);
   if (c && Date.now() - c.at < 2000) return c.counts;
-  const counts = (async () => {
-    const out: Record<string, number> = {};
-    for (const state of ['queued', 'deferred', 'hold', 'corrupt']) out[state] = (await queue.list({ state })).length;
-    return out;
-  })();
+  const counts = queue.counts();
   countCache.set(queue, { at: Date.now(), counts });
   counts.catch(() => countCache.delete(queue));
   return counts;
@@ -168,6 +165,7 @@ function shardedAccess(config: Config): QueueAccess {
   };
   return {
     list: (filter: ListFilter) => read((r) => r.list(filter), []),
+    counts: async () => read((r) => r.counts(), mergeCounts([])),
     get: (id: string) => read((r) => r.get(id), null),
     hold: act('hold'),
     release: act('release'),

@@ -11,7 +11,8 @@
  * File syntax: `key  target, target ...` or `key: target, ...`; `#` comments; a line that starts with white space
  * continues the previous one. Errors name the file and line.
  */
-import { canonicalDomain, canonicalMailDomain, foldLocalPart, isRoutedLocalPart } from '../core/canonical.ts';
+import { canonicalDomain, canonicalMailDomain, domainOfAddress, foldLocalPart, isRoutedLocalPart } from '../core/canonical.ts';
+import { RelayguardError } from '../core/errors.ts';
 import type { AliasTarget } from './recipients.ts';
 
 export const ERR_ALIAS_INVALID = 'ERR_ALIAS_INVALID';
@@ -53,6 +54,25 @@ export function normalizeAliasTarget(input: string): string | null {
   const domain = d.startsWith('[') ? canonicalMailDomain(d) : { domain: canonicalDomain(d), ip: null };
   if (domain.domain === null || (d.startsWith('[') && domain.ip === null)) return null;
   return `${local}@${domain.domain}`;
+}
+
+/**
+ * What a database alias must satisfy before it is written (`relayguard alias add` and the web API): the alias is in a
+ * local domain, and a target outside the local domains is allowed only when the admin said `remote` (`remoteHint`
+ * tells how: "add --remote"). Throws ERR_ALIAS_INVALID; malformed keys and targets are left to the store's check.
+ */
+export function checkAliasLocality(key: string, targets: readonly string[], isLocal: (domain: string) => boolean, remote: boolean, remoteHint: string): void {
+  const keyDomain = domainOfAddress(key);
+  if (!isLocal(keyDomain)) {
+    throw new RelayguardError(ERR_ALIAS_INVALID, `${printable(key)}: ${printable(keyDomain) || 'the domain'} is not a local domain (add it as a local domain first)`);
+  }
+  if (remote) return;
+  for (const t of targets) {
+    const n = normalizeAliasTarget(t);
+    if (n !== null && !isLocal(domainOfAddress(n))) {
+      throw new RelayguardError(ERR_ALIAS_INVALID, `target ${printable(n)} is outside the local domains: ${remoteHint} to forward mail there`);
+    }
+  }
 }
 
 export interface AliasEntry {

@@ -99,6 +99,27 @@ export function directoryContract(h: DirectoryHarness): void {
     for (const bad of ['nobody', '', 'bad name\r\n', 'nul\u0000', 'x'.repeat(300)]) assert.equal(await s.getUser(bad), null, JSON.stringify(bad));
   }));
 
+  t('users: searchUsers pages by name and finds a substring of the name or an owned address, any case', async () => withDirectory(h, async (d) => {
+    const [h1] = await someHashes();
+    const s = await d.open();
+    await s.addUser({ name: 'alice@example.org', passwordHash: h1!, addresses: ['@corp.example'] });
+    await s.addUser({ name: 'bob', passwordHash: h1!, addresses: ['bob@shop.example', 'b2@shop.example'] });
+    await s.addUser({ name: 'carol@corp.example', passwordHash: h1!, disabled: true });
+    await s.addUser({ name: 'dave', passwordHash: h1! });
+    const names = (r: { users: readonly UserInfo[] }): string[] => r.users.map((u) => u.name);
+    const all = await s.searchUsers({ offset: 0, limit: 2 });
+    assert.equal(all.total, 4);
+    assert.deepEqual(names(all), ['alice@example.org', 'bob']);
+    assert.deepEqual(all.users[1], await s.getUser('bob'), 'the same UserInfo as getUser, addresses included');
+    assert.deepEqual(names(await s.searchUsers({ offset: 2, limit: 2 })), ['carol@corp.example', 'dave']);
+    assert.deepEqual(await s.searchUsers({ offset: 4, limit: 2 }), { total: 4, users: [] });
+    const corp = await s.searchUsers({ search: 'CORP.Example', offset: 0, limit: 10 });
+    assert.deepEqual([corp.total, names(corp)], [2, ['alice@example.org', 'carol@corp.example']], 'an owned address or the name');
+    assert.deepEqual(names(await s.searchUsers({ search: 'shop', offset: 0, limit: 10 })), ['bob'], 'one row per user, whatever matches');
+    assert.deepEqual(await s.searchUsers({ search: '%', offset: 0, limit: 10 }), { total: 0, users: [] }, 'no wildcards');
+    assert.deepEqual(names(await s.searchUsers({ search: '  ', offset: 0, limit: 10 })), ['alice@example.org', 'bob', 'carol@corp.example', 'dave']);
+  }));
+
   t('users: errors carry stable codes and a failed write writes nothing', async () => withDirectory(h, async (d) => {
     const [h1] = await someHashes();
     const s = await d.open();

@@ -42,6 +42,14 @@ export interface UserRecord {
   readonly disabled?: boolean;
 }
 
+/** searchUsers() input. */
+export interface UserQuery {
+  /** Substring of the name or of an owned address, any case; '' or absent: every user. */
+  readonly search?: string;
+  readonly offset: number;
+  readonly limit: number;
+}
+
 /** What AUTH needs of a user. */
 export interface UserCredentials {
   /** Normalized login name. */
@@ -66,6 +74,12 @@ export interface DirectoryStore {
   getUser(name: string): Promise<UserInfo | null>;
   /** All users, sorted by name. */
   listUsers(): Promise<UserInfo[]>;
+  /**
+   * One page of users sorted by name (as listUsers), with how many match: `search` (case-insensitive, a substring)
+   * keeps the users whose name or an owned address contains it. One query for the page, one for the count: what
+   * an admin page asks of a large directory, instead of listing every user.
+   */
+  searchUsers(query: UserQuery): Promise<{ total: number; users: UserInfo[] }>;
   /** The stored hash and disabled flag, or null (also for a malformed name). */
   credentials(name: string): Promise<UserCredentials | null>;
   /** Replaces a user's hash. Throws ERR_USER_NOT_FOUND or ERR_USER_INVALID. */

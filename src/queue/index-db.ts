@@ -224,6 +224,33 @@ export interface QueuedMessageDetail {
   readonly recipients: readonly QueuedRecipient[];
 }
 
+/** The states counted by counts(): the message states, and `deferred` (messages with at least one deferred recipient). */
+export const COUNTED_STATES = ['queued', 'deferred', 'hold', 'corrupt'] as const;
+export type CountedState = (typeof COUNTED_STATES)[number];
+
+/** Messages in one counted state and the oldest of them. */
+export interface StateCount {
+  readonly messages: number;
+  /** received_at of the oldest message in the state, or null when there is none. */
+  readonly oldestReceivedAt: number | null;
+  /** How long ago that was (ms, by the queue's clock), or null. */
+  readonly oldestAgeMs: number | null;
+}
+
+/** Message counts by state (queue port: MailQueue.counts()). */
+export type QueueCounts = Readonly<Record<CountedState, StateCount>>;
+
+/** QueueCounts from (state, count, oldest) rows; states without a row count 0. */
+export function queueCounts(rows: readonly { state: string; messages: number; oldest: number | null }[], now: number): QueueCounts {
+  const out = {} as Record<CountedState, StateCount>;
+  for (const state of COUNTED_STATES) {
+    const r = rows.find((x) => x.state === state);
+    const oldest = r && r.messages > 0 && r.oldest !== null ? r.oldest : null;
+    out[state] = { messages: r?.messages ?? 0, oldestReceivedAt: oldest, oldestAgeMs: oldest === null ? null : Math.max(0, now - oldest) };
+  }
+  return out;
+}
+
 export interface ListFilter {
   /** A message state (queued, hold, corrupt) or a recipient state (pending, deferred, delivered, bounced: messages
    *  with at least one recipient in it). */
@@ -496,6 +523,17 @@ export class IndexDb {
       nextAttemptAt: r.next === null ? null : Number(r.next),
       deferred: groupDeferred(JSON.parse(String(r.deferred)) as [string, string | null, string | null][]),
     }));
+  }
+
+  /**
+   * Messages by state with the oldest of each: one GROUP BY over messages (the state column leads messages_run)
+   * and, for `deferred`, the deferred recipients through recipients_due; never a listing.
+   */
+  counts(now: number): QueueCounts {
+    const rows = this.#prepare(`SELECT state, count(*) AS n, min(received_at) AS oldest FROM messages GROUP BY state
+      UNION ALL
+      SELECT 'deferred', count(*), min(received_at) FROM messages WHERE queue_id IN (SELECT queue_id FROM recipients WHERE state = 'deferred')`).all();
+    return queueCounts(rows.map((r) => ({ state: String(r.state), messages: Number(r.n), oldest: r.oldest === null ? null : Number(r.oldest) })), now);
   }
 
   /** The queue ids a filter selects, oldest first (for admin commands over many messages). */

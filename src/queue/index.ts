@@ -38,15 +38,18 @@ export type {
 } from './deliverer.ts';
 export type {
   AdminResult,
+  CountedState,
   DeferredReason,
   ListFilter,
   MessageState,
   QueuedMessageDetail,
   QueuedMessageSummary,
   QueuedRecipient,
+  QueueCounts,
   RecipientState,
+  StateCount,
 } from './index-db.ts';
-export { MESSAGE_STATES, RECIPIENT_STATES } from './index-db.ts';
+export { COUNTED_STATES, MESSAGE_STATES, RECIPIENT_STATES, queueCounts } from './index-db.ts';
 export type { RecoveryReport } from './recovery.ts';
 export type { SpaceVerdict } from './space.ts';
 export { ERR_QUEUE_BODY } from './body-reader.ts';

@@ -16,7 +16,7 @@
 import type { Readable } from 'node:stream';
 import type { Logger } from '../core/log.ts';
 import type {
-  AdminResult, AttemptRecord, AttemptResult, DueEntry, ListFilter, QueuedMessageDetail, QueuedMessageSummary,
+  AdminResult, AttemptRecord, AttemptResult, DueEntry, ListFilter, QueueCounts, QueuedMessageDetail, QueuedMessageSummary,
 } from './index-db.ts';
 import type { SpaceVerdict } from './space.ts';
 import type { AdminTarget, IncomingMessage, QueueStats } from './store.ts';
@@ -52,6 +52,11 @@ export interface MailQueue {
   checkSpace(messageSize: number): SpaceVerdict;
   list(filter?: ListFilter): Promise<NodeSummary[]>;
   get(queueId: string): Promise<NodeDetail | null>;
+  /**
+   * Messages by state (queued, hold, corrupt; deferred: messages with at least one deferred recipient) and the
+   * oldest message of each: one aggregate query, cheap enough for every metrics scrape (never a listing).
+   */
+  counts(): Promise<QueueCounts>;
   hold(target: AdminTarget): Promise<AdminResult>;
   release(target: AdminTarget): Promise<AdminResult>;
   retry(target: AdminTarget): Promise<AdminResult>;

@@ -238,6 +238,37 @@ export function queueContract(h: QueueHarness): void {
     }
   }));
 
+  test(name('counts: messages by state and the oldest of each, from the receiving and the admin queue'), () => withQueue(h, async (t, clock) => {
+    const { queue } = t;
+    const admin = await t.admin();
+    const d = new ScriptedDeliverer((job) => job.recipients.map((r) => ({ address: r.address, outcome: 'deferred', reply: R451 })));
+    const runner = runnerFor(queue, clock, d);
+    const brief = (c: Awaited<ReturnType<MailQueue['counts']>>): Record<string, [number, number | null, number | null]> =>
+      Object.fromEntries(Object.entries(c).map(([k, v]) => [k, [v.messages, v.oldestReceivedAt, v.oldestAgeMs]]));
+    try {
+      const empty = { queued: [0, null, null], deferred: [0, null, null], hold: [0, null, null], corrupt: [0, null, null] };
+      assert.deepEqual(brief(await queue.counts()), empty);
+      const a = await queueOne(queue);
+      clock.advance(MIN);
+      await queueOne(queue, undefined, envelope({ recipients: [{ address: 'x@b.test' }, { address: 'y@b.test' }] }));
+      clock.advance(MIN);
+      await queueOne(queue);
+      clock.advance(MIN);
+      assert.deepEqual(brief(await queue.counts()), { ...empty, queued: [3, T0, 3 * MIN] });
+      await admin.hold({ queueIds: [a] });
+      assert.deepEqual(brief(await admin.counts()), { ...empty, queued: [2, T0 + MIN, 2 * MIN], hold: [1, T0, 3 * MIN] });
+      // The two queued ones are deferred (one with two deferred recipients: still one message).
+      assert.equal((await runner.runOnce()).deferred, 3);
+      clock.advance(MIN);
+      const c = await queue.counts();
+      assert.deepEqual(brief(c), { ...empty, queued: [2, T0 + MIN, 3 * MIN], deferred: [2, T0 + MIN, 3 * MIN], hold: [1, T0, 4 * MIN] });
+      assert.deepEqual(brief(await admin.counts()), brief(c));
+    } finally {
+      await runner.stop();
+      await admin.close();
+    }
+  }));
+
   test(name('bounces: reported once, then the message leaves; a failing bouncer keeps it for the minimal backoff'), () => withQueue(h, async ({ queue }, clock) => {
     const d = new ScriptedDeliverer((job) => job.recipients.map((r) => (r.address.startsWith('bad')
       ? { address: r.address, outcome: 'bounced', reply: R550 }

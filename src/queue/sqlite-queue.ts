@@ -6,7 +6,7 @@
  */
 import { unlink } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import type { AttemptRecord, AttemptResult, DueEntry, ListFilter, MessageRecord, QueuedMessageDetail } from './index-db.ts';
+import type { AttemptRecord, AttemptResult, DueEntry, ListFilter, MessageRecord, QueuedMessageDetail, QueueCounts } from './index-db.ts';
 import type { MailQueue, NodeDetail, NodeSummary, RunnerBackend } from './port.ts';
 import type { SpaceVerdict } from './space.ts';
 import { attachRunner, type AdminTarget, type IncomingMessage, type QueueStats, type QueueStore } from './store.ts';
@@ -32,6 +32,10 @@ export class SqliteMailQueue implements MailQueue {
 
   async list(filter: ListFilter = {}): Promise<NodeSummary[]> {
     return this.store.list(filter).map((s) => ({ ...s, node: this.node }));
+  }
+
+  async counts(): Promise<QueueCounts> {
+    return this.store.counts();
   }
 
   async get(queueId: string): Promise<NodeDetail | null> {

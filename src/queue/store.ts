@@ -48,7 +48,7 @@ import { ERR_QUEUE_BODY, openInlineBody, openSpoolBody } from './body-reader.ts'
 import { GroupCommit } from './group-commit.ts';
 import { IndexDb } from './index-db.ts';
 import type {
-  AdminResult, AttemptRecord, AttemptResult, ListFilter, MessageRecord, QueuedMessageDetail, QueuedMessageSummary,
+  AdminResult, AttemptRecord, AttemptResult, ListFilter, MessageRecord, QueueCounts, QueuedMessageDetail, QueuedMessageSummary,
 } from './index-db.ts';
 import {
   ERR_QUEUE_CLOSED,
@@ -416,6 +416,12 @@ export class QueueStore {
   list(filter: ListFilter = {}): QueuedMessageSummary[] {
     this.#requireOpen();
     return this.#index.list(filter, this.#clock.now());
+  }
+
+  /** Messages by state and the oldest of each (IndexDb.counts). */
+  counts(): QueueCounts {
+    this.#requireOpen();
+    return this.#index.counts(this.#clock.now());
   }
 
   get(queueId: string): QueuedMessageDetail | null {

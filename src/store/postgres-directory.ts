@@ -16,7 +16,7 @@ import { SYSTEM_CLOCK, type Clock } from '../core/clock.ts';
 import { RelayguardError } from '../core/errors.ts';
 import { NULL_LOGGER, type Logger } from '../core/log.ts';
 import {
-  ERR_STORE_UNAVAILABLE, type AliasEntry, type AliasTarget, type DirectoryStore, type UserCredentials, type UserInfo, type UserRecord,
+  ERR_STORE_UNAVAILABLE, type AliasEntry, type AliasTarget, type DirectoryStore, type UserCredentials, type UserInfo, type UserQuery, type UserRecord,
 } from '../policy/directory.ts';
 import { normalizeUserName } from '../policy/users.ts';
 import {
@@ -259,6 +259,20 @@ export class PostgresDirectoryStore implements DirectoryStore {
 
   async listUsers(): Promise<UserInfo[]> {
     return (await this.#query<UserRow>(null, `${USER_SELECT} GROUP BY u.name ORDER BY u.name`, [])).map(toInfo);
+  }
+
+  async searchUsers(query: UserQuery): Promise<{ total: number; users: UserInfo[] }> {
+    const s = (query.search ?? '').trim().toLowerCase();
+    // strpos, not LIKE: a plain substring (no wildcards to escape); names and addresses are stored folded.
+    const where = s === '' ? '' : ` WHERE strpos(lower(u.name), $1) > 0
+      OR EXISTS (SELECT 1 FROM user_addresses x WHERE x.name = u.name AND strpos(lower(x.address), $1) > 0)`;
+    const args: unknown[] = s === '' ? [] : [s];
+    const [count, rows] = await Promise.all([
+      this.#query<{ n: number }>(null, `SELECT count(*)::int AS n FROM users u${where}`, args),
+      this.#query<UserRow>(null, `${USER_SELECT}${where} GROUP BY u.name ORDER BY u.name LIMIT $${args.length + 1} OFFSET $${args.length + 2}`,
+        [...args, Math.max(0, Math.floor(query.limit)), Math.max(0, Math.floor(query.offset))]),
+    ]);
+    return { total: Number(count[0]!.n), users: rows.map(toInfo) };
   }
 
   async credentials(name: string): Promise<UserCredentials | null> {

@@ -34,9 +34,9 @@ import { newQueueId } from '../core/queue-id.ts';
 import type { Reply } from '../core/reply.ts';
 import {
   clip, clipReply, ERR_QUEUE_BODY, ERR_QUEUE_CLOSED, ERR_QUEUE_READONLY, ERR_QUEUE_STATE, GroupCommit, groupDeferred, Incoming,
-  LEASE_LOST, MESSAGE_STATES, RECIPIENT_STATES, recipientDomain, replyLine, SpoolFile, toQueueWriteError,
+  LEASE_LOST, MESSAGE_STATES, queueCounts, RECIPIENT_STATES, recipientDomain, replyLine, SpoolFile, toQueueWriteError,
   type AdminResult, type AdminTarget, type AttemptRecord, type AttemptResult, type DueEntry, type IncomingMessage, type ListFilter,
-  type MailQueue, type MessageRecord, type MessageState, type NodeDetail, type NodeSummary, type QueuedMessageDetail, type QueueStats,
+  type MailQueue, type MessageRecord, type MessageState, type NodeDetail, type NodeSummary, type QueuedMessageDetail, type QueueCounts, type QueueStats,
   type RecipientState, type RunnerBackend, type SpaceVerdict, type StoreHooks,
 } from '../queue/index.ts';
 import { isUnavailable } from './postgres-directory.ts';
@@ -268,6 +268,16 @@ export class PostgresMailQueue implements MailQueue {
       deferred: groupDeferred(r.deferred as [string, string | null, string | null][]),
       node: r.node === null ? null : String(r.node),
     }));
+  }
+
+  /** Messages by state and the oldest of each: one GROUP BY (queue_messages_run leads with state) and the deferred
+   *  recipients through queue_recipients_state. */
+  async counts(): Promise<QueueCounts> {
+    this.#requireOpen();
+    const rows = await this.#q(`SELECT state, count(*) AS n, min(received_at) AS oldest FROM queue_messages GROUP BY state
+      UNION ALL
+      SELECT 'deferred', count(*), min(received_at) FROM queue_messages WHERE queue_id IN (SELECT queue_id FROM queue_recipients WHERE state = 'deferred')`, []);
+    return queueCounts(rows.map((r) => ({ state: String(r.state), messages: Number(r.n), oldest: r.oldest === null ? null : Number(r.oldest) })), this.#clock.now());
   }
 
   async get(queueId: string): Promise<NodeDetail | null> {

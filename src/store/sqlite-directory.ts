@@ -18,7 +18,7 @@ import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { SYSTEM_CLOCK, type Clock } from '../core/clock.ts';
 import {
   buildRecipientSnapshot,
-  type AliasEntry, type AliasTarget, type DirectoryStore, type SyncRecipientReads, type UserCredentials, type UserInfo, type UserRecord,
+  type AliasEntry, type AliasTarget, type DirectoryStore, type SyncRecipientReads, type UserCredentials, type UserInfo, type UserQuery, type UserRecord,
 } from '../policy/directory.ts';
 import {
   aliasNotFound, aliasToRemove, checkAlias, checkUser, checkUsers, domainExists, domainNotFound, domainOrNull, domainToAdd,
@@ -165,6 +165,20 @@ export class SqliteDirectoryStore implements DirectoryStore {
 
   async listUsers(): Promise<UserInfo[]> {
     return this.#listUsers();
+  }
+
+  async searchUsers(query: UserQuery): Promise<{ total: number; users: UserInfo[] }> {
+    const s = (query.search ?? '').trim().toLowerCase();
+    // instr, not LIKE: the search is a plain substring (no wildcards to escape). Names and addresses are stored
+    // normalized (folded), so lower() on them only matters for the search text's own case.
+    const where = s === '' ? '' : ` WHERE instr(lower(u.name), ?1) > 0
+      OR EXISTS (SELECT 1 FROM user_addresses a WHERE a.name = u.name AND instr(lower(a.address), ?1) > 0)`;
+    const args = s === '' ? [] : [s];
+    const total = Number(this.#stmt(`SELECT count(*) AS n FROM users u${where}`).get(...args)!['n']);
+    const rows = this.#stmt(`SELECT u.name, u.created_at, u.disabled FROM users u${where} ORDER BY u.name LIMIT ?${args.length + 1} OFFSET ?${args.length + 2}`)
+      .all(...args, Math.max(0, Math.floor(query.limit)), Math.max(0, Math.floor(query.offset)));
+    const addresses = this.#stmt('SELECT address FROM user_addresses WHERE name = ? ORDER BY address');
+    return { total, users: rows.map((r) => toInfo(r, addresses.all(String(r['name'])).map((a) => String(a['address'])))) };
   }
 
   #listUsers(): UserInfo[] {

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { MemoryLogger } from '../core/log.ts';
 import { RelayMetrics, observingLogger } from './metrics.ts';
+import { queueCounts } from '../queue/index.ts';
 
 test('metrics: relay log events become node-labelled series; gauges are read at scrape time; the log is unchanged', async () => {
   const m = new RelayMetrics('mx-a', { processMetrics: false });
@@ -15,7 +16,7 @@ test('metrics: relay log events become node-labelled series; gauges are read at 
   log.info('session closed', { listener: 'mx' });
   log.warn('dnsbl lookup failed', { zone: 'bl.example', error: 'timeout' });
   log.error('decisions dropped', { err_code: 'ERR_DECISIONS_WRITE', rows: 12 });
-  m.setSources({ connections: () => 7, queueCounts: async () => ({ queued: 2, hold: 1 }) });
+  m.setSources({ connections: () => 7, queueCounts: async () => queueCounts([{ state: 'queued', messages: 2, oldest: 1000 }, { state: 'hold', messages: 1, oldest: 5000 }], 95_000) });
   const text = await m.text();
   for (const l of text.split('\n')) if (l !== '' && !l.startsWith('#')) assert.match(l, /node="mx-a"/, l);
   assert.match(text, /^relayguard_relay_decisions_total\{action="local",rule="local-domain",node="mx-a"\} 1$/m);
@@ -27,6 +28,10 @@ test('metrics: relay log events become node-labelled series; gauges are read at 
   assert.match(text, /^relayguard_smtp_sessions_total\{listener="mx",node="mx-a"\} 1$/m);
   assert.match(text, /^relayguard_smtp_connections\{node="mx-a"\} 7$/m);
   assert.match(text, /^relayguard_queue_messages\{state="hold",node="mx-a"\} 1$/m);
+  assert.match(text, /^relayguard_queue_messages\{state="corrupt",node="mx-a"\} 0$/m);
+  assert.match(text, /^relayguard_queue_oldest_age_seconds\{state="queued",node="mx-a"\} 94$/m);
+  assert.match(text, /^relayguard_queue_oldest_age_seconds\{state="hold",node="mx-a"\} 90$/m);
+  assert.match(text, /^relayguard_queue_oldest_age_seconds\{state="deferred",node="mx-a"\} 0$/m);
   assert.match(text, /^relayguard_dnsbl_lookup_failures_total\{zone="bl.example",node="mx-a"\} 1$/m);
   assert.match(text, /^relayguard_decisions_dropped_total\{node="mx-a"\} 12$/m);
   assert.equal(base.records.length, 8);

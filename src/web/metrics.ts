@@ -7,13 +7,14 @@
  */
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { LogFields, Logger } from '../core/log.ts';
+import type { QueueCounts } from '../queue/index.ts';
 
 /** Values read at scrape time. Each may throw or be slow; a failure leaves the gauge out of that scrape. */
 export interface MetricSources {
   /** SMTP connections open now. */
   connections(): number;
-  /** Messages in the queue by message state (queued, hold, corrupt) and open recipients (deferred). */
-  queueCounts(): Promise<Record<string, number>>;
+  /** Messages in the queue by state (queued, hold, corrupt; deferred: with a deferred recipient), and the oldest of each. */
+  queueCounts(): Promise<QueueCounts>;
 }
 
 export class RelayMetrics {
@@ -67,7 +68,17 @@ export class RelayMetrics {
         if (!self.#sources) return;
         this.reset();
         const counts = await self.#sources.queueCounts();
-        for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
+        for (const [state, n] of Object.entries(counts)) this.set({ state }, n.messages);
+      },
+    });
+    new Gauge({
+      name: 'relayguard_queue_oldest_age_seconds', help: 'Age of the oldest message in each queue state (0 when the state is empty).',
+      labelNames: ['state'], registers: reg,
+      async collect() {
+        if (!self.#sources) return;
+        this.reset();
+        const counts = await self.#sources.queueCounts();
+        for (const [state, n] of Object.entries(counts)) this.set({ state }, (n.oldestAgeMs ?? 0) / 1000);
       },
     });
     for (const r of ['success', 'failure', 'throttled']) this.#logins.inc({ result: r }, 0);

@@ -38,6 +38,11 @@ export interface ApiRoute {
   readonly params?: z.ZodObject;
   readonly query?: z.ZodType;
   readonly body?: z.ZodType;
+  /**
+   * The 200 answer's JSON (described in the OpenAPI document; the e2e tests validate recorded answers against it).
+   * Absent: described as any JSON object.
+   */
+  readonly response?: z.ZodType;
   /** What the 200 answer is (text/event-stream for a Server-Sent Events route); default application/json. */
   readonly produces?: string;
   /**

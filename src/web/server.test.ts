@@ -13,6 +13,7 @@ import { generateSelfSigned } from '../smtp/tls-cert.ts';
 import { SqliteAdminStore } from '../store/sqlite-admin.ts';
 import { RelayMetrics } from './metrics.ts';
 import { startWeb, type RunningWeb } from './server.ts';
+import { queueCounts } from '../queue/index.ts';
 
 let web: RunningWeb;
 let store: SqliteAdminStore;
@@ -25,7 +26,7 @@ before(async () => {
   await admins.add('alice', 'long enough');
   web = await startWeb({
     node: 'n1', logger: new MemoryLogger(), metrics: new RelayMetrics('n1', { processMetrics: false }), admins,
-    queue: { list: async () => [], get: async () => null, hold: async () => none, release: async () => none, retry: async () => none, delete: async () => none, flush: async () => none },
+    queue: { list: async () => [], counts: async () => queueCounts([], 0), get: async () => null, hold: async () => none, release: async () => none, retry: async () => none, delete: async () => none, flush: async () => none },
     checks: { queue: () => { if (!healthy) throw Object.assign(new Error('queue gone'), { code: 'ERR_STORE_UNAVAILABLE' }); }, slow: () => new Promise(() => {}) },
     admin: { address: '127.0.0.1', port: 0 },
     public: { address: '127.0.0.1', port: 0 },
@@ -93,8 +94,9 @@ test('every admin route from the router refuses an anonymous request (401, or 30
   assert.deepEqual(web.routes.filter((r) => r.public).map((r) => r.url).sort(), ['/assets/app.css', '/assets/app.css', '/health', '/health', '/login', '/login', '/login']);
   for (const r of guarded) {
     const res = await https(web.admin.port, r.method, fill(r.url));
-    if (r.url === '/' && (r.method === 'GET' || r.method === 'HEAD')) {
+    if (r.page) {
       assert.equal(res.status, 303, `${r.method} ${r.url}`);
+      assert.equal(res.headers['location'], '/login');
       continue;
     }
     assert.equal(res.status, 401, `${r.method} ${r.url}: ${res.body}`);
@@ -112,5 +114,33 @@ test('every admin route from the router refuses an anonymous request (401, or 30
     const res = await https(web.admin.port, r.method, fill(r.url), { cookie });
     assert.equal(res.status, 403, `${r.method} ${r.url}: ${res.body}`);
     assert.equal(JSON.parse(res.body).error.code, 'ERR_WEB_CSRF');
+  }
+});
+
+test('a known path with the wrong method: 405 JSON with Allow, on both listeners; an unknown path: 404 JSON', async () => {
+  const cases: [number, string, string, string | null][] = [
+    [web.admin.port, 'DELETE', '/api/queue', 'GET, HEAD'],
+    [web.admin.port, 'GET', '/logout', 'POST'],
+    [web.admin.port, 'GET', '/api/queue/ABCDEF123/hold', 'POST'],
+    [web.admin.port, 'PUT', '/api/queue/ABCDEF123', 'GET, HEAD'],
+    [web.admin.port, 'POST', '/health?x=1', 'GET, HEAD'],
+    [web.admin.port, 'PATCH', '/login', 'GET, HEAD, POST'],
+    [web.public!.port, 'POST', '/health', 'GET, HEAD'],
+    [web.admin.port, 'GET', '/api/queue/ABCDEF123/hold/more', null],
+    [web.admin.port, 'POST', '/nope', null],
+    [web.public!.port, 'POST', '/api/queue', null],
+  ];
+  for (const [port, method, path, allow] of cases) {
+    const r = await https(port, method, path);
+    const body = JSON.parse(r.body);
+    if (allow === null) {
+      assert.equal(r.status, 404, `${method} ${path}`);
+      assert.equal(body.error.code, 'ERR_WEB_NOT_FOUND');
+      assert.equal(r.headers['allow'], undefined);
+    } else {
+      assert.equal(r.status, 405, `${method} ${path}: ${r.body}`);
+      assert.equal(body.error.code, 'ERR_WEB_METHOD_NOT_ALLOWED');
+      assert.equal(r.headers['allow'], allow, `${method} ${path}`);
+    }
   }
 });

@@ -8,7 +8,8 @@
  * must carry the session's CSRF token (403 ERR_WEB_CSRF otherwise). Failed logins and bad tokens are counted per
  * client address (policy/auth-throttle.ts); past web.loginFailuresPerIp within the window: 429 with Retry-After.
  * Every change is written to the audit log (who, what, when, from where) before the answer.
- * Errors: JSON {error: {code, message}} with a 4xx status (400 names the field).
+ * Errors: JSON {error: {code, message}} with a 4xx status (400 names the field; 404 unknown path; 405 with Allow for
+ * a known path asked with another method, on both listeners; 413 body too large).
  */
 import fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import cookie from '@fastify/cookie';
@@ -20,15 +21,18 @@ import { AuthThrottle } from '../policy/auth-throttle.ts';
 import type { AdminAccounts } from '../policy/admin-accounts.ts';
 import { address as decisionAddress, type DecisionFilter, type DecisionRecord, type DecisionStore } from '../policy/decisions.ts';
 import { isIP } from 'node:net';
-import type { AdminResult, AdminTarget, ListFilter, NodeDetail, NodeSummary } from '../queue/index.ts';
+import type { AdminResult, AdminTarget, ListFilter, NodeDetail, NodeSummary, QueueCounts } from '../queue/index.ts';
 import { CSS, dashboardPage, loginPage, page as renderPage, publicPage } from './html.ts';
 import type { ApiRoute, Auth, NavEntry, PageRoute, PublicRoute, WebContext, WebModule } from './module.ts';
 import type { RelayMetrics } from './metrics.ts';
+import * as schemas from './api-schemas.ts';
 import { LOGIN_CSRF_COOKIE, SESSION_COOKIE, SessionStore, randomToken, sameToken } from './sessions.ts';
 
 /** What the web service may do to the queue (MailQueue satisfies it; with shards, the CLI's sharded view). */
 export interface QueueAccess {
   list(filter: ListFilter): Promise<readonly NodeSummary[]>;
+  /** Messages by state and the oldest of each (MailQueue.counts: one aggregate query). */
+  counts(): Promise<QueueCounts>;
   get(queueId: string): Promise<NodeDetail | null>;
   hold(target: AdminTarget): Promise<AdminResult>;
   release(target: AdminTarget): Promise<AdminResult>;
@@ -63,9 +67,22 @@ export interface WebOptions {
 export interface RunningWeb {
   readonly admin: { readonly address: string; readonly port: number };
   readonly public: { readonly address: string; readonly port: number } | null;
-  /** Every route of the admin listener as fastify registered it (HEAD included), and whether it is public. */
-  readonly routes: readonly { method: string; url: string; public: boolean }[];
+  /** Every route of the admin listener as fastify registered it (HEAD included): public or not, page or not. */
+  readonly routes: readonly RouteInfo[];
   close(): Promise<void>;
+}
+
+interface RouteEntry {
+  readonly method: string;
+  readonly url: string;
+}
+
+/** A route of the admin listener (RunningWeb.routes, GET /api/routes). */
+export interface RouteInfo extends RouteEntry {
+  /** Served without login (/health, /login, assets, modules' public routes). */
+  readonly public: boolean;
+  /** An HTML page: an anonymous request is redirected (303) to /login rather than answered 401. */
+  readonly page: boolean;
 }
 
 export class WebError extends RelayguardError {
@@ -145,14 +162,28 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
   }
   for (const r of publicRoutes) PUBLIC_ROUTES.add(r.url);
 
-  const common = (app: FastifyInstance): void => {
+  /** Registers the handlers both listeners share; returns the listener's routes as its router has them (filled as
+   *  routes are added). A known path asked with another method: 405 with Allow; an unknown path: 404. */
+  const common = (app: FastifyInstance): RouteEntry[] => {
+    const known: RouteEntry[] = [];
+    app.addHook('onRoute', (r) => {
+      for (const method of [r.method].flat()) known.push({ method, url: r.url });
+    });
     app.addHook('onSend', async (_req, reply, payload) => {
       for (const [k, v] of Object.entries(SECURITY_HEADERS)) reply.header(k, v);
       if (!reply.hasHeader('cache-control')) reply.header('cache-control', 'no-store');
       return payload;
     });
     app.setNotFoundHandler((req, reply) => {
-      void reply.code(404).send({ error: { code: 'ERR_WEB_NOT_FOUND', message: `No route ${req.method} ${req.url.split('?')[0]!.slice(0, 200)}` } });
+      const path = req.url.split('?')[0]!;
+      const allow = allowedMethods(known, path);
+      if (allow.length > 0) {
+        void reply.code(405).header('allow', allow.join(', ')).send({
+          error: { code: 'ERR_WEB_METHOD_NOT_ALLOWED', message: `${req.method} is not allowed on ${path.slice(0, 200)} (allowed: ${allow.join(', ')})` },
+        });
+        return;
+      }
+      void reply.code(404).send({ error: { code: 'ERR_WEB_NOT_FOUND', message: `No route ${req.method} ${path.slice(0, 200)}` } });
     });
     app.setErrorHandler((err: unknown, _req, reply) => {
       if (err instanceof WebError) return reply.code(err.status).send({ error: { code: err.code, message: err.message } });
@@ -171,6 +202,7 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
       return reply.code(h.status).send(h.body);
     });
     for (const r of publicRoutes) app.route({ method: r.method, url: r.url, handler: (req, reply) => r.handler(req, reply) });
+    return known;
   };
 
   // --- admin listener -------------------------------------------------------------------------------------------
@@ -178,11 +210,12 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
   await admin.register(cookie);
   await admin.register(formbody, { bodyLimit: 16 * 1024 });
   // Every route as the router has it (tests check that each non-public one refuses an anonymous request).
-  const routes: { method: string; url: string; public: boolean }[] = [];
-  admin.addHook('onRoute', (r) => {
-    for (const method of [r.method].flat()) routes.push({ method, url: r.url, public: PUBLIC_ROUTES.has(r.url) });
-  });
-  common(admin);
+  const adminRoutes = common(admin);
+  /** HTML pages (GET): an anonymous request is sent to the login form instead of a 401. */
+  const PAGE_URLS = new Set(['/']);
+  const routeList = (): RouteInfo[] => adminRoutes.map((r) => ({
+    ...r, public: PUBLIC_ROUTES.has(r.url), page: (r.method === 'GET' || r.method === 'HEAD') && PAGE_URLS.has(r.url),
+  }));
   const clientIp = (req: FastifyRequest): string => req.socket.remoteAddress ?? 'unknown';
 
   const throttled = (req: FastifyRequest): void => {
@@ -276,10 +309,10 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
     return reply.redirect('/login', 303);
   });
 
+  /** Messages by state (the dashboard's cards and /api/queue/summary's counts). */
   const queueCounts = async (): Promise<Record<string, number>> => {
-    const out: Record<string, number> = {};
-    for (const state of ['queued', 'deferred', 'hold', 'corrupt']) out[state] = (await o.queue.list({ state })).length;
-    return out;
+    const c = await o.queue.counts();
+    return Object.fromEntries(Object.entries(c).map(([state, n]) => [state, n.messages]));
   };
 
   admin.get('/', async (req, reply) => {
@@ -326,11 +359,11 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
   };
   const api: ApiRoute[] = [
     {
-      method: 'GET', url: '/api/me', summary: 'Who the request is authenticated as.',
+      method: 'GET', url: '/api/me', summary: 'Who the request is authenticated as.', response: schemas.me,
       handler: async ({ auth }) => ({ admin: auth.admin, actor: auth.actor, csrfToken: auth.session?.csrf ?? null, node: o.node }),
     },
     {
-      method: 'GET', url: '/api/queue', summary: 'Queued messages, oldest first, with filters and paging.', query: listQuery,
+      method: 'GET', url: '/api/queue', summary: 'Queued messages, oldest first, with filters and paging.', query: listQuery, response: schemas.queueList,
       handler: async ({ query }) => {
         const q = query as z.infer<typeof listQuery>;
         if (q.offset + q.limit > MAX_WINDOW) throw new WebError(400, 'ERR_WEB_BAD_INPUT', `offset + limit must not exceed ${MAX_WINDOW}: narrow the filter`);
@@ -345,11 +378,14 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
       },
     },
     {
-      method: 'GET', url: '/api/queue/summary', summary: 'Message counts by state.',
-      handler: async () => ({ node: o.node, counts: await queueCounts() }),
+      method: 'GET', url: '/api/queue/summary', summary: 'Message counts by state, and the oldest message of each state (received at, age).', response: schemas.queueSummary,
+      handler: async () => {
+        const states = await o.queue.counts();
+        return { node: o.node, counts: Object.fromEntries(Object.entries(states).map(([state, n]) => [state, n.messages])), states };
+      },
     },
     {
-      method: 'GET', url: '/api/queue/:id', summary: 'One message with its recipients and their attempt history.', params: z.strictObject({ id: QUEUE_ID }),
+      method: 'GET', url: '/api/queue/:id', summary: 'One message with its recipients and their attempt history.', params: z.strictObject({ id: QUEUE_ID }), response: schemas.queueMessage,
       handler: async ({ params }) => {
         const d = await o.queue.get(params.id);
         if (d === null) throw new WebError(404, 'ERR_QUEUE_NOT_FOUND', `No message ${params.id} in the queue`);
@@ -357,7 +393,7 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
       },
     },
     {
-      method: 'POST', url: '/api/queue/:id/:action', summary: 'Hold, release, retry or delete one message.',
+      method: 'POST', url: '/api/queue/:id/:action', summary: 'Hold, release, retry or delete one message.', response: schemas.adminResult,
       params: z.strictObject({ id: QUEUE_ID, action: z.enum(ACTIONS) }),
       handler: async ({ params, auth, request }) => {
         const result = await o.queue[params.action as (typeof ACTIONS)[number]]({ queueIds: [params.id] });
@@ -367,7 +403,7 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
       },
     },
     {
-      method: 'POST', url: '/api/queue/flush', summary: 'Try every deferred message now.',
+      method: 'POST', url: '/api/queue/flush', summary: 'Try every deferred message now.', response: schemas.adminResult,
       handler: async ({ auth, request }) => {
         const result = await o.queue.flush();
         await audit(auth, request, 'queue.flush', null, summarize(result));
@@ -376,7 +412,7 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
     },
     {
       method: 'GET', url: '/api/decisions', summary: 'Relay decisions (one per recipient), newest first, with filters; page with before=<next of the previous page>.',
-      query: decisionQuery,
+      query: decisionQuery, response: schemas.decisionList,
       handler: async ({ query }) => {
         const q = query as z.infer<typeof decisionQuery>;
         const rows = await decisionStore().search({ ...decisionFilter(q), ...(q.before !== undefined ? { before: q.before } : {}), limit: q.limit + 1 });
@@ -386,7 +422,7 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
     },
     {
       method: 'GET', url: '/api/decisions/why', summary: 'Why was this refused? The latest decisions for a client address, recipient and/or sender, with the rule, reason and reply of the refusals.',
-      query: whyQuery,
+      query: whyQuery, response: schemas.whyAnswer,
       handler: async ({ query }) => {
         const q = query as z.infer<typeof whyQuery>;
         const filter = decisionFilter(q);
@@ -398,12 +434,16 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
       },
     },
     {
-      method: 'GET', url: '/api/audit', summary: 'The audit log of admin actions, newest first.',
+      method: 'GET', url: '/api/audit', summary: 'The audit log of admin actions, newest first.', response: schemas.auditList,
       query: z.strictObject({ limit: z.coerce.number().int().min(1).max(1000).default(100), before: z.coerce.number().int().min(1).optional() }),
       handler: async ({ query }) => ({ entries: await o.admins.store.auditLog({ limit: query.limit, beforeId: query.before }) }),
     },
     {
-      method: 'GET', url: '/api/openapi.json', summary: 'This API as an OpenAPI 3.1 document.',
+      method: 'GET', url: '/api/routes', summary: 'Every route of the admin listener as its router has it (HEAD included): public or not, HTML page or not.', response: schemas.routeList,
+      handler: async () => ({ routes: routeList() }),
+    },
+    {
+      method: 'GET', url: '/api/openapi.json', summary: 'This API as an OpenAPI 3.1 document.', response: schemas.openApi,
       handler: async () => openapi,
     },
   ];
@@ -432,6 +472,7 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
   }
   // Admin pages of the modules: HTML behind the login; a POST is a form action (CSRF in _csrf) that redirects.
   const pages: PageRoute[] = modules.flatMap((m) => [...(m.pages?.(ctx) ?? [])]);
+  for (const r of pages) if (r.method === 'GET') PAGE_URLS.add(r.url);
   for (const r of pages) {
     admin.route({
       method: r.method,
@@ -477,12 +518,28 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
   return {
     admin: { address: o.admin.address, port: portOf(admin) },
     public: pub && o.public ? { address: o.public.address, port: portOf(pub) } : null,
-    routes,
+    routes: routeList(),
     async close() {
       await Promise.all(started.map((a) => a.close()));
       await Promise.all(modules.map((m) => m.close?.()));
     },
   };
+}
+
+/** The methods a listener's routes answer on a path (fastify's `:param` and `*` patterns), sorted; [] for none. */
+const patterns = new Map<string, RegExp>();
+export function allowedMethods(routes: readonly RouteEntry[], path: string): string[] {
+  const out = new Set<string>();
+  for (const r of routes) {
+    let re = patterns.get(r.url);
+    if (re === undefined) {
+      const src = r.url.split(/(:[A-Za-z0-9_]+|\*)/).map((part) => (part === '*' ? '.*' : part.startsWith(':') ? '[^/]+' : part.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))).join('');
+      re = new RegExp(`^${src}$`);
+      patterns.set(r.url, re);
+    }
+    if (re.test(path)) out.add(r.method);
+  }
+  return [...out].sort();
 }
 
 // --- relay decisions ----------------------------------------------------------------------------------------------
@@ -544,6 +601,12 @@ function summarize(r: AdminResult): { changed: number; unchanged: number; missin
   return { changed: r.changed.length, unchanged: r.unchanged.length, missing: r.missing.length };
 }
 
+/** A 200 answer's schema: JSON Schema 2020-12 of the zod output type (the OpenAPI 3.1 dialect), without $schema. */
+function responseSchema(schema: z.ZodType): unknown {
+  const { $schema: _, ...rest } = z.toJSONSchema(schema, { io: 'output', unrepresentable: 'any' }) as Record<string, unknown>;
+  return rest;
+}
+
 /** OpenAPI 3.1 from the route table (JSON Schema 2020-12 from the zod schemas). */
 function openApiDocument(routes: readonly ApiRoute[], node: string): unknown {
   const paths: Record<string, Record<string, unknown>> = {};
@@ -564,11 +627,13 @@ function openApiDocument(routes: readonly ApiRoute[], node: string): unknown {
       ...(parameters.length > 0 ? { parameters } : {}),
       ...(r.body ? { requestBody: { required: true, content: { 'application/json': { schema: z.toJSONSchema(r.body, { io: 'input', unrepresentable: 'any' }) } } } } : {}),
       responses: {
-        200: { description: 'OK', content: { [r.produces ?? 'application/json']: { schema: r.produces === 'text/event-stream' ? { type: 'string' } : { type: 'object' } } } },
+        200: { description: 'OK', content: { [r.produces ?? 'application/json']: { schema: r.produces === 'text/event-stream' ? { type: 'string' } : r.response ? responseSchema(r.response) : { type: 'object' } } } },
         400: { description: 'Bad input', content: { 'application/json': { schema: error } } },
         401: { description: 'Not authenticated', content: { 'application/json': { schema: error } } },
         ...(r.method !== 'GET' ? { 403: { description: 'Missing CSRF token (cookie sessions)', content: { 'application/json': { schema: error } } } } : {}),
         404: { description: 'Not found', content: { 'application/json': { schema: error } } },
+        ...(r.method !== 'GET' ? { 413: { description: 'Body too large', content: { 'application/json': { schema: error } } } } : {}),
+        default: { description: 'Error (405 wrong method, 409 exists, 429 throttled, 503 store unavailable, ...)', content: { 'application/json': { schema: error } } },
       },
     };
   }

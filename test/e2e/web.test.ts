@@ -1,10 +1,12 @@
 /**
  * The web service of a real `relayguard serve` (web enabled on an ephemeral loopback port), over real HTTP:
- * /health, /metrics labelled with the node and moving when mail is accepted, every admin route refusing an
- * anonymous request (the routes taken from the served OpenAPI document, generated from the route table, plus the
- * pages), login with the session cookie and CSRF token (missing or wrong: 403), bearer tokens from
- * `relayguard admin token add`, the login throttle per client address, a hold through the API seen by
- * `relayguard queue list`, and every change in the audit log.
+ * /health, /metrics labelled with the node and moving when mail is accepted (queue gauges included), every route
+ * of the router (GET /api/routes: the admin listener's routes as fastify registered them, modules' included, not a
+ * hand-written list) refusing an anonymous request (401 JSON, or 303 to /login for a page) and every state-changing
+ * one refusing a cookie session without its CSRF token (403), 405 with Allow for a wrong method, login with the
+ * session cookie and CSRF token, bearer tokens from `relayguard admin token add`, the login throttle per client
+ * address, a hold through the API seen by `relayguard queue list`, every change in the audit log, and the OpenAPI
+ * document (valid OpenAPI 3.1) against which every API answer recorded here validates.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,11 +14,17 @@ import { spawn } from 'node:child_process';
 import { request } from 'node:http';
 import { startServe, CLI, NODE, type ServeProcess } from '../../src/testing/serve-process.ts';
 import { p1 } from '../../src/testing/smtp-client.ts';
+import { answerProblems, openApiProblems, type RecordedAnswer } from '../../src/testing/openapi.ts';
 
 let serve: ServeProcess;
 let port = 0;
 let token = '';
 const PASSWORD = 'correct horse battery';
+/** API answers seen by the tests, validated against the OpenAPI document at the end. */
+const recorded: RecordedAnswer[] = [];
+const record = (method: string, path: string, r: Res): void => {
+  if (path.startsWith('/api/') && r.json !== null) recorded.push({ method, path, status: r.status, body: r.json });
+};
 
 interface Res { status: number; headers: Record<string, string | string[] | undefined>; body: string; json: any }
 
@@ -28,7 +36,9 @@ function http(method: string, path: string, options: { headers?: Record<string, 
       res.setEncoding('utf8').on('data', (d: string) => { body += d; }).on('end', () => {
         let json: unknown = null;
         try { json = JSON.parse(body); } catch { /* not JSON */ }
-        resolve({ status: res.statusCode!, headers: res.headers, body, json });
+        const r = { status: res.statusCode!, headers: res.headers, body, json };
+        if (method !== 'HEAD') record(method, path, r);
+        resolve(r);
       });
     });
     req.on('error', reject);
@@ -112,22 +122,65 @@ test('/health: 200 with the node and every check ok', async () => {
   for (const c of ['queue', 'directory', 'admins', 'listeners']) assert.equal(r.json.checks[c].ok, true, c);
 });
 
-test('every admin route refuses an anonymous request with 401 JSON (routes from the generated OpenAPI document)', async () => {
-  const doc = await http('GET', '/api/openapi.json', { headers: { authorization: `Bearer ${token}` } });
-  assert.equal(doc.status, 200, doc.body);
-  assert.equal(doc.json.openapi, '3.1.0');
-  const routes: [string, string][] = [['GET', '/metrics'], ['POST', '/logout'], ['POST', '/queue/ABCDEF123/hold']];
-  for (const [path, ops] of Object.entries(doc.json.paths as Record<string, Record<string, unknown>>)) {
-    for (const method of Object.keys(ops)) routes.push([method.toUpperCase(), path.replace('{id}', 'ABCDEF123').replace('{action}', 'hold')]);
+/** Fills a route's parameters with a value of the right shape (the checks run before the parameters are read). */
+const fill = (url: string): string => url.replace(/:id\b/g, 'ABCDEF123').replace(/:action\b/g, 'hold').replace(/:[A-Za-z0-9_]+/g, 'x').replace(/\*/g, 'x');
+
+/** The admin listener's routes as its router has them (GET /api/routes: RunningWeb.routes of this serve). */
+async function routerRoutes(): Promise<{ method: string; url: string; public: boolean; page: boolean }[]> {
+  const r = await http('GET', '/api/routes', { headers: { authorization: `Bearer ${token}` } });
+  assert.equal(r.status, 200, r.body);
+  return r.json.routes;
+}
+
+test('every non-public route of the router refuses an anonymous request: 401 JSON, or 303 to /login for a page', async () => {
+  const routes = await routerRoutes();
+  const guarded = routes.filter((r) => !r.public);
+  // The router's own list: the built-in API, the dashboard, /metrics, /logout and every module's routes.
+  for (const want of ['GET /api/queue', 'POST /api/queue/:id/:action', 'GET /metrics', 'POST /logout', 'GET /', 'GET /api/routes', 'POST /api/users', 'GET /users']) {
+    assert.ok(guarded.some((r) => `${r.method} ${r.url}` === want), `${want} among ${guarded.length} guarded routes`);
   }
-  assert.ok(routes.length >= 10, `${routes.length} routes`);
-  for (const [method, path] of routes) {
-    const r = await http(method, path);
-    assert.equal(r.status, 401, `${method} ${path}: ${r.body}`);
-    assert.equal(r.json?.error?.code, 'ERR_WEB_UNAUTHENTICATED', `${method} ${path}`);
+  assert.deepEqual([...new Set(routes.filter((r) => r.public).map((r) => r.url))].filter((u) => !u.startsWith('/assets/')).sort(), ['/health', '/login']);
+  for (const r of guarded) {
+    const res = await http(r.method, fill(r.url));
+    if (r.page) {
+      assert.equal(res.status, 303, `${r.method} ${r.url}`);
+      assert.equal(res.headers['location'], '/login', `${r.method} ${r.url}`);
+      continue;
+    }
+    assert.equal(res.status, 401, `${r.method} ${r.url}: ${res.body}`);
+    if (r.method !== 'HEAD') assert.equal(res.json?.error?.code, 'ERR_WEB_UNAUTHENTICATED', `${r.method} ${r.url}`);
   }
-  // A wrong bearer token is refused too; the dashboard page sends an anonymous browser to the login form.
+  // A wrong bearer token is refused too.
   assert.equal((await http('GET', '/api/queue', { headers: { authorization: 'Bearer rgt_wrong' }, from: '127.0.0.9' })).status, 401);
+});
+
+test('every state-changing route of the router refuses a cookie session without its CSRF token (403), and changes nothing', async () => {
+  const { cookie } = await login('127.0.0.13');
+  const writes = (await routerRoutes()).filter((r) => !r.public && !['GET', 'HEAD'].includes(r.method));
+  assert.ok(writes.length >= 8, JSON.stringify(writes));
+  const before = await http('GET', '/api/audit?limit=1', { headers: { cookie }, from: '127.0.0.13' });
+  for (const r of writes) {
+    for (const headers of [{ cookie }, { cookie, 'x-csrf-token': 'wrong' }] as Record<string, string>[]) {
+      const res = await http(r.method, fill(r.url), { headers, from: '127.0.0.13' });
+      assert.equal(res.status, 403, `${r.method} ${r.url}: ${res.body}`);
+      assert.equal(res.json?.error?.code, 'ERR_WEB_CSRF', `${r.method} ${r.url}`);
+    }
+  }
+  const after = await http('GET', '/api/audit?limit=1', { headers: { cookie }, from: '127.0.0.13' });
+  assert.deepEqual(after.json.entries, before.json.entries, 'no refused write reached the audit log');
+});
+
+test('a known path with the wrong method: 405 with Allow (JSON); an unknown path: 404 JSON', async () => {
+  for (const [method, path, allow] of [['DELETE', '/api/queue', 'GET, HEAD'], ['GET', '/logout', 'POST'], ['PUT', '/health', 'GET, HEAD'], ['GET', '/api/queue/ABCDEF123/hold', 'POST'], ['PATCH', '/api/users/x', 'DELETE, GET, HEAD']] as const) {
+    const r = await http(method, path);
+    assert.equal(r.status, 405, `${method} ${path}: ${r.body}`);
+    assert.equal(r.headers['allow'], allow, `${method} ${path}`);
+    assert.equal(r.json.error.code, 'ERR_WEB_METHOD_NOT_ALLOWED');
+  }
+  const nf = await http('GET', '/api/nope/deeper');
+  assert.equal(nf.status, 404);
+  assert.equal(nf.json.error.code, 'ERR_WEB_NOT_FOUND');
+  // The dashboard page sends an anonymous browser to the login form.
   const page = await http('GET', '/');
   assert.equal(page.status, 303);
   assert.equal(page.headers['location'], '/login');
@@ -158,10 +211,16 @@ test('/metrics: Prometheus text, every series labelled with the node; counters m
   assert.ok(value(after1, /^relayguard_smtp_sessions_total\{listener="mx"/) >= 1, after1);
   // The queue gauge is read from the queue at scrape time (cached for a few seconds): delivery is off, so it stays.
   const deadline = Date.now() + 10_000;
-  while (value(await scrape(), /^relayguard_queue_messages\{state="queued"/) < 1) {
+  let text = await scrape();
+  while (value(text, /^relayguard_queue_messages\{state="queued"/) < 1) {
     assert.ok(Date.now() < deadline, 'relayguard_queue_messages{state="queued"} counts the accepted message');
     await new Promise((r) => setTimeout(r, 250));
+    text = await scrape();
   }
+  // The oldest age per state, from the same counts (queue port: one aggregate query).
+  assert.match(text, /^# TYPE relayguard_queue_oldest_age_seconds gauge$/m);
+  assert.ok(value(text, /^relayguard_queue_oldest_age_seconds\{state="queued"/) >= 0, text);
+  assert.match(text, /^relayguard_queue_oldest_age_seconds\{state="corrupt",node="[^"]+"\} 0$/m);
 });
 
 test('login: session cookie HttpOnly + SameSite=Strict; a write without or with a wrong CSRF token is refused (403); with it, the hold shows in `relayguard queue list` and the audit log', async () => {
@@ -263,6 +322,32 @@ test('`relayguard admin passwd` (another process) ends the admin\'s sessions at 
   const after = await http('GET', '/api/me', { headers: { cookie }, from: '127.0.0.12' });
   assert.equal(after.status, 401, 'the old session still works after a password change');
   await login('127.0.0.12');
+});
+
+test('OpenAPI: /api/openapi.json is valid OpenAPI 3.1; the queue, decision and other answers recorded by these tests validate against it', async () => {
+  const auth = { authorization: `Bearer ${token}` };
+  const id = await sendMail();
+  // The queue and decision routes once more, so that each has an answer on record whatever ran before.
+  for (const path of ['/api/queue?limit=5', `/api/queue/${id}`, '/api/queue/summary', '/api/decisions?limit=5', '/api/decisions/why?rcpt=u@local.test', '/api/me', '/api/audit?limit=5']) {
+    assert.equal((await http('GET', path, { headers: auth })).status, 200, path);
+  }
+  assert.equal((await http('POST', `/api/queue/${id}/hold`, { headers: auth })).status, 200);
+  assert.equal((await http('POST', '/api/queue/flush', { headers: auth })).status, 200);
+  assert.equal((await http('GET', '/api/decisions?client=not-an-ip', { headers: auth })).status, 400);
+  const summary = await http('GET', '/api/queue/summary', { headers: auth });
+  assert.ok(summary.json.states.hold.messages >= 1);
+  assert.equal(typeof summary.json.states.hold.oldestAgeMs, 'number');
+
+  const doc = await http('GET', '/api/openapi.json', { headers: auth });
+  assert.equal(doc.json.openapi, '3.1.0');
+  assert.deepEqual(openApiProblems(doc.json), []);
+  for (const p of ['/api/queue', '/api/queue/{id}', '/api/decisions']) {
+    const schema = doc.json.paths[p].get.responses['200'].content['application/json'].schema;
+    assert.equal(schema.additionalProperties, false, `${p}: a real response schema, not "any object"`);
+  }
+  const paths = new Set(recorded.map((r) => r.path.split('?')[0]!.replace(id, '{id}')));
+  for (const p of ['/api/queue', '/api/queue/{id}', '/api/queue/summary', '/api/decisions', '/api/decisions/why', '/api/routes', '/api/audit']) assert.ok(paths.has(p), `${p} answered`);
+  assert.deepEqual(answerProblems(doc.json, recorded), []);
 });
 
 test('SIGHUP with changed web settings restarts the web service on the new port; the old one is closed', async () => {
