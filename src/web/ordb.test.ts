@@ -5,6 +5,7 @@
  * lookup (HTML and JSON, escaping of a hostile transcript), the delisting request (CSRF, only listed addresses,
  * per-client and per-address limits with 429 + Retry-After) and its status page, and the evidence view model.
  */
+import { queueCounts } from '../queue/index.ts';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
@@ -101,7 +102,7 @@ before(async () => {
   store.exclude('198.51.100.0/24', { detail: 'config' });
   web = await startWeb({
     node: 'n1', logger: new MemoryLogger(), metrics: new RelayMetrics('n1', { processMetrics: false }), admins,
-    queue: { list: async () => [], get: async () => null, hold: async () => none, release: async () => none, retry: async () => none, delete: async () => none, flush: async () => none },
+    queue: { list: async () => [], get: async () => null, hold: async () => none, release: async () => none, retry: async () => none, delete: async () => none, flush: async () => none, counts: async () => queueCounts([], 0) },
     checks: {}, admin: { address: '127.0.0.1', port: 0 }, public: null, tls: null,
     sessionLifetimeMs: 60_000, loginFailuresPerIp: 50, loginFailureWindowMs: 60_000,
     modules: [ordbWebModule({

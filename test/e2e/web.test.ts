@@ -139,7 +139,7 @@ test('every non-public route of the router refuses an anonymous request: 401 JSO
   for (const want of ['GET /api/queue', 'POST /api/queue/:id/:action', 'GET /metrics', 'POST /logout', 'GET /', 'GET /api/routes', 'POST /api/users', 'GET /users']) {
     assert.ok(guarded.some((r) => `${r.method} ${r.url}` === want), `${want} among ${guarded.length} guarded routes`);
   }
-  assert.deepEqual([...new Set(routes.filter((r) => r.public).map((r) => r.url))].filter((u) => !u.startsWith('/assets/')).sort(), ['/health', '/login']);
+  assert.deepEqual([...new Set(routes.filter((r) => r.public).map((r) => r.url))].filter((u) => !u.startsWith('/assets/')).sort(), ['/dnsbl/delist', '/dnsbl/delist/status', '/dnsbl/delist/status.json', '/dnsbl/lookup', '/dnsbl/lookup.json', '/dnsbl/policy', '/health', '/login'], 'the public routes: the ORDB public pages, /health, /login (and /assets)');
   for (const r of guarded) {
     const res = await http(r.method, fill(r.url));
     if (r.page) {
