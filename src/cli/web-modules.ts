@@ -7,6 +7,7 @@ import type { Logger } from '../core/log.ts';
 import type { ReceivePath } from '../relay/index.ts';
 import type { WebModule } from '../web/index.ts';
 import type { RunningOrdb } from './ordb-service.ts';
+import { testerWebModule } from './tester-engine.ts';
 
 export interface WebModuleDeps {
   readonly receive: ReceivePath;
@@ -15,7 +16,8 @@ export interface WebModuleDeps {
   readonly ordb: () => RunningOrdb | null;
 }
 
-export async function webModules(_config: Config, _deps: WebModuleDeps): Promise<WebModule[]> {
+export async function webModules(config: Config, deps: WebModuleDeps): Promise<WebModule[]> {
   const modules: WebModule[] = [];
+  if (config.web.tester.enabled) modules.push(await testerWebModule(config, deps.logger));
   return modules;
 }

@@ -80,7 +80,7 @@ export interface ToyRelay {
   close(): Promise<void>;
 }
 
-export async function startToyRelay(options: { accept: (rcpt: string) => boolean; nextHop: { host: string; port: number }; claimClient?: string }): Promise<ToyRelay> {
+export async function startToyRelay(options: { accept: (rcpt: string) => boolean; nextHop: { host: string; port: number }; claimClient?: string; address?: string }): Promise<ToyRelay> {
   const forwarded: { mailFrom: string; rcptTo: string[] }[] = [];
   const rewrite = (address: string): string => {
     const at = address.lastIndexOf('@');
@@ -119,7 +119,7 @@ export async function startToyRelay(options: { accept: (rcpt: string) => boolean
   };
   const server = new SmtpServer({
     hostname: 'toy.relay.test',
-    listeners: [{ name: 'mx', role: 'mx', address: '127.0.0.1', port: 0, tls: 'none' }],
+    listeners: [{ name: 'mx', role: 'mx', address: options.address ?? '127.0.0.1', port: 0, tls: 'none' }],
     handler,
     logger: NULL_LOGGER,
     limits: { messageSize: 1 << 20, recipients: 100, errors: 1000, idleTimeoutMs: 10_000, sessionTimeoutMs: 60_000, hopCount: 50, commandLineLength: 4096, connections: 100, connectionsPerIp: 100 },
