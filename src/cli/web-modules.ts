@@ -10,6 +10,7 @@ import type { WebModule } from '../web/index.ts';
 import { directoryModule } from '../web/directory.ts';
 import { ordbWebModule, type OrdbAccess } from '../web/ordb.ts';
 import type { RunningOrdb } from './ordb-service.ts';
+import { testerWebModule } from './tester-engine.ts';
 
 export interface WebModuleDeps {
   readonly receive: ReceivePath;
@@ -23,6 +24,7 @@ export async function webModules(config: Config, deps: WebModuleDeps): Promise<W
   modules.push(ordbWebModule({ ordb: () => ordbAccess(deps.ordb()), categories: CATEGORIES, limits: config.web.ordb, evidenceUrl: config.dnsbl.evidenceUrl }));
   // Users, local domains and aliases through the relay's own directory (its writes refresh the relay's view at once).
   modules.push(directoryModule({ store: deps.receive.directory, accounts: deps.receive.accounts, localDomains: deps.receive.localDomains }));
+  if (config.web.tester.enabled) modules.push(await testerWebModule(config, deps.logger));
   return modules;
 }
 

@@ -163,6 +163,18 @@ test('load: duplicate listener names and port clashes are caught before start', 
   assert.equal(ok.listeners.length, 2);
 });
 
+test('load: the web tester\'s probe sink clashes with the ORDB\'s on the same port; web.tester keys are typed', () => {
+  const err = configError('dnsbl: { probeDomain: probes.example.org }\nweb: { tester: { proof: { probeDomain: web-probes.example.org } } }\n');
+  assert.match(err.message, /web\.tester\.proof\.sink\.port: port 25 on 0\.0\.0\.0 is already used by dnsbl\.sink/);
+  const bad = configError('web: { tester: { maxConcurrent: 0, allowTargets: [not-a-network], budget: soon } }\n');
+  assert.match(bad.message, /web\.tester\.maxConcurrent/);
+  assert.match(bad.message, /web\.tester\.allowTargets\[0\]/);
+  assert.match(bad.message, /web\.tester\.budget/);
+  const ok = parseConfigText('web: { tester: { allowTargets: [127.0.0.0/8], proof: { probeDomain: p.example.org, sink: { port: 2526 }, wait: 10s } } }\n');
+  assert.deepEqual(ok.web.tester.allowTargets, ['127.0.0.0/8']);
+  assert.deepEqual(ok.web.tester.proof, { probeDomain: 'p.example.org', sink: { address: '0.0.0.0', port: 2526 }, wait: 10_000 });
+});
+
 test('load: YAML syntax errors, duplicate keys, tags and multiple documents', () => {
   let err = configError('listeners: [\n');
   assert.match(err.message, /^ {2}\(top level\): YAML: .+\(line \d+\)$/m);

@@ -93,6 +93,7 @@ test('schema: defaultConfig is complete, in ms and bytes, absolute and deeply fr
     ordb: { lookupsPerMinute: 60, delistingPerClientPerHour: 5, delistingPerAddressPerHour: 2 },
     sessionLifetime: 43_200_000, loginFailuresPerIp: 5, loginFailureWindow: 900_000,
     decisionRetention: { maxAge: 604_800_000, maxRows: 1_000_000 },
+    tester: { enabled: true, maxConcurrent: 2, allowTargets: [], ports: [25, 587, 465], sourceAddress: null, budget: 300_000, keepRuns: 1000, proof: null },
   });
   assert.deepEqual(c.dnsbl, {
     enabled: true, zone: 'relays.localhost', listen: { address: '127.0.0.1', port: 5353 },

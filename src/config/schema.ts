@@ -756,6 +756,32 @@ export const configSchema = z
           })
           .prefault({})
           .describe('How long the relay-decision log (`/api/decisions`: every recipient decision, written in batches to dataDir/decisions.db or the PostgreSQL table relay_decisions) is kept; pruned once a minute by whichever limit is reached first. About 300 bytes a row: the default stays under ~0.5 GB.'),
+        tester: z
+          .strictObject({
+            enabled: z.boolean().default(true).describe('Offer the open-relay tester on the dashboard and at /api/tester/runs.'),
+            maxConcurrent: count(1, 64).default(2).describe('Tester runs at the same time; one more is refused with 429 ERR_TESTER_BUSY (and Retry-After) until one ends.'),
+            allowTargets: uniqueList(cidr(), 1000)
+              .prefault([])
+              .describe('Networks the web tester may test although they are loopback, private (RFC 1918, ULA), link-local, CGNAT, multicast or reserved; every other such address is refused (400 ERR_TESTER_TARGET_FORBIDDEN) so the form cannot reach into the operator\'s own network. Example: ["127.0.0.0/8"] for a lab.'),
+            ports: z.array(z.union([z.number(), z.string()])).min(1).max(16).prefault([25, 587, 465]).describe('Ports tested when a run names none (PORT or PORT:ROLE, as `relayguard test --port`).'),
+            sourceAddress: ipAddress().nullable().prefault(null).describe('Source address of the web tester. Null: the system\'s choice.'),
+            budget: duration({ min: 1000, max: DAY_MS }).prefault('5m').describe('Longest a run may take per target address; a run may ask for less.'),
+            keepRuns: count(10, 10_000_000).default(1000).describe('Finished runs kept (dataDir/tester-runs.db, or the PostgreSQL table tester_runs); older ones are deleted when a run starts.'),
+            proof: z
+              .strictObject({
+                probeDomain: domain().describe('The domain the probes go to (you control it; its MX reaches the sink).'),
+                sink: z
+                  .strictObject({ address: ipAddress().prefault('0.0.0.0'), port: port().default(25) })
+                  .prefault({})
+                  .describe('Where the web tester\'s probe sink listens (not the ORDB\'s dnsbl.sink: give another port when both are on).'),
+                wait: duration({ min: 1000, max: 3_600_000 }).prefault('30s').describe('How long a proof-mode run waits for its probes.'),
+              })
+              .nullable()
+              .prefault(null)
+              .describe('Proof mode for web runs (mode "prove": one tagged probe per accepted trick, OPEN only when it arrives). Null: only safe mode.'),
+          })
+          .prefault({})
+          .describe('The web tester (an MX Toolbox that tells the truth): `relayguard test` from the dashboard and the API, with its verdicts streamed trick by trick.'),
       })
       .prefault({})
       .describe('The web service: admin dashboard and HTTP API behind a login (admins: `relayguard admin add`), Prometheus /metrics, /health.'),
@@ -779,6 +805,10 @@ export const configSchema = z
     if (c.web.enabled) binds.push({ address: c.web.address, port: c.web.port, path: ['web', 'port'], label: 'web' });
     if (c.web.enabled && c.web.public) binds.push({ address: c.web.public.address, port: c.web.public.port, path: ['web', 'public', 'port'], label: 'web.public' });
     if (c.dnsbl.enabled) binds.push({ address: c.dnsbl.listen.address, port: c.dnsbl.listen.port, path: ['dnsbl', 'listen', 'port'], label: 'dnsbl.listen' });
+    // The two probe sinks (ORDB and web tester) are SMTP listeners too.
+    if (c.dnsbl.enabled && c.dnsbl.probeDomain !== null) binds.push({ address: c.dnsbl.sink.address, port: c.dnsbl.sink.port, path: ['dnsbl', 'sink', 'port'], label: 'dnsbl.sink' });
+    const proof = c.web.enabled && c.web.tester.enabled ? c.web.tester.proof : null;
+    if (proof) binds.push({ address: proof.sink.address, port: proof.sink.port, path: ['web', 'tester', 'proof', 'sink', 'port'], label: 'web.tester.proof.sink' });
     binds.forEach((b, i) => {
       if (b.port === 0) return;
       const clash = binds.slice(0, i).find((o) => o.port === b.port && (o.address === b.address || WILDCARDS.has(o.address) || WILDCARDS.has(b.address)));
@@ -967,6 +997,18 @@ export interface Config {
     readonly loginFailureWindow: number;
     /** maxAge in milliseconds. */
     readonly decisionRetention: { readonly maxAge: number; readonly maxRows: number };
+    readonly tester: {
+      readonly enabled: boolean;
+      readonly maxConcurrent: number;
+      readonly allowTargets: readonly string[];
+      readonly ports: readonly (number | string)[];
+      readonly sourceAddress: string | null;
+      /** Milliseconds. */
+      readonly budget: number;
+      readonly keepRuns: number;
+      /** wait in milliseconds. */
+      readonly proof: { readonly probeDomain: string; readonly sink: { readonly address: string; readonly port: number }; readonly wait: number } | null;
+    };
   };
 }
 
@@ -1058,7 +1100,17 @@ export function buildConfig(parsed: ParsedConfig, options: { baseDir: string; co
       bounces: { ...parsed.delivery.bounces },
       retry: { ...parsed.delivery.retry },
     },
-    web: { ...parsed.web, public: parsed.web.public === null ? null : { ...parsed.web.public }, ordb: { ...parsed.web.ordb } },
+    web: {
+      ...parsed.web,
+      public: parsed.web.public === null ? null : { ...parsed.web.public },
+      ordb: { ...parsed.web.ordb },
+      tester: {
+        ...parsed.web.tester,
+        allowTargets: [...parsed.web.tester.allowTargets],
+        ports: [...parsed.web.tester.ports],
+        proof: parsed.web.tester.proof === null ? null : { ...parsed.web.tester.proof, sink: { ...parsed.web.tester.proof.sink } },
+      },
+    },
   };
   return deepFreeze(config);
 }

@@ -1,6 +1,6 @@
 /**
  * Purpose: the storage adapters behind the asynchronous ports other modules own (policy's DirectoryStore,
- *   CounterStore, AdminStore and DecisionStore, the queue's MailQueue: openQueue picks the embedded SQLite queue or the shared PostgreSQL one),
+ *   CounterStore, AdminStore, DecisionStore and TesterRunStore, the queue's MailQueue: openQueue picks the embedded SQLite queue or the shared PostgreSQL one),
  * on the embedded SQLite database (default) or on PostgreSQL (`store: { postgres: { url } }`, shared by every
  * node), and the PostgreSQL schema migrations (`relayguard db migrate`) with the check made when a store opens.
  * Trust: holds password hashes and the relay's address tables; reads and writes the database only (SQLite file
@@ -20,12 +20,15 @@ import { SqliteDirectoryStore } from './sqlite-directory.ts';
 import { SqliteAdminStore } from './sqlite-admin.ts';
 import { ThreadedSqliteDecisionStore, sqliteDecisionsPath } from './sqlite-decisions.ts';
 import type { DecisionStore } from '../policy/decisions.ts';
+import type { TesterRunStore } from '../policy/tester-runs.ts';
+import { SqliteTesterRunStore, sqliteTesterRunsPath } from './sqlite-tester-runs.ts';
 import { QueueStore, SqliteMailQueue, type MailQueue } from '../queue/index.ts';
 
 export { SqliteCounterStore } from './sqlite-counters.ts';
 export { SqliteDirectoryStore } from './sqlite-directory.ts';
 export { SqliteAdminStore } from './sqlite-admin.ts';
 export { SqliteDecisionStore, ThreadedSqliteDecisionStore, sqliteDecisionsPath } from './sqlite-decisions.ts';
+export { SqliteTesterRunStore, sqliteTesterRunsPath } from './sqlite-tester-runs.ts';
 export {
   ERR_STORE_MIGRATION_FAILED, ERR_STORE_MIGRATIONS_MISSING, ERR_STORE_SCHEMA_MODIFIED, ERR_STORE_SCHEMA_NEWER, ERR_STORE_SCHEMA_OLD,
   describePostgresUrl, loadMigrations, type MigrateResult, type SchemaStatus,
@@ -181,4 +184,14 @@ export async function openDecisionStore(options: { dataDir: string; postgres: Po
   if (options.postgres === null) return new ThreadedSqliteDecisionStore(sqliteDecisionsPath(options.dataDir));
   const { PostgresDecisionStore } = await import('./postgres-decisions.ts');
   return PostgresDecisionStore.open(options.postgres.url, { poolSize: 2, ...(options.logger ? { logger: options.logger } : {}) });
+}
+
+/**
+ * The tester-run store (policy/tester-runs.ts: runs started from the web tester): PostgreSQL's table with
+ * store.postgres (every node's runs; migrations/postgres/007_tester_runs.sql), else dataDir/tester-runs.db.
+ */
+export async function openTesterRunStore(options: { dataDir: string; postgres: PostgresSettings | null; logger?: Logger }): Promise<TesterRunStore> {
+  if (options.postgres === null) return new SqliteTesterRunStore(sqliteTesterRunsPath(options.dataDir));
+  const { PostgresTesterRunStore } = await import('./postgres-tester-runs.ts');
+  return PostgresTesterRunStore.open(options.postgres.url, { poolSize: 2, ...(options.logger ? { logger: options.logger } : {}) });
 }

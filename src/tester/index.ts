@@ -16,7 +16,7 @@ export {
   type ControlCheck, type Outcome, type Reason, type ReplyContext, type ReplyInfo, type Verdict,
 } from './verdict.ts';
 export { REMEDIATION, openRelayRemediation } from './findings.ts';
-export { testTarget, DEFAULT_TESTER_TIMEOUTS, type TesterOptions, type TesterTimeouts, type ProofOptions } from './runner.ts';
+export { testTarget, DEFAULT_TESTER_TIMEOUTS, type TesterOptions, type TesterTimeouts, type ProofOptions, type TrickProgress } from './runner.ts';
 export { runTester, runExitCode, TESTER_VERSION, type RunOptions } from './run.ts';
 export {
   DEFAULT_PORTS, isHostName, parsePortSpec, parseIpTarget, resolveTarget, transportsFor, SYSTEM_RESOLVER,

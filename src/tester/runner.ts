@@ -91,6 +91,28 @@ export interface TesterOptions {
   readonly signal?: AbortSignal;
   /** Shared across the targets of one run so probe tags stay unique. */
   readonly tagger?: Tagger;
+  /**
+   * Progress: called once per trick of every (port, transport) unit as its verdict is known, in order, before the
+   * run ends (a unit that cannot open a session reports no trick). The verdict is the one the session gave; the
+   * report's may still change after the battery (safe mode: an accepted trick becomes 'accepts-all-recipients' when
+   * the same unit accepted an unknown local user; proof mode: when the probe arrives or not). A throwing callback
+   * is ignored.
+   */
+  readonly onTrick?: (progress: TrickProgress) => void;
+}
+
+/** One trick's verdict as it arrives (TesterOptions.onTrick). */
+export interface TrickProgress {
+  readonly address: string;
+  readonly port: number;
+  readonly role: PortSpec['role'];
+  readonly transport: Transport;
+  /** Position of the trick in the battery (0-based) and the battery's length. */
+  readonly index: number;
+  readonly total: number;
+  readonly trick: TrickResult;
+  /** The dialogue lines of this trick's tries (empty unless options.transcript). */
+  readonly lines: readonly { readonly t: number; readonly dir: 'C' | 'S'; readonly line: string }[];
 }
 
 const sleep = (ms: number, signal?: AbortSignal): Promise<void> => new Promise((resolve) => {
@@ -482,6 +504,20 @@ class UnitRunner {
     if (this.#c.first) probes = await this.#portProbes();
 
     const maxConnections = tricks.length * 3 + 5;
+    let lines: { t: number; dir: 'C' | 'S'; line: string }[] = [];
+    const push = (result: TrickResult): void => {
+      results.push(result);
+      const hook = o.onTrick;
+      const got = lines;
+      lines = [];
+      if (!hook) return;
+      try {
+        hook({
+          address: this.#c.target.address, port: this.#c.spec.port, role: this.#c.spec.role, transport: this.#c.transport,
+          index: results.length - 1, total: tricks.length, trick: result, lines: got,
+        });
+      } catch { /* a progress callback never breaks the run */ }
+    };
     let stop: Outcome | null = null;
     let droppedInARow = 0;
     let timeoutsInARow = 0;
@@ -495,10 +531,10 @@ class UnitRunner {
       });
       controls.push(trick.id === 'V21');
       if (!stop && signal.aborted) stop = { verdict: 'INCONCLUSIVE', reason: 'budget-exhausted', detail: 'not run: the time budget ran out' };
-      if (stop) { results.push(notRun(stop)); continue; }
+      if (stop) { push(notRun(stop)); continue; }
       const tag = o.proof ? tagger.next() : null;
       const rendered = renderTrick(trick, this.#context(tag ?? this.#c.safeRecipient));
-      if (!rendered.ok) { results.push(notRun({ verdict: 'N/A', reason: 'not-applicable', detail: rendered.reason })); continue; }
+      if (!rendered.ok) { push(notRun({ verdict: 'N/A', reason: 'not-applicable', detail: rendered.reason })); continue; }
       if (i > 0) await sleep(o.paceMs ?? 0, signal);
 
       let attempts = 0;
@@ -525,7 +561,10 @@ class UnitRunner {
         }
         attempts++;
         const t0 = performance.now();
+        const used = this.#client!;
+        const mark = used.transcript.length;
         const attempt = await this.#attempt(rendered.rendered, tag);
+        lines.push(...used.transcript.slice(mark));
         const ms = Math.round(performance.now() - t0);
         if (attempt.kind === 'reset-failed') continue; // the session was gone before this trick started: not a try
         const sent = { mailFrom: attempt.mailFromSent, rcptTo: attempt.rcptSent };
@@ -564,7 +603,7 @@ class UnitRunner {
       } else {
         droppedInARow = 0;
       }
-      results.push(result);
+      push(result);
     }
     await this.#quit();
     return output(null);

@@ -46,8 +46,14 @@ form.inline{display:inline}button{font:inherit;cursor:pointer}
 .login label{display:block;margin:.5em 0}.login input{width:100%;box-sizing:border-box;padding:.4em}
 .error{color:#b00020}
 pre{background:#fff;border:1px solid #ddd;padding:.5em;overflow-x:auto;white-space:pre-wrap;word-break:break-all;font-size:.85em}
-.verdict{background:#fff;border-left:4px solid #888;padding:.6em 1em}.verdict.listed{border-color:#b00020}.verdict.ok{border-color:#2a7d2a}
+.status{background:#fff;border-left:4px solid #888;padding:.6em 1em}.status.listed{border-color:#b00020}.status.ok{border-color:#2a7d2a}
 form label{margin-right:.5em}
+.verdict{font-weight:bold;padding:0 .3em;border-radius:3px;white-space:nowrap;display:inline-block}td.nowrap{white-space:nowrap;word-break:normal}.v-OPEN{background:#b00020;color:#fff}.v-CLOSED{background:#1b7f3b;color:#fff}
+.v-INCONCLUSIVE{background:#f2c200;color:#111}.v-NA,.v-none,.v-running{background:#ddd;color:#111}.v-failed,.v-aborted{background:#555;color:#fff}
+.tester-form{background:#fff;border:1px solid #ddd;padding:.8em 1em;display:grid;gap:.5em;max-width:40em}
+.tester-form label{display:grid;gap:.2em}.tester-form label.check{display:block}.tester-form input:not([type=checkbox]),.tester-form select{padding:.3em;font:inherit;width:100%;box-sizing:border-box}
+@media (max-width:40em){table.stack thead{display:none}table.stack tr{display:block;border-bottom:1px solid #ddd;padding:.3em 0}table.stack td{display:inline-block;border:0;padding:.1em .4em}table.stack td.wide{display:block}}
+pre.transcript{white-space:pre-wrap;word-break:break-all;background:#f4f4f4;padding:.4em;margin:.3em 0;font-size:.85em;max-height:30em;overflow:auto}
 `;
 
 export function page(title: string, body: Markup, who: { admin: string; csrf: string } | null, nav: readonly { href: string; label: string }[] = []): string {

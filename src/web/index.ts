@@ -3,7 +3,8 @@
  * /api/openapi.json), Prometheus /metrics, and /health for load balancers, on an admin listener and an optional
  * public one. Trust: the admin surface is behind a login (session cookie + CSRF token, or a bearer API token) with
  * a per-address login throttle; every change is audited. It reads and changes the relay only through ports handed
- * in by the CLI (queue, admin store, health checks) and never speaks SMTP.
+ * in by the CLI (queue, admin store, health checks) and never speaks SMTP; the web tester (tester.ts) runs the
+ * tester it is handed, only against addresses its SSRF guard (target-guard.ts) lets through.
  * Standards: RFC 9110 (HTTP semantics), RFC 6265 (cookies), OpenAPI 3.1, Prometheus text exposition 0.0.4.
  */
 export { startWeb, WebError, allowedMethods, type QueueAccess, type RouteInfo, type RunningWeb, type WebOptions } from './server.ts';
@@ -11,3 +12,4 @@ export { RelayMetrics, observingLogger, type MetricSources } from './metrics.ts'
 export { esc, html } from './html.ts';
 export type { ApiRoute, Auth, NavEntry, PageRoute, PublicRoute, RouteInput, WebAsset, WebContext, WebModule } from './module.ts';
 export { Markup, publicPage } from './html.ts';
+export { testerModule, type PreparedRun, type RunHooks, type TesterEngine, type TesterModuleOptions, type TesterRequest } from './tester.ts';

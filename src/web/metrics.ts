@@ -30,6 +30,7 @@ export class RelayMetrics {
   readonly #bounces: Counter;
   readonly #dnsblFailures: Counter<'zone'>;
   readonly #decisionsDropped: Counter;
+  readonly #testerRuns: Counter<'verdict'>;
   #sources: MetricSources | null = null;
 
   constructor(node: string, options: { processMetrics?: boolean } = {}) {
@@ -55,6 +56,10 @@ export class RelayMetrics {
     });
     this.#decisionsDropped = new Counter({
       name: 'relayguard_decisions_dropped_total', help: 'Relay decisions not recorded in the decision log (store write failed or buffer full); SMTP is never affected.', registers: reg,
+    });
+    this.#testerRuns = new Counter({
+      name: 'relayguard_tester_runs_total', help: 'Web tester runs ended, by verdict (OPEN, CLOSED, INCONCLUSIVE; failed or aborted when no report).',
+      labelNames: ['verdict'], registers: reg,
     });
     const self = this;
     new Gauge({
@@ -84,11 +89,17 @@ export class RelayMetrics {
     for (const r of ['success', 'failure', 'throttled']) this.#logins.inc({ result: r }, 0);
     for (const r of ['success', 'failure', 'throttled', 'unavailable']) this.#auth.inc({ result: r }, 0);
     for (const o of ['delivered', 'deferred', 'bounced', 'expired']) this.#deliveries.inc({ outcome: o }, 0);
+    for (const v of ['OPEN', 'CLOSED', 'INCONCLUSIVE', 'failed', 'aborted']) this.#testerRuns.inc({ verdict: v }, 0);
   }
 
   /** Where the gauges read from (set once the relay runs). */
   setSources(sources: MetricSources | null): void {
     this.#sources = sources;
+  }
+
+  /** A web tester run ended: its verdict, or 'failed' / 'aborted'. */
+  testerRun(verdict: 'OPEN' | 'CLOSED' | 'INCONCLUSIVE' | 'failed' | 'aborted'): void {
+    this.#testerRuns.inc({ verdict });
   }
 
   login(result: 'success' | 'failure' | 'throttled'): void {

@@ -113,6 +113,11 @@ export interface WebModule {
    * Content-Security-Policy allows script only from 'self', never inline.
    */
   assets?(): readonly WebAsset[];
-  /** Called when the web service stops. */
+  /**
+   * Called first when the web service stops, before its listeners close: end long-lived responses (Server-Sent
+   * Events streams, which would otherwise hold the listener open) and cancel background work.
+   */
+  stop?(): Promise<void>;
+  /** Called when the web service stops, after its listeners closed. */
   close?(): Promise<void>;
 }

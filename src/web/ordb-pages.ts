@@ -78,14 +78,14 @@ export function publicLookupBody(r: PublicLookup): Markup {
   const query = html`<code>${reverse(r.ip)}.${r.zone}</code>`;
   let status: Markup;
   if (l === null || l.status === 'not-listed') {
-    status = html`<p class="verdict ok" role="status"><strong>${r.ip} is not listed</strong> in ${r.zone}.</p>`;
+    status = html`<p class="status ok" role="status"><strong>${r.ip} is not listed</strong> in ${r.zone}.</p>`;
   } else if (l.status === 'excluded') {
-    status = html`<p class="verdict ok" role="status"><strong>${r.ip} is not listed</strong> in ${r.zone}: it is in ${l.network}, which this list never lists.</p>`;
+    status = html`<p class="status ok" role="status"><strong>${r.ip} is not listed</strong> in ${r.zone}: it is in ${l.network}, which this list never lists.</p>`;
   } else if (l.status === 'delisted') {
-    status = html`<p class="verdict ok" role="status"><strong>${r.ip} is not listed</strong> in ${r.zone}. It was delisted on ${when(l.delistedAt)} (listed ${l.timesListed} time${l.timesListed === 1 ? '' : 's'} before).</p>`;
+    status = html`<p class="status ok" role="status"><strong>${r.ip} is not listed</strong> in ${r.zone}. It was delisted on ${when(l.delistedAt)} (listed ${l.timesListed} time${l.timesListed === 1 ? '' : 's'} before).</p>`;
   } else {
     const cat = r.categories[l.category];
-    status = html`<p class="verdict listed" role="status"><strong>${r.ip} is listed</strong> in ${r.zone}${l.network !== r.ip ? html` (as part of ${l.network})` : ''} since ${when(l.listedSince)}: ${l.reason ?? cat?.reason ?? l.category} (category ${l.category}, answer ${l.code}).</p>`;
+    status = html`<p class="status listed" role="status"><strong>${r.ip} is listed</strong> in ${r.zone}${l.network !== r.ip ? html` (as part of ${l.network})` : ''} since ${when(l.listedSince)}: ${l.reason ?? cat?.reason ?? l.category} (category ${l.category}, answer ${l.code}).</p>`;
   }
   return html`${lookupForm(r.ip)}
 ${status}
@@ -115,12 +115,12 @@ export function delistStatusBody(s: DelistStatus): Markup {
   const l = s.listing;
   let result: Markup;
   if (s.phase !== 'done') {
-    result = html`<p class="verdict" role="status">The retest of ${s.ip} requested at ${ms(s.requestedAt)} is ${s.phase === 'testing' ? 'running' : 'waiting for its turn'}. This page reloads every 5 seconds until it is done; a test can take a few minutes.</p>`;
+    result = html`<p class="status" role="status">The retest of ${s.ip} requested at ${ms(s.requestedAt)} is ${s.phase === 'testing' ? 'running' : 'waiting for its turn'}. This page reloads every 5 seconds until it is done; a test can take a few minutes.</p>`;
   } else if (l.status === 'listed') {
     const last = s.events.at(-1);
-    result = html`<p class="verdict listed" role="status"><strong>${s.ip} stays listed.</strong> ${last?.detail ?? ''}</p>`;
+    result = html`<p class="status listed" role="status"><strong>${s.ip} stays listed.</strong> ${last?.detail ?? ''}</p>`;
   } else {
-    result = html`<p class="verdict ok" role="status"><strong>${s.ip} is delisted.</strong> The retest found it closed; DNS answers follow within the zone's TTL.</p>`;
+    result = html`<p class="status ok" role="status"><strong>${s.ip} is delisted.</strong> The retest found it closed; DNS answers follow within the zone's TTL.</p>`;
   }
   return html`${result}
 ${s.phase === 'done' ? evidenceSection(s.evidence) : ''}

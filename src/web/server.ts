@@ -520,6 +520,7 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
     public: pub && o.public ? { address: o.public.address, port: portOf(pub) } : null,
     routes: routeList(),
     async close() {
+      await Promise.all(modules.map((m) => m.stop?.()));
       await Promise.all(started.map((a) => a.close()));
       await Promise.all(modules.map((m) => m.close?.()));
     },
