@@ -4,8 +4,10 @@
  */
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../core/log.ts';
+import type { DecisionStore } from '../policy/decisions.ts';
 import type { ReceivePath } from '../relay/index.ts';
 import type { WebModule } from '../web/index.ts';
+import { decisionsModule } from '../web/decisions-page.ts';
 import type { RunningOrdb } from './ordb-service.ts';
 
 export interface WebModuleDeps {
@@ -13,9 +15,12 @@ export interface WebModuleDeps {
   readonly logger: Logger;
   /** The ORDB of this node, or null (dnsbl disabled, or not worker 0); a reload may restart it: ask each time. */
   readonly ordb: () => RunningOrdb | null;
+  /** The relay-decision log (the web service's DecisionRecorder's store; closed by the web service, not by a module). */
+  readonly decisions: DecisionStore;
 }
 
-export async function webModules(_config: Config, _deps: WebModuleDeps): Promise<WebModule[]> {
+export async function webModules(_config: Config, deps: WebModuleDeps): Promise<WebModule[]> {
   const modules: WebModule[] = [];
+  modules.push(decisionsModule(deps.decisions));
   return modules;
 }
