@@ -5,8 +5,10 @@
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../core/log.ts';
 import { CATEGORIES } from '../dnsbl/index.ts';
+import type { DecisionStore } from '../policy/decisions.ts';
 import type { ReceivePath } from '../relay/index.ts';
 import type { WebModule } from '../web/index.ts';
+import { decisionsModule } from '../web/decisions-page.ts';
 import { directoryModule } from '../web/directory.ts';
 import { ordbWebModule, type OrdbAccess } from '../web/ordb.ts';
 import type { RunningOrdb } from './ordb-service.ts';
@@ -17,6 +19,8 @@ export interface WebModuleDeps {
   readonly logger: Logger;
   /** The ORDB of this node, or null (dnsbl disabled, or not worker 0); a reload may restart it: ask each time. */
   readonly ordb: () => RunningOrdb | null;
+  /** The relay-decision log (the web service's DecisionRecorder's store; closed by the web service, not by a module). */
+  readonly decisions: DecisionStore;
 }
 
 export async function webModules(config: Config, deps: WebModuleDeps): Promise<WebModule[]> {
@@ -25,6 +29,7 @@ export async function webModules(config: Config, deps: WebModuleDeps): Promise<W
   // Users, local domains and aliases through the relay's own directory (its writes refresh the relay's view at once).
   modules.push(directoryModule({ store: deps.receive.directory, accounts: deps.receive.accounts, localDomains: deps.receive.localDomains }));
   if (config.web.tester.enabled) modules.push(await testerWebModule(config, deps.logger));
+  modules.push(decisionsModule(deps.decisions));
   return modules;
 }
 

@@ -84,7 +84,7 @@ export async function startWebService(
   });
   let web: RunningWeb;
   try {
-    const modules = await webModules(config, { receive, logger, ordb: parts.ordb ?? (() => null) });
+    const modules = await webModules(config, { receive, logger, ordb: parts.ordb ?? (() => null), decisions: recorder.store });
     web = await startWeb({
       modules,
       node: config.node,

@@ -48,18 +48,32 @@ form.inline{display:inline}button{font:inherit;cursor:pointer}
 pre{background:#fff;border:1px solid #ddd;padding:.5em;overflow-x:auto;white-space:pre-wrap;word-break:break-all;font-size:.85em}
 .status{background:#fff;border-left:4px solid #888;padding:.6em 1em}.status.listed{border-color:#b00020}.status.ok{border-color:#2a7d2a}
 form label{margin-right:.5em}
-.verdict{font-weight:bold;padding:0 .3em;border-radius:3px;white-space:nowrap;display:inline-block}td.nowrap{white-space:nowrap;word-break:normal}.v-OPEN{background:#b00020;color:#fff}.v-CLOSED{background:#1b7f3b;color:#fff}
+span.verdict{font-weight:bold;padding:0 .3em;border-radius:3px;white-space:nowrap;display:inline-block}td.nowrap{white-space:nowrap;word-break:normal}.v-OPEN{background:#b00020;color:#fff}.v-CLOSED{background:#1b7f3b;color:#fff}
 .v-INCONCLUSIVE{background:#f2c200;color:#111}.v-NA,.v-none,.v-running{background:#ddd;color:#111}.v-failed,.v-aborted{background:#555;color:#fff}
 .tester-form{background:#fff;border:1px solid #ddd;padding:.8em 1em;display:grid;gap:.5em;max-width:40em}
 .tester-form label{display:grid;gap:.2em}.tester-form label.check{display:block}.tester-form input:not([type=checkbox]),.tester-form select{padding:.3em;font:inherit;width:100%;box-sizing:border-box}
 @media (max-width:40em){table.stack thead{display:none}table.stack tr{display:block;border-bottom:1px solid #ddd;padding:.3em 0}table.stack td{display:inline-block;border:0;padding:.1em .4em}table.stack td.wide{display:block}}
 pre.transcript{white-space:pre-wrap;word-break:break-all;background:#f4f4f4;padding:.4em;margin:.3em 0;font-size:.85em;max-height:30em;overflow:auto}
+.table-wrap{overflow-x:auto;max-width:100%;margin:.5em 0 1.5em}.table-wrap table{margin:0}
+.table-wrap th,.table-wrap td{word-break:normal;overflow-wrap:break-word}button{white-space:nowrap}
+@media (max-width:40em){main{padding:.6em}header{padding:.5em .6em}}
+:focus-visible{outline:3px solid #e76f51;outline-offset:2px}header :focus-visible{outline-color:#ffb703}
+.filters{display:flex;flex-wrap:wrap;gap:.5em 1em;align-items:flex-end;margin:.5em 0 1em}
+.filters label{display:flex;flex-direction:column;font-size:.9em}.filters input,.filters select{font:inherit;padding:.3em;min-width:0;max-width:100%}
+.paging{display:flex;gap:1em;margin:.5em 0}.hint{color:#555;font-size:.9em;overflow-wrap:anywhere}
+.answer{background:#fff;border-left:4px solid #999;padding:.2em 1em;overflow-wrap:anywhere}.answer.refused{border-color:#b00020}.answer.accepted{border-color:#2a9d8f}
+caption{text-align:left;padding:.2em 0}
+tr.verdict-reject td.verdict{color:#b00020;font-weight:600}code{overflow-wrap:anywhere}
+.table-wrap td.addr{min-width:7em;overflow-wrap:anywhere}.table-wrap td.long{min-width:13em;overflow-wrap:anywhere}.muted{color:#555;font-size:.85em}.nowrap{white-space:nowrap}
 `;
+
+/** The tab icon (a browser asks for one on every page; without it, /favicon.ico is a 404 in the console). */
+export const FAVICON = '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><path d="M8 1 2 3v4c0 4 2.6 6.6 6 8 3.4-1.4 6-4 6-8V3z" fill="#1d3557"/><path d="m5 8 2 2 4-4" stroke="#fff" stroke-width="1.6" fill="none"/></svg>';
 
 export function page(title: string, body: Markup, who: { admin: string; csrf: string } | null, nav: readonly { href: string; label: string }[] = []): string {
   return html`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>${title} · relayguard</title><link rel="stylesheet" href="/assets/app.css"></head>
+<title>${title} · relayguard</title><link rel="stylesheet" href="/assets/app.css"><link rel="icon" href="/assets/favicon.svg" type="image/svg+xml"></head>
 <body><header><h1>relayguard · ${title}</h1>${who === null ? '' : html`${nav.length > 0 ? html`<nav aria-label="Main">${nav.map((n) => html`<a href="${n.href}">${n.label}</a>`)}</nav>` : ''}<span>${who.admin}</span>
 <form class="inline" method="post" action="/logout"><input type="hidden" name="_csrf" value="${who.csrf}"><button>Log out</button></form>`}</header>
 <main>${body}</main></body></html>`.text;
@@ -69,7 +83,7 @@ export function page(title: string, body: Markup, who: { admin: string; csrf: st
 export function publicPage(title: string, body: Markup): string {
   return html`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>${title} · relayguard</title><link rel="stylesheet" href="/assets/app.css"></head>
+<title>${title} · relayguard</title><link rel="stylesheet" href="/assets/app.css"><link rel="icon" href="/assets/favicon.svg" type="image/svg+xml"></head>
 <body><header><h1>${title}</h1></header>
 <main>${body}</main></body></html>`.text;
 }
@@ -120,17 +134,17 @@ export function dashboardPage(data: {
   return page(`node ${data.node}`, html`
 <h2>Queue</h2>
 <div class="summary">${Object.entries(data.counts).map(([k, v]) => html`<div class="card"><b>${v}</b>${k}</div>`)}</div>
-<table><caption>Oldest ${data.messages.length} messages</caption>
+<div class="table-wrap"><table><caption>Oldest ${data.messages.length} messages</caption>
 <thead><tr><th>Queue id</th><th>Received</th><th>Sender</th><th>Recipients</th><th>State</th><th>Node</th><th>Actions</th></tr></thead>
 <tbody>${data.messages.map((m) => html`<tr><td>${m.queueId}</td><td>${iso(m.receivedAt)}</td><td>${m.sender === '' ? '<>' : m.sender}</td>
 <td>${m.recipients.join(', ')}</td><td>${m.state}</td><td>${m.node ?? ''}</td>
-<td>${m.state === 'hold' ? action(m.queueId, 'release') : action(m.queueId, 'hold')} ${action(m.queueId, 'retry')}</td></tr>`)}</tbody></table>
+<td>${m.state === 'hold' ? action(m.queueId, 'release') : action(m.queueId, 'hold')} ${action(m.queueId, 'retry')}</td></tr>`)}</tbody></table></div>
 ${data.refusals == null ? '' : html`<h2>Latest refusals</h2>
-<table><caption>The ${data.refusals.length} latest refused recipients (all decisions: GET /api/decisions; why: GET /api/decisions/why)</caption>
+<div class="table-wrap"><table><caption>The ${data.refusals.length} latest refused recipients (all decisions: GET /api/decisions; why: GET /api/decisions/why)</caption>
 <thead><tr><th>When</th><th>Client</th><th>HELO</th><th>Sender</th><th>Recipient</th><th>Rule</th><th>Reason</th><th>Reply</th></tr></thead>
 <tbody>${data.refusals.map((r) => html`<tr><td>${iso(r.at)}</td><td>${r.clientIp}</td><td>${r.helo ?? ''}</td><td>${r.mailFrom === null ? '' : r.mailFrom === '' ? '<>' : r.mailFrom}</td>
-<td>${r.rcpt}</td><td>${r.rule}</td><td>${r.reason ?? ''}</td><td>${r.reply ?? ''}</td></tr>`)}</tbody></table>`}
+<td>${r.rcpt}</td><td>${r.rule}</td><td>${r.reason ?? ''}</td><td>${r.reply ?? ''}</td></tr>`)}</tbody></table></div>`}
 <h2>Audit log</h2>
-<table><thead><tr><th>When</th><th>Who</th><th>Action</th><th>Target</th><th>Result</th><th>From</th></tr></thead>
-<tbody>${data.audit.map((e) => html`<tr><td>${iso(e.at)}</td><td>${e.actor}</td><td>${e.action}</td><td>${e.target ?? ''}</td><td>${e.detail ?? ''}</td><td>${e.clientIp ?? ''}</td></tr>`)}</tbody></table>`, data.who, data.nav ?? []);
+<div class="table-wrap"><table><thead><tr><th>When</th><th>Who</th><th>Action</th><th>Target</th><th>Result</th><th>From</th></tr></thead>
+<tbody>${data.audit.map((e) => html`<tr><td>${iso(e.at)}</td><td>${e.actor}</td><td>${e.action}</td><td>${e.target ?? ''}</td><td>${e.detail ?? ''}</td><td>${e.clientIp ?? ''}</td></tr>`)}</tbody></table></div>`, data.who, data.nav ?? []);
 }

@@ -71,6 +71,12 @@ test('web.tls: HTTPS on both listeners; the login cookie is Secure; the public l
     assert.equal(p.status, 404, `${path} on the public listener`);
     assert.equal(JSON.parse(p.body).error.code, 'ERR_WEB_NOT_FOUND');
   }
+  // The public pages' stylesheet and icon are there.
+  for (const [path, type] of [['/assets/app.css', 'text/css'], ['/assets/favicon.svg', 'image/svg+xml']] as const) {
+    const p = await https(web.public.port, 'GET', path);
+    assert.equal(p.status, 200, path);
+    assert.ok(String(p.headers['content-type']).startsWith(type), `${path}: ${p.headers['content-type']}`);
+  }
 });
 
 test('/health: 503 naming the failed and the timed-out check; 413 for an oversized body', async () => {
@@ -91,7 +97,7 @@ test('every admin route from the router refuses an anonymous request (401, or 30
   const fill = (url: string): string => url.replace(':id', 'ABCDEF123').replace(':action', 'hold');
   const guarded = web.routes.filter((r) => !r.public);
   assert.ok(guarded.length >= 15, `${guarded.length} guarded routes: ${JSON.stringify(web.routes)}`);
-  assert.deepEqual(web.routes.filter((r) => r.public).map((r) => r.url).sort(), ['/assets/app.css', '/assets/app.css', '/health', '/health', '/login', '/login', '/login']);
+  assert.deepEqual(web.routes.filter((r) => r.public).map((r) => r.url).sort(), ['/assets/app.css', '/assets/app.css', '/assets/favicon.svg', '/assets/favicon.svg', '/health', '/health', '/login', '/login', '/login']);
   for (const r of guarded) {
     const res = await https(web.admin.port, r.method, fill(r.url));
     if (r.page) {

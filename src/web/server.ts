@@ -19,10 +19,10 @@ import { RelayguardError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { AuthThrottle } from '../policy/auth-throttle.ts';
 import type { AdminAccounts } from '../policy/admin-accounts.ts';
-import { address as decisionAddress, type DecisionFilter, type DecisionRecord, type DecisionStore } from '../policy/decisions.ts';
-import { isIP } from 'node:net';
+import type { DecisionStore } from '../policy/decisions.ts';
 import type { AdminResult, AdminTarget, ListFilter, NodeDetail, NodeSummary, QueueCounts } from '../queue/index.ts';
-import { CSS, dashboardPage, loginPage, page as renderPage, publicPage } from './html.ts';
+import { decisionFilter, decisionJson, decisionQuery, explain, whyQuery } from './decision-query.ts';
+import { CSS, FAVICON, dashboardPage, loginPage, page as renderPage, publicPage } from './html.ts';
 import type { ApiRoute, Auth, NavEntry, PageRoute, PublicRoute, WebContext, WebModule } from './module.ts';
 import type { RelayMetrics } from './metrics.ts';
 import * as schemas from './api-schemas.ts';
@@ -102,7 +102,7 @@ const SECURITY_HEADERS = {
 };
 
 /** The admin listener's routes that need no authentication (modules' public routes are added to it). */
-const BASE_PUBLIC_ROUTES = ['/health', '/login', '/assets/app.css'];
+const BASE_PUBLIC_ROUTES = ['/health', '/login', '/assets/app.css', '/assets/favicon.svg'];
 
 const QUEUE_ID = z.string().regex(/^[0-9A-Za-z]{6,40}$/, 'a queue id');
 const ACTIONS = ['hold', 'release', 'retry', 'delete'] as const;
@@ -195,8 +195,9 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
       log.error('web request failed', { err_code: code, err: String(e.message ?? err) });
       return reply.code(code === 'ERR_STORE_UNAVAILABLE' ? 503 : 500).send({ error: { code, message: 'internal error' } });
     });
-    // On both listeners: the public pages use it too.
+    // The stylesheet and icon of every page, the public ones (publicPage) included.
     app.get('/assets/app.css', async (_req, reply) => reply.header('cache-control', 'max-age=3600').type('text/css').send(CSS));
+    app.get('/assets/favicon.svg', async (_req, reply) => reply.header('cache-control', 'max-age=86400').type('image/svg+xml').send(FAVICON));
     app.get('/health', async (_req, reply) => {
       const h = await health();
       return reply.code(h.status).send(h.body);
@@ -266,6 +267,7 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
     const r = (err as { retryAfter?: number }).retryAfter;
     if (r !== undefined) reply.header('retry-after', String(r));
   });
+
 
 
   admin.get('/login', async (_req, reply) => {
@@ -424,13 +426,8 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
       method: 'GET', url: '/api/decisions/why', summary: 'Why was this refused? The latest decisions for a client address, recipient and/or sender, with the rule, reason and reply of the refusals.',
       query: whyQuery, response: schemas.whyAnswer,
       handler: async ({ query }) => {
-        const q = query as z.infer<typeof whyQuery>;
-        const filter = decisionFilter(q);
-        const [latest, refusals] = await Promise.all([
-          decisionStore().search({ ...filter, limit: 1 }),
-          decisionStore().search({ ...filter, action: 'reject', limit: q.limit }),
-        ]);
-        return { node: o.node, refused: latest[0]?.action === 'reject', answer: whyAnswer(latest[0] ?? null, refusals[0] ?? null), latest: latest[0] ? decisionJson(latest[0]) : null, refusals: refusals.map(decisionJson) };
+        const w = await explain(decisionStore(), query as z.infer<typeof whyQuery>);
+        return { node: o.node, refused: w.refused, answer: w.answer, latest: w.latest ? decisionJson(w.latest) : null, refusals: w.refusals.map(decisionJson) };
       },
     },
     {
@@ -541,55 +538,6 @@ export function allowedMethods(routes: readonly RouteEntry[], path: string): str
     if (re.test(path)) out.add(r.method);
   }
   return [...out].sort();
-}
-
-// --- relay decisions ----------------------------------------------------------------------------------------------
-/** A time: epoch milliseconds or an ISO 8601 date-time. */
-const instant = z.string().max(40).refine((v) => toInstant(v) !== null, 'epoch milliseconds or an ISO 8601 date-time').transform((v) => toInstant(v)!);
-function toInstant(v: string): number | null {
-  if (/^\d{1,15}$/.test(v)) return Number(v);
-  const t = Date.parse(v);
-  return Number.isFinite(t) && /^\d{4}-\d{2}-\d{2}/.test(v) ? t : null;
-}
-const decisionFields = {
-  client: z.string().max(64).refine((v) => isIP(v) !== 0, 'an IP address').optional(),
-  sender: z.string().max(322).optional(),
-  rcpt: z.string().max(322).optional(),
-};
-const decisionQuery = z.strictObject({
-  ...decisionFields,
-  action: z.enum(['reject', 'local', 'relay']).optional(),
-  rule: z.string().max(64).optional(),
-  since: instant.optional(),
-  until: instant.optional(),
-  before: z.coerce.number().int().min(1).optional(),
-  limit: z.coerce.number().int().min(1).max(1000).default(100),
-});
-const whyQuery = z.strictObject({ ...decisionFields, limit: z.coerce.number().int().min(1).max(50).default(5) })
-  .refine((q) => q.client !== undefined || q.rcpt !== undefined || q.sender !== undefined, { message: 'name at least one of client, rcpt, sender', path: ['client'] });
-
-function decisionFilter(q: { client?: string | undefined; sender?: string | undefined; rcpt?: string | undefined; action?: string | undefined; rule?: string | undefined; since?: number | undefined; until?: number | undefined }): Omit<DecisionFilter, 'limit'> {
-  return {
-    ...(q.client !== undefined ? { clientIp: q.client } : {}),
-    ...(q.sender !== undefined ? { sender: decisionAddress(q.sender) } : {}),
-    ...(q.rcpt !== undefined ? { rcpt: decisionAddress(q.rcpt) } : {}),
-    ...(q.action !== undefined ? { action: q.action } : {}),
-    ...(q.rule !== undefined ? { rule: q.rule } : {}),
-    ...(q.since !== undefined ? { since: q.since } : {}),
-    ...(q.until !== undefined ? { until: q.until } : {}),
-  };
-}
-
-function decisionJson(d: DecisionRecord): Record<string, unknown> {
-  return { ...d, time: new Date(d.at).toISOString() };
-}
-
-function whyAnswer(latest: DecisionRecord | null, refusal: DecisionRecord | null): string {
-  const refused = (d: DecisionRecord): string => `refused ${d.rcpt ? `<${d.rcpt}> ` : ''}from ${d.clientIp} at ${new Date(d.at).toISOString()} by rule "${d.rule}"${d.reason ? ` (${d.reason})` : ''}${d.reply ? `, reply "${d.reply}"` : ''}`;
-  if (latest === null) return 'No relay decision recorded for this query (within the retention of web.decisionRetention).';
-  if (latest.action === 'reject') return `The latest decision ${refused(latest)}.`;
-  const accepted = `The latest decision accepted <${latest.rcpt}> from ${latest.clientIp} at ${new Date(latest.at).toISOString()} (${latest.action}, rule "${latest.rule}")`;
-  return refusal === null ? `${accepted}; no refusal recorded.` : `${accepted}; before that, the last refusal: ${refused(refusal)}.`;
 }
 
 function badInput(error: z.ZodError, where: string): WebError {
