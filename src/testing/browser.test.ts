@@ -28,7 +28,8 @@ const PAGES: Record<string, { csp: boolean; body: string; type?: string; status?
   '/dialog': { csp: false, body: '<!doctype html><title>x</title><script>alert("hi")</script>' },
   '/bad': { csp: true, status: 400, body: '<!doctype html><title>bad</title><p>bad request</p>' },
   '/live': { csp: true, body: '<!doctype html><title>live</title><button id="go">go</button><ul id="l"><li class="v">0</li></ul><script src="/live.js"></script>' },
-  '/live.js': { csp: true, type: 'text/javascript', body: 'document.getElementById("go").onclick = () => { let n = 1; const t = setInterval(() => { const li = document.createElement("li"); li.className = "v"; li.textContent = String(n); document.getElementById("l").append(li); if (++n === 4) clearInterval(t); }, 150); };' },
+  // Chained timeouts, not setInterval: a late tick under load must not bunch the next rows together.
+  '/live.js': { csp: true, type: 'text/javascript', body: 'document.getElementById("go").onclick = () => { let n = 1; const add = () => { const li = document.createElement("li"); li.className = "v"; li.textContent = String(n); document.getElementById("l").append(li); if (++n < 4) setTimeout(add, 150); }; setTimeout(add, 150); };' },
 };
 
 let server: Server;
