@@ -7,15 +7,20 @@ import type { Logger } from '../core/log.ts';
 import type { ReceivePath } from '../relay/index.ts';
 import type { WebModule } from '../web/index.ts';
 import type { RunningOrdb } from './ordb-service.ts';
+import type { AuditService } from '../audit/index.ts';
+import { auditWebModule } from '../web/audit.ts';
 
 export interface WebModuleDeps {
   readonly receive: ReceivePath;
   readonly logger: Logger;
   /** The ORDB of this node, or null (dnsbl disabled, or not worker 0); a reload may restart it: ask each time. */
   readonly ordb: () => RunningOrdb | null;
+  /** The self-audit service, or null before it runs; a reload may restart it: ask each time. */
+  readonly audit: () => AuditService | null;
 }
 
-export async function webModules(_config: Config, _deps: WebModuleDeps): Promise<WebModule[]> {
+export async function webModules(_config: Config, deps: WebModuleDeps): Promise<WebModule[]> {
   const modules: WebModule[] = [];
+  modules.push(auditWebModule({ service: deps.audit }));
   return modules;
 }
