@@ -26,6 +26,7 @@ import { registerAliasCommands } from './alias-commands.ts';
 import { registerUserCommands } from './user-commands.ts';
 import { registerAdminCommands } from './admin-commands.ts';
 import { registerDbCommands } from './db-commands.ts';
+import { registerAuditCommand } from './audit-commands.ts';
 
 /**
  * Tells systemd (Type=notify, NotifyAccess=all) about readiness and stopping, through systemd-notify, when it
@@ -136,12 +137,13 @@ and names the file and the data directory it used on stderr:
 Every key, with its default: docs/configuration.md. An example for a real domain: docs/relayguard.example.yaml.
 
 Exit codes: 0 done; 1 a check failed (config check, lookup not listed, an import with bad lines, ...);
-2 usage or configuration error; test and scan: 0 closed, 1 open, 2 inconclusive, 3 error.
+2 usage or configuration error; test and scan: 0 closed, 1 open, 2 inconclusive, 3 error;
+audit: 0 clean, 1 abusable, listed or unreachable, 2 warnings only, 3 error.
 `;
 
 /** The commands of the tester, whose definitions load it: registered only when the command line may need them. */
 const TESTER_COMMANDS = new Set(['test', 'scan']);
-const OTHER_COMMANDS = new Set(['serve', 'queue', 'dnsbl', 'user', 'domain', 'alias', 'dkim', 'config', 'db', 'admin']);
+const OTHER_COMMANDS = new Set(['serve', 'queue', 'dnsbl', 'user', 'domain', 'alias', 'dkim', 'config', 'db', 'admin', 'audit']);
 
 /** The first word of the command line that is not an option (the command), or null. */
 function commandWord(argv: readonly string[]): string | null {
@@ -356,6 +358,7 @@ export function buildProgram(io: Io, setExit: (code: number) => void, options: B
   registerAdminCommands(program, io, configFor);
   registerAliasCommands(program, io, configFor);
   registerDbCommands(program, io, setExit, configFor);
+  registerAuditCommand(program, io, setExit, configFor);
 
   const dkim = program.command('dkim').description('DKIM signing keys');
   dkim
@@ -459,7 +462,7 @@ async function runCli(args: readonly string[], io: Io): Promise<number> {
     return code;
   } catch (err) {
     if (err instanceof CommanderError) {
-      // Usage errors exit 2, except under `test`/`scan`, whose documented usage-error code is 3.
+      // Usage errors exit 2, except under `test`/`scan`/`audit`, whose documented usage-error code is 3.
       return err.exitCode === 0 ? 0 : err.exitCode === 3 ? 3 : 2;
     }
     if (err instanceof RelayguardError) {

@@ -17,6 +17,8 @@ import { RelayMetrics, observingLogger } from '../web/index.ts';
 import { startOrdb, type RunningOrdb } from './ordb-service.ts';
 import { startWebService, type DecisionTap, type RunningWebService } from './web-service.ts';
 import { decisionFromEvent } from '../policy/decisions.ts';
+import { errorCode } from '../core/errors.ts';
+import { startAuditService, type AuditServiceDeps, type RunningAudit } from './audit-service.ts';
 
 export { databasePath };
 
@@ -29,6 +31,8 @@ export interface RunningRelay {
   readonly ordb: RunningOrdb | null;
   /** The web service (dashboard, API, /metrics, /health), when web.enabled. */
   readonly web: RunningWebService | null;
+  /** The self-audit (periodic when audit.enabled; on demand from the API either way). */
+  readonly audit: RunningAudit | null;
   /** This node's metrics (fed by the relay's log events whether or not the web service runs). */
   readonly metrics: RelayMetrics;
   /** The configuration running now. */
@@ -51,7 +55,12 @@ export interface ReloadReport extends ReloadSummary {
 
 const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
 
-export async function startRelay(config: Config, baseLogger: Logger, options: Omit<AssembleOptions, 'logger'> = {}): Promise<RunningRelay> {
+/** Parts of serve tests may replace (the audit's clock and history). */
+export interface ServeServices {
+  readonly audit?: Omit<AuditServiceDeps, 'metrics' | 'listeners'>;
+}
+
+export async function startRelay(config: Config, baseLogger: Logger, options: Omit<AssembleOptions, 'logger'> = {}, services: ServeServices = {}): Promise<RunningRelay> {
   let current = config;
   // Metrics come from the relay's own log events: every part gets the observing logger (web/metrics.ts).
   const metrics = new RelayMetrics(config.node);
@@ -70,15 +79,33 @@ export async function startRelay(config: Config, baseLogger: Logger, options: Om
   let listeners: BoundListener[];
   let ordb: RunningOrdb | null = null;
   let web: RunningWebService | null = null;
+  let audit: RunningAudit | null = null;
   let closing: Promise<void> | null = null;
   let draining = false;
-  const startWebFor = (c: Config): Promise<RunningWebService | null> => (c.web.enabled ? startWebService(c, receive, metrics, logger, () => draining, decisions, { ordb: () => ordb }) : Promise.resolve(null));
+  const startWebFor = (c: Config): Promise<RunningWebService | null> => (c.web.enabled ? startWebService(c, receive, metrics, logger, () => draining, decisions, { ordb: () => ordb, audit: () => audit?.service ?? null }) : Promise.resolve(null));
+  // The audit tests the listeners as bound (port 0 in tests) and reads the running configuration at each run.
+  // Worker 0 only (workerConfig turns audit and web off for the others); on demand through the web service even when
+  // the schedule is off.
+  const startAuditFor = (c: Config): Promise<RunningAudit | null> => {
+    if (!c.audit.enabled && !c.web.enabled) return Promise.resolve(null);
+    const proxied = new Set(c.listeners.filter((l) => l.proxyProtocol).map((l) => l.name));
+    // A history that cannot be opened costs the audit, never the relay.
+    return startAuditService(c, logger, {
+      ...services.audit, metrics,
+      listeners: () => receive.server.listeners.map((l) => ({ listener: l.name, role: l.role, tls: l.tls, address: l.address, port: l.port, proxyProtocol: proxied.has(l.name) })),
+    }).catch((err: unknown) => {
+      logger.error('audit unavailable', { err_code: errorCode(err) === 'ERR_INTERNAL' ? 'ERR_AUDIT_HISTORY' : errorCode(err), err: (err as Error).message });
+      return null;
+    });
+  };
   try {
     outbound = config.delivery.enabled ? await startDelivery(config, queue, receive.locality, receive.recipients, logger) : null;
     ordb = config.dnsbl.enabled ? await startOrdb(config, logger) : null;
     listeners = await receive.listen(); // abuse checks start first: a relay may consult its own zone
     web = await startWebFor(config); // after the relay: /health says ok only when the listeners are up
+    audit = await startAuditFor(config); // after the listeners: its relay check connects to them
   } catch (err) {
+    await audit?.stop();
     await web?.stop();
     await ordb?.stop();
     await outbound?.stop();
@@ -93,6 +120,7 @@ export async function startRelay(config: Config, baseLogger: Logger, options: Om
     receive,
     get ordb() { return ordb; },
     get web() { return web; },
+    get audit() { return audit; },
     metrics,
     get config() { return current; },
     reload(next) {
@@ -119,6 +147,12 @@ export async function startRelay(config: Config, baseLogger: Logger, options: Om
           web = null;
           web = await startWebFor(next);
         }
+        if (!same(next, prev)) {
+          // The checks read the configuration they were built with: a new one gets a new audit service.
+          await audit?.stop();
+          audit = null;
+          audit = await startAuditFor(next);
+        }
         return { ...summary, deliveryRestarted: deliveryChanged, ordbRestarted: ordbChanged, webRestarted: webChanged };
       };
       // One reload at a time; a second SIGHUP waits for the first.
@@ -131,6 +165,7 @@ export async function startRelay(config: Config, baseLogger: Logger, options: Om
         await reloading?.catch(() => undefined);
         // /health answers 503 from now on (a balancer takes the node out) while sessions drain; then the web stops.
         draining = true;
+        await audit?.stop(); // its tester would talk to listeners that are closing
         await receive.server.close({ drainMs: current.limits.shutdownGrace, graceMs: 5000 });
         await web?.stop();
         await ordb?.stop();

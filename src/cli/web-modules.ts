@@ -13,6 +13,8 @@ import { directoryModule } from '../web/directory.ts';
 import { ordbWebModule, type OrdbAccess } from '../web/ordb.ts';
 import type { RunningOrdb } from './ordb-service.ts';
 import { testerWebModule } from './tester-engine.ts';
+import type { AuditService } from '../audit/index.ts';
+import { auditWebModule } from '../web/audit.ts';
 
 export interface WebModuleDeps {
   readonly receive: ReceivePath;
@@ -21,6 +23,8 @@ export interface WebModuleDeps {
   readonly ordb: () => RunningOrdb | null;
   /** The relay-decision log (the web service's DecisionRecorder's store; closed by the web service, not by a module). */
   readonly decisions: DecisionStore;
+  /** The self-audit service, or null before it runs; a reload may restart it: ask each time. */
+  readonly audit: () => AuditService | null;
 }
 
 export async function webModules(config: Config, deps: WebModuleDeps): Promise<WebModule[]> {
@@ -30,6 +34,7 @@ export async function webModules(config: Config, deps: WebModuleDeps): Promise<W
   modules.push(directoryModule({ store: deps.receive.directory, accounts: deps.receive.accounts, localDomains: deps.receive.localDomains }));
   if (config.web.tester.enabled) modules.push(await testerWebModule(config, deps.logger));
   modules.push(decisionsModule(deps.decisions));
+  modules.push(auditWebModule({ service: deps.audit }));
   return modules;
 }
 

@@ -30,6 +30,7 @@ import { ShardedQueueAdmin, ShardedQueueReader, mergeCounts } from './queue-shar
 import { workerCount } from './worker-role.ts';
 import type { RunningOrdb } from './ordb-service.ts';
 import { webModules } from './web-modules.ts';
+import type { AuditService } from '../audit/index.ts';
 
 /** Where serve.ts's log tap hands relay decisions: set while the web service runs. */
 export interface DecisionTap {
@@ -50,6 +51,8 @@ export function openAdminStore(config: Config, logger?: Logger): Promise<AdminSt
 export interface WebParts {
   /** The ORDB of this node when dnsbl.enabled (worker 0 only); a getter: a reload may restart it. */
   readonly ordb?: () => RunningOrdb | null;
+  /** The self-audit service (a getter: a reload may restart it). */
+  readonly audit?: () => AuditService | null;
 }
 
 export async function startWebService(
@@ -84,7 +87,7 @@ export async function startWebService(
   });
   let web: RunningWeb;
   try {
-    const modules = await webModules(config, { receive, logger, ordb: parts.ordb ?? (() => null), decisions: recorder.store });
+    const modules = await webModules(config, { receive, logger, ordb: parts.ordb ?? (() => null), decisions: recorder.store, audit: parts.audit ?? (() => null) });
     web = await startWeb({
       modules,
       node: config.node,

@@ -56,8 +56,8 @@ export function currentWorkerRole(): WorkerRole | null {
  * worker 0 sees every shard through queue-shards.ts). (Applied at start and at every reload.)
  */
 export function workerConfig(config: Config, role: WorkerRole): Config {
-  if (role.index === 0 || (!config.dnsbl.enabled && !config.web.enabled)) return config;
-  return { ...config, dnsbl: { ...config.dnsbl, enabled: false }, web: { ...config.web, enabled: false } };
+  if (role.index === 0 || (!config.dnsbl.enabled && !config.web.enabled && !config.audit.enabled)) return config;
+  return { ...config, dnsbl: { ...config.dnsbl, enabled: false }, web: { ...config.web, enabled: false }, audit: { ...config.audit, enabled: false } };
 }
 
 /**

@@ -264,6 +264,16 @@ const mailAddress = () =>
     })
     .meta({ 'x-type': 'address' } satisfies Meta);
 
+/** A DNS server: "ip", "ip:port" or "[ipv6]:port" (node:dns setServers forms; no host names). */
+const dnsServer = () =>
+  z
+    .string()
+    .refine((v) => {
+      const hp = parseHostPort(v.includes(':') && !v.startsWith('[') && v.indexOf(':') !== v.lastIndexOf(':') ? `[${v}]` : v);
+      return hp !== null && normalizeIpAddress(hp.host) !== null;
+    }, 'must be a DNS server address: "ip", "ip:port" or "[ipv6]:port"')
+    .meta({ 'x-type': 'ip[:port]' } satisfies Meta);
+
 const cidr = () =>
   z
     .string()
@@ -785,6 +795,56 @@ export const configSchema = z
       })
       .prefault({})
       .describe('The web service: admin dashboard and HTTP API behind a login (admins: `relayguard admin add`), Prometheus /metrics, /health.'),
+    audit: z
+      .strictObject({
+        enabled: z.boolean().default(false).describe('Run the self-audit inside `serve` every `interval` (also on demand: POST /api/self-audit/run). `relayguard audit` runs it once whatever this says.'),
+        interval: duration({ min: 60_000 }).prefault('1d').describe('Time between two scheduled audits (the first runs at start when none is stored for this node).'),
+        timeout: duration({ min: 1000, max: 3_600_000 }).prefault('10m').describe('Time budget of each check; a check that takes longer is reported unreachable and the others still run.'),
+        keep: count(1, 100_000).default(400).describe('Reports kept per node (dataDir/audit.db, or the PostgreSQL table audit_reports with store.postgres).'),
+        addresses: uniqueList(ipAddress(), 1000)
+          .prefault([])
+          .describe('Addresses the server receives on and sends from, checked against the blocklists. Empty: the public addresses of the listeners (a wildcard bind: of the interfaces); loopback and private addresses are only checked when listed here.'),
+        relay: z
+          .strictObject({
+            enabled: z.boolean().default(true).describe('Test every SMTP listener with the tester\'s full battery from an untrusted address.'),
+            sourceAddress: ipAddress().nullable().prefault(null).describe('The IPv4 vantage address the tests of IPv4 listeners come from (must not be trusted). Null: the first loopback address outside every loopback or private trustedNetworks entry (127.0.0.2 with trustedNetworks 127.0.0.1/32).'),
+            sourceAddress6: ipAddress().nullable().prefault(null).describe('The IPv6 vantage address for IPv6 listeners. Null: ::1 unless it is trusted (then IPv6 listeners are reported untested).'),
+            probeDomain: domain().nullable().prefault(null).describe('Proof mode: probes go to this domain, whose mail must reach `sink`. Null: dnsbl.probeDomain; when that is null too, safe mode (an accepted relay recipient is still reported, but cannot be proved).'),
+            sink: z
+              .strictObject({
+                address: ipAddress().prefault('127.0.0.1').describe('Address the sink listens on while the relay check runs.'),
+                port: port().default(2526).describe('Its TCP port (where mail for the probe domain must arrive).'),
+              })
+              .prefault({})
+              .describe('The probe sink the relay check starts while it runs (the tester\'s built-in sink).'),
+            probeWait: duration({ min: 1000, max: 600_000 }).prefault('60s').describe('How long proof mode waits for the probes.'),
+          })
+          .prefault({})
+          .describe('Check 2: is the relay closed, proved from outside.'),
+        mailDomains: z.boolean().default(true).describe('Check the DNS and TLS of every local domain (MX, FCrDNS, SPF, DMARC, MTA-STS, TLS-RPT, DANE, certificates, DKIM keys): check "dns", docs/audit-dns.md.'),
+        blocklists: z
+          .array(
+            z.strictObject({
+              zone: domain().describe('DNSBL zone.'),
+              servers: z.array(dnsServer()).max(8).default([]).describe('DNS servers ("ip" or "ip:port") for this zone. Empty: audit.dnsServers.'),
+              delistUrl: z.string().nullable().prefault(null).describe('Delisting page; "$" is the address. Null: the link in the zone\'s TXT reason.'),
+              testPoints: z.enum(['rfc5782', 'unlisted-only']).default('rfc5782').describe('`rfc5782`: 127.0.0.2 must be listed and 127.0.0.1 not; `unlisted-only`: only 127.0.0.1 is checked (zones that do not list 127.0.0.2).'),
+            }),
+          )
+          .max(64)
+          .prefault([
+            { zone: 'zen.spamhaus.org', delistUrl: 'https://check.spamhaus.org/results/?query=$' },
+            { zone: 'bl.spamcop.net', delistUrl: 'https://www.spamcop.net/bl.shtml?$' },
+            { zone: 'b.barracudacentral.org', delistUrl: 'https://www.barracudacentral.org/rbl/removal-request/$' },
+            { zone: 'psbl.surriel.com', delistUrl: 'https://psbl.org/listing?ip=$' },
+            { zone: 'bl.mailspike.net', delistUrl: 'https://mailspike.org/anubis/lookup.html' },
+          ])
+          .describe('Check 3: the DNSBL zones the addresses are looked up in, each health-checked with the RFC 5782 test points first (a dead zone is reported unreachable, a zone that lists 127.0.0.1 broken, never as a listing).'),
+        dnsServers: z.array(dnsServer()).max(8).default([]).describe('DNS servers ("ip" or "ip:port") for the blocklist lookups. Empty: dnsblResolver.servers, else the system resolver (Spamhaus refuses queries that come through large public resolvers).'),
+        dnsTimeout: duration({ min: 100, max: 60_000 }).prefault('5s').describe('Time allowed for one DNS answer.'),
+      })
+      .prefault({})
+      .describe('The self-audit (`relayguard audit`, and periodically inside `serve`): configuration lint, open relay proved from outside, blocklists, with the trend since the last audit.'),
   })
   .superRefine((c, ctx) => {
     // A NOTIFY key must be one of the TSIG keys.
@@ -1010,6 +1070,26 @@ export interface Config {
       readonly proof: { readonly probeDomain: string; readonly sink: { readonly address: string; readonly port: number }; readonly wait: number } | null;
     };
   };
+  /** Durations in ms. */
+  readonly audit: {
+    readonly enabled: boolean;
+    readonly interval: number;
+    readonly timeout: number;
+    readonly keep: number;
+    readonly addresses: readonly string[];
+    readonly relay: {
+      readonly enabled: boolean;
+      readonly sourceAddress: string | null;
+      readonly sourceAddress6: string | null;
+      readonly probeDomain: string | null;
+      readonly sink: { readonly address: string; readonly port: number };
+      readonly probeWait: number;
+    };
+    readonly blocklists: readonly { readonly zone: string; readonly servers: readonly string[]; readonly delistUrl: string | null; readonly testPoints: 'rfc5782' | 'unlisted-only' }[];
+    readonly dnsServers: readonly string[];
+    readonly dnsTimeout: number;
+    readonly mailDomains: boolean;
+  };
 }
 
 function deepFreeze<T>(value: T): T {
@@ -1110,6 +1190,13 @@ export function buildConfig(parsed: ParsedConfig, options: { baseDir: string; co
         ports: [...parsed.web.tester.ports],
         proof: parsed.web.tester.proof === null ? null : { ...parsed.web.tester.proof, sink: { ...parsed.web.tester.proof.sink } },
       },
+    },
+    audit: {
+      ...parsed.audit,
+      addresses: [...parsed.audit.addresses],
+      relay: { ...parsed.audit.relay, sink: { ...parsed.audit.relay.sink } },
+      blocklists: parsed.audit.blocklists.map((b) => ({ zone: b.zone, servers: [...b.servers], delistUrl: b.delistUrl, testPoints: b.testPoints })),
+      dnsServers: [...parsed.audit.dnsServers],
     },
   };
   return deepFreeze(config);

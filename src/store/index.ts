@@ -23,6 +23,7 @@ import type { DecisionStore } from '../policy/decisions.ts';
 import type { TesterRunStore } from '../policy/tester-runs.ts';
 import { SqliteTesterRunStore, sqliteTesterRunsPath } from './sqlite-tester-runs.ts';
 import { QueueStore, SqliteMailQueue, type MailQueue } from '../queue/index.ts';
+import { SqliteAuditStore, sqliteAuditPath, type AuditReportStore, type StoredAuditReport } from './sqlite-audit.ts';
 
 export { SqliteCounterStore } from './sqlite-counters.ts';
 export { SqliteDirectoryStore } from './sqlite-directory.ts';
@@ -194,4 +195,17 @@ export async function openTesterRunStore(options: { dataDir: string; postgres: P
   if (options.postgres === null) return new SqliteTesterRunStore(sqliteTesterRunsPath(options.dataDir));
   const { PostgresTesterRunStore } = await import('./postgres-tester-runs.ts');
   return PostgresTesterRunStore.open(options.postgres.url, { poolSize: 2, ...(options.logger ? { logger: options.logger } : {}) });
+}
+
+export { SqliteAuditStore, sqliteAuditPath, type AuditReportStore, type StoredAuditReport } from './sqlite-audit.ts';
+
+/**
+ * The self-audit history: PostgreSQL's table with store.postgres (every node's reports; migrations/postgres/008_audit.sql),
+ * else dataDir/audit.db. `keep`: the newest reports kept per node.
+ */
+export async function openAuditStore<T extends StoredAuditReport>(options: { dataDir: string; postgres: PostgresSettings | null; keep?: number; logger?: Logger }): Promise<AuditReportStore<T>> {
+  const keep = options.keep !== undefined ? { keep: options.keep } : {};
+  if (options.postgres === null) return new SqliteAuditStore<T>(sqliteAuditPath(options.dataDir), keep);
+  const { PostgresAuditStore } = await import('./postgres-audit.ts');
+  return PostgresAuditStore.open<T>(options.postgres.url, { poolSize: 2, ...keep, ...(options.logger ? { logger: options.logger } : {}) });
 }

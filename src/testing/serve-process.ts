@@ -26,6 +26,8 @@ export interface ServeOptions {
   ports?: { mx: number; submission: number; submissions: number };
   /** Prefix the command (for example ['strace', '-f', ...]). */
   wrap?: string[];
+  /** More arguments after `serve --config FILE` (for example ['--force']). */
+  args?: string[];
   env?: Record<string, string>;
   /** Log lines also go to this callback. */
   onLog?: (line: Record<string, unknown>) => void;
@@ -113,7 +115,7 @@ async function startServeOnce(options: ServeOptions): Promise<ServeProcess> {
   await addMailboxes(dataDir, options.mailboxes ?? DEFAULT_MAILBOXES);
   const configFile = join(dataDir, 'relayguard.yaml');
   await writeFile(configFile, stringify(config));
-  const argv = [...(options.wrap ?? []), NODE, CLI, 'serve', '--config', configFile];
+  const argv = [...(options.wrap ?? []), NODE, CLI, 'serve', '--config', configFile, ...(options.args ?? [])];
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
   running.add(child);
   const logs: Record<string, unknown>[] = [];

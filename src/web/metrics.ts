@@ -31,6 +31,8 @@ export class RelayMetrics {
   readonly #dnsblFailures: Counter<'zone'>;
   readonly #decisionsDropped: Counter;
   readonly #testerRuns: Counter<'verdict'>;
+  readonly #auditStatus: Gauge<'check'>;
+  readonly #auditLastRun: Gauge;
   #sources: MetricSources | null = null;
 
   constructor(node: string, options: { processMetrics?: boolean } = {}) {
@@ -61,6 +63,11 @@ export class RelayMetrics {
       name: 'relayguard_tester_runs_total', help: 'Web tester runs ended, by verdict (OPEN, CLOSED, INCONCLUSIVE; failed or aborted when no report).',
       labelNames: ['verdict'], registers: reg,
     });
+    this.#auditStatus = new Gauge({
+      name: 'relayguard_audit_check_status', help: 'Self-audit result per check (relayguard audit): 0 ok, 1 warning, 2 broken, 3 unreachable, 4 critical (abusable or listed).',
+      labelNames: ['check'], registers: reg,
+    });
+    this.#auditLastRun = new Gauge({ name: 'relayguard_audit_last_run_timestamp_seconds', help: 'When the last self-audit of this node started (Unix time).', registers: reg });
     const self = this;
     new Gauge({
       name: 'relayguard_smtp_connections', help: 'SMTP connections open now.', registers: reg,
@@ -100,6 +107,13 @@ export class RelayMetrics {
   /** A web tester run ended: its verdict, or 'failed' / 'aborted'. */
   testerRun(verdict: 'OPEN' | 'CLOSED' | 'INCONCLUSIVE' | 'failed' | 'aborted'): void {
     this.#testerRuns.inc({ verdict });
+  }
+
+  /** The worst severity of each check of the latest self-audit (src/audit), and when it started (ms). */
+  auditReport(checks: readonly { check: string; severity: string }[], startedAt: number): void {
+    this.#auditStatus.reset();
+    for (const c of checks) this.#auditStatus.set({ check: label(c.check) }, AUDIT_LEVEL[c.severity] ?? 3);
+    this.#auditLastRun.set(Math.floor(startedAt / 1000));
   }
 
   login(result: 'success' | 'failure' | 'throttled'): void {
@@ -149,6 +163,8 @@ export class RelayMetrics {
     return this.registry.contentType;
   }
 }
+
+const AUDIT_LEVEL: Readonly<Record<string, number>> = { ok: 0, warning: 1, broken: 2, unreachable: 3, critical: 4 };
 
 /** A label value from a log field: bounded length, 'none' when absent. */
 function label(v: unknown): string {
