@@ -17,6 +17,8 @@ import { RelayMetrics, observingLogger } from '../web/index.ts';
 import { startOrdb, type RunningOrdb } from './ordb-service.ts';
 import { startWebService, type DecisionTap, type RunningWebService } from './web-service.ts';
 import { decisionFromEvent } from '../policy/decisions.ts';
+import { clusterWorkerMetrics } from './cluster-metrics.ts';
+import { currentWorkerRole } from './worker-role.ts';
 
 export { databasePath };
 
@@ -65,6 +67,9 @@ export async function startRelay(config: Config, baseLogger: Logger, options: Om
     }
   });
   const receive = await assembleReceivePath(config, { ...options, logger });
+  metrics.setConnectionSource(() => receive.server.connectionCount);
+  // With workers, /metrics (served by worker 0) is the sum over every worker (cluster-metrics.ts).
+  if (currentWorkerRole() !== null) clusterWorkerMetrics(metrics);
   const queue = receive.queue;
   let outbound: { stop(): Promise<void> } | null = null;
   let listeners: BoundListener[];

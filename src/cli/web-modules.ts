@@ -5,7 +5,7 @@
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../core/log.ts';
 import type { ReceivePath } from '../relay/index.ts';
-import type { WebModule } from '../web/index.ts';
+import { overviewModule, type WebModule } from '../web/index.ts';
 import type { RunningOrdb } from './ordb-service.ts';
 
 export interface WebModuleDeps {
@@ -17,5 +17,6 @@ export interface WebModuleDeps {
 
 export async function webModules(_config: Config, _deps: WebModuleDeps): Promise<WebModule[]> {
   const modules: WebModule[] = [];
+  modules.push(overviewModule());
   return modules;
 }
