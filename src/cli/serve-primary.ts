@@ -23,6 +23,7 @@ import { join } from 'node:path';
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../core/log.ts';
 import { chownTree, type Identity } from './privileges.ts';
+import { relayClusterMetrics } from './cluster-metrics.ts';
 import { SHARDS_DIR, existingShards } from './queue-shards.ts';
 import { READY_MESSAGE, WORKER_COUNT_ENV, WORKER_INDEX_ENV, workerCount } from './worker-role.ts';
 
@@ -186,6 +187,8 @@ export async function runPrimary(o: PrimaryOptions): Promise<number> {
     watch = setInterval(() => { if (process.ppid !== parent) stop('parent exited'); }, 500);
     watch.unref();
   }
+  // Worker 0 serves /metrics as the sum over every worker: it asks here, this process collects (cluster-metrics.ts).
+  const stopMetrics = relayClusterMetrics();
   try {
     // Worker 0 first: it creates the shared database and the certificate, and runs the ORDB.
     fork(slots[0]!, false);
@@ -195,6 +198,7 @@ export async function runPrimary(o: PrimaryOptions): Promise<number> {
     logger.info('stopped', { signal: stopSignal });
     return code;
   } finally {
+    stopMetrics();
     if (watch) clearInterval(watch);
     process.off('SIGTERM', onTerm);
     process.off('SIGINT', onInt);

@@ -19,6 +19,8 @@ import { startWebService, type DecisionTap, type RunningWebService } from './web
 import { decisionFromEvent } from '../policy/decisions.ts';
 import { errorCode } from '../core/errors.ts';
 import { startAuditService, type AuditServiceDeps, type RunningAudit } from './audit-service.ts';
+import { clusterWorkerMetrics } from './cluster-metrics.ts';
+import { currentWorkerRole } from './worker-role.ts';
 
 export { databasePath };
 
@@ -74,6 +76,9 @@ export async function startRelay(config: Config, baseLogger: Logger, options: Om
     }
   });
   const receive = await assembleReceivePath(config, { ...options, logger });
+  metrics.setConnectionSource(() => receive.server.connectionCount);
+  // With workers, /metrics (served by worker 0) is the sum over every worker (cluster-metrics.ts).
+  if (currentWorkerRole() !== null) clusterWorkerMetrics(metrics);
   const queue = receive.queue;
   let outbound: { stop(): Promise<void> } | null = null;
   let listeners: BoundListener[];

@@ -7,7 +7,7 @@ import type { Logger } from '../core/log.ts';
 import { CATEGORIES } from '../dnsbl/index.ts';
 import type { DecisionStore } from '../policy/decisions.ts';
 import type { ReceivePath } from '../relay/index.ts';
-import type { WebModule } from '../web/index.ts';
+import { overviewModule, type WebModule } from '../web/index.ts';
 import { decisionsModule } from '../web/decisions-page.ts';
 import { directoryModule } from '../web/directory.ts';
 import { ordbWebModule, type OrdbAccess } from '../web/ordb.ts';
@@ -29,6 +29,7 @@ export interface WebModuleDeps {
 
 export async function webModules(config: Config, deps: WebModuleDeps): Promise<WebModule[]> {
   const modules: WebModule[] = [];
+  modules.push(overviewModule());
   modules.push(ordbWebModule({ ordb: () => ordbAccess(deps.ordb()), categories: CATEGORIES, limits: config.web.ordb, evidenceUrl: config.dnsbl.evidenceUrl }));
   // Users, local domains and aliases through the relay's own directory (its writes refresh the relay's view at once).
   modules.push(directoryModule({ store: deps.receive.directory, accounts: deps.receive.accounts, localDomains: deps.receive.localDomains }));

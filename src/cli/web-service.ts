@@ -84,6 +84,7 @@ export async function startWebService(
   metrics.setSources({
     connections: () => receive.server.connectionCount,
     queueCounts: () => queueCounts(queue),
+    ordbDns: () => parts.ordb?.()?.server.stats ?? null,
   });
   let web: RunningWeb;
   try {

@@ -93,7 +93,8 @@ export class SmtpDeliverer implements Deliverer {
         }
         const res = await this.#deliverGroup(g.route, g.recipients, message, signal, logger);
         if (res.bodyFailed) bodyFailed = true;
-        g.recipients.forEach((r, i) => { byRecipient.set(r, res.outcomes[i]!); });
+        const route = g.route.kind;
+        g.recipients.forEach((r, i) => { byRecipient.set(r, { ...res.outcomes[i]!, route }); });
       }
     };
     const n = Math.max(1, Math.min(this.#options.concurrency ?? 4, groups.length));

@@ -198,13 +198,19 @@ export class DnsblClient {
     const now = this.#clock.now();
     const hit = this.#cache.get(name);
     if (hit !== undefined) {
-      if (hit.expires > now) { this.stats.cacheHits++; return hit.result; }
+      if (hit.expires > now) {
+        this.stats.cacheHits++;
+        this.#log.debug('dnsbl lookup', { zone, result: hit.result.kind, cached: true });
+        return hit.result;
+      }
       this.#cache.delete(name);
     }
     const running = this.#inflight.get(name);
     if (running) return running;
     const p = this.#query(zone, name).then((r) => {
       this.#store(name, r);
+      // One event per lookup answered from DNS or the cache (not 'dnsbl lookup failed', which is rate-limited): metrics.
+      this.#log.debug('dnsbl lookup', { zone, result: r.kind, cached: false });
       return r;
     }).finally(() => this.#inflight.delete(name));
     this.#inflight.set(name, p);

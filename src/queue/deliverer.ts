@@ -67,6 +67,8 @@ export interface RecipientOutcome {
   readonly remoteMta?: string;
   /** What happened when there was no reply ("connect to mx1.example.net[192.0.2.7]:25: Connection refused"). */
   readonly diagnostic?: string;
+  /** The destination class the deliverer routed it by (local, smarthost, mx): logged with the outcome, for metrics. */
+  readonly route?: string;
 }
 
 export interface Deliverer {

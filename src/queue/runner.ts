@@ -519,7 +519,7 @@ export class QueueRunner {
       this.#logger.warn('message deleted during delivery; outcomes dropped', { queue_id: queueId });
       return;
     }
-    this.#logOutcomes(detail, due, updates, now, summary);
+    this.#logOutcomes(detail, due, updates, now, summary, outcomes);
     if (corrupt !== null) {
       summary.corrupt++;
       this.#logger.error('queued message body is corrupt; set aside', { queue_id: queueId, error: fault?.message });
@@ -630,8 +630,11 @@ export class QueueRunner {
   }
 
   #logOutcomes(detail: QueuedMessageDetail, due: readonly QueuedRecipient[], updates: readonly RecipientUpdate[], now: number,
-    summary: RunSummary): void {
+    summary: RunSummary, outcomes: readonly RecipientOutcome[] | null): void {
     const byIndex = new Map(due.map((r) => [r.index, r]));
+    // The destination class the deliverer reported (local, smarthost, mx), by address; absent: 'unknown'.
+    const routeOf = new Map<string, string>();
+    for (const o of outcomes ?? []) if (typeof o?.route === 'string' && typeof o.address === 'string') routeOf.set(o.address, o.route);
     for (const u of updates) {
       const r = byIndex.get(u.index);
       const fields = {
@@ -642,6 +645,7 @@ export class QueueRunner {
         reply: replyLine(u.reply, u.diagnostic) ?? undefined,
         attempts: (r?.attempts ?? 0) + 1,
         delay_ms: now - detail.receivedAt,
+        route: (r !== undefined ? routeOf.get(r.address) : undefined) ?? 'unknown',
       };
       if (u.state === 'delivered') {
         summary.delivered++;

@@ -211,8 +211,9 @@ export function createReceiveHandler(deps: ReceiveDeps): SessionHandler {
         return { ok: false, reply: toReply(err) };
       }
       const trace = receivedHeader(session, deps.hostname, msg.queueId);
+      let copied: Copied;
       try {
-        await copyBody(Buffer.from(trace, 'utf8'), body, msg.body);
+        copied = await copyBody(Buffer.from(trace, 'utf8'), body, msg.body);
         const recipients = queuedRecipients(session);
         const vouched = deps.isTrusted(session.connection.remoteAddress) || session.user !== null;
         const mailParams = Object.fromEntries(session.mailParams) as Record<string, string | true>;
@@ -243,6 +244,9 @@ export function createReceiveHandler(deps: ReceiveDeps): SessionHandler {
         mail_from: session.mailFrom ? formatPath(session.mailFrom) : null,
         rcpts: session.recipients.length,
         relay: session.recipients.some((r) => (r.data as RecipientData).action === 'relay'),
+        bytes: copied.bytes,
+        // End of data (the client's final dot) to here, where the 250 goes out: the queue's durable commit.
+        accept_ms: Math.round((performance.now() - copied.endedAt) * 1000) / 1000,
       });
       return { ok: true, queueId: msg.queueId };
     },
@@ -262,6 +266,10 @@ export function createReceiveHandler(deps: ReceiveDeps): SessionHandler {
         rcpt_rejected: s.recipientsRejected,
         rcpt_deferred: s.recipientsDeferred,
         commands: s.commands,
+        replies_2xx: s.replies[0],
+        replies_3xx: s.replies[1],
+        replies_4xx: s.replies[2],
+        replies_5xx: s.replies[3],
         errors: s.errors,
         bytes_in: s.bytesIn,
         elapsed_ms: s.durationMs,
@@ -303,8 +311,13 @@ function xtext(s: string): string {
  * per-call AbortController and async iteration: when either side fails or closes early, the other is destroyed
  * with the error and the promise rejects with it.
  */
-function copyBody(head: Buffer, src: Readable, dst: Writable): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
+/** What copyBody saw: octets written (trace header included) and when the client's end of data arrived (performance.now()). */
+interface Copied { readonly bytes: number; readonly endedAt: number }
+
+function copyBody(head: Buffer, src: Readable, dst: Writable): Promise<Copied> {
+  return new Promise<Copied>((resolve, reject) => {
+    let bytes = head.length;
+    let endedAt = 0;
     let settled = false;
     const done = (err?: Error): void => {
       if (settled) return;
@@ -317,7 +330,7 @@ function copyBody(head: Buffer, src: Readable, dst: Writable): Promise<void> {
       dst.off('finish', onFinish);
       dst.off('error', onDstError);
       dst.off('close', onDstClose);
-      if (err === undefined) resolve();
+      if (err === undefined) resolve({ bytes, endedAt });
       else reject(err);
     };
     const failSrc = (err: Error): void => {
@@ -329,12 +342,14 @@ function copyBody(head: Buffer, src: Readable, dst: Writable): Promise<void> {
       done(err);
     };
     const onData = (chunk: Buffer): void => {
+      bytes += chunk.length;
       if (!dst.write(chunk)) src.pause();
     };
     const onDrain = (): void => {
       src.resume();
     };
     const onEnd = (): void => {
+      endedAt = performance.now();
       dst.end();
     };
     const onFinish = (): void => done();

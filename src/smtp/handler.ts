@@ -87,6 +87,8 @@ export interface SessionSummary {
   readonly recipientsRejected: number;
   readonly recipientsDeferred: number;
   readonly commands: number;
+  /** Replies sent, by class: [2xx, 3xx, 4xx, 5xx] (the greeting and the 421 of a close included). */
+  readonly replies: readonly [number, number, number, number];
   readonly errors: number;
   readonly bytesIn: number;
   readonly durationMs: number;

@@ -258,6 +258,8 @@ export class SmtpSession {
   // Counters
   #errors = 0;
   #commands = 0;
+  /** Replies sent by class (2xx, 3xx, 4xx, 5xx): one increment per reply, summed in the session's closing log line. */
+  #replies: [number, number, number, number] = [0, 0, 0, 0];
   #messages = 0;
   #rcptAccepted = 0;
   #rcptRejected = 0;
@@ -384,6 +386,7 @@ export class SmtpSession {
         recipientsRejected: this.#rcptRejected,
         recipientsDeferred: this.#rcptDeferred,
         commands: this.#commands,
+        replies: this.#replies,
         errors: this.#errors,
         bytesIn: this.#bytesIn,
         durationMs: Date.now() - this.#started,
@@ -478,6 +481,8 @@ export class SmtpSession {
     // one burst of writes instead of writes spread between the callback's other work.
     this.#cork();
     this.#socket.write(WIRE.get(reply) ?? formatReply(reply));
+    const cls = ((reply.code / 100) | 0) - 2;
+    if (cls >= 0 && cls <= 3) this.#replies[cls]!++;
     if (reply.code >= 400 && reply.code !== 421) this.#errors++;
   }
 

@@ -127,11 +127,13 @@ export function dashboardPage(data: {
   refusals?: readonly RefusalRow[] | null;
   who: { admin: string; csrf: string };
   nav?: readonly { href: string; label: string }[];
+  /** Include the live charts (the overview module serves their script and data: web/overview.ts). */
+  charts?: boolean;
 }): string {
   const iso = (ms: number): string => new Date(ms).toISOString().replace('T', ' ').slice(0, 19);
   const action = (id: string, a: string): Markup => html`<form class="inline" method="post" action="/queue/${encodeURIComponent(id)}/${a}">
 <input type="hidden" name="_csrf" value="${data.who.csrf}"><button>${a}</button></form>`;
-  return page(`node ${data.node}`, html`
+  return page(`node ${data.node}`, html`${data.charts === true ? overviewCharts() : ''}
 <h2>Queue</h2>
 <div class="summary">${Object.entries(data.counts).map(([k, v]) => html`<div class="card"><b>${v}</b>${k}</div>`)}</div>
 <div class="table-wrap"><table><caption>Oldest ${data.messages.length} messages</caption>
@@ -147,4 +149,19 @@ ${data.refusals == null ? '' : html`<h2>Latest refusals</h2>
 <h2>Audit log</h2>
 <div class="table-wrap"><table><thead><tr><th>When</th><th>Who</th><th>Action</th><th>Target</th><th>Result</th><th>From</th></tr></thead>
 <tbody>${data.audit.map((e) => html`<tr><td>${iso(e.at)}</td><td>${e.actor}</td><td>${e.action}</td><td>${e.target ?? ''}</td><td>${e.detail ?? ''}</td><td>${e.clientIp ?? ''}</td></tr>`)}</tbody></table></div>`, data.who, data.nav ?? []);
+}
+
+/** The overview's chart frames; /assets/overview.js fills them from GET /api/overview. */
+function overviewCharts(): Markup {
+  const chart = (name: string, title: string): Markup => html`<figure><figcaption>${title}</figcaption><div class="chart" data-chart="${name}"></div><p class="latest" aria-live="off"></p></figure>`;
+  return html`<link rel="stylesheet" href="/assets/uPlot.min.css"><link rel="stylesheet" href="/assets/overview.css">
+<section id="overview" aria-labelledby="overview-title">
+<div class="overview-bar"><h2 id="overview-title">Overview</h2>
+<label>Window <select id="overview-minutes"><option value="60">1 hour</option><option value="360">6 hours</option><option value="1440">24 hours</option></select></label></div>
+<p id="overview-status" role="status">Loading the charts (they need JavaScript).</p>
+<div class="charts">${[
+    chart('messages', 'Messages per minute'), chart('refusals', 'Refused recipients per minute, by rule'), chart('queue', 'Queue by state'),
+    chart('dns', 'DNS queries per second'), chart('connections', 'SMTP connections'),
+  ]}</div></section>
+<script type="module" src="/assets/overview.js"></script>`;
 }

@@ -8,7 +8,9 @@
  * Standards: RFC 9110 (HTTP semantics), RFC 6265 (cookies), OpenAPI 3.1, Prometheus text exposition 0.0.4.
  */
 export { startWeb, WebError, allowedMethods, type QueueAccess, type RouteInfo, type RunningWeb, type WebOptions } from './server.ts';
-export { RelayMetrics, observingLogger, type MetricSources } from './metrics.ts';
+export { RelayMetrics, observingLogger, type MetricSources, type OrdbDnsCounts, type OverviewTotals } from './metrics.ts';
+export { overviewModule, type OverviewOptions } from './overview.ts';
+export { OverviewSeries, type OverviewData } from './series.ts';
 export { esc, html } from './html.ts';
 export type { ApiRoute, Auth, NavEntry, PageRoute, PublicRoute, RouteInput, WebAsset, WebContext, WebModule } from './module.ts';
 export { Markup, publicPage } from './html.ts';

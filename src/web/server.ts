@@ -327,6 +327,7 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
     ]);
     return reply.type('text/html').send(dashboardPage({
       node: o.node, counts, messages, audit: auditLog, refusals, who: { admin: auth.admin, csrf: auth.session?.csrf ?? '' }, nav,
+      charts: PUBLIC_ROUTES.has('/assets/overview.js'), // the overview module (overview.ts) serves the charts' script and data
     }));
   });
 
