@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ManualClock } from '../core/clock.ts';
 import * as q from '../queue/index.ts';
-import { ShardedQueueAdmin, ShardedQueueReader, existingShards, shardDir } from './queue-shards.ts';
+import { ShardedQueueAdmin, ShardedQueueReader, existingShards, mergeCounts, shardDir } from './queue-shards.ts';
 
 const T0 = Date.UTC(2025, 0, 15, 12, 0, 0);
 const dirs: string[] = [];
@@ -88,4 +88,10 @@ test('queue shards: layout; one queue over shards 0 and 3: merged oldest first, 
   } finally {
     await admin.close();
   }
+});
+
+test('the sharded view counts the same states as the queue (its copy of COUNTED_STATES)', () => {
+  const empty = { messages: 0, oldestReceivedAt: null, oldestAgeMs: null };
+  const one = Object.fromEntries(q.COUNTED_STATES.map((st) => [st, empty])) as unknown as q.QueueCounts;
+  assert.deepEqual(Object.keys(mergeCounts([one, one])).sort(), [...q.COUNTED_STATES].sort());
 });

@@ -15,7 +15,10 @@
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { COUNTED_STATES, type AdminResult, type AdminTarget, type CountedState, type ListFilter, type MailQueue, type NodeDetail, type NodeSummary, type QueueCounts, type StateCount } from '../queue/index.ts';
+import type { AdminResult, AdminTarget, CountedState, ListFilter, MailQueue, NodeDetail, NodeSummary, QueueCounts, StateCount } from '../queue/index.ts';
+
+/** The queue's counted states (queue/index-db.ts COUNTED_STATES), kept here so `relayguard queue` and `dnsbl` load no queue code at start-up. */
+const COUNTED_STATES: readonly CountedState[] = ['queued', 'deferred', 'hold', 'corrupt'];
 
 type QueueModule = typeof import('../queue/index.ts');
 
