@@ -67,3 +67,22 @@ test('relay check: every listener goes to the vantage point; PROXY listeners are
   assert.deepEqual(f.map((x) => [x.check, x.severity]), [['relay.vantage', 'unreachable']]);
   assert.match(f[0]!.summary, /cannot test the relay from outside: every loopback address/);
 });
+
+test('relay check with several vantage points: each tests every listener, the subjects name the vantage point; one that cannot exist does not stop the others', async () => {
+  const fake = (name: string, verdict: 'OPEN' | 'CLOSED'): Vantage => ({
+    name, async test(ts) { return ts.map((t) => outcome({ target: t, verdict, reason: verdict === 'OPEN' ? 'proved' : 'refused', from: name })); },
+  });
+  const check = relayCheck({
+    targets: () => [target],
+    vantage: () => [() => fake('local 127.0.0.2', 'CLOSED'), () => fake('remote https://mx2.example.net:8025', 'OPEN'), () => chooseSourceAddress(cfg({})) as never],
+  });
+  const f = await check.run({ signal: new AbortController().signal, now: Date.now });
+  assert.deepEqual(f.map((x) => [x.check, x.severity, x.subject]), [
+    ['relay.closed', 'ok', 'listener mx 127.0.0.1:2525 via local 127.0.0.2'],
+    ['relay.open', 'critical', 'listener mx 127.0.0.1:2525 via remote https://mx2.example.net:8025'],
+    ['relay.vantage', 'unreachable', 'local vantage point'],
+  ]);
+  // one vantage point in a list: the subjects stay as with a single one (the trend keeps matching)
+  const one = relayCheck({ targets: () => [target], vantage: () => [() => fake('x', 'CLOSED')] });
+  assert.equal((await one.run({ signal: new AbortController().signal, now: Date.now }))[0]!.subject, 'listener mx 127.0.0.1:2525');
+});

@@ -5,8 +5,9 @@
  * proved either way).
  *
  * Vantage points (Vantage): the local one (LocalVantage: a loopback source address the configuration does not mean
- * to trust, proof mode with the tester's built-in sink when a probe domain is configured). A remote relayguard asked
- * over its API (POST /api/tester/runs) is the other implementation of the same interface (not built yet).
+ * to trust, proof mode with the tester's built-in sink when a probe domain is configured), and a remote relayguard
+ * asked over its API (remote-vantage.ts: POST /api/tester/runs). With several vantage points each tests every
+ * listener (at once) and the findings' subjects name the vantage point.
  *
  * Which loopback address stands for a stranger: one outside every trustedNetworks entry and every relay-rule network
  * that lies in loopback or private space. An entry that reaches into public space (0.0.0.0/0, the hazard the lint
@@ -190,7 +191,8 @@ export class LocalVantage implements Vantage {
   }
 }
 
-function outcomeOf(target: RelayTarget, run: RunResult, from: string): VantageOutcome {
+/** The outcome of one listener from the tester's report of it (a LocalVantage run, or a remote's report). */
+export function outcomeOf(target: RelayTarget, run: RunResult, from: string): VantageOutcome {
   const t = run.targets[0];
   if (t === undefined) {
     return { target, verdict: 'INCONCLUSIVE', reason: 'error', detail: run.errors.map((e) => e.error).join('; ') || 'not tested', acceptedTricks: [], mode: run.mode, from, report: run };
@@ -209,10 +211,10 @@ const ACCEPTED = new Set(['accepted-not-proved', 'accepts-all-recipients']);
 
 const subjectOf = (t: RelayTarget): string => `listener ${t.listener} ${t.address.includes(':') ? `[${t.address}]` : t.address}:${t.port}`;
 
-/** The findings of one listener's outcome. */
-export function relayFinding(o: VantageOutcome): Finding {
+/** The findings of one listener's outcome (`via`: the vantage point's name, in the subject, when there are several). */
+export function relayFinding(o: VantageOutcome, via?: string): Finding {
   const t = o.target;
-  const subject = subjectOf(t);
+  const subject = via === undefined ? subjectOf(t) : `${subjectOf(t)} via ${via}`;
   const detail = {
     listener: t.listener, role: t.role, tls: t.tls, verdict: o.verdict, reason: o.reason, mode: o.mode, from: o.from,
     acceptedTricks: o.acceptedTricks, testDetail: o.detail,
@@ -238,9 +240,19 @@ export function relayFinding(o: VantageOutcome): Finding {
 export interface RelayCheckOptions {
   /** The listeners to test, asked at each run (serve passes the bound ones). */
   readonly targets: () => readonly RelayTarget[];
-  /** The vantage point, built at each run (its source address may be refused: that is the check's finding). */
-  readonly vantage: () => Vantage;
+  /**
+   * The vantage point(s), built at each run (a local source address may be refused: that is the check's finding).
+   * Several: each tests every listener, at once.
+   */
+  readonly vantage: () => Vantage | readonly (() => Vantage)[];
   readonly timeoutMs?: number;
+}
+
+function vantageFailure(err: unknown): Finding {
+  return {
+    check: 'relay.vantage', subject: (err as { code?: unknown }).code === 'ERR_AUDIT_REMOTE' ? 'remote vantage point' : 'local vantage point', severity: 'unreachable',
+    summary: `cannot test the relay from outside: ${(err as Error).message}`, detail: { code: (err as { code?: unknown }).code ?? null },
+  };
 }
 
 export function relayCheck(options: RelayCheckOptions): AuditCheck {
@@ -257,17 +269,24 @@ export function relayCheck(options: RelayCheckOptions): AuditCheck {
       }));
       if (targets.length === 0 && skipped.length > 0) return skipped;
       if (targets.length === 0) return [{ check: 'relay.no-listeners', subject: 'listeners', severity: 'ok', summary: 'no SMTP listener to test' }];
-      let vantage: Vantage;
+      let built: Vantage | readonly (() => Vantage)[];
       try {
-        vantage = options.vantage();
+        built = options.vantage();
       } catch (err) {
-        return [{
-          check: 'relay.vantage', subject: 'local vantage point', severity: 'unreachable',
-          summary: `cannot test the relay from outside: ${(err as Error).message}`, detail: { code: (err as { code?: unknown }).code ?? null },
-        }, ...skipped];
+        return [vantageFailure(err), ...skipped];
       }
-      const outcomes = await vantage.test(targets, signal);
-      return [...outcomes.map(relayFinding), ...skipped];
+      if (!Array.isArray(built)) return [...(await (built as Vantage).test(targets, signal)).map((o) => relayFinding(o)), ...skipped];
+      const several = (built as readonly (() => Vantage)[]).length > 1;
+      const each = await Promise.all((built as readonly (() => Vantage)[]).map(async (make): Promise<Finding[]> => {
+        let vantage: Vantage;
+        try {
+          vantage = make();
+        } catch (err) {
+          return [vantageFailure(err)];
+        }
+        return (await vantage.test(targets, signal)).map((o) => relayFinding(o, several ? vantage.name : undefined));
+      }));
+      return [...each.flat(), ...skipped];
     },
   };
 }

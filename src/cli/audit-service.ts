@@ -2,18 +2,19 @@
  * The self-audit composed from a configuration (src/audit): the checks of `relayguard audit` and of serve's periodic
  * job, the history store (dataDir/audit.db or PostgreSQL's audit_reports), and the service serve runs.
  *
- *   auditChecks(config, parts)       config lint, relay (LocalVantage from an untrusted loopback source), blocklists
+ *   auditChecks(config, parts)       config lint, relay (audit.relay.vantage: LocalVantage from an untrusted loopback
+ *                                    source, RemoteVantage: another relayguard's tester API), blocklists, dns
  *   openAuditHistory(config)         the history port over the store's adapter
  *   startAuditService(config, ...)   serve's periodic job (audit.enabled), gauges on the node's metrics
  */
 import { mkdirSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import type { Config } from '../config/schema.ts';
+import type { AuditVantage, Config } from '../config/schema.ts';
 import type { Clock } from '../core/clock.ts';
 import type { Logger } from '../core/log.ts';
 import {
-  AuditService, LocalVantage, blocklistCheck, auditAddresses, checkMailDomains, chooseSourceAddress, chooseSourceAddress6, configCheck, mailDomainsInputFromConfig, relayCheck, targetsOf, worst,
-  type AuditCheck, type AuditHistory, type AuditReport, type RelayTarget,
+  AuditService, LocalVantage, RemoteVantage, blocklistCheck, auditAddresses, checkMailDomains, chooseSourceAddress, chooseSourceAddress6, configCheck, mailDomainsInputFromConfig, relayCheck, targetsOf, worst,
+  type AuditCheck, type AuditHistory, type AuditReport, type RelayTarget, type Vantage,
 } from '../audit/index.ts';
 import { openAuditStore } from '../store/index.ts';
 import type { RelayMetrics } from '../web/index.ts';
@@ -32,9 +33,12 @@ export function auditChecks(config: Config, parts: AuditParts = {}): AuditCheck[
   const listeners = parts.listeners ?? (() => targetsOf(config.listeners));
   const checks: AuditCheck[] = [configCheck(config)];
   if (a.relay.enabled) {
-    checks.push(relayCheck({
-      targets: listeners,
-      vantage: () => new LocalVantage({
+    const make = (v: AuditVantage) => (): Vantage => (v.kind === 'remote'
+      ? new RemoteVantage({
+        url: v.url, tokenFile: v.tokenFile, ca: v.ca, proof: v.proof, host: v.host, addresses: a.addresses,
+        hostName: config.hostname, domain: config.localDomains[0] ?? null, budgetMs: a.timeout,
+      })
+      : new LocalVantage({
         sourceAddress: chooseSourceAddress(config, a.relay.sourceAddress),
         sourceAddress6: chooseSourceAddress6(config, a.relay.sourceAddress6),
         probeDomain: a.relay.probeDomain ?? config.dnsbl.probeDomain,
@@ -44,7 +48,11 @@ export function auditChecks(config: Config, parts: AuditParts = {}): AuditCheck[
         domain: config.localDomains[0] ?? null,
         budgetMs: a.timeout,
         ...(parts.testerTimeouts ? { timeouts: parts.testerTimeouts } : {}),
-      }),
+      }));
+    const vantages = a.relay.vantage.map(make);
+    checks.push(relayCheck({
+      targets: listeners,
+      vantage: () => (vantages.length === 1 ? vantages[0]!() : vantages),
     }));
   }
   checks.push(blocklistCheck({

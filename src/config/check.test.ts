@@ -173,3 +173,19 @@ test('check: the real data directory is stat()ed', () => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('check: a remote vantage point over plain http off loopback/private space, or a token file others can read, is a warning', () => {
+  const remote = (url: string, tokenFile = 'token') => ({ remote: { url, tokenFile } });
+  const config = parseConfig({
+    hostname: 'mail.example.org',
+    audit: { relay: { vantage: ['local', remote('http://mx2.example.net:8025'), remote('http://10.0.0.2:8025'), remote('https://mx3.example.net', '/etc/rg/t3')] } },
+  }, { baseDir: '/srv' });
+  const at = (modes: Record<string, number>) => checkConfig(config, { statMode: (p) => modes[p] ?? null });
+  assert.deepEqual(codes(at({})), ['warning:audit-remote-plain-http:audit.relay.vantage[1].remote.url']);
+  assert.match(at({})[0]!.message, /mx2\.example\.net: the API token .* in clear/);
+  assert.deepEqual(codes(at({ '/srv/token': 0o600, '/etc/rg/t3': 0o644 })), [
+    'warning:audit-remote-plain-http:audit.relay.vantage[1].remote.url', 'warning:audit-remote-token-permissions:audit.relay.vantage[3].remote.tokenFile',
+  ]);
+  assert.ok(CHECKS.some((c) => c.code === 'audit-remote-plain-http') && CHECKS.some((c) => c.code === 'audit-remote-token-permissions'));
+  assert.deepEqual(codes(checkConfig(parseConfig({ hostname: 'mail.example.org', audit: { relay: { vantage: remote('http://127.0.0.1:8025') } } }, { baseDir: '/srv' }), { statMode: () => null })), []);
+});

@@ -51,6 +51,8 @@ export const CHECKS: readonly CheckDescription[] = Object.freeze([
   { code: 'web-public', severity: 'warning', summary: 'The admin dashboard and API bind a non-loopback address without web.tls.' },
   { code: 'postmaster-unset', severity: 'warning', summary: 'Real local domains are configured but recipients.postmaster is not set: postmaster@ and abuse@ mail (RFC 5321, RFC 2142) is kept in the mailbox postmaster@<first local domain>, which nobody may read.' },
   { code: 'remote-alias-targets', severity: 'warning', summary: 'recipients.allowRemoteAliasTargets is on: alias files may forward mail outside, and a mistake there forwards a stranger\'s mail to a third party.' },
+  { code: 'audit-remote-plain-http', severity: 'warning', summary: 'A remote vantage point of the audit (audit.relay.vantage) is reached over plain http at a host that is not a loopback or private address: its API token crosses the network in clear.' },
+  { code: 'audit-remote-token-permissions', severity: 'warning', summary: 'The token file of a remote vantage point is readable by its group or other users (an admin token of the remote relayguard); it should be mode 0600.' },
   { code: 'data-dir-permissions', severity: 'warning', summary: 'The data directory (password hashes, queued mail, TLS key) is accessible to its group or to other users; it should be mode 0700 (like `postfix check`).' },
 ]);
 
@@ -224,6 +226,21 @@ export function checkConfig(config: Config, options: CheckOptions = {}): Finding
     const who = (mode & 0o007) !== 0 ? 'every local user' : 'its group';
     add('warning', 'dataDir', 'data-dir-permissions', `The data directory ${config.dataDir} is mode ${(mode & 0o777).toString(8).padStart(4, '0')}: ${who} can reach the queue and the password database; chmod 700 ${config.dataDir}`);
   }
+
+  // The audit's remote vantage points: their API tokens.
+  config.audit.relay.vantage.forEach((v, i) => {
+    if (v.kind !== 'remote') return;
+    const key = `audit.relay.vantage${config.audit.relay.vantage.length > 1 ? `[${i}]` : ''}.remote`;
+    const url = new URL(v.url);
+    const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+    if (url.protocol === 'http:' && !(ipaddr.isValid(host) && isPrivate(host))) {
+      add('warning', `${key}.url`, 'audit-remote-plain-http', `${v.url} is plain http to ${host}: the API token of the remote relayguard crosses the network in clear; use https (web.tls there, and ca here)`);
+    }
+    const tokenMode = (options.statMode ?? statMode)(v.tokenFile);
+    if (tokenMode !== null && (tokenMode & 0o077) !== 0) {
+      add('warning', `${key}.tokenFile`, 'audit-remote-token-permissions', `${v.tokenFile} is mode ${(tokenMode & 0o777).toString(8).padStart(4, '0')}: other local users can read the remote's admin token; chmod 600 ${v.tokenFile}`);
+    }
+  });
 
   return [...out.filter((f) => f.severity === 'error'), ...out.filter((f) => f.severity === 'warning')];
 }

@@ -167,3 +167,20 @@ test('dnsbl.evidenceUrl: an explicit value (or null) wins; unset, the lookup pag
     assert.equal(configSchema.safeParse({ web: { publicUrl: bad } }).success, false, bad);
   }
 });
+
+test('schema: audit.relay.vantage is local, a remote, or a list; paths resolve against the config folder', () => {
+  const parse = (vantage: unknown) => buildConfig(configSchema.parse({ audit: { relay: { vantage } } }), { baseDir: '/etc/rg' }).audit.relay.vantage;
+  assert.deepEqual(defaultConfig().audit.relay.vantage, [{ kind: 'local' }]);
+  assert.deepEqual(parse('local'), [{ kind: 'local' }]);
+  assert.deepEqual(parse({ remote: { url: 'https://mx2.example.net:8025', tokenFile: 'mx2.token', ca: '/etc/ssl/mx2.pem', proof: true } }), [
+    { kind: 'remote', url: 'https://mx2.example.net:8025', tokenFile: '/etc/rg/mx2.token', ca: '/etc/ssl/mx2.pem', proof: true, host: null },
+  ]);
+  assert.deepEqual(parse(['local', { remote: { url: 'http://10.0.0.2:8025', tokenFile: '/t', host: '192.0.2.7' } }]), [
+    { kind: 'local' }, { kind: 'remote', url: 'http://10.0.0.2:8025', tokenFile: '/t', ca: null, proof: false, host: '192.0.2.7' },
+  ]);
+  for (const bad of ['remote', { remote: { url: 'ftp://x.example', tokenFile: '/t' } }, { remote: { url: 'https://u:p@x.example', tokenFile: '/t' } },
+    { remote: { url: 'https://x.example' } }, { remote: { url: 'https://x.example', tokenFile: '/t', token: 'rgt_x' } }, [],
+    { remote: { url: 'https://x.example', tokenFile: '/t', host: 'not a host' } }]) {
+    assert.equal(configSchema.safeParse({ audit: { relay: { vantage: bad } } }).success, false, JSON.stringify(bad));
+  }
+});

@@ -295,6 +295,29 @@ function uniqueList<T extends z.ZodType<string>>(item: T, max: number) {
 const pathString = () =>
   z.string().min(1).refine((s) => !s.includes('\0'), 'must not contain NUL').meta({ 'x-type': 'path' } satisfies Meta);
 
+/** A remote relayguard that tests this server's listeners over its API (audit.relay.vantage; src/audit/remote-vantage.ts). */
+const remoteVantage = () =>
+  z.strictObject({
+    remote: z
+      .strictObject({
+        url: z
+          .string()
+          .refine((v) => publicUrlOk(v), 'must be an http(s) URL without credentials, query or fragment, e.g. "https://mx2.example.net:8025"')
+          .describe('Base URL of the remote relayguard\'s web service (its admin listener), e.g. "https://mx2.example.net:8025".'),
+        tokenFile: pathString().describe('File holding an API token of an admin of the remote (`relayguard admin token add NAME --admin ADMIN` there); read at every audit; keep it mode 0600. Relative to the config file.'),
+        ca: pathString().nullable().prefault(null).describe('PEM file the remote\'s https certificate must chain to (its CA, or its self-signed certificate: dataDir/tls/cert.pem there). Null: the system CAs.'),
+        proof: z.boolean().default(false).describe('Ask for proof mode (the remote needs web.tester.proof; mail from this server to its probe domain must reach its sink). False: safe mode.'),
+        host: z
+          .string()
+          .nullable()
+          .prefault(null)
+          .refine((v) => v === null || normalizeIpAddress(v) !== null || normalizeDomainName(v) !== null, 'must be an IP address or a host name')
+          .describe('The address or name the remote tests (this server as the Internet sees it: NAT, a load balancer). Null: each listener\'s bound address; a wildcard bind: the first of audit.addresses.'),
+      })
+      .describe('A remote relayguard tests this server with its web tester (its web.tester.allowTargets must allow our addresses).'),
+  });
+const vantageEntry = () => z.union([z.literal('local'), remoteVantage()]);
+
 export const LISTENER_ROLES = ['mx', 'submission'] as const;
 export type ListenerRole = (typeof LISTENER_ROLES)[number];
 export const TLS_MODES = ['none', 'starttls', 'implicit'] as const;
@@ -818,6 +841,11 @@ export const configSchema = z
               .prefault({})
               .describe('The probe sink the relay check starts while it runs (the tester\'s built-in sink).'),
             probeWait: duration({ min: 1000, max: 600_000 }).prefault('60s').describe('How long proof mode waits for the probes.'),
+            vantage: z
+              .union([vantageEntry(), z.array(vantageEntry()).min(1).max(8)])
+              .default('local')
+              .meta({ 'x-type': '`local`, `{remote: {...}}` or a list of them' } satisfies Meta)
+              .describe('Where the relay is tested from. `local`: this host, from an untrusted loopback address (sourceAddress, probeDomain, sink, probeWait above). `{remote: {url, tokenFile, ca, proof, host}}`: another relayguard asked over its API (POST /api/tester/runs) to test every listener; `url` its web service (https, or http only on a network you trust), `tokenFile` a file with an API token of an admin there, `ca` the PEM its certificate must chain to (null: system CAs), `proof` proof mode (default false), `host` the address or name it tests (null: each listener\'s address). A remote that does not answer, refuses the token or the target, or times out is reported unreachable. A list: each tests every listener. See docs/audit.md.'),
           })
           .prefault({})
           .describe('Check 2: is the relay closed, proved from outside.'),
@@ -1084,12 +1112,25 @@ export interface Config {
       readonly probeDomain: string | null;
       readonly sink: { readonly address: string; readonly port: number };
       readonly probeWait: number;
+      /** At least one; paths absolute. */
+      readonly vantage: readonly AuditVantage[];
     };
     readonly blocklists: readonly { readonly zone: string; readonly servers: readonly string[]; readonly delistUrl: string | null; readonly testPoints: 'rfc5782' | 'unlisted-only' }[];
     readonly dnsServers: readonly string[];
     readonly dnsTimeout: number;
     readonly mailDomains: boolean;
   };
+}
+
+/** A vantage point of the audit's relay check (audit.relay.vantage, normalized to a list). */
+export type AuditVantage =
+  | { readonly kind: 'local' }
+  | { readonly kind: 'remote'; readonly url: string; readonly tokenFile: string; readonly ca: string | null; readonly proof: boolean; readonly host: string | null };
+
+function vantagesOf(v: ParsedConfig['audit']['relay']['vantage'], resolve: (p: string) => string): AuditVantage[] {
+  return (Array.isArray(v) ? v : [v]).map((e): AuditVantage => (e === 'local'
+    ? { kind: 'local' }
+    : { kind: 'remote', url: e.remote.url, tokenFile: resolve(e.remote.tokenFile), ca: e.remote.ca === null ? null : resolve(e.remote.ca), proof: e.remote.proof, host: e.remote.host }));
 }
 
 function deepFreeze<T>(value: T): T {
@@ -1194,7 +1235,7 @@ export function buildConfig(parsed: ParsedConfig, options: { baseDir: string; co
     audit: {
       ...parsed.audit,
       addresses: [...parsed.audit.addresses],
-      relay: { ...parsed.audit.relay, sink: { ...parsed.audit.relay.sink } },
+      relay: { ...parsed.audit.relay, sink: { ...parsed.audit.relay.sink }, vantage: vantagesOf(parsed.audit.relay.vantage, resolve) },
       blocklists: parsed.audit.blocklists.map((b) => ({ zone: b.zone, servers: [...b.servers], delistUrl: b.delistUrl, testPoints: b.testPoints })),
       dnsServers: [...parsed.audit.dnsServers],
     },
