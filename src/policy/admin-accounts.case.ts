@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { AdminAccounts, hashToken, type AdminStore } from './admin-accounts.ts';
+import { AdminAccounts, hashToken, TOKEN_USE_RESOLUTION_MS, type AdminStore } from './admin-accounts.ts';
 
 const FAST = { N: 1024, r: 8, p: 1 };
 
@@ -45,6 +45,13 @@ export function adminContract(h: AdminHarness): void {
       assert.ok(tokens[0]!.lastUsedAt !== null);
       assert.equal(JSON.stringify(tokens).includes(token), false);
       assert.deepEqual(await store.useToken(hashToken(token), 1), { admin: 'alice', name: 'ci' });
+      // Last use to the minute: a use within TOKEN_USE_RESOLUTION_MS of the recorded one writes nothing.
+      const h = hashToken(token);
+      await store.useToken(h, 10_000_000);
+      await store.useToken(h, 10_000_000 + TOKEN_USE_RESOLUTION_MS - 1);
+      assert.equal((await store.listTokens())[0]!.lastUsedAt, 10_000_000);
+      await store.useToken(h, 10_000_000 + TOKEN_USE_RESOLUTION_MS);
+      assert.equal((await store.listTokens())[0]!.lastUsedAt, 10_000_000 + TOKEN_USE_RESOLUTION_MS);
 
       await store.appendAudit({ at: 1, actor: 'alice', action: 'queue.hold', target: 'ABC', detail: '{}', clientIp: '127.0.0.1' });
       await store.appendAudit({ at: 2, actor: 'cli', action: 'admin.add', target: 'bob', detail: null, clientIp: null });

@@ -16,6 +16,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { RelayguardError } from '../core/errors.ts';
 import { DEFAULT_SCRYPT_PARAMS, hashPassword, verifyPassword, type ScryptParams } from './password.ts';
 
+/** An API token's last use is recorded to this resolution (ms): a polling script costs no write per request. */
+export const TOKEN_USE_RESOLUTION_MS = 60_000;
+
 export interface AdminRecord {
   readonly name: string;
   readonly createdAt: number;

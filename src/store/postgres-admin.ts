@@ -7,7 +7,7 @@
 import { DatabaseError, type Pool } from 'pg';
 import { RelayguardError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
-import type { AdminRecord, AdminStore, AdminTokenRecord, AuditEntry, NewAuditEntry } from '../policy/admin-accounts.ts';
+import { TOKEN_USE_RESOLUTION_MS, type AdminRecord, type AdminStore, type AdminTokenRecord, type AuditEntry, type NewAuditEntry } from '../policy/admin-accounts.ts';
 import { isDeadConnection, isUnavailable, unavailable } from './postgres-directory.ts';
 import { openCheckedPool } from './postgres-pool.ts';
 import type { Migration } from './postgres-schema.ts';
@@ -89,7 +89,13 @@ export class PostgresAdminStore implements AdminStore {
   }
 
   async useToken(tokenHash: string, now: number): Promise<{ admin: string; name: string } | null> {
-    const r = (await this.#q('UPDATE admin_tokens SET last_used_at = $2 WHERE token_hash = $1 RETURNING admin, name', [tokenHash, now])).rows[0];
+    // Last use to the minute (TOKEN_USE_RESOLUTION_MS): no write per request of a polling script.
+    const found = (await this.#q('SELECT admin, name, last_used_at FROM admin_tokens WHERE token_hash = $1', [tokenHash])).rows[0];
+    if (found !== undefined) {
+      const last = found['last_used_at'] === null ? null : Number(found['last_used_at']);
+      if (last === null || now - last >= TOKEN_USE_RESOLUTION_MS || now < last) await this.#q('UPDATE admin_tokens SET last_used_at = $2 WHERE token_hash = $1', [tokenHash, now]);
+    }
+    const r = found;
     return r === undefined ? null : { admin: String(r['admin']), name: String(r['name']) };
   }
 

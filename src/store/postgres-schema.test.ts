@@ -40,7 +40,7 @@ function extra(version: number, name: string, sql: string): Migration {
 
 test('migrations: the shipped files are numbered from 001 and checksummed', () => {
   const m = loadMigrations();
-  assert.deepEqual(m.map((x) => [x.version, x.name]), [[1, '001_directory'], [2, '002_queue'], [3, '003_directory_changes'], [4, '004_counters'], [5, '005_admin'], [6, '006_decisions'], [7, '007_tester_runs'], [8, '008_audit']]);
+  assert.deepEqual(m.map((x) => [x.version, x.name]), [[1, '001_directory'], [2, '002_queue'], [3, '003_directory_changes'], [4, '004_counters'], [5, '005_admin'], [6, '006_decisions'], [7, '007_tester_runs'], [8, '008_audit'], [9, '009_decisions_by_rule']]);
   assert.match(m[0]!.checksum, /^[0-9a-f]{64}$/);
   assert.match(m[0]!.sql, /CREATE TABLE users/);
 });

@@ -8,7 +8,7 @@
  */
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { RelayguardError } from '../core/errors.ts';
-import type { AdminRecord, AdminStore, AdminTokenRecord, AuditEntry, NewAuditEntry } from '../policy/admin-accounts.ts';
+import { TOKEN_USE_RESOLUTION_MS, type AdminRecord, type AdminStore, type AdminTokenRecord, type AuditEntry, type NewAuditEntry } from '../policy/admin-accounts.ts';
 import { immediate, openSqliteFile } from './sqlite-common.ts';
 
 const SCHEMA = `
@@ -37,6 +37,7 @@ const SCHEMA = `
 `;
 
 const notFound = (name: string): RelayguardError => new RelayguardError('ERR_ADMIN_NOT_FOUND', `No admin "${name}"`);
+
 
 export class SqliteAdminStore implements AdminStore {
   readonly #db: DatabaseSync;
@@ -101,9 +102,13 @@ export class SqliteAdminStore implements AdminStore {
   }
 
   async useToken(tokenHash: string, now: number): Promise<{ admin: string; name: string } | null> {
-    const r = this.#stmt('SELECT admin, name FROM admin_tokens WHERE token_hash = ?').get(tokenHash);
+    const r = this.#stmt('SELECT admin, name, last_used_at FROM admin_tokens WHERE token_hash = ?').get(tokenHash);
     if (r === undefined) return null;
-    this.#stmt('UPDATE admin_tokens SET last_used_at = ? WHERE token_hash = ?').run(now, tokenHash);
+    // Last use to the minute: a script polling the API must not cost a database write per request.
+    const last = r['last_used_at'] === null ? null : Number(r['last_used_at']);
+    if (last === null || now - last >= TOKEN_USE_RESOLUTION_MS || now < last) {
+      this.#stmt('UPDATE admin_tokens SET last_used_at = ? WHERE token_hash = ?').run(now, tokenHash);
+    }
     return { admin: String(r['admin']), name: String(r['name']) };
   }
 

@@ -37,6 +37,8 @@ const SCHEMA = `
   CREATE INDEX IF NOT EXISTS relay_decisions_client ON relay_decisions (client_ip, id);
   CREATE INDEX IF NOT EXISTS relay_decisions_rcpt ON relay_decisions (rcpt, id);
   CREATE INDEX IF NOT EXISTS relay_decisions_sender ON relay_decisions (mail_from, id);
+  CREATE INDEX IF NOT EXISTS relay_decisions_action ON relay_decisions (action, id);
+  CREATE INDEX IF NOT EXISTS relay_decisions_rule ON relay_decisions (rule, id);
 `;
 
 const COLUMNS = 'id, at, node, session_id, client_ip, listener, helo, user, mail_from, rcpt, action, rule, reason, reply';
@@ -88,8 +90,9 @@ export class SqliteDecisionStore implements DecisionStore {
 
   async prune(r: Retention, now: number): Promise<number> {
     let n = Number(this.#db.prepare('DELETE FROM relay_decisions WHERE at < ?').run(now - r.maxAgeMs).changes);
-    const edge = this.#db.prepare('SELECT id FROM relay_decisions ORDER BY id DESC LIMIT 1 OFFSET ?').get(r.maxRows) as { id: number } | undefined;
-    if (edge) n += Number(this.#db.prepare('DELETE FROM relay_decisions WHERE id <= ?').run(edge.id).changes);
+    // Ids only grow and rows leave from the bottom: the newest maxRows are the ids above MAX(id) - maxRows (no walk).
+    const top = this.#db.prepare('SELECT MAX(id) AS id FROM relay_decisions').get() as { id: number | null } | undefined;
+    if (top?.id != null && top.id > r.maxRows) n += Number(this.#db.prepare('DELETE FROM relay_decisions WHERE id <= ?').run(top.id - r.maxRows).changes);
     return n;
   }
 
