@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The Debian packages relayguard's tests talk to (Postfix "Local only" and never left running, swaks, nmap, dig,
 # rbldnsd, dnsperf, aiosmtpd, strace, openssl, fail2ban-regex, PostgreSQL 15, HAProxy 2.6, chromium (browser tests),
-# BIND/NSD/Knot (DNS secondaries and audit zones), squid/tinyproxy/dante (open proxy tests) and
-# python3-venv (checkdmarc) (tests start private instances; no system service is ever started): installs the missing ones when run as root
+# BIND/NSD/Knot (DNS secondaries and audit zones), squid/tinyproxy/dante (open proxy tests)
+# (tests start private instances; no system service is ever started): installs the missing ones when run as root
 # (idempotent: nothing to do is a no-op), otherwise stops at once with the one command that installs them.
 # `npm test` runs it first; `.ci/run` runs it too. `scripts/peers.sh --list` prints the package names.
 set -euo pipefail
 
 PACKAGES=(postfix swaks nmap bind9-dnsutils bind9-utils rbldnsd dnsperf python3-aiosmtpd strace openssl ca-certificates fail2ban postgresql-15 haproxy
-  chromium fonts-dejavu-core bind9 nsd knot squid tinyproxy dante-server python3-venv)
+  chromium fonts-dejavu-core bind9 nsd knot squid tinyproxy dante-server)
 APT_LOCK_WAIT_SECONDS=300
 
 if [ "${1:-}" = "--list" ]; then printf '%s\n' "${PACKAGES[@]}"; exit 0; fi
