@@ -111,7 +111,9 @@ function remoteError(a: Answer): { code: string | null; text: string } {
 export function reportProblem(r: unknown): string | null {
   const o = r as Partial<RunResult> | null;
   if (typeof o !== 'object' || o === null) return 'the report is not an object';
-  if (o.schema !== 'relayguard-tester/1') return `the report's schema is ${JSON.stringify(o.schema)}, not relayguard-tester/1`;
+  // /1: a remote of an older relayguard; /2 adds the checks (proxy, nntp) and keeps every /1 field of a relay test.
+  const schema = (o as { schema?: unknown }).schema;
+  if (schema !== 'relayguard-tester/1' && schema !== 'relayguard-tester/2') return `the report's schema is ${JSON.stringify(schema)}, not relayguard-tester/1 or /2`;
   if (o.mode !== 'safe' && o.mode !== 'prove') return 'the report has no mode';
   if (!Array.isArray(o.targets) || !Array.isArray(o.errors)) return 'the report has no targets';
   for (const t of o.targets) {

@@ -16,6 +16,9 @@ import {
 import {
   MAX_SCAN_TARGETS, checkTargets, parseRanges, previousFromOutput, renderProgressLine, scanExitCode, type PreviousStatus, type ScanProgress,
 } from '../tester/index.ts';
+import {
+  DEFAULT_PROXY_PORTS, DEFAULT_PROXY_TIMEOUTS, ProxySink, validateChecks, type Check, type ProbeAddresses, type ProxySinkListen,
+} from '../tester/index.ts';
 
 export interface TesterIo {
   out(s: string): void;
@@ -64,6 +67,14 @@ interface CommonOpts {
   transcript?: boolean;
   ipv4?: boolean;
   ipv6?: boolean;
+  check?: string;
+  proxyPort?: string[];
+  proxySink?: string[];
+  proxyControlPort?: string;
+  probeAddress?: string[];
+  probeHost?: string;
+  proxyBudget?: string;
+  proxyTimeout?: string;
 }
 
 function addCommonOptions(cmd: Command, defaultPorts: string): Command {
@@ -83,7 +94,77 @@ function addCommonOptions(cmd: Command, defaultPorts: string): Command {
     .option('--errors-per-session <n>', 'open a fresh connection after this many error replies (default 8)')
     .option('--transcript', 'keep full transcripts with timings (printed with the text report, included in JSON)')
     .option('-4, --ipv4', 'only IPv4 addresses')
-    .option('-6, --ipv6', 'only IPv6 addresses');
+    .option('-6, --ipv6', 'only IPv6 addresses')
+    .option('--check <checks>', 'what to test, comma-separated: smtp (open relay), proxy (open proxy); default smtp')
+    .option('--proxy-port <port>', `proxy check: port to test (repeatable, comma-separated; "default" = ${DEFAULT_PROXY_PORTS.join(', ')}); default the common proxy ports`, collect)
+    .option('--proxy-sink <address:port>', 'proxy check: where the sink the proxies are asked to reach listens (repeatable, one per address family; default 0.0.0.0:25)', collect)
+    .option('--proxy-control-port <port>', 'proxy check: the sink\'s non-mail control port (default: any free port)')
+    .option('--probe-address <ip>', 'proxy check: the sink\'s address as the proxies should reach it (one IPv4, one IPv6; default the --proxy-sink address)', collect)
+    .option('--probe-host <name>', 'proxy check: a host name of the sink, for SOCKS4a and SOCKS5 by name (default the IPv4 probe address)')
+    .option('--proxy-budget <seconds>', 'proxy check: time budget per address (default 60)')
+    .option('--proxy-timeout <seconds>', 'proxy check: deadline for each whole reply from a proxy (default 8)');
+}
+
+/** --check → the checks (usage error, or ERR_TESTER_CHECK_UNSUPPORTED for nntp: exit 3 either way). */
+function checksOption(v: string | undefined): Check[] {
+  try {
+    return validateChecks((v ?? 'smtp').split(','));
+  } catch (err) {
+    if (err instanceof RelayguardError) throw new UsageError(`${err.message} [${err.code}]`);
+    throw err;
+  }
+}
+
+function loopbackAddress(ip: string): boolean {
+  return ip.startsWith('127.') || ip === '::1';
+}
+
+interface ProxySetup {
+  readonly sink: ProxySink;
+  readonly options: {
+    readonly ports: readonly number[]; readonly sink: ProxySink; readonly probeAddresses: ProbeAddresses; readonly budgetMs: number;
+    readonly timeouts: { readonly step: number };
+  };
+}
+
+/** The proxy check's options, checked before anything listens. */
+function proxyPlan(opts: CommonOpts, targetsLoopback: boolean): { ports: number[]; listen: ProxySinkListen[]; probe: ProbeAddresses; budgetMs: number; stepMs: number } {
+  const ports: number[] = [];
+  for (const p of (opts.proxyPort ?? ['default']).flatMap((x) => x.split(',')).map((x) => x.trim()).filter((x) => x !== '')) {
+    if (p === 'default') { for (const d of DEFAULT_PROXY_PORTS) if (!ports.includes(d)) ports.push(d); continue; }
+    if (!/^\d{1,5}$/.test(p) || Number(p) < 1 || Number(p) > 65535) throw new UsageError(`--proxy-port takes a port number (or "default"), got "${p}"`);
+    if (!ports.includes(Number(p))) ports.push(Number(p));
+  }
+  const sinks = (opts.proxySink ?? ['0.0.0.0:25']).map((v) => parseHostPort(v, 'proxy-sink'));
+  const controlPort = count(opts.proxyControlPort, 'proxy-control-port', 0);
+  if (controlPort > 65535) throw new UsageError(`--proxy-control-port takes a port number, got "${opts.proxyControlPort}"`);
+  const listen: ProxySinkListen[] = [];
+  for (const s of sinks) {
+    listen.push({ address: s.address, port: s.port, kind: 'mail' });
+    listen.push({ address: s.address, port: controlPort, kind: 'control' });
+  }
+  const probe: { v4?: string; v6?: string; name?: string } = {};
+  for (const a of opts.probeAddress ?? []) {
+    const ip = parseIpTarget(a);
+    if (ip === null) throw new UsageError(`--probe-address takes an IP address, got "${a}"`);
+    if (ip.includes(':')) probe.v6 = ip; else probe.v4 = ip;
+  }
+  const host = domainOption(opts.probeHost, 'probe-host');
+  if (host) probe.name = host;
+  const v4 = probe.v4 ?? sinks.map((s) => s.address).find((a) => !a.includes(':') && a !== '0.0.0.0');
+  if (v4 === undefined) throw new UsageError('the proxy check needs the address proxies should connect to: give --probe-address (or --proxy-sink with a specific IPv4 address)');
+  // A proxy asked for a loopback address would connect to itself: only loopback targets may be sent there.
+  if (loopbackAddress(v4) && !targetsLoopback) throw new UsageError(`the probe address ${v4} is a loopback address: a remote proxy would connect to itself; give --probe-address with the sink's public address`);
+  return {
+    ports, listen, probe,
+    budgetMs: seconds(opts.proxyBudget, 'proxy-budget', 60_000, { min: 0.1 }),
+    stepMs: seconds(opts.proxyTimeout, 'proxy-timeout', DEFAULT_PROXY_TIMEOUTS.step, { min: 0.05 }),
+  };
+}
+
+async function startProxy(plan: ReturnType<typeof proxyPlan>): Promise<ProxySetup> {
+  const sink = await ProxySink.start({ listen: plan.listen });
+  return { sink, options: { ports: plan.ports, sink, probeAddresses: plan.probe, budgetMs: plan.budgetMs, timeouts: { step: plan.stepMs } } };
 }
 
 function testerOptions(opts: CommonOpts, defaults: readonly PortSpec[]): Omit<RunOptions, 'proof'> {
@@ -174,7 +255,7 @@ export function registerTesterCommands(program: Command, io: TesterIo, setExit: 
     .option('--probe-domain <domain>', 'proof mode: a domain you control whose mail reaches the sink')
     .option('--sink <address:port>', 'proof mode: where the built-in sink listens (default 0.0.0.0:25)')
     .option('--wait <seconds>', 'proof mode: how long to wait for probes to arrive (default 30)')
-    .option('--json', 'JSON report on stdout (schema relayguard-tester/1, docs/tester-json.md)')
+    .option('--json', 'JSON report on stdout (schema relayguard-tester/2, docs/tester-json.md)')
     .option('--junit <file>', 'also write a JUnit XML report')
     .option('-v, --verbose', 'list every trick in the text report')
     .addOption(new Option('--color', 'colour the text report (default: when stdout is a terminal)'))
@@ -187,8 +268,11 @@ export function registerTesterCommands(program: Command, io: TesterIo, setExit: 
       if (opts.listTricks) { listTricks(io); setExit(0); return; }
       if (targets.length === 0) throw new UsageError('give at least one target (IP address, host name or mail domain)');
       const base = testerOptions(opts, DEFAULT_PORTS);
+      const checks = checksOption(opts.check);
+      const plan = checks.includes('proxy') ? proxyPlan(opts, targets.every((t) => { const ip = parseIpTarget(t); return ip !== null && loopbackAddress(ip); })) : null;
       let sink: ProbeSink | null = null;
-      let options: RunOptions = { ...base, resolve: { ...base.resolve, ...(opts.mx === false ? { mx: false } : {}) } };
+      let proxy: ProxySetup | null = null;
+      let options: RunOptions = { ...base, checks, resolve: { ...base.resolve, ...(opts.mx === false ? { mx: false } : {}) } };
       if (opts.prove) {
         const probeDomain = domainOption(opts.probeDomain, 'probe-domain');
         if (!probeDomain) throw new UsageError('--prove needs --probe-domain: a domain you control whose mail reaches the sink');
@@ -203,6 +287,10 @@ export function registerTesterCommands(program: Command, io: TesterIo, setExit: 
         throw new UsageError('--probe-domain, --sink and --wait need --prove');
       }
       try {
+        if (plan) {
+          proxy = await startProxy(plan);
+          options = { ...options, proxy: proxy.options };
+        }
         const run = await runTester(targets, options);
         if (opts.json) io.out(renderJson(run));
         else io.out(renderText(run, { color: opts.color ?? (process.stdout.isTTY === true && !process.env['NO_COLOR']), verbose: opts.verbose === true, transcript: opts.transcript === true }));
@@ -210,10 +298,11 @@ export function registerTesterCommands(program: Command, io: TesterIo, setExit: 
         setExit(run.exitCode);
       } finally {
         await sink?.close();
+        await proxy?.sink.close();
       }
     }));
   test.exitOverride(usageExit);
-  test.addHelpText('after', '\nExamples:\n  relayguard test mx.example.org\n  relayguard test example.org --json > report.json\n  relayguard test 192.0.2.25 --port 2525:mx --source-address 192.0.2.99\n  relayguard test mx.example.org --prove --probe-domain probes.example.net --sink 0.0.0.0:25');
+  test.addHelpText('after', '\nExamples:\n  relayguard test mx.example.org\n  relayguard test example.org --json > report.json\n  relayguard test 192.0.2.25 --port 2525:mx --source-address 192.0.2.99\n  relayguard test mx.example.org --prove --probe-domain probes.example.net --sink 0.0.0.0:25\n  relayguard test 192.0.2.8 --check proxy --proxy-sink 0.0.0.0:25 --probe-address 198.51.100.7\n  relayguard test 192.0.2.8 --check smtp,proxy --proxy-port 3128,1080 --proxy-sink 198.51.100.7:25');
 
   const scan = addCommonOptions(program.command('scan'), '25, 587, 465')
     .description('test many addresses (files, CIDR and a-b ranges, stdin) inside the ranges you name; JSON lines out; resumable')
@@ -253,6 +342,10 @@ export function registerTesterCommands(program: Command, io: TesterIo, setExit: 
       if (opts.resume && !opts.out) throw new UsageError('--resume needs --out FILE (the previous output)');
       // every option and target is checked before the output file is touched
       const base = testerOptions(opts, DEFAULT_PORTS);
+      const checks = checksOption(opts.check);
+      if (checks.length !== 1) throw new UsageError('scan runs one check at a time: give --check smtp or --check proxy');
+      const loopbackOnly = allow.every((r) => (r.family === 4 ? (r.first >> 24n) === 127n && (r.last >> 24n) === 127n : r.first === 1n && r.last === 1n));
+      const plan = checks[0] === 'proxy' ? proxyPlan(opts, loopbackOnly) : null;
       const concurrency = count(opts.concurrency, 'concurrency', 10, 1);
       const ratePerSecond = count(opts.rate, 'rate', 10);
       const maxTargets = count(opts.maxTargets, 'max-targets', 65_536, 1);
@@ -276,8 +369,11 @@ export function registerTesterCommands(program: Command, io: TesterIo, setExit: 
         if (opts.out) appendFileSync(opts.out, `${text}\n`);
         else io.out(text);
       };
+      const proxy = plan ? await startProxy(plan) : null;
       const summary = await runScan(inputs, {
         tester: base,
+        check: checks[0] === 'proxy' ? 'proxy' : 'smtp',
+        ...(proxy ? { proxy: proxy.options } : {}),
         allow,
         optOut,
         done,
@@ -294,13 +390,13 @@ export function registerTesterCommands(program: Command, io: TesterIo, setExit: 
           if (tty) process.stderr.write(`\r${renderProgress(p, now, process.stderr.columns)}${last ? '\n' : ''}`);
           else process.stderr.write(`${renderProgressLine(p, now)}\n`);
         } : undefined,
-      });
+      }).finally(() => proxy?.sink.close());
       // the counts cover the whole scan, resumed addresses included, and so does the exit code
       io.err(`relayguard: scan of ${summary.addresses} address(es): ${summary.open} open, ${summary.inconclusive} inconclusive, ${summary.closed} closed, ${summary.noService} no service, ${summary.skipped} skipped (${summary.tested} tested now, ${summary.resumed} resumed)${opts.out ? ` -> ${opts.out}` : ''}`);
       setExit(scanExitCode(summary));
     }));
   scan.exitOverride(usageExit);
-  scan.addHelpText('after', '\nExamples:\n  relayguard scan 192.0.2.0/24 --port 25 -o scan.jsonl\n  relayguard scan 192.0.2.10-192.0.2.40 --allow 192.0.2.0/24 -o scan.jsonl\n  relayguard scan --input hosts.txt --allow 192.0.2.0/24 --opt-out never.txt -o scan.jsonl --resume');
+  scan.addHelpText('after', '\nExamples:\n  relayguard scan 192.0.2.0/24 --port 25 -o scan.jsonl\n  relayguard scan 192.0.2.10-192.0.2.40 --allow 192.0.2.0/24 -o scan.jsonl\n  relayguard scan --input hosts.txt --allow 192.0.2.0/24 --opt-out never.txt -o scan.jsonl --resume\n  relayguard scan 192.0.2.0/24 --check proxy --proxy-port 3128,1080,8080 --proxy-sink 198.51.100.7:25 -o proxies.jsonl');
 }
 
 function readText(file: string, name: string): string {

@@ -50,6 +50,14 @@ export interface HostTestResult {
   readonly reason?: string | undefined;
   readonly detail?: string | undefined;
   readonly mode?: 'prove' | 'safe' | undefined;
+  /**
+   * Which battery produced the verdict (tester schema 2: 'smtp' relay battery, 'proxy' open-proxy battery; absent =
+   * 'smtp'). A proxy verdict (OPEN 'proved' = the proxy's connection reached the tester's sink) can be carried
+   * here for the 'open-proxy' category; listing it is not wired yet.
+   */
+  readonly check?: 'smtp' | 'proxy' | 'nntp' | undefined;
+  /** The address the proved connection came from, when it differs from the tested one (a proxy's egress). */
+  readonly egressAddress?: string | undefined;
   /** The tester's JSON report (docs/tester-json.md). */
   readonly report: unknown;
 }

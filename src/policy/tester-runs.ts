@@ -45,7 +45,7 @@ export interface TesterRunSummary extends NewTesterRun {
 }
 
 export interface TesterRunRecord extends TesterRunSummary {
-  /** The report (schema relayguard-tester/1) once done; null otherwise. */
+  /** The report (schema relayguard-tester/2) once done; null otherwise. */
   readonly report: unknown;
 }
 

@@ -7,7 +7,6 @@ import { isIP } from 'node:net';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { chmod, lstat, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { generate } from 'selfsigned';
 import { RelayguardError } from '../core/errors.ts';
 import { NULL_LOGGER, type Logger } from '../core/log.ts';
 
@@ -136,6 +135,9 @@ export async function generateSelfSigned(hostname: string, now: Date = new Date(
   };
   for (const n of [hostname, 'localhost', '127.0.0.1', '::1']) add(n);
   const notBeforeDate = new Date(now.getTime() - 5 * 60 * 1000); // tolerate small clock skew
+  // loaded on first use: the certificate library costs ~200 ms of start-up that processes without a generated
+  // certificate (the tester, the CLI, serve with a configured one) need not pay
+  const { generate } = await import('selfsigned');
   const pems = await generate([{ name: 'commonName', value: hostname || 'localhost' }], {
     keyType: 'ec',
     curve: 'P-256',

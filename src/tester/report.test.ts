@@ -22,9 +22,9 @@ const OPEN_FIX = 'Postfix: smtpd_relay_restrictions = permit_mynetworks, permit_
 const RUN: RunResult = {
   schema: SCHEMA, tool: { name: 'relayguard', version: '0.1.0' }, mode: 'prove', runId: '0123abcd', testerDomain: 'probes.test',
   startedAt: '2025-01-01T00:00:00.000Z', durationMs: 1234, verdict: 'OPEN', reason: 'proved', detail: 'x', exitCode: 1,
-  errors: [{ input: 'bad.example', error: 'Cannot resolve bad.example' }],
+  errors: [{ input: 'bad.example', error: 'Cannot resolve bad.example' }], checks: ['smtp'], proxies: [],
   targets: [{
-    input: '192.0.2.1', address: '192.0.2.1', family: 4, hostName: null, domain: null, mx: null, sourceAddress: '192.0.2.99',
+    check: 'smtp', input: '192.0.2.1', address: '192.0.2.1', family: 4, hostName: null, domain: null, mx: null, sourceAddress: '192.0.2.99',
     mailDomain: { name: 'example.test', source: 'guessed-from-banner' },
     verdict: 'OPEN', reason: 'proved', detail: 'x', counts: { OPEN: 1, CLOSED: 1, INCONCLUSIVE: 1, 'N/A': 1 },
     startedAt: '2025-01-01T00:00:00.000Z', durationMs: 1000,

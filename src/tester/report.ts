@@ -1,9 +1,12 @@
 /**
  * Renderers for a tester run (pure: strings in, strings out): a readable text report (ANSI colour on request),
- * the JSON document (schema relayguard-tester/1, docs/tester-json.md) and JUnit XML for CI. Every violated
- * finding is printed with its remediation line ("fix: ..."), in all three.
+ * the JSON document (schema relayguard-tester/2, docs/tester-json.md) and JUnit XML for CI. Every violated
+ * finding is printed with its remediation line ("fix: ..."), in all three. The open-proxy battery's parts are
+ * rendered by proxy/report.ts.
  */
 import { formatReplyInfo, REASON_TEXT, type Verdict } from './verdict.ts';
+import { proxyJUnitSuites, renderProxyTarget } from './proxy/report.ts';
+import { PROXY_REASON_TEXT } from './proxy/verdict.ts';
 import type { Finding, MailDomain, PortResult, RunResult, TargetResult, TransportResult, TrickResult } from './result.ts';
 
 /** "example.test (given)", "example.test (guessed from the banner: give --domain)". */
@@ -55,10 +58,14 @@ export function renderText(run: RunResult, options: TextOptions = {}): string {
   const v = (verdict: Verdict | 'N/A'): string => p(verdictColor(verdict), p('bold', verdict));
   const out: string[] = [];
   const mode = run.mode === 'prove' ? 'proof mode (one tagged probe per accepted trick)' : 'safe mode (no DATA sent)';
-  out.push(p('bold', `relayguard tester: ${mode}, tester domain ${run.testerDomain}, run ${run.runId}`));
+  const checks = (run.checks ?? ['smtp']).join(', ');
+  out.push(p('bold', `relayguard tester: ${mode}, checks ${checks}, tester domain ${run.testerDomain}, run ${run.runId}`));
   for (const e of run.errors) out.push(`${p('red', 'error')} ${e.input}: ${e.error}`);
   for (const t of run.targets) out.push('', ...renderTarget(t, options, p, v));
-  out.push('', `${p('bold', 'verdict:')} ${v(run.verdict)} ${REASON_TEXT[run.reason]}${run.verdict === 'CLOSED' ? '' : ` (${run.detail})`}  ${p('dim', `exit ${run.exitCode}, ${(run.durationMs / 1000).toFixed(1)} s`)}`);
+  for (const t of run.proxies ?? []) out.push('', ...renderProxyTarget(t, options, p, v));
+  const onlyProxies = run.targets.length === 0 && (run.proxies ?? []).length > 0;
+  const why = onlyProxies ? PROXY_REASON_TEXT[aggregateProxyReason(run)] : REASON_TEXT[run.reason];
+  out.push('', `${p('bold', 'verdict:')} ${v(run.verdict)} ${why}${run.verdict === 'CLOSED' ? '' : ` (${run.detail})`}  ${p('dim', `exit ${run.exitCode}, ${(run.durationMs / 1000).toFixed(1)} s`)}`);
   if (run.mode === 'safe' && run.targets.some((t) => t.reason === 'accepted-not-proved' || t.reason === 'accepts-all-recipients')) {
     out.push(p('yellow', 'Some relay tricks were accepted at RCPT. Acceptance is not proof: run again with --prove --probe-domain YOUR.DOMAIN to find out.'));
   }
@@ -145,6 +152,12 @@ function renderTrick(trick: TrickResult, p: Paint, v: (x: Verdict | 'N/A') => st
   return out;
 }
 
+/** The reason of the proxy target that decided a proxies-only run's verdict. */
+function aggregateProxyReason(run: RunResult): keyof typeof PROXY_REASON_TEXT {
+  const decisive = (run.proxies ?? []).find((t) => t.verdict === run.verdict);
+  return decisive?.reason ?? 'not-tested';
+}
+
 /** The JSON document (2-space indented). */
 export function renderJson(run: RunResult): string {
   return `${JSON.stringify(run, null, 2)}\n`;
@@ -207,6 +220,11 @@ export function renderJUnit(run: RunResult): string {
       }
     }
   }
+  const px = proxyJUnitSuites(run.proxies ?? []);
+  suites.push(...px.suites);
+  tests += px.tests;
+  failures += px.failures;
+  errors += px.errors;
   for (const e of run.errors) {
     tests++;
     errors++;

@@ -1,12 +1,21 @@
 /**
- * The tester's result model. It is also the JSON output (schema "relayguard-tester/1", docs/tester-json.md):
+ * The tester's result model. It is also the JSON output (schema "relayguard-tester/2", docs/tester-json.md):
  * plain data, dates as ISO strings, no class instances, so JSON.stringify(result) is the document.
+ * Version 2 (issue 13) adds the checks: `checks` on the run, `check` on every target entry ('smtp' in `targets`,
+ * 'proxy' in `proxies`, the open-proxy battery's results, src/tester/proxy/result.ts).
  */
 import type { PortRole, Transport } from './target.ts';
 import type { TrickKind } from './probes.ts';
 import type { ControlCheck, Reason, ReplyInfo, Verdict } from './verdict.ts';
+import type { ProxyTargetResult } from './proxy/result.ts';
 
-export const SCHEMA = 'relayguard-tester/1';
+export const SCHEMA = 'relayguard-tester/2';
+
+/** What a run tests: open SMTP relaying (the relay battery), open proxies; 'nntp' is reserved (not implemented). */
+export type Check = 'smtp' | 'proxy' | 'nntp';
+export const CHECKS: readonly Check[] = ['smtp', 'proxy', 'nntp'];
+/** The checks this version implements. */
+export const IMPLEMENTED_CHECKS: readonly Check[] = ['smtp', 'proxy'];
 
 export interface Counts {
   readonly OPEN: number;
@@ -183,6 +192,8 @@ export interface PortResult {
 }
 
 export interface TargetResult {
+  /** Schema 2: which check produced this entry (always 'smtp' in `targets`). */
+  readonly check: 'smtp';
   readonly input: string;
   readonly address: string;
   readonly family: 4 | 6;
@@ -207,6 +218,8 @@ export interface RunResult {
   readonly schema: typeof SCHEMA;
   readonly tool: { readonly name: 'relayguard'; readonly version: string };
   readonly mode: 'safe' | 'prove';
+  /** Schema 2: the checks run, in order ('smtp' fills `targets`, 'proxy' fills `proxies`). */
+  readonly checks: readonly Check[];
   readonly runId: string;
   readonly testerDomain: string;
   readonly startedAt: string;
@@ -216,6 +229,8 @@ export interface RunResult {
   readonly detail: string;
   readonly exitCode: 0 | 1 | 2 | 3;
   readonly targets: readonly TargetResult[];
+  /** Schema 2: the open-proxy battery's results, one per address (empty unless checks includes 'proxy'). */
+  readonly proxies: readonly ProxyTargetResult[];
   /** Targets that could not be tested at all (unresolvable names), with why. */
   readonly errors: readonly { readonly input: string; readonly error: string }[];
 }

@@ -799,7 +799,7 @@ export async function testTarget(target: ResolvedTarget, options: TesterOptions)
   const agg = aggregate(ports.map((p) => ({ verdict: p.verdict, reason: p.reason, detail: `port ${p.port}: ${p.detail}` })));
   const domains = outputs.map((o) => o.mailDomain).filter((d): d is MailDomain => d !== null);
   return {
-    input: target.input, address: target.address, family: target.family, hostName: target.hostName, domain: target.domain, mx: target.mx,
+    check: 'smtp', input: target.input, address: target.address, family: target.family, hostName: target.hostName, domain: target.domain, mx: target.mx,
     mailDomain: domains.find((d) => !d.source.startsWith('guessed')) ?? domains[0] ?? null,
     sourceAddress: options.sourceAddress ?? null,
     verdict: agg.verdict, reason: agg.reason, detail: agg.detail, counts: sumCounts(ports.map((p) => p.counts)),

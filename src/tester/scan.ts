@@ -10,6 +10,8 @@
  * Each tested address is open, closed, inconclusive or no-service (nothing listens on any port: not a closed
  * relay). Resumable: the caller passes the addresses already done with their status (read back from the previous
  * JSON lines output), so the summary and the exit code describe the whole scan, resumed addresses included.
+ * One check per scan: 'smtp' (the relay battery, default) or 'proxy' (the open-proxy battery; each target line
+ * is then a ProxyTargetResult, `check: 'proxy'`), under the same rules.
  */
 import { isIP } from 'node:net';
 import { normalizeIp } from '../core/address.ts';
@@ -18,6 +20,8 @@ import { createTagger } from './proof.ts';
 import type { TargetResult } from './result.ts';
 import { unreachable } from './run.ts';
 import { testTarget, type TesterOptions } from './runner.ts';
+import { testProxyTarget, type ProxyTesterOptions } from './proxy/runner.ts';
+import type { ProxyTargetResult } from './proxy/result.ts';
 import { parseIpTarget, resolveTarget, type ResolveOptions } from './target.ts';
 
 export interface IpRange {
@@ -236,14 +240,14 @@ export function checkTargets(inputs: readonly string[], options: { maxTargets: n
  */
 export type ScanStatus = 'open' | 'closed' | 'inconclusive' | 'no-service';
 
-export function scanStatus(t: Pick<TargetResult, 'verdict' | 'ports'>): ScanStatus {
+export function scanStatus(t: { readonly verdict: TargetResult['verdict']; readonly ports: readonly { readonly reason: string }[] }): ScanStatus {
   if (t.verdict === 'OPEN') return 'open';
   if (t.verdict === 'INCONCLUSIVE') return 'inconclusive';
   return unreachable(t as TargetResult) ? 'no-service' : 'closed';
 }
 
 export type ScanLine =
-  | ({ readonly type: 'target'; readonly status: ScanStatus } & TargetResult)
+  | ({ readonly type: 'target'; readonly status: ScanStatus } & (TargetResult | ProxyTargetResult))
   | { readonly type: 'skipped'; readonly input: string; readonly address: string | null; readonly reason: 'opted-out' | 'not-allowed' | 'unresolvable'; readonly detail: string }
   | {
     readonly type: 'summary'; readonly runId: string; readonly addresses: number; readonly tested: number; readonly resumed: number;
@@ -272,6 +276,10 @@ export type PreviousStatus = ScanStatus | 'skipped';
 
 export interface ScanOptions {
   readonly tester: Omit<TesterOptions, 'tagger' | 'signal'>;
+  /** What each address is tested for. Default 'smtp'. */
+  readonly check?: 'smtp' | 'proxy';
+  /** The open-proxy battery's options (check 'proxy'). */
+  readonly proxy?: Omit<ProxyTesterOptions, 'tagger' | 'signal' | 'testerDomain' | 'sourceAddress'>;
   /** Ranges that may be scanned. */
   readonly allow: readonly IpRange[];
   readonly optOut?: readonly IpRange[];
@@ -329,6 +337,7 @@ export function scanExitCode(summary: Pick<ScanSummary, 'open' | 'inconclusive'>
 /** Runs the scan; resolves with the summary line (also passed to onLine). */
 export async function runScan(inputs: readonly string[], options: ScanOptions): Promise<ScanSummary> {
   const startedAt = Date.now();
+  if (options.check === 'proxy' && !options.proxy) throw new RelayguardError('ERR_USAGE', 'a proxy scan needs the proxy sink (ScanOptions.proxy)');
   const { addresses, unresolvable } = await expandTargets(inputs, { maxTargets: options.maxTargets ?? 65_536, ...(options.resolve ? { resolve: options.resolve } : {}) });
   const tagger = createTagger(options.runId);
   const done = options.done ?? new Set<string>();
@@ -376,10 +385,17 @@ export async function runScan(inputs: readonly string[], options: ScanOptions): 
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       }
       const a = todo[i]!;
-      const result = await testTarget(
-        { input: a.input, address: a.address, family: a.address.includes(':') ? 6 : 4, hostName: a.hostName, domain: null, mx: null },
-        { ...options.tester, tagger, ...(options.signal ? { signal: options.signal } : {}) },
-      );
+      const family = a.address.includes(':') ? 6 : 4;
+      const result: TargetResult | ProxyTargetResult = options.check === 'proxy'
+        ? await testProxyTarget({ input: a.input, address: a.address, family }, {
+          ...options.proxy!, testerDomain: options.tester.testerDomain, tagger,
+          ...(options.tester.sourceAddress !== undefined ? { sourceAddress: options.tester.sourceAddress } : {}),
+          ...(options.signal ? { signal: options.signal } : {}),
+        })
+        : await testTarget(
+          { input: a.input, address: a.address, family, hostName: a.hostName, domain: null, mx: null },
+          { ...options.tester, tagger, ...(options.signal ? { signal: options.signal } : {}) },
+        );
       tested++;
       testMsTotal += result.durationMs;
       const status = scanStatus(result);

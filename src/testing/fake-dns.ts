@@ -66,7 +66,7 @@ function canonical(name: string): string {
   return name.toLowerCase().replace(/\.$/, '');
 }
 
-export async function startFakeDns(options: { zone?: Readonly<Record<string, FakeDnsEntry>>; host?: string } = {}): Promise<FakeDns> {
+export async function startFakeDns(options: { zone?: Readonly<Record<string, FakeDnsEntry>>; host?: string; port?: number } = {}): Promise<FakeDns> {
   const host = options.host ?? '127.0.0.1';
   const zone = new Map<string, FakeDnsEntry>();
   for (const [k, v] of Object.entries(options.zone ?? {})) zone.set(canonical(k), v);
@@ -95,7 +95,7 @@ export async function startFakeDns(options: { zone?: Readonly<Record<string, Fak
       send();
     }
   });
-  socket.bind(0, host);
+  socket.bind(options.port ?? 0, host);
   await once(socket, 'listening');
   const port = socket.address().port;
   return {

@@ -205,7 +205,7 @@ test('a run against a closed fake: one trick event per trick before done, done v
   const run = await http(lab, 'GET', `/api/tester/runs/${id}`);
   assert.equal(run.json.state, 'done', run.body);
   const report = (await http(lab, 'GET', `/api/tester/runs/${id}/report`)).json;
-  assert.equal(report.schema, 'relayguard-tester/1');
+  assert.equal(report.schema, 'relayguard-tester/2');
   assert.equal(report.verdict, 'CLOSED', JSON.stringify(report.detail));
   assert.deepEqual(run.json.report, report);
   const reportTricks = report.targets.flatMap((t: any) => t.ports.flatMap((p: any) => p.transports.flatMap((tr: any) => tr.tricks)));

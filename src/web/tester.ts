@@ -10,7 +10,7 @@
  *                                      429 ERR_TESTER_BUSY + Retry-After when web.tester.maxConcurrent runs are going
  *                                      (refused, not queued: a form user gets an answer at once, a script retries).
  *   GET  /api/tester/runs              past runs, newest first (paging: before=<next>; filter: state).
- *   GET  /api/tester/runs/:id          one run: state, verdict, and `report` (schema relayguard-tester/1 when done).
+ *   GET  /api/tester/runs/:id          one run: state, verdict, and `report` (schema relayguard-tester/2 when done).
  *   GET  /api/tester/runs/:id/report   the report alone: the document `relayguard test --json` prints.
  *   GET  /api/tester/runs/:id/events   text/event-stream: `run` (first), one `trick` per trick as its verdict
  *                                      arrives (with its dialogue lines), one `target` per address tested, then
@@ -100,7 +100,7 @@ export function testerModule(o: TesterModuleOptions, logger?: Logger): WebModule
         },
         {
           method: 'GET', url: '/api/tester/runs/:id', params: z.strictObject({ id: RUN_ID }),
-          summary: 'One tester run: state, verdict, and its report (schema relayguard-tester/1, as `relayguard test --json`) once done.',
+          summary: 'One tester run: state, verdict, and its report (schema relayguard-tester/2, as `relayguard test --json`) once done.',
           handler: async ({ params }) => {
             const r = await get(params.id);
             return { ...summaryJson(r), report: r.report };
@@ -108,7 +108,7 @@ export function testerModule(o: TesterModuleOptions, logger?: Logger): WebModule
         },
         {
           method: 'GET', url: '/api/tester/runs/:id/report', params: z.strictObject({ id: RUN_ID }),
-          summary: 'The report of a run alone: the document `relayguard test --json` prints (schema relayguard-tester/1); 409 ERR_TESTER_NO_REPORT while it runs or when it failed.',
+          summary: 'The report of a run alone: the document `relayguard test --json` prints (schema relayguard-tester/2); 409 ERR_TESTER_NO_REPORT while it runs or when it failed.',
           handler: async ({ params }) => {
             const r = await get(params.id);
             if (r.report === null) throw new WebError(409, 'ERR_TESTER_NO_REPORT', `Tester run ${r.id} has no report (${r.state}${r.error ? `: ${r.error}` : ''})`);

@@ -123,7 +123,7 @@ describe('ORDB end to end: Postfix open relay -> proved -> listed -> refused -> 
     assert.equal(ev.proved, true);
     assert.equal(ev.mode, 'prove');
     const report = ev.report as RunResult;
-    assert.equal(report.schema, 'relayguard-tester/1');
+    assert.equal(report.schema, 'relayguard-tester/2');
     assert.equal(report.verdict, 'OPEN');
     assert.equal(report.targets[0]!.address, RELAY_HOST);
     assert.equal(report.targets[0]!.sourceAddress, TESTER);

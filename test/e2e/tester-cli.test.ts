@@ -47,13 +47,15 @@ describe('relayguard test (CLI)', () => {
     const r = await cli([...base(closed.port), '--json']);
     assert.equal(r.code, 0, r.err + r.out);
     const doc = JSON.parse(r.out) as RunResult;
-    assert.equal(doc.schema, 'relayguard-tester/1');
+    assert.equal(doc.schema, 'relayguard-tester/2');
+    assert.deepEqual(doc.checks, ['smtp']);
+    assert.deepEqual(doc.proxies, []);
     assert.equal(doc.mode, 'safe');
     assert.equal(doc.verdict, 'CLOSED');
     assert.equal(doc.exitCode, 0);
     assert.match(doc.runId, /^[0-9a-f]{8}$/);
     const t = doc.targets[0]!;
-    assert.deepEqual(Object.keys(t).sort(), ['address', 'counts', 'detail', 'domain', 'durationMs', 'family', 'findings', 'hostName', 'input', 'mailDomain', 'mx', 'ports', 'reason', 'sourceAddress', 'startedAt', 'verdict'].sort());
+    assert.deepEqual(Object.keys(t).sort(), ['address', 'check', 'counts', 'detail', 'domain', 'durationMs', 'family', 'findings', 'hostName', 'input', 'mailDomain', 'mx', 'ports', 'reason', 'sourceAddress', 'startedAt', 'verdict'].sort());
     assert.deepEqual(t.mailDomain, { name: 'fake.test', source: 'guessed-from-banner' }, 'the domain is reported as guessed');
     const control = t.ports[0]!.transports[0]!.control;
     assert.ok(control?.accepted, JSON.stringify(control));
