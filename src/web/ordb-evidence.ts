@@ -1,6 +1,6 @@
 /**
  * What the ORDB's pages show of a listing: the public view of a store entry and of the evidence the workflow kept
- * (OrdbEvidence, 'relayguard-ordb-evidence/1', with the tester's report 'relayguard-tester/1' inside): when it was
+ * (OrdbEvidence, 'relayguard-ordb-evidence/1', with the tester's report 'relayguard-tester/2' (or /1 from before) inside): when it was
  * tested, in which mode, the trick that got through (its MAIL FROM / RCPT TO and the replies), the proof (the
  * probe's Received chain, the client address the relay wrote into it, the address that delivered it) and the
  * dialogue of that connection. Pure functions over stored JSON: every field is checked before use (the evidence
