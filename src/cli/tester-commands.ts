@@ -13,6 +13,8 @@ import {
   renderJson, renderProgress, renderText, runScan, runTester, selectTricks, type IpRange, type PortSpec, type RunOptions,
   type ScanLine, isHostName, parseIpTarget,
 } from '../tester/index.ts';
+import { DEFAULT_NNTP_PORTS, combineRun, isGroupName, parseNntpPortSpec, runNntp, type NntpPortSpec } from '../tester/nntp/index.ts';
+import type { CheckName, RunResult } from '../tester/result.ts';
 import {
   MAX_SCAN_TARGETS, checkTargets, parseRanges, previousFromOutput, renderProgressLine, scanExitCode, type PreviousStatus, type ScanProgress,
 } from '../tester/index.ts';
@@ -121,6 +123,35 @@ function testerOptions(opts: CommonOpts, defaults: readonly PortSpec[]): Omit<Ru
   }
 }
 
+const CHECKS: readonly CheckName[] = ['smtp', 'nntp'];
+
+/** --check smtp,nntp (default smtp), in a fixed order, no duplicates. */
+function parseChecks(v: string | undefined): CheckName[] {
+  if (v === undefined) return ['smtp'];
+  const asked = v.split(',').map((s) => s.trim().toLowerCase()).filter((s) => s !== '');
+  if (asked.length === 0) throw new UsageError(`--check takes a comma-separated list of ${CHECKS.join(', ')}`);
+  for (const a of asked) if (!(CHECKS as readonly string[]).includes(a)) throw new UsageError(`--check: unknown check "${a}" (known: ${CHECKS.join(', ')})`);
+  return CHECKS.filter((c) => asked.includes(c));
+}
+
+/** The nntp check's own options; they need --check nntp, and --prove with nntp needs --nntp-group. */
+function nntpOptions(opts: { nntpPort?: string[]; nntpGroup?: string; prove?: boolean }, checks: readonly CheckName[]): { ports: readonly NntpPortSpec[]; group: string | null } {
+  if (!checks.includes('nntp')) {
+    if (opts.nntpPort || opts.nntpGroup) throw new UsageError('--nntp-port and --nntp-group need --check nntp');
+    return { ports: DEFAULT_NNTP_PORTS, group: null };
+  }
+  let ports: NntpPortSpec[] = [...DEFAULT_NNTP_PORTS];
+  try {
+    if (opts.nntpPort && opts.nntpPort.length > 0) ports = opts.nntpPort.flatMap((p) => p.split(',')).filter((p) => p !== '').map(parseNntpPortSpec);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (opts.nntpGroup !== undefined && !isGroupName(opts.nntpGroup)) throw new UsageError(`--nntp-group takes a newsgroup name (such as local.test), got "${opts.nntpGroup}"`);
+  if (opts.prove && opts.nntpGroup === undefined) throw new UsageError('--prove with --check nntp needs --nntp-group: the group the server\'s admin named for the test article');
+  if (!opts.prove && opts.nntpGroup !== undefined) throw new UsageError('--nntp-group needs --prove');
+  return { ports, group: opts.nntpGroup ?? null };
+}
+
 function parseHostPort(v: string, name: string): { address: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(v) ?? /^(\d{1,5})$/.exec(v);
   if (!m) throw new UsageError(`--${name} takes ADDRESS:PORT (or PORT), got "${v}"`);
@@ -170,7 +201,10 @@ export function registerTesterCommands(program: Command, io: TesterIo, setExit: 
     .description('test hosts, IP addresses or mail domains (every MX, every A and AAAA) for open relaying; exit 0 closed, 1 open, 2 inconclusive, 3 error')
     .argument('[targets...]', 'IP address, host name or mail domain')
     .option('--no-mx', 'treat names as hosts (A/AAAA), not as mail domains (MX)')
-    .option('--prove', 'proof mode: send one tagged probe per accepted trick to --probe-domain; OPEN only when it arrives')
+    .option('--check <checks>', 'comma-separated checks: smtp (open relay), nntp (open Usenet server) (default smtp)')
+    .option('--nntp-port <port>', 'nntp check: port to test, PORT or PORT:nntps (implicit TLS); repeatable (default 119, 563:nntps)', collect)
+    .option('--nntp-group <group>', 'nntp check, proof mode: the group (named by the server\'s admin) to post the tagged test article to')
+    .option('--prove', 'proof mode: send one tagged probe per accepted trick to --probe-domain; OPEN only when it arrives (nntp: post to --nntp-group, OPEN only when it reads back)')
     .option('--probe-domain <domain>', 'proof mode: a domain you control whose mail reaches the sink')
     .option('--sink <address:port>', 'proof mode: where the built-in sink listens (default 0.0.0.0:25)')
     .option('--wait <seconds>', 'proof mode: how long to wait for probes to arrive (default 30)')
@@ -182,14 +216,18 @@ export function registerTesterCommands(program: Command, io: TesterIo, setExit: 
     .option('--list-tricks', 'print the battery and exit')
     .action(guard(async (targets: string[], opts: CommonOpts & {
       mx?: boolean; prove?: boolean; probeDomain?: string; sink?: string; wait?: string; json?: boolean; junit?: string;
-      verbose?: boolean; color?: boolean; listTricks?: boolean;
+      verbose?: boolean; color?: boolean; listTricks?: boolean; check?: string; nntpPort?: string[]; nntpGroup?: string;
     }) => {
       if (opts.listTricks) { listTricks(io); setExit(0); return; }
       if (targets.length === 0) throw new UsageError('give at least one target (IP address, host name or mail domain)');
+      const checks = parseChecks(opts.check);
+      const nntp = nntpOptions(opts, checks);
       const base = testerOptions(opts, DEFAULT_PORTS);
       let sink: ProbeSink | null = null;
       let options: RunOptions = { ...base, resolve: { ...base.resolve, ...(opts.mx === false ? { mx: false } : {}) } };
-      if (opts.prove) {
+      if (opts.prove && !checks.includes('smtp')) {
+        if (opts.probeDomain || opts.sink) throw new UsageError('--probe-domain and --sink are for the smtp check');
+      } else if (opts.prove) {
         const probeDomain = domainOption(opts.probeDomain, 'probe-domain');
         if (!probeDomain) throw new UsageError('--prove needs --probe-domain: a domain you control whose mail reaches the sink');
         if (opts.testerDomain !== undefined && domainOption(opts.testerDomain, 'tester-domain') !== probeDomain) {
@@ -203,7 +241,20 @@ export function registerTesterCommands(program: Command, io: TesterIo, setExit: 
         throw new UsageError('--probe-domain, --sink and --wait need --prove');
       }
       try {
-        const run = await runTester(targets, options);
+        const started = Date.now();
+        const startedAt = new Date().toISOString();
+        const smtpRun = checks.includes('smtp') ? await runTester(targets, options) : null;
+        let run: RunResult = smtpRun!;
+        if (checks.includes('nntp')) {
+          const nntpRun = await runNntp(targets, {
+            ports: nntp.ports, testerDomain: options.testerDomain, budgetMs: base.budgetMs ?? 300_000, transcript: base.transcript === true,
+            ...(base.timeouts ? { timeouts: base.timeouts } : {}),
+            ...(base.sourceAddress !== undefined ? { sourceAddress: base.sourceAddress } : {}),
+            ...(base.resolve ? { resolve: base.resolve } : {}),
+            ...(opts.prove && nntp.group ? { prove: { group: nntp.group, ...(opts.wait ? { waitMs: seconds(opts.wait, 'wait', 15_000) } : {}) } } : {}),
+          });
+          run = combineRun(smtpRun, nntpRun, { checks, testerDomain: options.testerDomain, startedAt, durationMs: Date.now() - started, mode: opts.prove ? 'prove' : 'safe' });
+        }
         if (opts.json) io.out(renderJson(run));
         else io.out(renderText(run, { color: opts.color ?? (process.stdout.isTTY === true && !process.env['NO_COLOR']), verbose: opts.verbose === true, transcript: opts.transcript === true }));
         if (opts.junit) writeFileSync(opts.junit, renderJUnit(run));
@@ -213,7 +264,7 @@ export function registerTesterCommands(program: Command, io: TesterIo, setExit: 
       }
     }));
   test.exitOverride(usageExit);
-  test.addHelpText('after', '\nExamples:\n  relayguard test mx.example.org\n  relayguard test example.org --json > report.json\n  relayguard test 192.0.2.25 --port 2525:mx --source-address 192.0.2.99\n  relayguard test mx.example.org --prove --probe-domain probes.example.net --sink 0.0.0.0:25');
+  test.addHelpText('after', '\nExamples:\n  relayguard test mx.example.org\n  relayguard test example.org --json > report.json\n  relayguard test 192.0.2.25 --port 2525:mx --source-address 192.0.2.99\n  relayguard test mx.example.org --prove --probe-domain probes.example.net --sink 0.0.0.0:25\n  relayguard test news.example.org --check nntp\n  relayguard test news.example.org --check nntp --prove --nntp-group example.test');
 
   const scan = addCommonOptions(program.command('scan'), '25, 587, 465')
     .description('test many addresses (files, CIDR and a-b ranges, stdin) inside the ranges you name; JSON lines out; resumable')

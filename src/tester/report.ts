@@ -5,6 +5,7 @@
  */
 import { formatReplyInfo, REASON_TEXT, type Verdict } from './verdict.ts';
 import type { Finding, MailDomain, PortResult, RunResult, TargetResult, TransportResult, TrickResult } from './result.ts';
+import { renderNntpJUnit, renderNntpText } from './nntp/report.ts';
 
 /** "example.test (given)", "example.test (guessed from the banner: give --domain)". */
 export function describeMailDomain(d: MailDomain | null): string {
@@ -55,9 +56,11 @@ export function renderText(run: RunResult, options: TextOptions = {}): string {
   const v = (verdict: Verdict | 'N/A'): string => p(verdictColor(verdict), p('bold', verdict));
   const out: string[] = [];
   const mode = run.mode === 'prove' ? 'proof mode (one tagged probe per accepted trick)' : 'safe mode (no DATA sent)';
-  out.push(p('bold', `relayguard tester: ${mode}, tester domain ${run.testerDomain}, run ${run.runId}`));
+  const smtp = run.check === undefined || run.check.includes('smtp');
+  out.push(p('bold', `relayguard tester: ${smtp ? `${mode}, ` : ''}${run.check && !(run.check.length === 1 && smtp) ? `checks ${run.check.join(', ')}, ` : ''}tester domain ${run.testerDomain}, run ${run.runId}`));
   for (const e of run.errors) out.push(`${p('red', 'error')} ${e.input}: ${e.error}`);
   for (const t of run.targets) out.push('', ...renderTarget(t, options, p, v));
+  if (run.nntp) out.push('', ...renderNntpText(run.nntp, p, v, options));
   out.push('', `${p('bold', 'verdict:')} ${v(run.verdict)} ${REASON_TEXT[run.reason]}${run.verdict === 'CLOSED' ? '' : ` (${run.detail})`}  ${p('dim', `exit ${run.exitCode}, ${(run.durationMs / 1000).toFixed(1)} s`)}`);
   if (run.mode === 'safe' && run.targets.some((t) => t.reason === 'accepted-not-proved' || t.reason === 'accepts-all-recipients')) {
     out.push(p('yellow', 'Some relay tricks were accepted at RCPT. Acceptance is not proof: run again with --prove --probe-domain YOUR.DOMAIN to find out.'));
@@ -206,6 +209,13 @@ export function renderJUnit(run: RunResult): string {
         suites.push(`  <testsuite name="${xml(`${t.address}:${port.port} ${port.role} findings`)}" tests="${cases.length}" failures="${f}" errors="0" skipped="0" time="0">\n${cases.join('\n')}\n  </testsuite>`);
       }
     }
+  }
+  if (run.nntp) {
+    const n = renderNntpJUnit(run.nntp);
+    suites.push(...n.suites);
+    tests += n.tests;
+    failures += n.failures;
+    errors += n.errors;
   }
   for (const e of run.errors) {
     tests++;

@@ -5,8 +5,18 @@
 import type { PortRole, Transport } from './target.ts';
 import type { TrickKind } from './probes.ts';
 import type { ControlCheck, Reason, ReplyInfo, Verdict } from './verdict.ts';
+import type { NntpRunSection } from './nntp/result.ts';
 
 export const SCHEMA = 'relayguard-tester/1';
+/**
+ * The schema of a run that includes a check other than smtp (`check` lists them; each has its own section, such as
+ * `nntp`). A version of its own so that readers of relayguard-tester/1 never misread a run whose `targets` (the
+ * SMTP results) may be empty; an SMTP-only run keeps relayguard-tester/1 (with `check: ["smtp"]` added).
+ */
+export const SCHEMA_CHECKS = 'relayguard-tester/2';
+
+/** The checks of `relayguard test --check` (default smtp). */
+export type CheckName = 'smtp' | 'nntp';
 
 export interface Counts {
   readonly OPEN: number;
@@ -204,7 +214,7 @@ export interface TargetResult {
 }
 
 export interface RunResult {
-  readonly schema: typeof SCHEMA;
+  readonly schema: typeof SCHEMA | typeof SCHEMA_CHECKS;
   readonly tool: { readonly name: 'relayguard'; readonly version: string };
   readonly mode: 'safe' | 'prove';
   readonly runId: string;
@@ -215,7 +225,12 @@ export interface RunResult {
   readonly reason: Reason;
   readonly detail: string;
   readonly exitCode: 0 | 1 | 2 | 3;
+  /** The checks this run made (absent in documents written before checks existed: smtp). */
+  readonly check?: readonly CheckName[];
+  /** SMTP results (the smtp check); empty when smtp was not among the checks. */
   readonly targets: readonly TargetResult[];
   /** Targets that could not be tested at all (unresolvable names), with why. */
   readonly errors: readonly { readonly input: string; readonly error: string }[];
+  /** The nntp check (open Usenet servers), when `check` lists it. */
+  readonly nntp?: NntpRunSection;
 }

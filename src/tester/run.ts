@@ -73,6 +73,7 @@ export async function runTester(inputs: readonly string[], options: RunOptions):
     reason: agg.reason,
     detail: agg.detail,
     exitCode: runExitCode(results, errors.length),
+    check: ['smtp'],
     targets: results,
     errors,
   };
