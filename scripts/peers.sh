@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The Debian packages relayguard's tests talk to (Postfix "Local only" and never left running, swaks, nmap, dig,
 # rbldnsd, dnsperf, aiosmtpd, strace, openssl, fail2ban-regex, PostgreSQL 15, HAProxy 2.6, chromium (browser tests),
-# BIND/NSD/Knot (DNS secondaries and audit zones), squid/tinyproxy/dante (open proxy tests)
+# BIND/NSD/Knot (DNS secondaries and audit zones), squid/tinyproxy/dante (open proxy tests), INN 2 (open NNTP tests)
 # (tests start private instances; no system service is ever started): installs the missing ones when run as root
 # (idempotent: nothing to do is a no-op), otherwise stops at once with the one command that installs them.
 # `npm test` runs it first; `.ci/run` runs it too. `scripts/peers.sh --list` prints the package names.
 set -euo pipefail
 
 PACKAGES=(postfix swaks nmap bind9-dnsutils bind9-utils rbldnsd dnsperf python3-aiosmtpd strace openssl ca-certificates fail2ban postgresql-15 haproxy
-  chromium fonts-dejavu-core bind9 nsd knot squid tinyproxy dante-server)
+  chromium fonts-dejavu-core bind9 nsd knot squid tinyproxy dante-server inn2-inews inn2)
 APT_LOCK_WAIT_SECONDS=300
 
 if [ "${1:-}" = "--list" ]; then printf '%s\n' "${PACKAGES[@]}"; exit 0; fi
@@ -92,7 +92,7 @@ HAPROXY_WAS_RUNNING=
 if haproxy_running; then HAPROXY_WAS_RUNNING=1; fi
 # Daemons of the other peers (BIND, NSD, Knot, squid, tinyproxy, dante): tests start private instances; a
 # system instance that the install started (policy-rc.d missing or ignored) is stopped again.
-OTHER_DAEMONS=(named nsd knotd squid tinyproxy danted)
+OTHER_DAEMONS=(named nsd knotd squid tinyproxy danted innd nnrpd)
 declare -A DAEMON_WAS_RUNNING=()
 for d in "${OTHER_DAEMONS[@]}"; do if pgrep -x "$d" >/dev/null 2>&1; then DAEMON_WAS_RUNNING[$d]=1; fi; done
 
@@ -107,6 +107,21 @@ debconf-set-selections "$WORK/postfix.preseed"
 
 if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
   apt_get update
+fi
+# INN 2: inn2's postinst runs innconfval, which fails ("hostname does not resolve or domain not set in inn.conf")
+# on a machine whose host name has no domain (CI containers, this VM). /etc/news/inn.conf is a conffile of
+# inn2-inews, which has no maintainer scripts: install it first, give inn.conf a domain, then inn2 configures.
+# (Tests run private innd instances with their own inn.conf; this only makes the package installable.)
+if printf '%s\n' "${MISSING[@]}" | grep -qx 'inn2'; then
+  if printf '%s\n' "${MISSING[@]}" | grep -qx 'inn2-inews'; then
+    apt_get install -y inn2-inews || { apt_get update; apt_get install -y inn2-inews; }
+  fi
+  if [ -f /etc/news/inn.conf ] && ! grep -qE '^domain:[[:space:]]*[^[:space:]]' /etc/news/inn.conf \
+      && ! hostname --fqdn 2>/dev/null | grep -q '\.'; then
+    log "setting domain: peers.test in /etc/news/inn.conf (the host name has no domain)"
+    sed -i 's/^#domain:.*$/domain:                      peers.test/' /etc/news/inn.conf
+    grep -qE '^domain:' /etc/news/inn.conf || printf 'domain:                      peers.test\n' >> /etc/news/inn.conf
+  fi
 fi
 if ! apt_get install -y "${MISSING[@]}"; then
   log "install failed; refreshing the package lists and trying again"

@@ -13,6 +13,8 @@ import {
   renderJson, renderProgress, renderText, runScan, runTester, selectTricks, type IpRange, type PortSpec, type RunOptions,
   type ScanLine, isHostName, parseIpTarget,
 } from '../tester/index.ts';
+import { DEFAULT_NNTP_PORTS, combineRun, isGroupName, parseNntpPortSpec, runNntp, type NntpPortSpec } from '../tester/nntp/index.ts';
+import type { RunResult } from '../tester/result.ts';
 import {
   MAX_SCAN_TARGETS, checkTargets, parseRanges, previousFromOutput, renderProgressLine, scanExitCode, type PreviousStatus, type ScanProgress,
 } from '../tester/index.ts';
@@ -95,7 +97,7 @@ function addCommonOptions(cmd: Command, defaultPorts: string): Command {
     .option('--transcript', 'keep full transcripts with timings (printed with the text report, included in JSON)')
     .option('-4, --ipv4', 'only IPv4 addresses')
     .option('-6, --ipv6', 'only IPv6 addresses')
-    .option('--check <checks>', 'what to test, comma-separated: smtp (open relay), proxy (open proxy); default smtp')
+    .option('--check <checks>', 'what to test, comma-separated: smtp (open relay), proxy (open proxy), nntp (open Usenet server; test only); default smtp')
     .option('--proxy-port <port>', `proxy check: port to test (repeatable, comma-separated; "default" = ${DEFAULT_PROXY_PORTS.join(', ')}); default the common proxy ports`, collect)
     .option('--proxy-sink <address:port>', 'proxy check: where the sink the proxies are asked to reach listens (repeatable, one per address family; default 0.0.0.0:25)', collect)
     .option('--proxy-control-port <port>', 'proxy check: the sink\'s non-mail control port (default: any free port)')
@@ -105,7 +107,7 @@ function addCommonOptions(cmd: Command, defaultPorts: string): Command {
     .option('--proxy-timeout <seconds>', 'proxy check: deadline for each whole reply from a proxy (default 8)');
 }
 
-/** --check → the checks (usage error, or ERR_TESTER_CHECK_UNSUPPORTED for nntp: exit 3 either way). */
+/** --check → the checks (a usage error names the known ones: exit 3). */
 function checksOption(v: string | undefined): Check[] {
   try {
     return validateChecks((v ?? 'smtp').split(','));
@@ -202,6 +204,24 @@ function testerOptions(opts: CommonOpts, defaults: readonly PortSpec[]): Omit<Ru
   }
 }
 
+/** The nntp check's own options; they need --check nntp, and --prove with nntp needs --nntp-group. */
+function nntpOptions(opts: { nntpPort?: string[]; nntpGroup?: string; prove?: boolean }, checks: readonly Check[]): { ports: readonly NntpPortSpec[]; group: string | null } {
+  if (!checks.includes('nntp')) {
+    if (opts.nntpPort || opts.nntpGroup) throw new UsageError('--nntp-port and --nntp-group need --check nntp');
+    return { ports: DEFAULT_NNTP_PORTS, group: null };
+  }
+  let ports: NntpPortSpec[] = [...DEFAULT_NNTP_PORTS];
+  try {
+    if (opts.nntpPort && opts.nntpPort.length > 0) ports = opts.nntpPort.flatMap((p) => p.split(',')).filter((p) => p !== '').map(parseNntpPortSpec);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (opts.nntpGroup !== undefined && !isGroupName(opts.nntpGroup)) throw new UsageError(`--nntp-group takes a newsgroup name (such as local.test), got "${opts.nntpGroup}"`);
+  if (opts.prove && opts.nntpGroup === undefined) throw new UsageError('--prove with --check nntp needs --nntp-group: the group the server\'s admin named for the test article');
+  if (!opts.prove && opts.nntpGroup !== undefined) throw new UsageError('--nntp-group needs --prove');
+  return { ports, group: opts.nntpGroup ?? null };
+}
+
 function parseHostPort(v: string, name: string): { address: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(v) ?? /^(\d{1,5})$/.exec(v);
   if (!m) throw new UsageError(`--${name} takes ADDRESS:PORT (or PORT), got "${v}"`);
@@ -251,7 +271,9 @@ export function registerTesterCommands(program: Command, io: TesterIo, setExit: 
     .description('test hosts, IP addresses or mail domains (every MX, every A and AAAA) for open relaying; exit 0 closed, 1 open, 2 inconclusive, 3 error')
     .argument('[targets...]', 'IP address, host name or mail domain')
     .option('--no-mx', 'treat names as hosts (A/AAAA), not as mail domains (MX)')
-    .option('--prove', 'proof mode: send one tagged probe per accepted trick to --probe-domain; OPEN only when it arrives')
+    .option('--nntp-port <port>', 'nntp check: port to test, PORT or PORT:nntps (implicit TLS); repeatable (default 119, 563:nntps)', collect)
+    .option('--nntp-group <group>', 'nntp check, proof mode: the group (named by the server\'s admin) to post the tagged test article to')
+    .option('--prove', 'proof mode: send one tagged probe per accepted trick to --probe-domain; OPEN only when it arrives (nntp: post to --nntp-group, OPEN only when it reads back)')
     .option('--probe-domain <domain>', 'proof mode: a domain you control whose mail reaches the sink')
     .option('--sink <address:port>', 'proof mode: where the built-in sink listens (default 0.0.0.0:25)')
     .option('--wait <seconds>', 'proof mode: how long to wait for probes to arrive (default 30)')
@@ -263,17 +285,21 @@ export function registerTesterCommands(program: Command, io: TesterIo, setExit: 
     .option('--list-tricks', 'print the battery and exit')
     .action(guard(async (targets: string[], opts: CommonOpts & {
       mx?: boolean; prove?: boolean; probeDomain?: string; sink?: string; wait?: string; json?: boolean; junit?: string;
-      verbose?: boolean; color?: boolean; listTricks?: boolean;
+      verbose?: boolean; color?: boolean; listTricks?: boolean; check?: string; nntpPort?: string[]; nntpGroup?: string;
     }) => {
       if (opts.listTricks) { listTricks(io); setExit(0); return; }
       if (targets.length === 0) throw new UsageError('give at least one target (IP address, host name or mail domain)');
-      const base = testerOptions(opts, DEFAULT_PORTS);
       const checks = checksOption(opts.check);
+      const nntp = nntpOptions(opts, checks);
+      const base = testerOptions(opts, DEFAULT_PORTS);
       const plan = checks.includes('proxy') ? proxyPlan(opts, targets.every((t) => { const ip = parseIpTarget(t); return ip !== null && loopbackAddress(ip); })) : null;
       let sink: ProbeSink | null = null;
       let proxy: ProxySetup | null = null;
-      let options: RunOptions = { ...base, checks, resolve: { ...base.resolve, ...(opts.mx === false ? { mx: false } : {}) } };
-      if (opts.prove) {
+      // runTester runs the smtp and proxy checks; nntp runs on its own (runNntp) and is folded in after.
+      let options: RunOptions = { ...base, checks: checks.filter((c) => c !== 'nntp'), resolve: { ...base.resolve, ...(opts.mx === false ? { mx: false } : {}) } };
+      if (opts.prove && !checks.includes('smtp')) {
+        if (opts.probeDomain || opts.sink) throw new UsageError('--probe-domain and --sink are for the smtp check');
+      } else if (opts.prove) {
         const probeDomain = domainOption(opts.probeDomain, 'probe-domain');
         if (!probeDomain) throw new UsageError('--prove needs --probe-domain: a domain you control whose mail reaches the sink');
         if (opts.testerDomain !== undefined && domainOption(opts.testerDomain, 'tester-domain') !== probeDomain) {
@@ -291,7 +317,20 @@ export function registerTesterCommands(program: Command, io: TesterIo, setExit: 
           proxy = await startProxy(plan);
           options = { ...options, proxy: proxy.options };
         }
-        const run = await runTester(targets, options);
+        const started = Date.now();
+        const startedAt = new Date().toISOString();
+        const smtpRun = checks.some((c) => c !== 'nntp') ? await runTester(targets, options) : null;
+        let run: RunResult = smtpRun!;
+        if (checks.includes('nntp')) {
+          const nntpRun = await runNntp(targets, {
+            ports: nntp.ports, testerDomain: options.testerDomain, budgetMs: base.budgetMs ?? 300_000, transcript: base.transcript === true,
+            ...(base.timeouts ? { timeouts: base.timeouts } : {}),
+            ...(base.sourceAddress !== undefined ? { sourceAddress: base.sourceAddress } : {}),
+            ...(base.resolve ? { resolve: base.resolve } : {}),
+            ...(opts.prove && nntp.group ? { prove: { group: nntp.group, ...(opts.wait ? { waitMs: seconds(opts.wait, 'wait', 15_000) } : {}) } } : {}),
+          });
+          run = combineRun(smtpRun, nntpRun, { checks, testerDomain: options.testerDomain, startedAt, durationMs: Date.now() - started, mode: opts.prove ? 'prove' : 'safe' });
+        }
         if (opts.json) io.out(renderJson(run));
         else io.out(renderText(run, { color: opts.color ?? (process.stdout.isTTY === true && !process.env['NO_COLOR']), verbose: opts.verbose === true, transcript: opts.transcript === true }));
         if (opts.junit) writeFileSync(opts.junit, renderJUnit(run));
@@ -302,7 +341,7 @@ export function registerTesterCommands(program: Command, io: TesterIo, setExit: 
       }
     }));
   test.exitOverride(usageExit);
-  test.addHelpText('after', '\nExamples:\n  relayguard test mx.example.org\n  relayguard test example.org --json > report.json\n  relayguard test 192.0.2.25 --port 2525:mx --source-address 192.0.2.99\n  relayguard test mx.example.org --prove --probe-domain probes.example.net --sink 0.0.0.0:25\n  relayguard test 192.0.2.8 --check proxy --proxy-sink 0.0.0.0:25 --probe-address 198.51.100.7\n  relayguard test 192.0.2.8 --check smtp,proxy --proxy-port 3128,1080 --proxy-sink 198.51.100.7:25');
+  test.addHelpText('after', '\nExamples:\n  relayguard test mx.example.org\n  relayguard test example.org --json > report.json\n  relayguard test 192.0.2.25 --port 2525:mx --source-address 192.0.2.99\n  relayguard test mx.example.org --prove --probe-domain probes.example.net --sink 0.0.0.0:25\n  relayguard test 192.0.2.8 --check proxy --proxy-sink 0.0.0.0:25 --probe-address 198.51.100.7\n  relayguard test 192.0.2.8 --check smtp,proxy --proxy-port 3128,1080 --proxy-sink 198.51.100.7:25\n  relayguard test news.example.org --check nntp\n  relayguard test news.example.org --check nntp --prove --nntp-group example.test');
 
   const scan = addCommonOptions(program.command('scan'), '25, 587, 465')
     .description('test many addresses (files, CIDR and a-b ranges, stdin) inside the ranges you name; JSON lines out; resumable')
@@ -344,6 +383,7 @@ export function registerTesterCommands(program: Command, io: TesterIo, setExit: 
       const base = testerOptions(opts, DEFAULT_PORTS);
       const checks = checksOption(opts.check);
       if (checks.length !== 1) throw new UsageError('scan runs one check at a time: give --check smtp or --check proxy');
+      if (checks[0] === 'nntp') throw new UsageError('scan has no nntp check yet: test news servers one by one with relayguard test --check nntp');
       const loopbackOnly = allow.every((r) => (r.family === 4 ? (r.first >> 24n) === 127n && (r.last >> 24n) === 127n : r.first === 1n && r.last === 1n));
       const plan = checks[0] === 'proxy' ? proxyPlan(opts, loopbackOnly) : null;
       const concurrency = count(opts.concurrency, 'concurrency', 10, 1);

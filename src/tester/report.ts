@@ -8,6 +8,7 @@ import { formatReplyInfo, REASON_TEXT, type Verdict } from './verdict.ts';
 import { proxyJUnitSuites, renderProxyTarget } from './proxy/report.ts';
 import { PROXY_REASON_TEXT } from './proxy/verdict.ts';
 import type { Finding, MailDomain, PortResult, RunResult, TargetResult, TransportResult, TrickResult } from './result.ts';
+import { renderNntpJUnit, renderNntpText } from './nntp/report.ts';
 
 /** "example.test (given)", "example.test (guessed from the banner: give --domain)". */
 export function describeMailDomain(d: MailDomain | null): string {
@@ -63,6 +64,7 @@ export function renderText(run: RunResult, options: TextOptions = {}): string {
   for (const e of run.errors) out.push(`${p('red', 'error')} ${e.input}: ${e.error}`);
   for (const t of run.targets) out.push('', ...renderTarget(t, options, p, v));
   for (const t of run.proxies ?? []) out.push('', ...renderProxyTarget(t, options, p, v));
+  if (run.nntp) out.push('', ...renderNntpText(run.nntp, p, v, options));
   const onlyProxies = run.targets.length === 0 && (run.proxies ?? []).length > 0;
   const why = onlyProxies ? PROXY_REASON_TEXT[aggregateProxyReason(run)] : REASON_TEXT[run.reason];
   out.push('', `${p('bold', 'verdict:')} ${v(run.verdict)} ${why}${run.verdict === 'CLOSED' ? '' : ` (${run.detail})`}  ${p('dim', `exit ${run.exitCode}, ${(run.durationMs / 1000).toFixed(1)} s`)}`);
@@ -225,6 +227,13 @@ export function renderJUnit(run: RunResult): string {
   tests += px.tests;
   failures += px.failures;
   errors += px.errors;
+  if (run.nntp) {
+    const n = renderNntpJUnit(run.nntp);
+    suites.push(...n.suites);
+    tests += n.tests;
+    failures += n.failures;
+    errors += n.errors;
+  }
   for (const e of run.errors) {
     tests++;
     errors++;

@@ -7,15 +7,16 @@
 import type { PortRole, Transport } from './target.ts';
 import type { TrickKind } from './probes.ts';
 import type { ControlCheck, Reason, ReplyInfo, Verdict } from './verdict.ts';
+import type { NntpRunSection } from './nntp/result.ts';
 import type { ProxyTargetResult } from './proxy/result.ts';
 
 export const SCHEMA = 'relayguard-tester/2';
 
-/** What a run tests: open SMTP relaying (the relay battery), open proxies; 'nntp' is reserved (not implemented). */
+/** What a run tests: open SMTP relaying (the relay battery), open proxies, open Usenet (NNTP) servers. */
 export type Check = 'smtp' | 'proxy' | 'nntp';
 export const CHECKS: readonly Check[] = ['smtp', 'proxy', 'nntp'];
 /** The checks this version implements. */
-export const IMPLEMENTED_CHECKS: readonly Check[] = ['smtp', 'proxy'];
+export const IMPLEMENTED_CHECKS: readonly Check[] = ['smtp', 'proxy', 'nntp'];
 
 export interface Counts {
   readonly OPEN: number;
@@ -218,7 +219,7 @@ export interface RunResult {
   readonly schema: typeof SCHEMA;
   readonly tool: { readonly name: 'relayguard'; readonly version: string };
   readonly mode: 'safe' | 'prove';
-  /** Schema 2: the checks run, in order ('smtp' fills `targets`, 'proxy' fills `proxies`). */
+  /** Schema 2: the checks run, in order ('smtp' fills `targets`, 'proxy' fills `proxies`, 'nntp' fills `nntp`). */
   readonly checks: readonly Check[];
   readonly runId: string;
   readonly testerDomain: string;
@@ -228,9 +229,12 @@ export interface RunResult {
   readonly reason: Reason;
   readonly detail: string;
   readonly exitCode: 0 | 1 | 2 | 3;
+  /** SMTP results (the smtp check); empty when smtp was not among the checks. */
   readonly targets: readonly TargetResult[];
   /** Schema 2: the open-proxy battery's results, one per address (empty unless checks includes 'proxy'). */
   readonly proxies: readonly ProxyTargetResult[];
   /** Targets that could not be tested at all (unresolvable names), with why. */
   readonly errors: readonly { readonly input: string; readonly error: string }[];
+  /** The nntp check (open Usenet servers), when `checks` lists it. */
+  readonly nntp?: NntpRunSection;
 }

@@ -1,8 +1,8 @@
 /**
  * One tester run: targets as typed → resolved addresses → the checks asked for on each (smtp: testTarget(), the
  * relay battery; proxy: testProxyTarget(), the open-proxy battery) → the RunResult with its overall verdict and
- * exit code (0 closed, 1 open, 2 inconclusive, 3 usage or network error). 'nntp' is reserved and refused with
- * ERR_TESTER_CHECK_UNSUPPORTED.
+ * exit code (0 closed, 1 open, 2 inconclusive, 3 usage or network error). 'nntp' runs on its own (nntp/run.ts
+ * runNntp) and is folded into the document by combineRun.
  */
 import { isIP } from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -35,21 +35,21 @@ export interface RunOptions extends Omit<TesterOptions, 'tagger'> {
 
 /**
  * Checks a list of checks: known names, each once, implemented. Throws RelayguardError ERR_USAGE for an unknown
- * or repeated name and ERR_TESTER_CHECK_UNSUPPORTED for 'nntp' (reserved: the open-NNTP battery is not built yet).
+ * or repeated name and ERR_TESTER_CHECK_UNSUPPORTED for a check this version does not implement.
  */
 export function validateChecks(checks: readonly string[]): Check[] {
   const out: Check[] = [];
   for (const raw of checks) {
     const c = raw.trim().toLowerCase();
     if (c === '') continue;
-    if (c !== 'smtp' && c !== 'proxy' && c !== 'nntp') throw new RelayguardError('ERR_USAGE', `unknown check "${raw}": give smtp, proxy (or both, comma-separated)`);
+    if (c !== 'smtp' && c !== 'proxy' && c !== 'nntp') throw new RelayguardError('ERR_USAGE', `unknown check "${raw}": give smtp, proxy, nntp (comma-separated)`);
     if (!IMPLEMENTED_CHECKS.includes(c)) {
-      throw new RelayguardError('ERR_TESTER_CHECK_UNSUPPORTED', `the "${c}" check is not implemented in this version (open Usenet servers: planned, issue 13); use smtp and/or proxy`);
+      throw new RelayguardError('ERR_TESTER_CHECK_UNSUPPORTED', `the "${c}" check is not implemented in this version; use ${IMPLEMENTED_CHECKS.join(', ')}`);
     }
     if (out.includes(c)) throw new RelayguardError('ERR_USAGE', `check "${c}" given twice`);
     out.push(c);
   }
-  if (out.length === 0) throw new RelayguardError('ERR_USAGE', 'give at least one check (smtp, proxy)');
+  if (out.length === 0) throw new RelayguardError('ERR_USAGE', 'give at least one check (smtp, proxy, nntp)');
   return out;
 }
 

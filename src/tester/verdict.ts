@@ -43,11 +43,17 @@ export type Verdict = 'OPEN' | 'CLOSED' | 'INCONCLUSIVE';
 export type Reason =
   // OPEN
   | 'proved' | 'bounce-relay'
+  // OPEN (nntp: src/tester/nntp)
+  | 'article-read-back'
   // CLOSED
   | 'refused' | 'deferred' | 'auth-required' | 'tls-required' | 'local-accepted' | 'no-service'
+  // CLOSED (nntp)
+  | 'posting-not-permitted'
   // INCONCLUSIVE
   | 'accepts-all-recipients' | 'accepted-not-proved' | 'client-blocked' | 'control-refused' | 'banner-refused' | 'helo-refused' | 'greylisted'
   | 'tls-failed' | 'timeout' | 'dropped' | 'budget-exhausted' | 'not-tested'
+  // INCONCLUSIVE (nntp)
+  | 'not-read-back' | 'malformed-reply'
   // neither (excluded from aggregation)
   | 'not-applicable';
 
@@ -76,12 +82,12 @@ export const REASON_TEXT: Readonly<Record<Reason, string>> = {
   'auth-required': 'AUTH required',
   'tls-required': 'TLS required',
   'local-accepted': 'accepted as a local recipient (not relaying)',
-  'no-service': 'no SMTP service (connection failed)',
+  'no-service': 'no service (connection failed)',
   'accepts-all-recipients': 'accepts all recipients (even an unknown local user): sink, catch-all or honeypot; only --prove can tell',
   'accepted-not-proved': 'accepted but not proved',
   'client-blocked': 'the server refused the tester\'s own address (blocklist or client rule): relaying was not tested; test from another address',
   'control-refused': 'the server refused even a local control recipient (postmaster) in the same session: its refusals say nothing about relaying',
-  'banner-refused': 'refused banner (421/554)',
+  'banner-refused': 'refused banner (SMTP 421/554, NNTP 400)',
   'helo-refused': 'EHLO and HELO refused',
   'greylisted': 'greylisted (4xx)',
   'tls-failed': 'TLS handshake failed',
@@ -90,13 +96,17 @@ export const REASON_TEXT: Readonly<Record<Reason, string>> = {
   'budget-exhausted': 'time budget exhausted before the test ran',
   'not-tested': 'nothing could be tested',
   'not-applicable': 'not applicable',
+  'article-read-back': 'a tagged test article was posted by a stranger and read back from the server',
+  'posting-not-permitted': 'posting not permitted (NNTP 440)',
+  'not-read-back': 'the server accepted the article (240/235) but it never appeared: a lie, a moderation queue or a delay',
+  'malformed-reply': 'malformed or endless reply (not the protocol)',
 };
 
 const INCONCLUSIVE_PRIORITY: readonly Reason[] = [
-  'accepts-all-recipients', 'accepted-not-proved', 'client-blocked', 'control-refused', 'banner-refused', 'helo-refused', 'greylisted', 'deferred',
-  'tls-failed', 'timeout', 'dropped', 'budget-exhausted', 'not-tested',
+  'accepts-all-recipients', 'accepted-not-proved', 'not-read-back', 'client-blocked', 'control-refused', 'banner-refused', 'helo-refused', 'greylisted', 'deferred',
+  'tls-failed', 'malformed-reply', 'timeout', 'dropped', 'budget-exhausted', 'not-tested',
 ];
-const CLOSED_PRIORITY: readonly Reason[] = ['auth-required', 'tls-required', 'refused', 'deferred', 'local-accepted', 'no-service'];
+const CLOSED_PRIORITY: readonly Reason[] = ['auth-required', 'posting-not-permitted', 'tls-required', 'refused', 'deferred', 'local-accepted', 'no-service'];
 
 export function replyInfo(r: SmtpReply): ReplyInfo {
   return { code: r.code, enhanced: r.enhanced, text: r.lines.join('\n') };
@@ -359,7 +369,7 @@ export function aggregate(outcomes: readonly Outcome[]): Aggregate {
     }
     return [...of].sort((a, b) => rank(priority, a.reason) - rank(priority, b.reason))[0];
   };
-  const open = pick('OPEN', ['proved', 'bounce-relay']);
+  const open = pick('OPEN', ['proved', 'bounce-relay', 'article-read-back']);
   if (open) return { verdict: 'OPEN', reason: open.reason, detail: open.detail, counts };
   const inc = pick('INCONCLUSIVE', INCONCLUSIVE_PRIORITY);
   if (inc) return { verdict: 'INCONCLUSIVE', reason: inc.reason, detail: inc.detail, counts };
