@@ -108,13 +108,13 @@ function auditPage(latest: AuditReport | null, history: readonly AuditReport[], 
   return html`<p class="summary"><span class="card">Result<b>${['clean', 'problems', 'warnings'][latest.exitCode]}</b></span>
 <span class="card">Started<b>${ts(latest.startedAt)}</b></span><span class="card">Trigger<b>${latest.trigger}</b></span></p>
 ${running ? html`<p>An audit is running.</p>` : ''}${form}
-<table><thead><tr><th>Check</th><th>Severity</th><th>Subject</th><th>Finding</th></tr></thead><tbody>
+<div class="table-wrap"><table><thead><tr><th>Check</th><th>Severity</th><th>Subject</th><th>Finding</th></tr></thead><tbody>
 ${latest.checks.flatMap((c) => c.findings.map((f) => html`<tr><td>${c.check}</td><td>${f.severity}</td><td>${f.subject}</td><td>${f.summary}</td></tr>`))}
-</tbody></table>
+</tbody></table></div>
 <h2>Changes since the audit before</h2>
-${latest.changes.length === 0 ? html`<p>None.</p>` : html`<table><thead><tr><th>Change</th><th>Finding</th><th>Subject</th><th>From</th><th>To</th></tr></thead><tbody>
-${latest.changes.map((c) => html`<tr><td>${c.kind}</td><td>${c.check}</td><td>${c.subject}</td><td>${c.from ?? ''}</td><td>${c.to ?? ''}</td></tr>`)}</tbody></table>`}
+${latest.changes.length === 0 ? html`<p>None.</p>` : html`<div class="table-wrap"><table><thead><tr><th>Change</th><th>Finding</th><th>Subject</th><th>From</th><th>To</th></tr></thead><tbody>
+${latest.changes.map((c) => html`<tr><td>${c.kind}</td><td>${c.check}</td><td>${c.subject}</td><td>${c.from ?? ''}</td><td>${c.to ?? ''}</td></tr>`)}</tbody></table></div>`}
 <h2>History</h2>
-<table><thead><tr><th>Started</th><th>Trigger</th><th>Result</th><th class="num">Changes</th></tr></thead><tbody>
-${history.map((r) => html`<tr><td>${ts(r.startedAt)}</td><td>${r.trigger}</td><td>${r.status}</td><td class="num">${r.changes.length}</td></tr>`)}</tbody></table>`;
+<div class="table-wrap"><table><thead><tr><th>Started</th><th>Trigger</th><th>Result</th><th class="num">Changes</th></tr></thead><tbody>
+${history.map((r) => html`<tr><td>${ts(r.startedAt)}</td><td>${r.trigger}</td><td>${r.status}</td><td class="num">${r.changes.length}</td></tr>`)}</tbody></table></div>`;
 }

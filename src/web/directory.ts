@@ -331,11 +331,11 @@ export function directoryPage(d: PageData): Markup {
 ${d.done === null ? '' : html`<p role="status">${d.done}</p>`}${d.error === null ? '' : html`<p class="error" role="alert">${d.error}</p>`}
 <h2 id="users">Users</h2>
 <form method="get" action="/users" role="search"><label>Search <input name="search" value="${d.search}" type="search"></label> <button>Search</button></form>
-<table><caption>${d.total} user${d.total === 1 ? '' : 's'}${d.search ? html` matching “${d.search}”` : ''}${d.total > d.users.length ? html`, ${d.offset + 1}–${d.offset + d.users.length} shown` : ''}</caption>
+<div class="table-wrap"><table><caption>${d.total} user${d.total === 1 ? '' : 's'}${d.search ? html` matching “${d.search}”` : ''}${d.total > d.users.length ? html`, ${d.offset + 1}–${d.offset + d.users.length} shown` : ''}</caption>
 <thead><tr><th>Name</th><th>May send as</th><th>Created</th><th>State</th><th>Actions</th></tr></thead>
 <tbody>${d.users.map((u) => html`<tr><td>${u.name}</td><td>${u.addresses.join(' ')}</td><td>${iso(u.createdAt)}</td><td>${u.disabled ? 'disabled' : 'enabled'}</td>
 <td>${post('/users/remove', { name: u.name }, 'Remove')} ${u.disabled ? post('/users/enable', { name: u.name }, 'Enable') : post('/users/disable', { name: u.name }, 'Disable')}
-<form class="inline" method="post" action="/users/password">${csrf}<input type="hidden" name="name" value="${u.name}"><label>New password <input name="password" type="password" autocomplete="new-password" required></label> <button>Reset</button></form></td></tr>`)}</tbody></table>
+<form class="inline" method="post" action="/users/password">${csrf}<input type="hidden" name="name" value="${u.name}"><label>New password <input name="password" type="password" autocomplete="new-password" required></label> <button>Reset</button></form></td></tr>`)}</tbody></table></div>
 <p>${d.offset > 0 ? pageLink(Math.max(0, d.offset - PAGE_SIZE), 'Previous') : ''} ${d.offset + d.users.length < d.total ? pageLink(d.offset + PAGE_SIZE, 'Next') : ''}</p>
 <form method="post" action="/users/add">${csrf}<fieldset><legend>Add a user</legend>
 <label>Login name (an address owns itself) <input name="name" required autocomplete="off"></label>
@@ -343,12 +343,12 @@ ${d.done === null ? '' : html`<p role="status">${d.done}</p>`}${d.error === null
 <label>Further addresses (local@domain or @domain, space separated) <input name="addresses"></label>
 <button>Add user</button></fieldset></form>
 <h2 id="domains">Local domains</h2>
-<table><thead><tr><th>Domain</th><th>Source</th><th>Actions</th></tr></thead>
-<tbody>${d.config.map((x) => html`<tr><td>${x}</td><td>configuration (localDomains)</td><td></td></tr>`)}${d.domains.map((x) => html`<tr><td>${x}</td><td>database</td><td>${post('/domains/remove', { domain: x }, 'Remove')}</td></tr>`)}</tbody></table>
+<div class="table-wrap"><table><thead><tr><th>Domain</th><th>Source</th><th>Actions</th></tr></thead>
+<tbody>${d.config.map((x) => html`<tr><td>${x}</td><td>configuration (localDomains)</td><td></td></tr>`)}${d.domains.map((x) => html`<tr><td>${x}</td><td>database</td><td>${post('/domains/remove', { domain: x }, 'Remove')}</td></tr>`)}</tbody></table></div>
 <form method="post" action="/domains/add">${csrf}<label>Domain <input name="domain" required></label> <button>Add domain</button></form>
 <h2 id="aliases">Aliases</h2>
-<table><thead><tr><th>Alias</th><th>Target</th><th>Remote</th><th>Actions</th></tr></thead>
-<tbody>${d.aliases.map((a) => html`<tr><td>${a.key}</td><td>${a.target}</td><td>${a.remote ? 'yes' : ''}</td><td>${post('/aliases/remove', { address: a.key, target: a.target }, 'Remove')}</td></tr>`)}</tbody></table>
+<div class="table-wrap"><table><thead><tr><th>Alias</th><th>Target</th><th>Remote</th><th>Actions</th></tr></thead>
+<tbody>${d.aliases.map((a) => html`<tr><td>${a.key}</td><td>${a.target}</td><td>${a.remote ? 'yes' : ''}</td><td>${post('/aliases/remove', { address: a.key, target: a.target }, 'Remove')}</td></tr>`)}</tbody></table></div>
 <form method="post" action="/aliases/add">${csrf}<fieldset><legend>Add an alias</legend>
 <label>Alias (local@domain, or @domain for a catch-all) <input name="address" required></label>
 <label>Targets (space separated) <input name="targets" required></label>

@@ -64,6 +64,7 @@ pre.transcript{white-space:pre-wrap;word-break:break-all;background:#f4f4f4;padd
 .answer{background:#fff;border-left:4px solid #999;padding:.2em 1em;overflow-wrap:anywhere}.answer.refused{border-color:#b00020}.answer.accepted{border-color:#2a9d8f}
 caption{text-align:left;padding:.2em 0}
 tr.verdict-reject td.verdict{color:#b00020;font-weight:600}code{overflow-wrap:anywhere}
+fieldset label{display:block;margin:.3em 0}
 .table-wrap td.addr{min-width:7em;overflow-wrap:anywhere}.table-wrap td.long{min-width:13em;overflow-wrap:anywhere}.muted{color:#555;font-size:.85em}.nowrap{white-space:nowrap}
 `;
 

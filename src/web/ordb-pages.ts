@@ -20,28 +20,28 @@ export function evidenceSection(e: EvidenceView | null): Markup {
   if (e === null) return html`<p>No test evidence is stored for this entry (listed by the operator).</p>`;
   return html`<section class="evidence" aria-label="Evidence">
 <h3>Evidence</h3>
-<table><tbody>
+<div class="table-wrap"><table><tbody>
 <tr><th scope="row">Tested</th><td>${when(e.testedAt)}</td></tr>
 <tr><th scope="row">Mode</th><td>${e.mode === 'prove' ? 'proof (a tagged probe must arrive at our sink)' : e.mode ?? ''}</td></tr>
 <tr><th scope="row">Verdict</th><td>${e.verdict ?? ''}${e.reason ? html` (${e.reason})` : ''}${e.proved && e.reason !== 'proved' ? ' · proved' : ''}</td></tr>
 <tr><th scope="row">Detail</th><td>${e.detail ?? ''}</td></tr>
 ${e.banner ? html`<tr><th scope="row">Greeting</th><td><code>${e.banner}</code></td></tr>` : ''}
 ${e.flagged ? html`<tr><th scope="row">Note</th><td>${e.flagged}</td></tr>` : ''}
-</tbody></table>
+</tbody></table></div>
 ${e.trick === null ? '' : html`<h4>The trick that got through</h4>
-<table><tbody>
+<div class="table-wrap"><table><tbody>
 <tr><th scope="row">Trick</th><td><code>${e.trick.id}</code> ${e.trick.title}</td></tr>
 <tr><th scope="row">Port</th><td>${e.trick.port ?? ''}${e.trick.transport ? html` (${e.trick.transport})` : ''}</td></tr>
 <tr><th scope="row">MAIL FROM</th><td><code>${e.trick.mailFrom ?? ''}</code></td></tr>
 <tr><th scope="row">RCPT TO</th><td>${e.trick.rcptTo.map((r, i) => html`${i > 0 ? html`<br>` : ''}<code>${r}</code>`)}</td></tr>
 <tr><th scope="row">Replies</th><td>${e.trick.replies.map((r, i) => html`${i > 0 ? html`<br>` : ''}<code>${r}</code>`)}</td></tr>
-</tbody></table>`}
+</tbody></table></div>`}
 ${e.proof === null ? '' : html`<h4>Proof: the probe arrived</h4>
-<table><tbody>
+<div class="table-wrap"><table><tbody>
 <tr><th scope="row">The relay saw the tester as</th><td><code>${e.proof.relaySawClient ?? 'unknown'}</code></td></tr>
 <tr><th scope="row">Sent from</th><td><code>${e.proof.sentFrom ?? ''}</code></td></tr>
 <tr><th scope="row">Delivered to our sink by</th><td><code>${e.proof.deliveredBy ?? ''}</code>${e.proof.latencyMs !== null ? html` after ${e.proof.latencyMs} ms` : ''}</td></tr>
-</tbody></table>
+</tbody></table></div>
 <p>Received chain of the probe (newest first):</p>
 <pre class="received">${e.proof.received.join('\n')}</pre>`}
 ${e.transcript === null ? '' : html`<h4>Transcript</h4>
@@ -51,8 +51,8 @@ ${e.transcript === null ? '' : html`<h4>Transcript</h4>
 }
 
 export function historyTable(history: readonly HistoryEvent[]): Markup {
-  return html`<table><caption>History</caption><thead><tr><th>When</th><th>Event</th><th>State</th><th>Detail</th></tr></thead>
-<tbody>${history.map((h) => html`<tr><td>${ms(h.at)}</td><td>${h.event}</td><td>${h.state}</td><td>${h.detail ?? ''}</td></tr>`)}</tbody></table>`;
+  return html`<div class="table-wrap"><table><caption>History</caption><thead><tr><th>When</th><th>Event</th><th>State</th><th>Detail</th></tr></thead>
+<tbody>${history.map((h) => html`<tr><td>${ms(h.at)}</td><td>${h.event}</td><td>${h.state}</td><td>${h.detail ?? ''}</td></tr>`)}</tbody></table></div>`;
 }
 
 export function lookupForm(ip: string): Markup {
@@ -152,8 +152,8 @@ ${p.proofMode ? 'proved it: a tagged probe sent through it to a third-party addr
 Submissions are tested from our own address; nothing is listed on hearsay. The operator may also list whole networks
 (category codes below) and exclude networks that are never listed.</p>
 <h2>Return codes</h2>
-<table><thead><tr><th>A record</th><th>Category</th><th>Meaning</th></tr></thead>
-<tbody>${Object.entries(p.categories).map(([name, c]) => html`<tr><td><code>${c.code}</code></td><td>${name}</td><td>${c.reason}</td></tr>`)}</tbody></table>
+<div class="table-wrap"><table><thead><tr><th>A record</th><th>Category</th><th>Meaning</th></tr></thead>
+<tbody>${Object.entries(p.categories).map(([name, c]) => html`<tr><td><code>${c.code}</code></td><td>${name}</td><td>${c.reason}</td></tr>`)}</tbody></table></div>
 <p>The TXT record of a listing gives the reason and a link to its evidence page. Query <code>&lt;reversed address&gt;.${p.zone}</code>:
 for 192.0.2.1, <code>dig +short 1.2.0.192.${p.zone} A</code> and <code>TXT</code>. As RFC 5782 asks, <code>2.0.0.127.${p.zone}</code>
 is always listed and <code>1.0.0.127.${p.zone}</code> never is: test your resolver setup with them.</p>
@@ -193,10 +193,10 @@ export function adminListBody(p: AdminListPage): Markup {
 <label>Submit an address for testing <input name="network" required maxlength="64"></label> <button>Submit</button></form>
 <form method="get" action="/ordb"><label>State <select name="state"><option value="">any</option>${p.states.map((s) => html`<option${s === p.filter.state ? html` selected` : ''}>${s}</option>`)}</select></label>
 <label>Category <select name="category"><option value="">any</option>${p.categories.map((c) => html`<option${c === p.filter.category ? html` selected` : ''}>${c}</option>`)}</select></label> <button>Filter</button></form>
-<table><caption>Entries of ${p.zone} ${p.offset + 1}-${p.offset + p.rows.length}</caption>
+<div class="table-wrap"><table><caption>Entries of ${p.zone} ${p.offset + 1}-${p.offset + p.rows.length}</caption>
 <thead><tr><th>Network</th><th>State</th><th>Category</th><th>Reason</th><th>Listed since</th><th>Last tested</th><th>Next retest</th><th>Times listed</th></tr></thead>
 <tbody>${p.rows.map((r) => html`<tr><td><a href="/ordb/entry?network=${encodeURIComponent(r.network)}">${r.network}</a></td><td>${r.state}</td><td>${r.category}</td><td>${r.reason ?? ''}</td>
-<td>${when(r.listedSince)}</td><td>${when(r.lastTested)}</td><td>${when(r.nextRetest)}</td><td class="num">${r.timesListed}</td></tr>`)}</tbody></table>
+<td>${when(r.listedSince)}</td><td>${when(r.lastTested)}</td><td>${when(r.nextRetest)}</td><td class="num">${r.timesListed}</td></tr>`)}</tbody></table></div>
 <nav aria-label="Pages">${p.offset > 0 ? html`<a href="/ordb${qs(Math.max(0, p.offset - p.limit))}">Previous</a> ` : ''}${p.more ? html`<a href="/ordb${qs(p.offset + p.limit)}">Next</a>` : ''}</nav>`;
 }
 
@@ -218,7 +218,7 @@ ${reason ? html`<input name="reason" maxlength="512" placeholder="reason (option
   const single = !l.network.includes('/');
   return html`${p.message ? html`<p class="error" role="alert">${p.message}</p>` : ''}
 <p><a href="/ordb">All entries</a>${p.evidenceUrl ? html` · <a href="${p.evidenceUrl}">public page</a>` : ''}</p>
-<table><tbody>
+<div class="table-wrap"><table><tbody>
 <tr><th scope="row">Network</th><td>${l.network}</td></tr>
 <tr><th scope="row">State</th><td>${l.state}</td></tr>
 <tr><th scope="row">Category</th><td>${l.category} (${l.code})</td></tr>
@@ -228,7 +228,7 @@ ${reason ? html`<input name="reason" maxlength="512" placeholder="reason (option
 <tr><th scope="row">Last tested</th><td>${when(l.lastTested)}</td></tr>
 <tr><th scope="row">Next retest</th><td>${when(l.nextRetest)}</td></tr>
 <tr><th scope="row">Times listed</th><td>${l.timesListed}</td></tr>
-</tbody></table>
+</tbody></table></div>
 <p>${single && (l.state === 'listed' || l.state === 'pending') ? action('retest', 'Retest now') : ''}
 ${l.state === 'listed' || l.state === 'pending' ? action('delist', 'Delist', true) : ''}
 ${l.state === 'excluded' ? action('unexclude', 'Lift the exclusion') : action('exclude', 'Exclude (never list)', true)}</p>

@@ -45,10 +45,10 @@ ${error === null ? '' : html`<p class="error" role="alert" id="tester-error">${e
 }
 
 function runsTable(rows: readonly TesterRunSummary[]): Markup {
-  return html`<table id="tester-runs" class="stack"><caption>Runs, newest first</caption>
+  return html`<div class="table-wrap"><table id="tester-runs" class="stack"><caption>Runs, newest first</caption>
 <thead><tr><th>Started</th><th>Target</th><th>Addresses</th><th>Mode</th><th>State</th><th>Verdict</th><th>By</th></tr></thead>
 <tbody>${rows.map((r) => html`<tr><td><a href="/tester/runs/${r.id}">${iso(r.createdAt)}</a></td><td>${r.target}</td><td>${r.addresses.join(', ')}</td>
-<td>${(r.options as { mode?: string } | null)?.mode ?? ''}</td><td>${r.state}</td><td>${verdictBadge(r.verdict, r.state === 'done' ? undefined : r.state)}</td><td>${r.actor}</td></tr>`)}</tbody></table>`;
+<td>${(r.options as { mode?: string } | null)?.mode ?? ''}</td><td>${r.state}</td><td>${verdictBadge(r.verdict, r.state === 'done' ? undefined : r.state)}</td><td>${r.actor}</td></tr>`)}</tbody></table></div>`;
 }
 
 function findingsList(list: readonly Finding[]): Markup {
@@ -61,10 +61,10 @@ function targetReport(t: TargetResult): Markup {
   return html`<section class="target" data-address="${t.address}"><h3>${t.address}${t.hostName ? ` (${t.hostName})` : ''} ${verdictBadge(t.verdict)}</h3>
 <p>${t.reason}: ${t.detail}</p>${findingsList(t.findings)}
 ${t.ports.map((p) => html`<h4>Port ${p.port} (${p.role}) ${verdictBadge(p.verdict)}</h4>${findingsList(p.findings)}
-${p.transports.map((tr) => html`<table class="tricks stack"><caption>${tr.transport}: ${tr.verdict} ${tr.reason} (${tr.detail})</caption>
+${p.transports.map((tr) => html`<div class="table-wrap"><table class="tricks stack"><caption>${tr.transport}: ${tr.verdict} ${tr.reason} (${tr.detail})</caption>
 <thead><tr><th>Trick</th><th>Verdict</th><th>Reason</th><th>Detail</th></tr></thead>
 <tbody>${tr.tricks.map((k) => html`<tr class="trick" data-trick="${k.id}" data-verdict="${k.verdict}"><td>${k.id} ${k.title}</td><td>${verdictBadge(k.verdict)}</td><td>${k.reason}</td>
-<td class="wide">${k.detail}<details><summary>dialogue</summary><pre class="transcript">${linesText(trickLines(k))}</pre></details></td></tr>`)}</tbody></table>
+<td class="wide">${k.detail}<details><summary>dialogue</summary><pre class="transcript">${linesText(trickLines(k))}</pre></details></td></tr>`)}</tbody></table></div>
 ${tr.transcripts && tr.transcripts.length > 0 ? html`<details><summary>Full transcript (${tr.transcripts.length} connection(s))</summary>${tr.transcripts.map((c) => html`<pre class="transcript">connection ${c.connection} from ${c.localAddress ?? '?'} at ${c.startedAt}\n${c.lines.map((l) => `${String(l.t).padStart(6)} ${l.dir}: ${l.line}`).join('\n')}</pre>`)}</details>` : ''}`)}`)}
 </section>`;
 }
@@ -88,9 +88,9 @@ ${report ? html`${report.errors.map((e) => html`<p class="error">${e.input}: ${e
   return html`${head}<section id="tester-live" data-events="/api/tester/runs/${r.id}/events" data-state="running">
 <p id="tester-status" role="status" aria-live="polite">Running: ${trickRows.length} trick verdict(s) so far. <noscript>Reload the page to see more.</noscript></p>
 <p id="tester-verdict" data-verdict=""></p>
-<table id="tester-tricks" class="stack"><caption>Verdicts as they arrive</caption>
+<div class="table-wrap"><table id="tester-tricks" class="stack"><caption>Verdicts as they arrive</caption>
 <thead><tr><th>Address</th><th>Port</th><th>Trick</th><th>Verdict</th><th>Reason</th><th>Detail</th></tr></thead>
-<tbody>${trickRows}</tbody></table></section>
+<tbody>${trickRows}</tbody></table></div></section>
 <script type="module" src="/assets/tester.js"></script>`;
 }
 
