@@ -31,10 +31,10 @@ const XSS_RCPT = '"<script>alert(2)</script>"@elsewhere.example';
 
 before(async () => {
   requirePeer(SWAKS, 'swaks');
-  [browser, web] = await Promise.all([
-    launchBrowser(),
-    startWebServe({ config: { trustedNetworks: ['127.0.0.1/32'] }, token: true }),
-  ]);
+  // One after the other, each assigned as soon as it runs: if serve fails to start, after() still stops chromium
+  // (with Promise.all a failed start left chromium unassigned and running, and the test process never ended).
+  web = await startWebServe({ config: { trustedNetworks: ['127.0.0.1/32'] }, token: true });
+  browser = await launchBrowser();
 });
 
 after(async () => {
