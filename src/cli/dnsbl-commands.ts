@@ -1,8 +1,10 @@
 /**
- * `relayguard dnsbl add|remove|exclude|lookup|list|submit|retest|export`: the ORDB from the command line. Works on
- * the listing store in dataDir (relayguard.db), next to a running `relayguard serve`: its DNS server picks the
- * changes up within seconds (it watches the zone serial), and its scheduler tests what `submit` and `retest` queue.
+ * `relayguard dnsbl add|remove|exclude|lookup|list|submit|retest|export|worker`: the ORDB from the command line.
+ * Works on the listing store in dataDir (relayguard.db), next to a running `relayguard serve`: its DNS server picks
+ * the changes up within seconds (it watches the zone serial), and the tester workers (the one inside serve, and any
+ * `dnsbl worker` processes) test what `submit` and `retest` queue, taking the jobs with leases.
  * `--now` runs the test right here instead (proof mode when a probe domain is given or configured).
+ * `export --watch` writes the export again whenever the serial moves (rbldnsd and rsync mirrors follow the files).
  * `add -i FILE` imports many networks in one transaction (all or nothing, unless --keep-going).
  *
  * Exit codes: 0 done (lookup: listed); 1 refused, unknown or not listed, or an import with bad lines; 2 usage (bad
@@ -11,7 +13,7 @@
  * The listing store, the tester and the ORDB service are loaded by the actions that use them: a command that only
  * reads the list starts without the tester.
  */
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync } from 'node:fs';
 import { promises as dnsPromises } from 'node:dns';
 import { join } from 'node:path';
 import type { Command } from 'commander';
@@ -182,6 +184,78 @@ interface ImportResult {
   readonly error?: string;
 }
 
+/**
+ * Resolves at the first SIGTERM or SIGINT (and stops listening for them); keeps the process alive until then, or
+ * until cancel() (which leaves the promise pending and the signals to their default action).
+ */
+function stopSignal(): Promise<NodeJS.Signals> & { cancel(): void } {
+  let cancel = (): void => {};
+  const p = new Promise<NodeJS.Signals>((resolve) => {
+    const alive = setInterval(() => {}, 1 << 30);
+    const off = (): void => {
+      clearInterval(alive);
+      process.off('SIGTERM', on);
+      process.off('SIGINT', on);
+    };
+    const on = (sig: NodeJS.Signals): void => { off(); resolve(sig); };
+    cancel = off;
+    process.on('SIGTERM', on);
+    process.on('SIGINT', on);
+  });
+  return Object.assign(p, { cancel });
+}
+
+export interface WatchExportOptions {
+  /** The store's serial now. */
+  serial(): number;
+  /** Writes the files; their paths. */
+  write(): Promise<{ serial: number; files: string[] }>;
+  report(w: { serial: number; files: string[] }): void;
+  error(err: unknown): void;
+  readonly intervalMs: number;
+  readonly until: Promise<unknown>;
+}
+
+/**
+ * `export --watch`: writes the files at once and again whenever the serial moves, until `until` settles. At most one
+ * export per wall-clock second: rbldnsd notices a change by the file's modification time in whole seconds, so a
+ * second export within the same second could go unseen; a change that comes sooner waits for the next second. A
+ * failed export is retried at the next check.
+ */
+export async function watchExport(o: WatchExportOptions): Promise<void> {
+  let done = false;
+  let wake: (() => void) | null = null;
+  void o.until.then(() => { done = true; wake?.(); });
+  const pause = (ms: number): Promise<void> => new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, ms);
+    wake = () => { clearTimeout(t); resolve(); };
+  });
+  let last: number | null = null;
+  /** The whole-second modification time of the last export's files. */
+  let stamp = -1;
+  while (!done) {
+    const serial = o.serial();
+    if (serial !== last) {
+      // Into the next second (with a margin: file times come from the kernel's coarse clock, a tick behind).
+      const wait = (stamp + 1) * 1000 + 30 - Date.now();
+      if (wait > 0) { await pause(wait); if (done) break; }
+      try {
+        const w = await o.write();
+        const s = Math.max(...w.files.map((f) => Math.floor(statSync(f).mtimeMs / 1000)));
+        if (s > stamp) {
+          last = serial; // a change made while writing moves the serial again: exported at the next check
+          o.report(w);
+        } // else: the clock had not moved on after all; written again in the next second
+        stamp = Math.max(stamp, s);
+      } catch (err) {
+        o.error(err);
+      }
+    }
+    if (done) break;
+    await pause(o.intervalMs);
+  }
+}
+
 /** Adds the `dnsbl` command and its subcommands to the program. */
 export function registerDnsblCommands(
   program: Command,
@@ -231,14 +305,19 @@ export function registerDnsblCommands(
   const runNow = async (d: DnsblModule, store: ListingStore, settings: OrdbSettings, ip: string, opts: TesterOpts & CommonOpts): Promise<TestOutcome | Refused> => {
     const s = testerSettings(await loadTester(), settings, opts);
     const tester = await makeTester(s);
+    // The test runs as the address's job (jobs.ts): a worker elsewhere does not test it at the same time.
+    let worker: InstanceType<DnsblModule['OrdbWorker']> | null = null;
     try {
       const wf = new d.OrdbWorkflow({
         store, test: tester.test, prove: tester.prove, clock: { now }, rateLimit: { perSubmitterPerHour: 0 },
         retestIntervalMs: s.retestIntervalMs, retryIntervalMs: s.retryIntervalMs, excluded: s.excluded, allowNonGlobal: s.allowPrivateTargets,
+        testNowVia: (address, kind) => worker!.runNow(address, kind),
       });
+      worker = new d.OrdbWorker({ jobs: new d.JobQueue(store, { clock: { now } }), workflow: wf, clock: { now }, leaseMs: s.jobLeaseMs });
       if (!opts.json) io.out(`testing ${ip} (${tester.prove ? `proof mode, probes to ${s.probeDomain}` : 'safe mode: a relay is never listed without proof'})...`);
       return await wf.testNow(ip);
     } finally {
+      await worker?.stop();
       await tester.close();
     }
   };
@@ -524,34 +603,115 @@ export function registerDnsblCommands(
     } finally { store.close(); }
   });
 
+  /** Writes the zone once; what was written. */
+  const exportZone = async (d: DnsblModule, store: ListingStore, config: Config, format: 'rbldnsd' | 'bind', out: string): Promise<{ serial: number; files: string[]; args?: readonly string[] }> => {
+    const settings = await settingsOf(config);
+    const zone = d.zoneFromStore(store, { apex: settings.zone, ttl: settings.ttlSeconds, evidenceUrl: settings.evidenceUrl, ...(await import('./ordb-service.ts')).zoneApexOptions(config) });
+    mkdirSync(out, { recursive: true });
+    if (format === 'rbldnsd') {
+      const f = await d.writeRbldnsdFiles(zone, out);
+      return { serial: zone.serial, files: [f.ip4set, f.ip6trie], args: f.args };
+    }
+    const path = join(out, `${zone.apex}.zone`);
+    await d.writeBindZone(zone, path);
+    return { serial: zone.serial, files: [path] };
+  };
+
   dnsbl
     .command('export')
-    .description('write the zone as rbldnsd data files (ip4set + ip6trie) or a BIND master file')
+    .description('write the zone as rbldnsd data files (ip4set + ip6trie) or a BIND master file; --watch keeps them current')
     .requiredOption('--format <format>', 'rbldnsd or bind')
     .requiredOption('--out <dir>', 'directory to write into (files are replaced atomically)')
     .option('-c, --config <file>', 'relayguard.yaml to use')
-    .option('--json', 'print what was written as JSON')
-    .action(async (opts: CommonOpts & { format: string; out: string }) => {
+    .option('--watch', 'keep running: write the files again whenever the zone serial changes (rbldnsd reloads changed files on its own; rsync mirrors pick them up); SIGTERM/SIGINT stop')
+    .option('--interval <seconds>', 'with --watch: how often to check the serial (default 5); implies --watch')
+    .option('--json', 'print what was written as JSON (with --watch: one line per export)')
+    .addHelpText('after', '\nWith --watch, each export writes temporary files and renames them over the old ones (never a half-written\nfile), at most once per second, so a reader that compares whole-second modification times (rbldnsd -c)\nsees every change. Start rbldnsd on the files after the first export: rbldnsd -c 10 ... reloads within 10 s.')
+    .action(async (opts: CommonOpts & { format: string; out: string; watch?: boolean; interval?: string }) => {
       if (opts.format !== 'rbldnsd' && opts.format !== 'bind') throw usage(`--format takes rbldnsd or bind, got "${opts.format}"`);
+      const format = opts.format;
+      const intervalMs = seconds(opts.interval, 'interval');
+      if (intervalMs !== undefined && intervalMs < 100) throw usage('--interval takes at least 0.1 seconds');
+      const watch = opts.watch === true || intervalMs !== undefined;
       const { d, store, config } = await open(opts);
+      const report = (w: { serial: number; files: string[]; args?: readonly string[] }): void => {
+        if (opts.json) { io.out(JSON.stringify({ format, serial: w.serial, files: w.files, ...(w.args ? { args: w.args } : {}), ...(watch ? { at: new Date(now()).toISOString() } : {}) })); return; }
+        io.out(`wrote ${w.files.join(' and ')} (serial ${w.serial})`);
+        if (w.args && !watch) io.out(`serve with: rbldnsd -b ADDRESS/PORT -w ${opts.out} ${w.args.join(' ')}`);
+      };
       try {
-        const settings = await settingsOf(config);
-        const zone = d.zoneFromStore(store, { apex: settings.zone, ttl: settings.ttlSeconds, evidenceUrl: settings.evidenceUrl, ...(await import('./ordb-service.ts')).zoneApexOptions(config) });
-        mkdirSync(opts.out, { recursive: true });
-        if (opts.format === 'rbldnsd') {
-          const f = await d.writeRbldnsdFiles(zone, opts.out);
-          if (opts.json) io.out(JSON.stringify({ format: 'rbldnsd', serial: zone.serial, files: [f.ip4set, f.ip6trie], args: f.args }));
-          else {
-            io.out(`wrote ${f.ip4set} and ${f.ip6trie} (serial ${zone.serial})`);
-            io.out(`serve with: rbldnsd -b ADDRESS/PORT -w ${opts.out} ${f.args.join(' ')}`);
-          }
-        } else {
-          const path = join(opts.out, `${zone.apex}.zone`);
-          await d.writeBindZone(zone, path);
-          if (opts.json) io.out(JSON.stringify({ format: 'bind', serial: zone.serial, files: [path] }));
-          else io.out(`wrote ${path} (serial ${zone.serial})`);
-        }
+        if (!watch) { report(await exportZone(d, store, config, format, opts.out)); return; }
+        await watchExport({
+          serial: () => store.serial(),
+          write: () => exportZone(d, store, config, format, opts.out),
+          report,
+          error: (err) => io.err(`relayguard: export failed: ${printable((err as Error)?.message ?? String(err))} [ERR_DNSBL_EXPORT]`),
+          intervalMs: intervalMs ?? 5000,
+          until: stopSignal(),
+        });
       } finally { store.close(); }
+    });
+
+  dnsbl
+    .command('worker')
+    .description('run ORDB tests from the job queue (submissions, retests) until SIGTERM/SIGINT; run as many as you like on the same store')
+    .option('-c, --config <file>', 'relayguard.yaml to use')
+    .option('--prove', 'proof mode (needs --probe-domain or dnsbl.probeDomain)')
+    .option('--no-prove', 'safe mode even if a probe domain is configured (never lists)')
+    .option('--probe-domain <domain>', 'a domain you control whose mail reaches this worker\'s sink')
+    .option('--sink <address:port>', 'where this worker\'s probe sink listens (default dnsbl.sink; give each proof-mode worker on one machine its own)')
+    .option('--wait <seconds>', 'how long to wait for probes (default dnsbl.probeWait)')
+    .option('-p, --port <port>', 'port to test, PORT or PORT:ROLE; repeatable (default dnsbl.testPorts)', collect)
+    .option('--source-address <ip>', 'connect from this local address (default dnsbl.sourceAddress)')
+    .option('--budget <seconds>', 'time budget of one test (default dnsbl.testBudget)')
+    .option('--concurrency <n>', 'tests at once (default dnsbl.testConcurrency)')
+    .option('--lease <seconds>', 'lease on a job, renewed every third of it while the test runs (default dnsbl.jobLease)')
+    .option('--poll <seconds>', 'how often an idle worker looks for jobs (default 2)')
+    .option('--once', 'run what is due now, then exit (cron, tests)')
+    .option('--json', 'with --once: print the outcomes as JSON lines')
+    .addHelpText('after', '\nDue submissions and retests become jobs in the listing store; each worker claims them with a lease and\nrenews it while it tests. SIGTERM/SIGINT stop a worker cleanly: running tests are aborted and their jobs\ngiven back. A worker killed outright (kill -9, a crash) leaves its leases to expire; then another worker\ntakes its jobs over, and a result the dead one might still send is not recorded (each job\'s result is\napplied once). Logs are JSON events on standard output (log.format).')
+    .action(async (opts: CommonOpts & TesterOpts & { concurrency?: string; lease?: string; poll?: string; once?: boolean }) => {
+      if (opts.concurrency !== undefined && !/^\d{1,2}$/.test(opts.concurrency)) throw usage(`--concurrency takes a whole number (1-64), got "${opts.concurrency}"`);
+      const concurrencyOpt = opts.concurrency === undefined ? undefined : Number(opts.concurrency);
+      if (concurrencyOpt !== undefined && (concurrencyOpt < 1 || concurrencyOpt > 64)) throw usage('--concurrency takes 1-64');
+      const leaseOpt = seconds(opts.lease, 'lease');
+      if (leaseOpt !== undefined && leaseOpt < 2000) throw usage('--lease takes at least 2 seconds');
+      const pollOpt = seconds(opts.poll, 'poll');
+      if (pollOpt !== undefined && pollOpt < 10) throw usage('--poll takes at least 0.01 seconds');
+      const { d, store, config } = await open(opts);
+      let tester: TestHost | null = null;
+      try {
+        const settings = testerSettings(await loadTester(), await settingsOf(config), opts);
+        const { createLogger } = await import('./logger.ts');
+        const logger = createLogger({ level: config.log.level, format: config.log.format }).child({ component: 'dnsbl-worker' });
+        tester = await makeTester(settings);
+        const workflow = new d.OrdbWorkflow({
+          store, test: tester.test, prove: tester.prove, clock: { now }, logger, rateLimit: { perSubmitterPerHour: 0 },
+          retestIntervalMs: settings.retestIntervalMs, retryIntervalMs: settings.retryIntervalMs, excluded: settings.excluded,
+          allowNonGlobal: settings.allowPrivateTargets,
+        });
+        const worker = new d.OrdbWorker({
+          jobs: new d.JobQueue(store, { clock: { now } }), workflow, clock: { now }, logger,
+          concurrency: concurrencyOpt ?? settings.testConcurrency, leaseMs: leaseOpt ?? settings.jobLeaseMs, pollMs: pollOpt ?? 2000,
+        });
+        if (opts.once) {
+          // SIGTERM/SIGINT during the run: the running tests are aborted and their jobs given back.
+          const signal = stopSignal();
+          void signal.then(() => worker.stop());
+          const out = await worker.drain().finally(() => signal.cancel());
+          if (opts.json) for (const o of out) io.out(JSON.stringify(o));
+          else io.out(`${out.length} test${out.length === 1 ? '' : 's'} run (${tester.prove ? 'proof' : 'safe'} mode)`);
+        } else {
+          const until = stopSignal();
+          worker.start();
+          await until;
+          await worker.stop();
+        }
+        await workflow.stop();
+      } finally {
+        await tester?.close();
+        store.close();
+      }
     });
 
   return dnsbl;

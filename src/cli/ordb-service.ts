@@ -5,8 +5,10 @@
  *   startOrdb(config, logger, deps)   opens the listing store (dataDir/relayguard.db, shared with the users), serves
  *                                     the zone on dnsbl.listen (UDP+TCP, AXFR, NOTIFY), rebuilds the zone whenever
  *                                     the store's serial moves (the workflow's changes at once; the CLI's, made from
- *                                     another process, within zonePollMs), and runs the workflow's scheduler
- *                                     (pending submissions, due retests) every schedulerIntervalMs.
+ *                                     another process, within zonePollMs), and runs a tester worker (pending
+ *                                     submissions and due retests become jobs in the store; the worker takes them
+ *                                     with leases, like every `relayguard dnsbl worker`), polling every
+ *                                     schedulerIntervalMs.
  *   createTestHost(settings, logger)  the tester the workflow gets: src/tester in proof mode with a built-in sink when
  *                                     dnsbl.probeDomain is set, else safe mode (which never lists anything).
  *
@@ -20,8 +22,8 @@ import type { Config } from '../config/schema.ts';
 import type { Clock } from '../core/clock.ts';
 import type { Logger } from '../core/log.ts';
 import {
-  DnsblClient, DnsblServer, ListingStore, OrdbWorkflow, tsigKey, ZoneJournal, zoneFromStore,
-  type DnsblResolver, type DnsblZoneLookup, type HostTestResult, type HostTester, type ZoneHealth, type ZoneOptions,
+  DnsblClient, DnsblServer, JobQueue, ListingStore, OrdbWorker, OrdbWorkflow, tsigKey, ZoneJournal, zoneFromStore,
+  type DnsblResolver, type DnsblZoneLookup, type HostTestResult, type HostTester, type TestOutcome, type ZoneHealth, type ZoneOptions,
 } from '../dnsbl/index.ts';
 import { evaluateDnsbl, type DnsblDecision } from '../policy/dnsbl-check.ts';
 import { NetworkList } from '../policy/networks.ts';
@@ -62,6 +64,8 @@ export interface OrdbSettings {
   readonly schedulerIntervalMs: number;
   readonly zonePollMs: number;
   readonly testConcurrency: number;
+  /** Lease of a test job (renewed every third of it while the test runs). */
+  readonly jobLeaseMs: number;
 }
 
 /**
@@ -122,6 +126,7 @@ export function ordbSettings(config: Config, overrides: Partial<OrdbSettings> = 
     schedulerIntervalMs: d.schedulerInterval,
     zonePollMs: 2000,
     testConcurrency: d.testConcurrency,
+    jobLeaseMs: d.jobLease,
     ...overrides,
   };
 }
@@ -203,12 +208,14 @@ export interface OrdbDeps {
 export interface RunningOrdb {
   readonly store: ListingStore;
   readonly workflow: OrdbWorkflow;
+  readonly jobs: JobQueue;
+  readonly worker: OrdbWorker;
   readonly server: DnsblServer;
   readonly settings: OrdbSettings;
   /** Rebuilds the zone when the store's serial moved; true when it did. */
   rebuild(): boolean;
-  /** Runs the scheduler's work now (tests). */
-  runDue(): ReturnType<OrdbWorkflow['runDue']>;
+  /** Runs the due work now through the worker (queues the due tests as jobs, runs what it can claim). */
+  runDue(): Promise<TestOutcome[]>;
   stop(): Promise<void>;
 }
 
@@ -278,7 +285,10 @@ export async function startOrdb(config: Config, logger: Logger, deps: OrdbDeps =
       test = tester.test;
       prove = tester.prove;
     }
+    // The admin's "test now" runs as the address's job too, so no other worker tests it at the same time.
+    let worker: OrdbWorker | null = null;
     const workflow = new OrdbWorkflow({
+      testNowVia: (address, kind) => worker!.runNow(address, kind),
       store, test, prove, clock: deps.clock, logger: log,
       rateLimit: { perSubmitterPerHour: settings.submissionsPerHour },
       retestIntervalMs: settings.retestIntervalMs,
@@ -290,15 +300,17 @@ export async function startOrdb(config: Config, logger: Logger, deps: OrdbDeps =
     });
     const poll = setInterval(rebuild, settings.zonePollMs);
     poll.unref();
-    const runDue = (): ReturnType<OrdbWorkflow['runDue']> => workflow.runDue().catch((err: unknown) => {
+    const jobs = new JobQueue(store, { clock: deps.clock });
+    worker = new OrdbWorker({
+      jobs, workflow, clock: deps.clock, logger: log, concurrency: settings.testConcurrency, leaseMs: settings.jobLeaseMs,
+      pollMs: settings.schedulerIntervalMs > 0 ? settings.schedulerIntervalMs : undefined,
+    });
+    const w = worker;
+    const runDue = (): Promise<TestOutcome[]> => w.drain().catch((err: unknown) => {
       log.error('dnsbl scheduler failed', { error: (err as Error)?.message ?? String(err) });
       return [];
     });
-    let scheduler: NodeJS.Timeout | null = null;
-    if (settings.schedulerIntervalMs > 0) {
-      scheduler = setInterval(() => { void runDue(); }, settings.schedulerIntervalMs);
-      scheduler.unref();
-    }
+    if (settings.schedulerIntervalMs > 0) w.start();
     log.info('dnsbl workflow started', {
       zone: settings.zone, mode: prove ? 'prove' : 'safe', probe_domain: settings.probeDomain,
       retest_interval_ms: settings.retestIntervalMs, scheduler_interval_ms: settings.schedulerIntervalMs,
@@ -306,11 +318,11 @@ export async function startOrdb(config: Config, logger: Logger, deps: OrdbDeps =
     let stopping: Promise<void> | null = null;
     const t = tester;
     return {
-      store, workflow, server: srv, settings, rebuild, runDue,
+      store, workflow, jobs, worker: w, server: srv, settings, rebuild, runDue,
       stop() {
         stopping ??= (async () => {
           clearInterval(poll);
-          if (scheduler) clearInterval(scheduler);
+          await w.stop();
           await workflow.stop();
           await srv.stop();
           await t?.close();

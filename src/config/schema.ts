@@ -596,7 +596,7 @@ export const configSchema = z
       .describe('How the relay queries dnsblChecks zones.'),
     dnsbl: z
       .strictObject({
-        enabled: z.boolean().default(true).describe('Run the ORDB DNS server and its test scheduler.'),
+        enabled: z.boolean().default(true).describe('Run the ORDB DNS server and its tester worker (see schedulerInterval).'),
         zone: domain().prefault('relays.localhost').describe('Zone served (listings appear as <reversed-ip>.<zone>).'),
         listen: z
           .strictObject({
@@ -660,8 +660,9 @@ export const configSchema = z
         submissionsPerHour: count(1, 1_000_000).default(10).describe('Submissions accepted per submitter and hour.'),
         excluded: uniqueList(cidr(), 100_000).prefault([]).describe('Networks never tested and never listed.'),
         allowPrivateTargets: z.boolean().default(false).describe('Accept loopback, private and reserved addresses as submissions (labs and tests).'),
-        schedulerInterval: duration({ min: 0 }).prefault('60s').describe('How often due tests and retests run; 0 turns the scheduler off.'),
-        testConcurrency: count(1, 64).default(2).describe('Host tests run at once.'),
+        schedulerInterval: duration({ min: 0 }).prefault('60s').describe('How often the tester worker inside `serve` looks for due tests and retests (test jobs); 0: `serve` runs no tests, leaving them to `relayguard dnsbl worker` processes. A worker with free slots claims again as soon as a test ends.'),
+        testConcurrency: count(1, 64).default(2).describe('Host tests run at once by the worker inside `serve` (and by `relayguard dnsbl worker` unless --concurrency).'),
+        jobLease: duration({ min: 2000, max: 3_600_000 }).prefault('60s').describe('How long a worker\'s claim on a test job lasts; it is renewed every third of this while the test runs. A worker killed mid-test loses its jobs to the other workers this long after its last renewal.'),
         udpThreads: count(1, 64).default(1).describe('UDP answering threads on the DNS port (SO_REUSEPORT); more than 1 helps on machines with spare cores.'),
         tcp: z
           .strictObject({
@@ -1039,6 +1040,7 @@ export interface Config {
     readonly allowPrivateTargets: boolean;
     readonly schedulerInterval: number;
     readonly testConcurrency: number;
+    readonly jobLease: number;
     readonly udpThreads: number;
     /** Durations in ms. */
     readonly tcp: { readonly maxConnections: number; readonly maxConnectionsPerClient: number; readonly idleTimeout: number; readonly sessionTimeout: number };

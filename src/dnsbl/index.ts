@@ -7,6 +7,8 @@
  *   exporters     rbldnsd ip4set/ip6trie, BIND master file (export.ts)
  *   OrdbWorkflow  submit -> test -> list -> retest -> delist, tester injected (workflow.ts)
  *   ZoneJournal   the zone's change history for IXFR (journal.ts)
+ *   JobQueue      test jobs with leases, next to the listings (jobs.ts)
+ *   OrdbWorker    takes jobs and runs them through the workflow (worker.ts)
  *   DnsblClient   the relay's DNSBL lookups: TTL cache, broken-answer detection, zone health checks (lookup.ts)
  */
 import type { ListingStore, ZoneEntriesOptions } from './store.ts';
@@ -49,6 +51,8 @@ export {
 export { DnsblServer, type DnsblServerOptions, type DnsblServerStats, type NotifyResult, type NotifyTarget } from './server.ts';
 export { diffZones, ZoneJournal, type JournalLimits, type JournalStore, type ZoneDiff } from './journal.ts';
 export { tsigKey, type TsigKey } from './tsig.ts';
+export { JobQueue, type ClaimedJob, type Job, type JobCounts, type JobKind, type JobLease, type JobState } from './jobs.ts';
+export { OrdbWorker, type OrdbWorkerOptions, type WorkerStats } from './worker.ts';
 export {
   bindZone,
   rbldnsdIp4set,
@@ -69,6 +73,7 @@ export {
   type Decision,
   type HostTestResult,
   type HostTester,
+  type JobCommit,
   type OrdbEvidence,
   type OrdbWorkflowOptions,
   type Refused,

@@ -5,6 +5,9 @@
  *                  last_tested, next_retest, evidence JSON, times_listed, updated_at)
  *   dnsbl_history(id, listing_id, at, event, state, detail)     -- every change, so repeat offenders show
  *   dnsbl_meta(key, value)                                      -- "serial": the zone's SOA serial
+ *   dnsbl_journal(...)                                          -- the zone's changes, for IXFR (journal.ts)
+ *   dnsbl_jobs(...)                                             -- test jobs with leases (jobs.ts, same database, so a
+ *                                                                  job finishes in the transaction that records its result)
  *
  * States: pending (submitted, not confirmed: not in the zone), listed, delisted (kept with its history),
  * excluded (never listed; wins over any listing it covers, whatever the prefix lengths).
@@ -228,6 +231,7 @@ export class ListingStore {
   readonly #history: StatementSync;
   readonly #serialGet: StatementSync;
   readonly #serialSet: StatementSync;
+  #txDepth = 0;
 
   /** Opens (creating if needed) a database file, or ":memory:". */
   static open(path: string, options: ListingStoreOptions = {}): ListingStore {
@@ -255,6 +259,35 @@ export class ListingStore {
     if (this.#ownsDb) this.#db.close();
   }
 
+  /**
+   * The database the store lives in, for tables kept next to the listings in the same transactions (jobs.ts, the
+   * test job queue). Not for the listing tables: those change only through the methods here.
+   */
+  get database(): DatabaseSync {
+    return this.#db;
+  }
+
+  /**
+   * Runs fn in one write transaction (BEGIN IMMEDIATE: it waits for, then excludes, every other writer of the file)
+   * without moving the serial; the store's own mutations called inside join it (and move the serial once each).
+   * fn must be synchronous. Nested calls join the outer transaction.
+   */
+  atomically<T>(fn: () => T): T {
+    if (this.#txDepth > 0) return fn();
+    this.#db.exec('BEGIN IMMEDIATE');
+    this.#txDepth++;
+    try {
+      const out = fn();
+      this.#db.exec('COMMIT');
+      return out;
+    } catch (err) {
+      this.#db.exec('ROLLBACK');
+      throw err;
+    } finally {
+      this.#txDepth--;
+    }
+  }
+
   // --- the zone journal (journal.ts JournalStore): the served zone's changes, for IXFR after a restart ----------
   loadJournal(): ZoneDiff[] {
     const rows = this.#db.prepare('SELECT body FROM dnsbl_journal ORDER BY seq').all() as { body: string }[];
@@ -275,16 +308,11 @@ export class ListingStore {
   }
 
   #tx<T>(fn: () => T): T {
-    this.#db.exec('BEGIN IMMEDIATE');
-    try {
+    return this.atomically(() => {
       const out = fn();
       this.#bumpSerial();
-      this.#db.exec('COMMIT');
       return out;
-    } catch (err) {
-      this.#db.exec('ROLLBACK');
-      throw err;
-    }
+    });
   }
 
   #bumpSerial(): void {

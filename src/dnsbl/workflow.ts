@@ -9,6 +9,8 @@
  *   requestDelisting(ip)     (rate limited) schedules an immediate retest of a listed address.
  *   scheduleRetest(ip)       the administrator's version: any pending or listed address, no limit.
  *   testNow(ip)              runs the test for one entry now (the CLI's --now).
+ *   runJob(ip, {commit})     runs the test of a job from the job queue (jobs.ts, worker.ts: tests spread over worker
+ *                            processes with leases); the result is recorded through the job's fenced commit.
  *
  * Decisions (decide(), pure):
  *   pending + OPEN, proved               -> listed (evidence kept), retest after retestIntervalMs
@@ -62,6 +64,13 @@ export interface HostTestResult {
   readonly report: unknown;
 }
 
+/**
+ * How a job's result is recorded (worker.ts): runs `apply` (the store update; it returns the outcome kept with the
+ * job) in the transaction that finishes the job, if the worker still holds its lease; false (nothing applied) when
+ * the lease was taken over.
+ */
+export type JobCommit = (apply: () => TestOutcome) => boolean;
+
 export type HostTester = (ip: string, options: { readonly prove: boolean; readonly signal: AbortSignal }) => Promise<HostTestResult>;
 
 export interface OrdbWorkflowOptions {
@@ -89,6 +98,11 @@ export interface OrdbWorkflowOptions {
   readonly batch?: number | undefined;
   /** Called after every change to the store (the zone is rebuilt). */
   readonly onChange?: (() => void) | undefined;
+  /**
+   * testNow() through the job queue (OrdbWorker.runNow): the outcome, or null when another worker is testing the
+   * address right now. Default: testNow() tests directly.
+   */
+  readonly testNowVia?: ((address: string, kind: 'submit' | 'retest') => Promise<TestOutcome | null>) | undefined;
 }
 
 /** The evidence kept with a listing (ListingStore evidence column). */
@@ -280,6 +294,7 @@ export class OrdbWorkflow {
   readonly #concurrency: number;
   readonly #batch: number;
   readonly #onChange: () => void;
+  readonly #testNowVia: OrdbWorkflowOptions['testNowVia'];
   readonly #inFlight = new Map<string, Promise<TestOutcome>>();
   readonly #abort = new AbortController();
   #running: Promise<TestOutcome[]> | null = null;
@@ -303,6 +318,7 @@ export class OrdbWorkflow {
     this.#concurrency = Math.max(1, options.concurrency ?? 2);
     this.#batch = Math.max(1, options.batch ?? 20);
     this.#onChange = options.onChange ?? (() => {});
+    this.#testNowVia = options.testNowVia;
   }
 
   get proofMode(): boolean {
@@ -402,10 +418,19 @@ export class OrdbWorkflow {
     return { ok: true, status: 'retest-scheduled', listing };
   }
 
-  /** Tests one pending or listed address now (waits for a test already running for it). */
+  /**
+   * Tests one pending or listed address now (waits for a test already running for it). With `testNowVia` (a job
+   * queue), the test runs as that address's job, so a worker elsewhere never tests it at the same time:
+   * ERR_DNSBL_BUSY when one is testing it right now.
+   */
   async testNow(ip: string): Promise<TestOutcome | Refused> {
     const r = this.#retestable(ip, ['listed', 'pending']);
     if (!r.ok) return r;
+    if (this.#testNowVia) {
+      const net = r.listing.network;
+      const o = await this.#testNowVia(net, r.listing.state === 'pending' ? 'submit' : 'retest');
+      return o ?? { ok: false, code: 'ERR_DNSBL_BUSY', message: `${net} is being tested by another worker right now: its result shows when that test ends` };
+    }
     return this.#testOnce(r.listing);
   }
 
@@ -441,33 +466,75 @@ export class OrdbWorkflow {
     return p;
   }
 
-  async #run(listing: Listing): Promise<TestOutcome> {
+  /**
+   * Runs the test of a job a worker holds a lease on (worker.ts): the same test and decision as runDue(), but the
+   * result is recorded only through `commit`, which applies it in the transaction that finishes the job, and only
+   * while the lease is still the worker's (false: taken over, nothing recorded). Nothing is recorded either when
+   * `signal` aborts (the worker stops, or lost its lease): the job goes back to the queue. A job whose entry is no
+   * longer due (tested meanwhile, delisted, excluded) finishes without a test.
+   */
+  async runJob(address: string, options: { readonly signal: AbortSignal; readonly commit: JobCommit; readonly force?: boolean }): Promise<TestOutcome> {
+    const listing = this.#store.get(address);
+    const now = this.#clock.now();
+    const stale = (detail: string): TestOutcome => {
+      const o: TestOutcome = { network: address, before: listing?.state ?? 'delisted', after: listing?.state ?? 'delisted', action: 'skipped', verdict: null, detail };
+      return options.commit(() => o) ? o : { ...o, detail: `lease lost: ${detail}` };
+    };
+    if (listing === null) return stale('not in the store: not tested');
+    if (listing.state !== 'pending' && listing.state !== 'listed') return stale(`${listing.state}: not tested`);
+    if (listing.category !== 'open-relay' || listing.prefix !== (listing.family === 4 ? 32 : 128)) return stale('not a single open-relay address: not tested');
+    if (options.force !== true && (listing.nextRetest === null || listing.nextRetest > now)) return stale('not due any more (tested meanwhile or rescheduled): not tested');
+    const running = this.#inFlight.get(listing.network);
+    if (running) {
+      const o = await running;
+      return stale(`tested by another request at the same time (${o.action}): not tested twice`);
+    }
+    const p = this.#run(listing, options).finally(() => this.#inFlight.delete(listing.network));
+    this.#inFlight.set(listing.network, p);
+    return p;
+  }
+
+  async #run(listing: Listing, job?: { readonly signal: AbortSignal; readonly commit: JobCommit }): Promise<TestOutcome> {
     const net = listing.network;
     const skipped = (detail: string, after: Listing['state'] = listing.state): TestOutcome => ({ network: net, before: listing.state, after, action: 'skipped', verdict: null, detail });
+    const lost = (o: TestOutcome): TestOutcome => ({ ...o, detail: `lease lost to another worker: ${o.detail}; result not recorded` });
+    // Without a job the store is written directly; with one, inside the transaction that finishes it (fenced).
+    const record = (apply: () => TestOutcome): TestOutcome | null => {
+      if (!job) return apply();
+      let out: TestOutcome | null = null;
+      return job.commit(() => (out = apply())) ? out : null;
+    };
     const excluded = this.#excluded.find((n) => contains(n, parseAddress(net)!));
     if (excluded || this.#store.lookup(net).matches.some((m) => m.state === 'excluded')) {
-      const cur = this.#store.get(net);
-      if (cur !== null && cur.state !== 'excluded' && cur.nextRetest !== null) {
-        this.#store.update(net, { nextRetest: null, detail: 'excluded: not tested' });
-        this.#changed();
-      }
-      return skipped('excluded: not tested');
+      let changed = false;
+      const o = record(() => {
+        const cur = this.#store.get(net);
+        if (cur !== null && cur.state !== 'excluded' && cur.nextRetest !== null) {
+          this.#store.update(net, { nextRetest: null, detail: 'excluded: not tested' });
+          changed = true;
+        }
+        return skipped('excluded: not tested');
+      });
+      if (changed) this.#changed();
+      return o ?? lost(skipped('excluded: not tested'));
     }
+    const signal = job ? AbortSignal.any([this.#abort.signal, job.signal]) : this.#abort.signal;
     const prove = this.#prove;
     const started = this.#clock.now();
     this.#log.info('dnsbl test started', { ip: net, state: listing.state, mode: prove ? 'prove' : 'safe' });
     let result: HostTestResult;
     try {
-      result = await this.#test(net, { prove, signal: this.#abort.signal });
+      result = await this.#test(net, { prove, signal });
     } catch (err) {
       result = { verdict: 'INCONCLUSIVE', proved: false, reason: 'error', detail: `the tester failed: ${(err as Error)?.message ?? String(err)}`, report: null };
     }
-    if (this.#abort.signal.aborted) return skipped('stopped while testing: nothing recorded');
+    if (signal.aborted) return skipped('stopped while testing: nothing recorded');
     // The entry may have changed while the test ran (removed, excluded, listed by hand).
     const cur = this.#store.get(net);
     if (cur === null || (cur.state !== 'pending' && cur.state !== 'listed')) {
       this.#log.info('dnsbl test result dropped', { ip: net, state: cur?.state ?? null, verdict: result.verdict });
-      return skipped(`changed to ${cur?.state ?? 'removed'} during the test: result not recorded`, cur?.state ?? listing.state);
+      const o = skipped(`changed to ${cur?.state ?? 'removed'} during the test: result not recorded`, cur?.state ?? listing.state);
+      return record(() => o) ?? lost(o);
     }
     const now = this.#clock.now();
     const prev = ordbEvidence(cur);
@@ -491,25 +558,38 @@ export class OrdbWorkflow {
     };
     // A listing keeps the evidence that listed it when a retest is inconclusive (the proof stays on show).
     const keepProof = cur.state === 'listed' && d.state === 'listed' && effectiveVerdict(result) !== 'OPEN' && prev?.proved === true;
-    let after: Listing;
+    let outcome: TestOutcome | null;
     try {
-      after = this.#store.update(net, {
-        state: d.state === cur.state ? undefined : d.state,
-        evidence: keepProof ? { ...prev!, flagged: d.flagged } : evidence,
-        lastTested: now,
-        nextRetest: d.nextRetest,
-        detail: d.detail,
+      outcome = record(() => {
+        // Read again inside the transaction: another process may have changed the entry since the read above.
+        const now2 = this.#store.get(net);
+        if (now2 === null || now2.state !== cur.state) {
+          return skipped(`changed to ${now2?.state ?? 'removed'} during the test: result not recorded`, now2?.state ?? cur.state);
+        }
+        const after = this.#store.update(net, {
+          state: d.state === cur.state ? undefined : d.state,
+          evidence: keepProof ? { ...prev!, flagged: d.flagged } : evidence,
+          lastTested: now,
+          nextRetest: d.nextRetest,
+          detail: d.detail,
+        });
+        return { network: net, before: cur.state, after: after.state, action: d.action, verdict: result.verdict, detail: d.detail };
       });
     } catch (err) {
-      this.#log.error('dnsbl result not recorded', { ip: net, error: (err as Error).message });
+      this.#log.error('dnsbl result not recorded', { err_code: 'ERR_DNSBL_RESULT', ip: net, error: (err as Error).message });
       return skipped(`not recorded: ${(err as Error).message}`);
     }
+    if (outcome === null) {
+      this.#log.warn('dnsbl result fenced off', { err_code: 'ERR_DNSBL_LEASE_LOST', ip: net, verdict: result.verdict });
+      return lost({ network: net, before: cur.state, after: cur.state, action: d.action, verdict: result.verdict, detail: d.detail });
+    }
+    if (outcome.action === 'skipped') return outcome;
     this.#log.info('dnsbl tested', {
-      ip: net, before: cur.state, after: after.state, action: d.action, verdict: result.verdict, reason: result.reason ?? null,
+      ip: net, before: cur.state, after: outcome.after, action: d.action, verdict: result.verdict, reason: result.reason ?? null,
       proved: result.proved, flagged: d.flagged, next_retest: d.nextRetest, ms: now - started,
     });
     this.#changed();
-    return { network: net, before: cur.state, after: after.state, action: d.action, verdict: result.verdict, detail: d.detail };
+    return outcome;
   }
 
   /** Aborts running tests (nothing is recorded for them) and waits for them to end. */
