@@ -16,7 +16,8 @@ const TYPES = new Set(['counter', 'gauge', 'histogram', 'summary', 'untyped']);
 function parseValue(s: string, where: string): number {
   if (s === '+Inf') return Infinity;
   if (s === '-Inf') return -Infinity;
-  if (s === 'NaN') return NaN;
+  // Prometheus parses values with Go's ParseFloat: NaN in any case (prom-client writes "Nan" for an empty mean).
+  if (/^nan$/i.test(s)) return NaN;
   assert.match(s, /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/, `${where}: bad value ${JSON.stringify(s)}`);
   return Number(s);
 }
