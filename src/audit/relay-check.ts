@@ -49,7 +49,7 @@ export interface VantageOutcome {
   readonly mode: 'safe' | 'prove';
   /** Where the test came from (the source address, or the remote vantage's name). */
   readonly from: string;
-  /** The tester's JSON result (schema relayguard-tester/1), when available. */
+  /** The tester's JSON result (schema relayguard-tester/2), when available. */
   readonly report?: RunResult;
 }
 

@@ -98,7 +98,7 @@ test('a run on node 1 is in tester_runs; node 2 lists it, serves its report and 
   await db.connect();
   try {
     const r = await db.query("SELECT node, state, verdict, exit_code, report->>'schema' AS schema, report->>'verdict' AS report_verdict FROM tester_runs WHERE id = $1", [id]);
-    assert.deepEqual(r.rows, [{ node: 'pg-tester-1', state: 'done', verdict: 'CLOSED', exit_code: 0, schema: 'relayguard-tester/1', report_verdict: 'CLOSED' }]);
+    assert.deepEqual(r.rows, [{ node: 'pg-tester-1', state: 'done', verdict: 'CLOSED', exit_code: 0, schema: 'relayguard-tester/2', report_verdict: 'CLOSED' }]);
   } finally {
     await db.end();
   }
