@@ -10,6 +10,7 @@
  */
 import { createInterface } from 'node:readline';
 import { readFileSync } from 'node:fs';
+import { getHeapSpaceStatistics } from 'node:v8';
 import { ZoneBuilder } from '../src/dnsbl/zone.ts';
 import { DnsblServer } from '../src/dnsbl/server.ts';
 import { benchEntries, ZONE_OPTIONS } from './dnsbl-data.ts';
@@ -17,6 +18,11 @@ import { benchEntries, ZONE_OPTIONS } from './dnsbl-data.ts';
 export interface ServerMem {
   rssKb: number;
   hwmKb: number;
+  /** VmRSS split: anonymous memory (heaps, the zone) and file pages (mostly Node's own binary, shared). */
+  rssAnonKb: number;
+  rssFileKb: number;
+  /** Committed bytes of V8's young generation (main thread). */
+  newSpace: number;
   heapUsed: number;
   heapTotal: number;
   external: number;
@@ -33,7 +39,9 @@ function statusKb(field: string): number {
 function mem(): ServerMem {
   const m = process.memoryUsage();
   return {
-    rssKb: statusKb('VmRSS'), hwmKb: statusKb('VmHWM'), heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, arrayBuffers: m.arrayBuffers,
+    rssKb: statusKb('VmRSS'), hwmKb: statusKb('VmHWM'), rssAnonKb: statusKb('RssAnon'), rssFileKb: statusKb('RssFile'),
+    newSpace: getHeapSpaceStatistics().find((x) => x.space_name === 'new_space')?.physical_space_size ?? 0,
+    heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, arrayBuffers: m.arrayBuffers,
     udpByThread: server?.stats.udpQueriesByThread ?? [],
   };
 }

@@ -8,27 +8,36 @@
  *     from the same seed (streamed into ZoneBuilder, no SQLite), so its memory is its own. That process runs
  *     as JavaScript (the sources with their types stripped once, like the published dist/), not through Node's
  *     on-the-fly type stripping, which alone adds ~18 MB of RSS (--strip-types to measure that way).
- *   - relayguard runs once per --udp-threads value (default 1 and 2: the main thread alone, and the main thread
- *     plus one SO_REUSEPORT worker thread), each its own process.
+ *   - udpThreads as a user sets it on the machine: one thread per CPU, less one CPU left to the rest of the box
+ *     (in production the relay, the tester, the web UI and PostgreSQL; here the load generator, which alone
+ *     takes about one CPU), at least 1: on a 2-CPU box, 1 (the main thread alone). The goals are judged on that
+ *     setting. A full run also runs 1 and 2 threads for comparison (--udp-threads=N,N.. picks others), each its
+ *     own process.
  *   - Load: dnsperf (Debian package dnsperf) when installed, else bench/dnsbl-load.ts (a Node UDP load
  *     generator, far slower than dnsperf: its figures are a floor for every server). Same query file, same
  *     parameters for all servers; after an untimed warm-up run each, timed runs alternate the servers (the order
  *     rotates every round). qps = dnsperf's "Queries per second".
  *   - CPU: the load generator runs on the same box. With few CPUs it competes with the servers for them, so the
  *     table also gives queries per second of server CPU time (all threads of the server process).
- *   - Memory: VmRSS of each server after the zone is loaded (idle) and after the load, VmHWM (peak, build
- *     included), and each server's RSS with an (almost) empty zone, so "RSS - empty RSS" compares the data
- *     alone (Node's runtime is ~40 MB before any data, rbldnsd's ~3 MB). relayguard also reports its V8 heap,
- *     external memory and the zone index's typed arrays.
+ *   - Memory: VmRSS of each server after the zone is loaded (idle) and at the end of the run (the goal), split
+ *     into anonymous pages (heaps, the zone) and file pages (for Node mostly its own executable, ~48 MB, shared
+ *     by every Node process on the box), VmHWM (peak, build included), and each server's RSS with an (almost)
+ *     empty zone, so "RSS - empty RSS" compares the data alone (Node's runtime is ~40 MB before any data,
+ *     rbldnsd's ~3 MB). relayguard also reports its V8 heap, young generation, external memory and the zone
+ *     index's typed arrays.
  *
- * A benchmark, not a test: it prints figures and PASS/MISS against the goals (qps >= 0.8x rbldnsd's, VmRSS
- * within 2x), asserting nothing. Everything runs on 127.0.0.1. --help for options (BENCH_QUICK=1: short run).
+ *   - Per-packet profile (how the time of a query splits) is in src/dnsbl/server-udp.ts's header.
+ *
+ * A benchmark, not a test: it prints figures and PASS/MISS against the goals (qps >= 1.0x rbldnsd's, VmRSS at
+ * the end of the run <= 1.5x rbldnsd's, both measured in the same run), asserting nothing. The box may be shared
+ * and noisy: every round runs every server once, so the table also gives the spread of the per-round ratios.
+ * Everything runs on 127.0.0.1. --help for options (BENCH_QUICK=1: short run).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { stripTypeScriptTypes } from 'node:module';
-import { cpus, loadavg, tmpdir } from 'node:os';
+import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -39,8 +48,13 @@ import { benchEntries, benchQueries, ZONE_OPTIONS } from './dnsbl-data.ts';
 import type { ServerMem } from './dnsbl-server.ts';
 import { cleanupAll, installSignalHandlers, median, onCleanup, procStatusKb, sleep } from './lib.ts';
 
-const GOAL_QPS_RATIO = 0.8;
-const GOAL_RSS_RATIO = 2;
+const GOAL_QPS_RATIO = 1.0;
+const GOAL_RSS_RATIO = 1.5;
+
+/** udpThreads as a user sets it on a box with `cpus` CPUs: one CPU left to everything else, at least 1. */
+function userUdpThreads(cpuCount: number): number {
+  return Math.max(1, Math.min(64, cpuCount - 1));
+}
 const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -57,6 +71,8 @@ interface Options {
   outstanding: number;
   queries: number;
   udpThreads: number[];
+  /** The setting the goals are judged on (userUdpThreads, or the first of an explicit --udp-threads). */
+  goalThreads: number;
   loadgen: 'auto' | 'dnsperf' | 'node';
   stripTypes: boolean;
   nodeArgs: string[];
@@ -68,8 +84,10 @@ const USAGE = `usage: node bench/dnsbl.ts [--entries=N] [--seed=N] [--duration=S
        [--strip-types] [--node-args="--flag ..."] [--quick]
 env: BENCH_ENTRIES BENCH_SEED BENCH_DURATION ... (upper case, "-" as "_"), BENCH_QUICK=1
 defaults: 1,000,000 entries; 3 rounds of 15 s per server after a 3 s warm-up; load dnsperf -c 8 -T 1 -q 200 over
-          100,000 query lines; relayguard with --udp-threads=1,2
-quick:    1 round of 5 s, 2 s warm-up`;
+          100,000 query lines; relayguard with udpThreads = CPUs - 1 (at least 1; the goals are judged on it),
+          and 1 and 2 for comparison
+quick:    3 rounds of 5 s, 2 s warm-up, udpThreads = CPUs - 1 only
+--udp-threads=N,N..: these settings instead; the goals are judged on the first`;
 
 function options(argv: readonly string[], env: NodeJS.ProcessEnv): Options {
   const args = new Map<string, string>();
@@ -92,7 +110,9 @@ function options(argv: readonly string[], env: NodeJS.ProcessEnv): Options {
   };
   const loadgen = raw('loadgen') ?? 'auto';
   if (loadgen !== 'auto' && loadgen !== 'dnsperf' && loadgen !== 'node') throw new Error(`--loadgen must be auto, dnsperf or node\n${USAGE}`);
-  const udpThreads = (raw('udp-threads') ?? '1,2').split(',').map((x) => Number(x.trim()));
+  const user = userUdpThreads(availableParallelism());
+  const explicit = raw('udp-threads');
+  const udpThreads = explicit !== undefined ? explicit.split(',').map((x) => Number(x.trim())) : quick ? [user] : [user, 1, 2];
   if (udpThreads.length === 0 || udpThreads.some((n) => !Number.isInteger(n) || n < 1 || n > 64)) throw new Error(`--udp-threads: a list of 1..64\n${USAGE}`);
   return {
     quick,
@@ -100,12 +120,13 @@ function options(argv: readonly string[], env: NodeJS.ProcessEnv): Options {
     seed: int('seed', 20260101, 0),
     duration: int('duration', quick ? 5 : 15, 1),
     warmup: int('warmup', quick ? 2 : 3, 0),
-    rounds: int('rounds', quick ? 1 : 3, 1),
+    rounds: int('rounds', 3, 1),
     clients: int('clients', 8, 1),
     threads: int('threads', 1, 1),
     outstanding: int('outstanding', 200, 1),
     queries: int('queries', 100_000, 100),
     udpThreads: [...new Set(udpThreads)],
+    goalThreads: udpThreads[0]!,
     loadgen,
     stripTypes: flag('strip-types'),
     nodeArgs: (raw('node-args') ?? '').split(/\s+/).filter((x) => x !== ''),
@@ -190,7 +211,7 @@ function compileServer(out: string): string {
 // ---------------------------------------------------------------------------------------------------------------
 // Servers
 
-interface MemReading { rssKb: number | null; hwmKb: number | null; node?: ServerMem }
+interface MemReading { rssKb: number | null; hwmKb: number | null; anonKb: number | null; fileKb: number | null; node?: ServerMem }
 
 interface RunningServer {
   readonly name: string;
@@ -220,7 +241,9 @@ async function startRbldnsd(dir: string, args: readonly string[]): Promise<Runni
       const pid = child.pid;
       return {
         name: 'rbldnsd', pid, port, startMs: performance.now() - t0,
-        mem: () => Promise.resolve({ rssKb: procStatusKb(pid, 'VmRSS'), hwmKb: procStatusKb(pid, 'VmHWM') }),
+        mem: () => Promise.resolve({
+          rssKb: procStatusKb(pid, 'VmRSS'), hwmKb: procStatusKb(pid, 'VmHWM'), anonKb: procStatusKb(pid, 'RssAnon'), fileKb: procStatusKb(pid, 'RssFile'),
+        }),
         stop: async () => { off(); await stopChild(child); },
       };
     }
@@ -260,7 +283,7 @@ async function startRelayguardDns(script: string, o: Options, entries: number, u
     mem: async () => {
       child.stdin!.write('mem\n');
       const m = (JSON.parse(await nextLine(10_000)) as { mem: ServerMem }).mem;
-      return { rssKb: m.rssKb, hwmKb: m.hwmKb, node: m };
+      return { rssKb: m.rssKb, hwmKb: m.hwmKb, anonKb: m.rssAnonKb, fileKb: m.rssFileKb, node: m };
     },
     stop: async () => {
       off();
@@ -368,6 +391,9 @@ async function main(): Promise<void> {
   console.log(`bench:dnsbl  ${fmt(o.entries)} entries (seed ${o.seed}), ${o.rounds} round(s) x ${o.duration} s per server after ${o.warmup} s warm-up, ` +
     `load: ${loadgen === 'dnsperf' ? `dnsperf -c ${o.clients} -T ${o.threads}` : `bench/dnsbl-load.ts -c ${o.clients}`} -q ${o.outstanding}, ${fmt(o.queries)} query lines`);
   console.log(`box: ${cpus().length} CPU(s) (${cpus()[0]?.model ?? '?'}), load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}, node ${process.version}`);
+  console.log(`udpThreads judged against the goals: ${o.goalThreads}` + (o.goalThreads === userUdpThreads(availableParallelism())
+    ? ` (as a user sets it here: ${availableParallelism()} CPUs, one left to the rest of the box, which here runs the load generator)` : ' (from --udp-threads)') +
+    (o.udpThreads.length > 1 ? `; also run: ${o.udpThreads.slice(1).join(', ')}` : ''));
   if (cpus().length <= 2) console.log(`note: ${cpus().length} CPUs: the load generator shares them with the server under test (dnsperf alone takes about one).`);
   if (loadgen === 'node') console.log('note: dnsperf not found: bench/dnsbl-load.ts is the load; it saturates before fast servers do (figures are floors).');
 
@@ -452,7 +478,12 @@ async function main(): Promise<void> {
   // Report.
   const q = (n: string): number => median(results.get(n)!.map((x) => x.qps));
   const perCpu = (n: string): number => median(results.get(n)!.map((x) => x.completed / Math.max(x.serverCpu, 0.01)));
-  const kb = (m: Map<string, MemReading>, n: string, f: 'rssKb' | 'hwmKb'): number | null => m.get(n)?.[f] ?? null;
+  const kb = (m: Map<string, MemReading>, n: string, f: 'rssKb' | 'hwmKb' | 'anonKb' | 'fileKb'): number | null => m.get(n)?.[f] ?? null;
+  /** Per-round qps ratios against rbldnsd (each round ran every server once). */
+  const roundRatios = (n: string): number[] => results.get(n)!.map((x, i) => x.qps / results.get(rbl.name)![i]!.qps).sort((a, b) => a - b);
+  const qpsRatio = (n: string): number => q(n) / q(rbl.name);
+  const rssRatio = (n: string): number => (kb(loaded, n, 'rssKb') ?? 0) / Math.max(1, kb(loaded, rbl.name, 'rssKb') ?? 1);
+  const verdict = (ok: boolean): string => (ok ? 'PASS' : 'MISS');
   const data = (n: string): number | null => {
     const a = kb(loaded, n, 'rssKb');
     const b = kb(empty, n, 'rssKb');
@@ -465,22 +496,28 @@ async function main(): Promise<void> {
   const row = (label: string, cell: (n: string) => string, rat: (n: string) => string): void => {
     console.log(`| ${label} | ${rgs.map((g) => cell(g.name)).join(' | ')} | ${cell(R)} | ${rgs.map((g) => rat(g.name)).join(' | ')} |`);
   };
-  row(`queries/s (median of ${o.rounds})`, (n) => fmt(q(n)), (n) => `${ratio(q(n), q(R))} (goal >= ${GOAL_QPS_RATIO}: ${q(n) / q(R) >= GOAL_QPS_RATIO ? 'PASS' : 'MISS'})`);
+  row(`queries/s (median of ${o.rounds})`, (n) => fmt(q(n)), (n) => `${ratio(q(n), q(R))} (goal >= ${GOAL_QPS_RATIO.toFixed(1)}: ${verdict(qpsRatio(n) >= GOAL_QPS_RATIO)})`);
+  row('qps ratio per round (min / median / max)', () => '', (n) => { const r = roundRatios(n); return `${r[0]!.toFixed(2)} / ${median(r).toFixed(2)} / ${r[r.length - 1]!.toFixed(2)}`; });
+  row('queries lost (median per run)', (n) => fmt(median(results.get(n)!.map((x) => x.lost))), () => '');
   row('queries per server CPU second', (n) => fmt(perCpu(n)), (n) => ratio(perCpu(n), perCpu(R)));
   row('average latency', (n) => `${median(results.get(n)!.map((x) => x.latencyMs)).toFixed(3)} ms`, () => '');
   row('VmRSS, zone loaded, idle', (n) => mb(kb(idle, n, 'rssKb')), (n) => ratio(kb(idle, n, 'rssKb'), kb(idle, R, 'rssKb')));
-  row('VmRSS after the load', (n) => mb(kb(loaded, n, 'rssKb')), (n) => {
-    const x = (kb(loaded, n, 'rssKb') ?? 0) / Math.max(1, kb(loaded, R, 'rssKb') ?? 1);
-    return `${x.toFixed(2)}x (goal <= ${GOAL_RSS_RATIO}: ${x <= GOAL_RSS_RATIO ? 'PASS' : 'MISS'})`;
-  });
+  row('VmRSS at the end of the run', (n) => mb(kb(loaded, n, 'rssKb')), (n) => `${rssRatio(n).toFixed(2)}x (goal <= ${GOAL_RSS_RATIO}: ${verdict(rssRatio(n) <= GOAL_RSS_RATIO)})`);
+  row('  of which anonymous / file pages', (n) => `${mb(kb(loaded, n, 'anonKb'))} / ${mb(kb(loaded, n, 'fileKb'))}`,
+    (n) => `anon ${ratio(kb(loaded, n, 'anonKb'), kb(loaded, R, 'anonKb'))}`);
   row('VmHWM (peak: build and load)', (n) => mb(kb(loaded, n, 'hwmKb')), (n) => ratio(kb(loaded, n, 'hwmKb'), kb(loaded, R, 'hwmKb')));
   row('VmRSS with a 1-entry zone (runtime)', (n) => mb(kb(empty, n, 'rssKb')), () => '');
   row('RSS - 1-entry RSS (the data)', (n) => mb(data(n)), (n) => ratio(data(n), data(R)));
   row('zone index (typed arrays)', (n) => { const g = rgs.find((x) => x.name === n); return g ? mbBytes(g.ready.zone.indexBytes) : '-'; }, () => '');
   row('V8 heap used / total (main thread)', (n) => { const m = loaded.get(n)?.node; return m ? `${mbBytes(m.heapUsed)} / ${mbBytes(m.heapTotal)}` : '-'; }, () => '');
+  row('V8 young generation (main thread)', (n) => { const m = loaded.get(n)?.node; return m ? mbBytes(m.newSpace) : '-'; }, () => '');
   row('external / array buffers', (n) => { const m = loaded.get(n)?.node; return m ? `${mbBytes(m.external)} / ${mbBytes(m.arrayBuffers)}` : '-'; }, () => '');
   row('UDP queries by thread (whole run)', (n) => { const m = loaded.get(n)?.node; return m?.udpByThread?.length ? m.udpByThread.map((x) => fmt(x)).join(' / ') : '-'; }, () => '');
   console.log('');
+  const goal = rgs.find((g) => g.ready.threads === o.goalThreads) ?? rgs[0]!;
+  console.log(`GOAL (${goal.name}, udpThreads ${goal.ready.threads}): queries/s ${qpsRatio(goal.name).toFixed(2)}x rbldnsd's (>= ${GOAL_QPS_RATIO.toFixed(1)}: ` +
+    `${verdict(qpsRatio(goal.name) >= GOAL_QPS_RATIO)}; per round ${roundRatios(goal.name).map((x) => x.toFixed(2)).join(', ')}), ` +
+    `VmRSS at the end ${rssRatio(goal.name).toFixed(2)}x rbldnsd's (<= ${GOAL_RSS_RATIO}: ${verdict(rssRatio(goal.name) <= GOAL_RSS_RATIO)})`);
   console.log(`load average at the end ${loadavg().map((x) => x.toFixed(2)).join(' ')} (other work on the box lowers every figure; read the ratios)`);
 }
 

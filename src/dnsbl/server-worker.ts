@@ -10,7 +10,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { Zone, type SharedZone } from './zone.ts';
-import { bindUdp, createUdpSocket, UdpAnswerer } from './server-udp.ts';
+import { bindUdp, createUdpSocket, sizeUdpBuffers, UdpAnswerer } from './server-udp.ts';
 
 export interface UdpWorkerData {
   readonly ip: string;
@@ -42,6 +42,7 @@ if (port) {
   bindUdp(socket, data.ip, data.port).then(
     () => {
       socket.on('error', (err) => post({ type: 'log', level: 'warn', message: `dnsbl udp error: ${err.message}` }));
+      sizeUdpBuffers(socket);
       socket.on('message', answerer.onMessage);
       post({ type: 'ready' });
     },

@@ -30,7 +30,7 @@ import type { ZoneDiff } from './journal.ts';
 import { signMessage, type TsigKey } from './tsig.ts';
 import {
   bindUdp, C_ANSWERED, C_DROPPED, C_FORMERR, C_NXDOMAIN, C_QUERIES, C_REFUSED, C_TRUNCATED, createUdpSocket, listenIp,
-  UDP_COUNTERS, UdpAnswerer,
+  sizeUdpBuffers, UDP_COUNTERS, UdpAnswerer,
 } from './server-udp.ts';
 import type { UdpWorkerData, UdpWorkerMessage } from './server-worker.ts';
 
@@ -308,6 +308,7 @@ export class DnsblServer {
         throw err;
       }
       udp.on('error', (err) => this.#log.warn('dnsbl udp error', { error: err.message }));
+      sizeUdpBuffers(udp);
       const answerer = new UdpAnswerer(udp, this.#zone, this.#ednsUdpSize, this.#udpCounters.subarray(0, UDP_COUNTERS),
         (message) => this.#log.error('dnsbl respond failed', { error: message }), this.#tsigKeys);
       udp.on('message', answerer.onMessage);

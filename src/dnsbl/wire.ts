@@ -608,11 +608,62 @@ function fastWire(zone: Zone): FastWire {
 /** Bytes of `out` that respondFast needs at least. */
 export const FAST_OUT_BYTES = 4096;
 
+/** The IPv6 address fastV6Name parsed, as four 32-bit words, most significant first. */
+const FAST_V6 = new Uint32Array(4);
+
+/**
+ * A full reversed IPv6 name at offset 12 (32 labels of one hex digit, either case, least significant nibble
+ * first): fills FAST_V6 and returns the offset after the labels, or 0.
+ */
+function fastV6Name(msg: Uint8Array, len: number): number {
+  if (12 + 64 > len) return 0;
+  let w0 = 0;
+  let w1 = 0;
+  let w2 = 0;
+  let w3 = 0;
+  for (let k = 0; k < 32; k++) {
+    const p = 12 + 2 * k;
+    if (msg[p] !== 1) return 0;
+    const c = msg[p + 1]!;
+    let nib: number;
+    if (c >= 48 && c <= 57) nib = c - 48;
+    else if (c >= 97 && c <= 102) nib = c - 87;
+    else if (c >= 65 && c <= 70) nib = c - 55;
+    else return 0;
+    // Label k holds nibble 31 - k counted from the most significant one.
+    const j = 31 - k;
+    const v = nib << ((7 - (j & 7)) * 4);
+    const w = j >> 3;
+    if (w === 0) w0 |= v;
+    else if (w === 1) w1 |= v;
+    else if (w === 2) w2 |= v;
+    else w3 |= v;
+  }
+  FAST_V6[0] = w0;
+  FAST_V6[1] = w1;
+  FAST_V6[2] = w2;
+  FAST_V6[3] = w3;
+  return 12 + 64;
+}
+
+/** Does the apex (lower-case wire form, root label included) start at `pos`, ASCII case-insensitively? */
+function apexAt(msg: Uint8Array, pos: number, apex: Uint8Array, len: number): boolean {
+  if (pos + apex.length + 4 > len) return false;
+  for (let i = 0; i < apex.length; i++) {
+    let c = msg[pos + i]!;
+    if (c >= 65 && c <= 90) c += 32;
+    if (c !== apex[i]) return false;
+  }
+  return true;
+}
+
 /**
  * The common query, answered without allocating: A or TXT, class IN, for a reversed IPv4 name (four canonical
- * decimal labels) of this zone, no EDNS or one valid version-0 OPT. Writes the reply into `out` (at least
- * FAST_OUT_BYTES long) and returns its length; returns 0 for anything else (including answers that would need TC),
- * which the caller hands to respond(). For the queries it answers, the bytes are exactly respond()'s.
+ * decimal labels) or a full reversed IPv6 name (32 nibble labels; A and negative answers only, TXT goes the
+ * general way since its text carries the formatted address) of this zone, no EDNS or one valid version-0 OPT.
+ * Writes the reply into `out` (at least FAST_OUT_BYTES long) and returns its length; returns 0 for anything else
+ * (including answers that would need TC), which the caller hands to respond(). For the queries it answers, the
+ * bytes are exactly respond()'s.
  */
 export function respondFast(msg: Uint8Array, zone: Zone, ednsUdpSize: number, out: Uint8Array): number {
   const len = msg.length;
@@ -623,36 +674,37 @@ export function respondFast(msg: Uint8Array, zone: Zone, ednsUdpSize: number, ou
   const ar = msg[11]!;
   if (ar > 1) return 0;
 
-  // Four decimal labels, least significant octet first.
-  let pos = 12;
-  let ip = 0;
-  let scale = 1;
-  let singleDigits = true;
-  for (let k = 0; k < 4; k++) {
-    const l = msg[pos]!;
-    if (!(l >= 1 && l <= 3)) return 0;
-    let v = 0;
-    for (let b = 1; b <= l; b++) {
-      const c = msg[pos + b]! - 48;
-      if (!(c >= 0 && c <= 9)) return 0;
-      v = v * 10 + c;
-    }
-    if (v > 255 || (l > 1 && msg[pos + 1] === 48)) return 0;
-    if (l > 1) singleDigits = false;
-    ip += v * scale;
-    scale *= 256;
-    pos += l + 1;
-  }
-  const apexOffset = pos;
-  // The apex, ASCII case-insensitively, then the root label.
+  // Four decimal labels, least significant octet first; else 32 nibble labels (IPv6). Then the apex.
   const fw = fastWire(zone);
   const apex = fw.apex;
-  if (pos + apex.length + 4 > len) return 0;
-  for (let i = 0; i < apex.length; i++) {
-    let c = msg[pos + i]!;
-    if (c >= 65 && c <= 90) c += 32;
-    if (c !== apex[i]) return 0;
+  let pos = 12;
+  let ip = 0;
+  let singleDigits = true;
+  let v4 = false;
+  decimal: {
+    let scale = 1;
+    for (let k = 0; k < 4; k++) {
+      const l = msg[pos]!;
+      if (!(l >= 1 && l <= 3)) break decimal;
+      let v = 0;
+      for (let b = 1; b <= l; b++) {
+        const c = msg[pos + b]! - 48;
+        if (!(c >= 0 && c <= 9)) break decimal;
+        v = v * 10 + c;
+      }
+      if (v > 255 || (l > 1 && msg[pos + 1] === 48)) break decimal;
+      if (l > 1) singleDigits = false;
+      ip += v * scale;
+      scale *= 256;
+      pos += l + 1;
+    }
+    v4 = apexAt(msg, pos, apex, len);
   }
+  if (!v4) {
+    pos = fastV6Name(msg, len);
+    if (pos === 0 || !apexAt(msg, pos, apex, len)) return 0;
+  }
+  const apexOffset = pos;
   pos += apex.length;
   if (pos - 12 > MAX_NAME) return 0;
   const qtype = (msg[pos]! << 8) | msg[pos + 1]!;
@@ -678,18 +730,20 @@ export function respondFast(msg: Uint8Array, zone: Zone, ednsUdpSize: number, ou
     dnssecOk = (msg[o + 7]! & 0x80) !== 0;
   }
 
-  const vi = zone.v4Value(ip);
+  const vi = v4 ? zone.v4Value(ip) : zone.v6Value(FAST_V6[0]!, FAST_V6[1]!, FAST_V6[2]!, FAST_V6[3]!);
   let rcode = RCODE_NOERROR;
   let answer = 0; // 0: negative (SOA), TYPE_A, TYPE_TXT
   let txtLen = 0;
   let addrLen = 0;
   if (vi < 0) {
     // Host names and IPv6 nibble prefixes (four single-digit labels) are the general path's business.
-    if (zone.hasHosts || singleDigits) return 0;
+    if (zone.hasHosts || (v4 && singleDigits)) return 0;
     rcode = RCODE_NXDOMAIN;
   } else if (qtype === TYPE_A) {
     answer = TYPE_A;
   } else if (fw.txt[vi] !== null) {
+    // The text of an IPv6 entry carries its formatted address: the general path writes it.
+    if (!v4) return 0;
     answer = TYPE_TXT;
     addrLen = apexOffset - 12 - 1; // "d.c.b.a": the four labels' bytes and three dots
     txtLen = fw.txtFixed[vi]! + (fw.txt[vi]!.length - 1) * addrLen;

@@ -891,6 +891,14 @@ export class Zone {
     return this.#findV4(ip);
   }
 
+  /**
+   * The value index of the interval that holds this IPv6 address (four 32-bit words, most significant first), or
+   * -1: the raw index lookup.
+   */
+  v6Value(w0: number, w1: number, w2: number, w3: number): number {
+    return this.#findV6(w0 >>> 0, w1 >>> 0, w2 >>> 0, w3 >>> 0);
+  }
+
   /** The value with this index (see v4Value). */
   value(index: number): ZoneValue {
     const v = this.#values[index];
