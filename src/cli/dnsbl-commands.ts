@@ -34,7 +34,7 @@ const loadTester = (): Promise<TesterModule> => import('../tester/index.ts');
  * dnsbl-commands.test.ts, so the help does not need the dnsbl module loaded).
  */
 export const DNSBL_HELP = {
-  categories: ['open-relay', 'open-proxy', 'honeypot'],
+  categories: ['open-relay', 'open-proxy', 'honeypot', 'open-nntp'],
   states: ['pending', 'listed', 'delisted', 'excluded'],
 } as const;
 
@@ -561,9 +561,12 @@ export function registerDnsblCommands(
       .argument('<ip>', 'IP address')
       .option('-c, --config <file>', 'relayguard.yaml to use')
       .option('--submitter <name>', 'who submitted it (kept in the history; default cli)')
+      .option('--check <checks>', 'what to test, comma-separated: smtp (open relay, listed under open-relay), proxy (open proxy on dnsbl.proxyPorts, listed under open-proxy when proved by arrival at the proxy sink), nntp (open Usenet server on dnsbl.nntpPorts, listed under open-nntp only when a test article posted to dnsbl.nntpGroup reads back); default smtp')
       .option('--allow-private', 'accept a loopback, private or reserved address (labs)')
       .option('--json', 'JSON output'),
-  ).action(async (ip: string, opts: CommonOpts & TesterOpts & { submitter?: string; now?: boolean }) => {
+  ).action(async (ip: string, opts: CommonOpts & TesterOpts & { submitter?: string; now?: boolean; check?: string }) => {
+    const checks = opts.check?.split(',').map((c) => c.trim()).filter((c) => c !== '');
+    if (checks !== undefined && (checks.length === 0 || checks.some((c) => c !== 'smtp' && c !== 'proxy' && c !== 'nntp'))) throw usage(`--check takes smtp, proxy, nntp (comma-separated); got "${opts.check}"`);
     const { d, store, config } = await open(opts);
     try {
       const settings = await settingsOf(config);
@@ -572,7 +575,7 @@ export function registerDnsblCommands(
         store, test: async () => { throw new Error('not here'); }, clock: { now }, rateLimit: { perSubmitterPerHour: 0 },
         excluded: settings.excluded, allowNonGlobal: settings.allowPrivateTargets || opts.allowPrivate === true,
       });
-      const r = wf.submit(ip, opts.submitter ?? 'cli');
+      const r = wf.submit(ip, opts.submitter ?? 'cli', checks ? { checks } : {});
       if (!r.ok) return refused(r);
       if (!opts.now || r.status === 'already-listed') {
         if (opts.json) io.out(JSON.stringify({ status: r.status, listing: r.listing ? listingJson(d, r.listing) : null }));

@@ -9,8 +9,13 @@
  *                                     submissions and due retests become jobs in the store; the worker takes them
  *                                     with leases, like every `relayguard dnsbl worker`), polling every
  *                                     schedulerIntervalMs.
- *   createTestHost(settings, logger)  the tester the workflow gets: src/tester in proof mode with a built-in sink when
- *                                     dnsbl.probeDomain is set, else safe mode (which never lists anything).
+ *   createTestHost(settings, logger)  the tester the workflow gets: the smtp check is src/tester in proof mode with a
+ *                                     built-in sink when dnsbl.probeDomain is set, else safe mode (which never lists
+ *                                     a relay); the proxy check is the open-proxy battery against dnsbl.proxyPorts
+ *                                     with its own sink (dnsbl.proxySink, started at the first proxy test), proved
+ *                                     by arrival in either mode; the nntp check is the open-Usenet check on
+ *                                     dnsbl.nntpPorts, posting (and reading back, then cancelling) a test article
+ *                                     only when dnsbl.nntpGroup names a test group, else safe (never lists).
  *
  * Configuration keys this reads that the schema may not have yet are read defensively with the defaults below
  * (OrdbSettings / GateSettings), so adding them to src/config/schema.ts is all that is needed to expose them.
@@ -23,13 +28,15 @@ import type { Clock } from '../core/clock.ts';
 import type { Logger } from '../core/log.ts';
 import {
   DnsblClient, DnsblServer, JobQueue, ListingStore, OrdbWorker, OrdbWorkflow, tsigKey, ZoneJournal, zoneFromStore,
-  type DnsblResolver, type DnsblZoneLookup, type HostTestResult, type HostTester, type TestOutcome, type ZoneHealth, type ZoneOptions,
+  type DnsblResolver, type DnsblZoneLookup, type HostTestResult, type HostTester, type NntpEvidence, type ProxyEvidence, type TestOutcome, type ZoneHealth, type ZoneOptions,
 } from '../dnsbl/index.ts';
 import { evaluateDnsbl, type DnsblDecision } from '../policy/dnsbl-check.ts';
 import { NetworkList } from '../policy/networks.ts';
 import type { SessionHandler } from '../smtp/handler.ts';
 import { generateSelfSigned } from '../smtp/tls-cert.ts';
 import { ProbeSink, parsePortSpec, runTester, type PortSpec } from '../tester/index.ts';
+import { ProxySink, type ProxyTargetResult, type ProxyTimeouts } from '../tester/proxy/index.ts';
+import { combineRun, parseNntpPortSpec, runNntp, type NntpPortSpec, type NntpTargetResult } from '../tester/nntp/index.ts';
 
 const MIN = 60_000;
 
@@ -50,6 +57,13 @@ export interface OrdbSettings {
   readonly sink: { readonly address: string; readonly port: number };
   readonly probeWaitMs: number;
   readonly testPorts: readonly PortSpec[];
+  /** The open-proxy check's sink listener, the address proxies are asked to reach (null: the sink's), its ports. */
+  readonly proxySink: { readonly address: string; readonly port: number };
+  readonly proxyProbeAddress: string | null;
+  readonly proxyPorts: readonly number[];
+  /** The nntp check's ports, and its test group (null: safe, nothing posted, never listed). */
+  readonly nntpPorts: readonly NntpPortSpec[];
+  readonly nntpGroup: string | null;
   /** The tester's source address, or null for the system's choice. */
   readonly sourceAddress: string | null;
   /** Per-address time budget of a test. */
@@ -116,6 +130,11 @@ export function ordbSettings(config: Config, overrides: Partial<OrdbSettings> = 
     sink: d.sink,
     probeWaitMs: d.probeWait,
     testPorts: d.testPorts.map((p) => parsePortSpec(String(p))),
+    proxySink: { ...d.proxySink },
+    proxyProbeAddress: d.proxyProbeAddress,
+    proxyPorts: [...d.proxyPorts],
+    nntpPorts: d.nntpPorts.map((p) => parseNntpPortSpec(String(p))),
+    nntpGroup: d.nntpGroup,
     sourceAddress: d.sourceAddress,
     testBudgetMs: d.testBudget,
     retestIntervalMs: d.retestInterval,
@@ -148,6 +167,58 @@ export interface TestHostSettings {
   readonly testBudgetMs: number;
   /** Reply timeouts (tests shorten them). */
   readonly timeouts?: { readonly connect: number; readonly greeting: number; readonly command: number } | undefined;
+  /** The proxy check (absent: loopback sink on a free port, the sink's address, the common proxy ports). */
+  readonly proxySink?: { readonly address: string; readonly port: number } | undefined;
+  readonly proxyProbeAddress?: string | null | undefined;
+  readonly proxyPorts?: readonly number[] | undefined;
+  /** The proxy battery's timeouts (tests shorten them). */
+  readonly proxyTimeouts?: Partial<ProxyTimeouts> | undefined;
+  /** The nntp check (absent: 119 and 563, safe). How long to try reading the test article back, ms (default 15 s). */
+  readonly nntpPorts?: readonly NntpPortSpec[] | undefined;
+  readonly nntpGroup?: string | null | undefined;
+  readonly nntpReadBackMs?: number | undefined;
+}
+
+/** The evidence of a proved open Usenet server: the first port whose test article read back. */
+export function nntpEvidence(t: NntpTargetResult): NntpEvidence | undefined {
+  for (const p of t.ports) {
+    const proof = p.proofs.find((x) => x.articleReadBack);
+    if (p.verdict !== 'OPEN' || proof === undefined) continue;
+    const line = (r: { code: number; text: string } | null): string | null => (r ? `${r.code} ${r.text}`.trim() : null);
+    return {
+      testedAddress: t.address, port: p.port, path: proof.path, group: proof.group, messageId: proof.messageId,
+      command: line(proof.command), posted: line(proof.posted),
+      readBack: [proof.articleReadBack ? 'ARTICLE' : null, proof.headReadBack ? 'HEAD' : null, proof.inGroup ? 'GROUP/STAT' : null].filter((x): x is string => x !== null),
+      pathHeader: proof.pathHeader, injectionInfo: proof.injectionInfo, cancelled: proof.cancel?.removed === true,
+    };
+  }
+  return undefined;
+}
+
+const DEFAULT_ORDB_PROXY_PORTS: readonly number[] = [80, 81, 1080, 3128, 8000, 8080, 8081, 8888, 23];
+
+function isLoopback(ip: string): boolean {
+  return ip.startsWith('127.') || ip === '::1' || ip.toLowerCase().startsWith('::ffff:127.');
+}
+
+/** The evidence of a proved open proxy: the first attempt that reached the sink (mail port first). */
+export function proxyEvidence(t: ProxyTargetResult): ProxyEvidence | undefined {
+  const open = t.ports.flatMap((p) => p.attempts.filter((a) => a.verdict === 'OPEN' && a.proof?.arrived === true).map((a) => ({ port: p.port, a })));
+  const first = open.find((o) => o.a.proof?.sinkKind === 'mail') ?? open[0];
+  if (first === undefined) return undefined;
+  const { port, a } = first;
+  return {
+    testedAddress: t.address,
+    egressAddress: a.proof?.egressAddress ?? null,
+    port,
+    method: a.method,
+    title: a.title,
+    destination: a.destination ? `${a.destination.host.includes(':') ? `[${a.destination.host}]` : a.destination.host}:${a.destination.port}` : null,
+    reply: a.reply,
+    sinkLine: a.proof?.sinkLine ?? null,
+    attempt: a.id,
+    openAttempts: open.slice(0, 32).map((o) => `${o.port} ${o.a.id} ${o.a.method}`),
+  };
 }
 
 /**
@@ -164,7 +235,104 @@ export async function createTestHost(settings: TestHostSettings, logger: Logger)
     });
     logger.info('dnsbl probe sink listening', { address: sink.address, port: sink.port, probe_domain: settings.probeDomain });
   }
-  const test: HostTester = async (ip, { prove, signal }) => {
+  // The proxy check's sink: started at the first proxy test (most instances never test a proxy), kept till close().
+  let proxySink: Promise<ProxySink> | null = null;
+  const proxySinkNow = (): Promise<ProxySink> => {
+    proxySink ??= (async () => {
+      const at = settings.proxySink ?? { address: '127.0.0.1', port: 0 };
+      const ps = await ProxySink.start({ listen: [{ address: at.address, port: at.port, kind: 'mail' }, { address: at.address, port: 0, kind: 'control' }] });
+      logger.info('dnsbl proxy sink listening', { address: ps.listeners[0]?.address, port: ps.listeners[0]?.port, probe_address: settings.proxyProbeAddress ?? null });
+      return ps;
+    })();
+    proxySink.catch(() => { proxySink = null; }); // a failed start is tried again at the next test
+    return proxySink;
+  };
+  const testProxy = async (ip: string, signal: AbortSignal): Promise<HostTestResult> => {
+    let ps: ProxySink;
+    try {
+      ps = await proxySinkNow();
+    } catch (err) {
+      return { verdict: 'INCONCLUSIVE', proved: false, check: 'proxy', reason: 'error', detail: `the proxy sink did not start (dnsbl.proxySink): ${(err as Error).message}`, mode: 'safe', report: null };
+    }
+    const mail4 = ps.listener(4, 'mail');
+    const v4 = settings.proxyProbeAddress ?? (mail4 && mail4.address !== '0.0.0.0' ? mail4.address : null);
+    // A remote proxy asked for a loopback address would connect to itself (and prove nothing).
+    if (v4 === null || (isLoopback(v4) && !isLoopback(ip))) {
+      return {
+        verdict: 'INCONCLUSIVE', proved: false, check: 'proxy', reason: 'no-probe-address', mode: 'safe', report: null,
+        detail: v4 === null
+          ? 'no address for the proxies to reach the sink: set dnsbl.proxyProbeAddress'
+          : `the proxy sink's address ${v4} is loopback: a remote proxy would reach itself; set dnsbl.proxyProbeAddress (and dnsbl.proxySink) to a public address`,
+      };
+    }
+    const run = await runTester([ip], {
+      checks: ['proxy'],
+      ports: settings.testPorts,
+      testerDomain: settings.probeDomain ?? 'example.net',
+      ...(settings.sourceAddress !== null ? { sourceAddress: settings.sourceAddress } : {}),
+      proxy: {
+        ports: settings.proxyPorts ?? DEFAULT_ORDB_PROXY_PORTS, sink: ps, probeAddresses: { v4 }, budgetMs: settings.testBudgetMs,
+        ...(settings.proxyTimeouts ? { timeouts: settings.proxyTimeouts } : {}),
+      },
+      signal,
+      resolve: { mx: false },
+    });
+    const t = run.proxies[0];
+    if (t === undefined) {
+      return { verdict: 'INCONCLUSIVE', proved: false, check: 'proxy', reason: 'error', detail: run.errors.map((e) => e.error).join('; ') || 'not tested', mode: run.mode, report: run };
+    }
+    // No proxy port answering is not "closed": the host may be down or firewalling the tester.
+    const unreachable = t.reason === 'no-service';
+    const proved = t.verdict === 'OPEN' && t.reason === 'proved';
+    const ev = proved ? proxyEvidence(t) : undefined;
+    const egress = ev?.egressAddress ?? t.egress[0];
+    return {
+      verdict: unreachable ? 'INCONCLUSIVE' : t.verdict,
+      proved,
+      check: 'proxy',
+      reason: unreachable ? 'unreachable' : t.reason,
+      detail: t.detail,
+      mode: run.mode,
+      ...(egress !== undefined ? { egressAddress: egress } : {}),
+      ...(ev ? { proxy: ev } : {}),
+      report: run,
+    };
+  };
+  const testNntp = async (ip: string, signal: AbortSignal): Promise<HostTestResult> => {
+    const group = settings.nntpGroup ?? null;
+    const started = Date.now();
+    const startedAt = new Date().toISOString();
+    const testerDomain = settings.probeDomain ?? 'example.net';
+    const run = await runNntp([ip], {
+      ports: settings.nntpPorts ?? [{ port: 119, role: 'nntp' }, { port: 563, role: 'nntps' }],
+      testerDomain, budgetMs: settings.testBudgetMs, transcript: true, signal,
+      ...(settings.timeouts ? { timeouts: settings.timeouts } : {}),
+      ...(settings.sourceAddress !== null ? { sourceAddress: settings.sourceAddress } : {}),
+      ...(group !== null ? { prove: { group, ...(settings.nntpReadBackMs !== undefined ? { waitMs: settings.nntpReadBackMs } : {}) } } : {}),
+    });
+    const mode = group !== null ? 'prove' as const : 'safe' as const;
+    const report = combineRun(null, run, { checks: ['nntp'], testerDomain, startedAt, durationMs: Date.now() - started, mode });
+    const t = run.section.targets[0];
+    if (t === undefined) {
+      return { verdict: 'INCONCLUSIVE', proved: false, check: 'nntp', reason: 'error', detail: run.errors.map((e) => e.error).join('; ') || 'not tested', mode, report };
+    }
+    const unreachable = t.ports.length > 0 && t.ports.every((p) => p.reason === 'no-service');
+    // Only an article read back proves an open server: a 340 to POST in safe mode is "accepted, not proved".
+    const ev = t.verdict === 'OPEN' ? nntpEvidence(t) : undefined;
+    return {
+      verdict: unreachable ? 'INCONCLUSIVE' : t.verdict,
+      proved: ev !== undefined,
+      check: 'nntp',
+      reason: unreachable ? 'unreachable' : t.reason,
+      detail: t.detail,
+      mode,
+      ...(ev ? { nntp: ev } : {}),
+      report,
+    };
+  };
+  const test: HostTester = async (ip, { prove, signal, check }) => {
+    if (check === 'proxy') return testProxy(ip, signal);
+    if (check === 'nntp') return testNntp(ip, signal);
     const proving = prove && sink !== null;
     const run = await runTester([ip], {
       ports: settings.testPorts,
@@ -189,11 +357,18 @@ export async function createTestHost(settings: TestHostSettings, logger: Logger)
       reason: unreachable ? 'unreachable' : t.reason,
       detail: t.detail,
       mode: run.mode,
+      check: 'smtp',
       report: run,
     };
     return result;
   };
-  return { test, prove: sink !== null, sink, close: async () => { await sink?.close(); } };
+  const close = async (): Promise<void> => {
+    await sink?.close();
+    const ps = proxySink;
+    proxySink = null;
+    if (ps) await (await ps.catch(() => null))?.close();
+  };
+  return { test, prove: sink !== null, sink, close };
 }
 
 export interface OrdbDeps {

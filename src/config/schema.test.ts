@@ -99,6 +99,8 @@ test('schema: defaultConfig is complete, in ms and bytes, absolute and deeply fr
     enabled: true, zone: 'relays.localhost', listen: { address: '127.0.0.1', port: 5353 },
     ttl: 2_100_000, evidenceUrl: 'http://127.0.0.1:8025/dnsbl/lookup?ip=$', axfrAllow: [], nameservers: [], soa: { contact: null, refresh: 3_600_000, retry: 600_000, expire: 259_200_000, minimum: 300_000 }, notify: [], tsigKeys: [], transferRequiresTsig: null,
     probeDomain: null, sink: { address: '0.0.0.0', port: 25 }, probeWait: 60_000, testPorts: [25, 587, 465],
+    proxySink: { address: '127.0.0.1', port: 0 }, proxyProbeAddress: null, proxyPorts: [80, 81, 1080, 3128, 8000, 8080, 8081, 8888, 23],
+    nntpPorts: [119, 563], nntpGroup: null,
     sourceAddress: null, testBudget: 300_000, retestInterval: 604_800_000, retryInterval: 3_600_000,
     submissionsPerHour: 10, excluded: [], allowPrivateTargets: false, schedulerInterval: 60_000, testConcurrency: 2, jobLease: 60_000, udpThreads: 1,
     tcp: { maxConnections: 128, maxConnectionsPerClient: 16, idleTimeout: 10_000, sessionTimeout: 60_000 },

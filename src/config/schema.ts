@@ -653,6 +653,14 @@ export const configSchema = z
           .describe('The proof-mode probe sink listener (only with probeDomain).'),
         probeWait: duration({ min: 1000 }).prefault('60s').describe('How long proof mode waits for a probe to arrive.'),
         testPorts: z.array(z.union([z.number(), z.string()])).min(1).max(16).prefault([25, 587, 465]).describe('Ports a submitted host is tested on (PORT or PORT:ROLE).'),
+        proxySink: z
+          .strictObject({ address: ipAddress().prefault('127.0.0.1'), port: port().default(0) })
+          .prefault({})
+          .describe('Where the open-proxy check\'s sink listens (submissions with the proxy check): an SMTP-like listener that proxies are asked to connect to; a proxy is OPEN only when its connection arrives here. Port 0: any free port. The default (loopback) only proves loopback proxies: for real ones give a public address, or 0.0.0.0 with `dnsbl.proxyProbeAddress`. A control listener on a free port of the same address is opened too.'),
+        proxyProbeAddress: ipAddress().nullable().prefault(null).describe('The proxy sink\'s address as the proxies should reach it (an IPv4 address). Null: `dnsbl.proxySink.address` (when it is not a wildcard). A loopback address is only given to loopback proxies: a remote proxy would connect to itself, so it is reported inconclusive.'),
+        nntpPorts: z.array(z.union([z.int().min(1).max(65535), z.string().regex(/^\d{1,5}(:(nntp|nntps))?$/i, 'PORT or PORT:nntp / PORT:nntps')])).min(1).max(16).prefault([119, 563]).describe('Ports a host submitted with the nntp check is tested on (PORT or PORT:nntp / PORT:nntps; 563 is implicit TLS).'),
+        nntpGroup: z.string().min(1).max(200).regex(/^[A-Za-z0-9+_-]+(\.[A-Za-z0-9+_-]+)*$/, 'a newsgroup name').nullable().prefault(null).describe('The test group of the nntp check (you name one meant for tests): a tagged article is posted there without AUTHINFO, read back (ARTICLE/HEAD/GROUP) and cancelled; only an article read back lists a server under open-nntp. Null: the nntp check is safe (it posts nothing), so a server that answers POST with 340 is reported but never listed.'),
+        proxyPorts: z.array(z.int().min(1).max(65535)).min(1).max(32).prefault([80, 81, 1080, 3128, 8000, 8080, 8081, 8888, 23]).describe('Ports a host submitted with the proxy check is tested on (HTTP CONNECT/POST/GET, SOCKS4/4a/5, telnet gateways on each).'),
         sourceAddress: ipAddress().nullable().prefault(null).describe('Source address of the tester. Null: the system\'s choice.'),
         testBudget: duration({ min: 1000 }).prefault('5m').describe('Time budget of one host test.'),
         retestInterval: duration({ min: 60_000 }).prefault('7d').describe('Listed hosts are retested this often (and on a delisting request).'),
@@ -896,6 +904,7 @@ export const configSchema = z
     if (c.dnsbl.enabled) binds.push({ address: c.dnsbl.listen.address, port: c.dnsbl.listen.port, path: ['dnsbl', 'listen', 'port'], label: 'dnsbl.listen' });
     // The two probe sinks (ORDB and web tester) are SMTP listeners too.
     if (c.dnsbl.enabled && c.dnsbl.probeDomain !== null) binds.push({ address: c.dnsbl.sink.address, port: c.dnsbl.sink.port, path: ['dnsbl', 'sink', 'port'], label: 'dnsbl.sink' });
+    if (c.dnsbl.enabled) binds.push({ address: c.dnsbl.proxySink.address, port: c.dnsbl.proxySink.port, path: ['dnsbl', 'proxySink', 'port'], label: 'dnsbl.proxySink' });
     const proof = c.web.enabled && c.web.tester.enabled ? c.web.tester.proof : null;
     if (proof) binds.push({ address: proof.sink.address, port: proof.sink.port, path: ['web', 'tester', 'proof', 'sink', 'port'], label: 'web.tester.proof.sink' });
     binds.forEach((b, i) => {
@@ -1031,6 +1040,11 @@ export interface Config {
     readonly sink: { readonly address: string; readonly port: number };
     readonly probeWait: number;
     readonly testPorts: readonly (number | string)[];
+    readonly proxySink: { readonly address: string; readonly port: number };
+    readonly proxyProbeAddress: string | null;
+    readonly proxyPorts: readonly number[];
+    readonly nntpPorts: readonly (number | string)[];
+    readonly nntpGroup: string | null;
     readonly sourceAddress: string | null;
     readonly testBudget: number;
     readonly retestInterval: number;
@@ -1208,6 +1222,9 @@ export function buildConfig(parsed: ParsedConfig, options: { baseDir: string; co
       tsigKeys: parsed.dnsbl.tsigKeys.map((k) => ({ ...k, name: k.name.toLowerCase() })),
       sink: { ...parsed.dnsbl.sink },
       testPorts: [...parsed.dnsbl.testPorts],
+      proxySink: { ...parsed.dnsbl.proxySink },
+      proxyPorts: [...parsed.dnsbl.proxyPorts],
+      nntpPorts: [...parsed.dnsbl.nntpPorts],
       excluded: [...parsed.dnsbl.excluded],
       tcp: { ...parsed.dnsbl.tcp },
     },

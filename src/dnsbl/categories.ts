@@ -4,6 +4,7 @@
  *   127.0.0.2  open-relay   confirmed open SMTP relay (the ORDB list proper; also the RFC 5782 test point's code)
  *   127.0.0.3  open-proxy   open proxy relaying SMTP (AHBL used .3 for open proxies too)
  *   127.0.0.4  honeypot     source caught sending to a honeypot / spam trap
+ *   127.0.0.5  open-nntp    open Usenet (NNTP) server: took a stranger's article without AUTHINFO and served it back
  *
  * These are stable: clients filter on them (Postfix `reject_rbl_client zone=127.0.0.2`).
  */
@@ -13,6 +14,7 @@ export const CATEGORIES = {
   'open-relay': { code: '127.0.0.2', reason: 'Open relay' },
   'open-proxy': { code: '127.0.0.3', reason: 'Open proxy' },
   honeypot: { code: '127.0.0.4', reason: 'Spam source caught by a honeypot' },
+  'open-nntp': { code: '127.0.0.5', reason: 'Open Usenet (NNTP) server' },
 } as const;
 
 export type ListingCategory = keyof typeof CATEGORIES;

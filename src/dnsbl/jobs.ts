@@ -6,7 +6,7 @@
  *              lease_owner, lease_epoch, lease_expires, attempts, finished_at, result JSON)
  *
  * Protocol (one job per address open at a time: a unique index over the queued and running jobs):
- *   enqueueDue(now)     a job for every single-address open-relay listing that is pending or listed and due
+ *   enqueueDue(now)     a job for every single-address listing of a tested category (open-relay, open-proxy) that is pending or listed and due
  *                       (next_retest <= now) and has no open job. Any worker may run it: it is idempotent.
  *   claim(owner, n)     in one write transaction (BEGIN IMMEDIATE: writers of the file queue up), takes up to n jobs
  *                       that are queued and due, or running under a lease that expired (the worker died): each
@@ -26,6 +26,7 @@
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { SYSTEM_CLOCK, type Clock } from '../core/clock.ts';
 import type { ListingStore } from './store.ts';
+import { TESTED_CATEGORIES } from './workflow.ts';
 
 export type JobKind = 'submit' | 'retest';
 export type JobState = 'queued' | 'running' | 'done';
@@ -135,12 +136,13 @@ export class JobQueue {
     this.#db = store.database;
     this.#clock = options.clock ?? SYSTEM_CLOCK;
     this.#db.exec(SCHEMA);
-    // Single addresses of category open-relay only: a network or a honeypot listing is not the tester's to judge.
+    // Single addresses of the tested categories only (workflow.ts TESTED_CATEGORIES): a network or a honeypot
+    // listing is not the tester's to judge.
     this.#enqueueDue = this.#db.prepare(`INSERT INTO dnsbl_jobs (address, kind, state, run_after, created_at)
       SELECT l.network, CASE l.state WHEN 'pending' THEN 'submit' ELSE 'retest' END, 'queued', l.next_retest, ?
       FROM dnsbl_listings l
       WHERE l.state IN ('pending', 'listed') AND l.next_retest IS NOT NULL AND l.next_retest <= ?
-        AND l.category = 'open-relay' AND l.prefix = CASE l.family WHEN 4 THEN 32 ELSE 128 END
+        AND l.category IN (${TESTED_CATEGORIES.map((c) => `'${c}'`).join(', ')}) AND l.prefix = CASE l.family WHEN 4 THEN 32 ELSE 128 END
         AND NOT EXISTS (SELECT 1 FROM dnsbl_jobs j WHERE j.address = l.network AND j.state IN ('queued', 'running'))
       ORDER BY l.next_retest, l.id LIMIT ?
       ON CONFLICT DO NOTHING`);

@@ -2,7 +2,9 @@
  * The ORDB listing store (node:sqlite; the database may be shared with other stores, tables are prefixed).
  *
  *   dnsbl_listings(id, network UNIQUE canonical CIDR, family, prefix, state, category, code, reason, first_seen,
- *                  last_tested, next_retest, evidence JSON, times_listed, updated_at)
+ *                  last_tested, next_retest, evidence JSON, times_listed, updated_at,
+ *                  checks)                                   -- the tester checks asked for ("smtp,proxy"; NULL: the
+ *                                                               category's own); added to older databases at open
  *   dnsbl_history(id, listing_id, at, event, state, detail)     -- every change, so repeat offenders show
  *   dnsbl_meta(key, value)                                      -- "serial": the zone's SOA serial
  *   dnsbl_journal(...)                                          -- the zone's changes, for IXFR (journal.ts)
@@ -48,6 +50,8 @@ export interface Listing {
   /** How many times the network entered the "listed" state. */
   readonly timesListed: number;
   readonly updatedAt: number;
+  /** The tester checks a submission asked for ("smtp", "proxy", ...), or null: the category's own check. */
+  readonly checks: readonly string[] | null;
 }
 
 export interface HistoryEvent {
@@ -70,6 +74,8 @@ export interface AddListingInput {
   readonly nextRetest?: number | null | undefined;
   /** Free text for the history entry. */
   readonly detail?: string | undefined;
+  /** The tester checks to run (submissions); null or absent: the category's own. */
+  readonly checks?: readonly string[] | null | undefined;
 }
 
 export interface UpdateListingInput {
@@ -80,6 +86,7 @@ export interface UpdateListingInput {
   readonly lastTested?: number | null | undefined;
   readonly nextRetest?: number | null | undefined;
   readonly detail?: string | undefined;
+  readonly checks?: readonly string[] | null | undefined;
 }
 
 export interface ListFilter {
@@ -168,6 +175,7 @@ interface Row {
   evidence: string | null;
   times_listed: number;
   updated_at: number;
+  checks: string | null;
 }
 
 function fail(code: string, message: string): never {
@@ -197,6 +205,13 @@ function evidenceJson(evidence: unknown): string | null {
   return s;
 }
 
+/** Check names: lower-case words, at most 8 of them (the workflow vets the names it runs). */
+function checksText(checks: readonly string[] | null | undefined): string | null {
+  if (checks === null || checks === undefined || checks.length === 0) return null;
+  if (checks.length > 8 || checks.some((c) => !/^[a-z][a-z0-9-]{0,15}$/.test(c))) fail('ERR_DNSBL_CHECKS', `bad check list ${JSON.stringify(checks).slice(0, 80)}`);
+  return [...new Set(checks)].join(',');
+}
+
 function time(t: number | null | undefined, what: string): number | null {
   if (t === null || t === undefined) return null;
   if (!Number.isFinite(t) || t < 0) fail('ERR_DNSBL_TIME', `bad ${what} ${t}`);
@@ -219,6 +234,7 @@ function toListing(r: Row): Listing {
     evidence: r.evidence === null ? null : JSON.parse(r.evidence),
     timesListed: r.times_listed,
     updatedAt: r.updated_at,
+    checks: r.checks ? r.checks.split(',') : null,
   };
 }
 
@@ -246,10 +262,13 @@ export class ListingStore {
     this.#ownsDb = ownsDb;
     this.#clock = options.clock ?? SYSTEM_CLOCK;
     db.exec(SCHEMA);
+    // Databases from before the checks column get it (NULL everywhere: each listing's category's own check).
+    const cols = db.prepare('PRAGMA table_info(dnsbl_listings)').all() as { name: string }[];
+    if (!cols.some((c) => c.name === 'checks')) db.exec('ALTER TABLE dnsbl_listings ADD COLUMN checks TEXT');
     this.#get = db.prepare('SELECT * FROM dnsbl_listings WHERE network = ?');
     this.#insert = db.prepare(`INSERT INTO dnsbl_listings
-      (network, family, prefix, state, category, code, reason, first_seen, last_tested, next_retest, evidence, times_listed, updated_at)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`);
+      (network, family, prefix, state, category, code, reason, first_seen, last_tested, next_retest, evidence, times_listed, updated_at, checks)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`);
     this.#history = db.prepare('INSERT INTO dnsbl_history (listing_id, at, event, state, detail) VALUES (?, ?, ?, ?, ?)');
     this.#serialGet = db.prepare("SELECT value FROM dnsbl_meta WHERE key = 'serial'");
     this.#serialSet = db.prepare("INSERT INTO dnsbl_meta (key, value) VALUES ('serial', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
@@ -345,12 +364,13 @@ export class ListingStore {
     const evidence = evidenceJson(input.evidence);
     const lastTested = time(input.lastTested, 'lastTested');
     const nextRetest = time(input.nextRetest, 'nextRetest');
+    const checks = checksText(input.checks);
     const now = this.#clock.now();
     const old = this.#row(net.text);
     if (!old) {
       const r = this.#insert.get(
         net.text, net.family, net.prefix, state, category, categoryCode(category), reason, now, lastTested, nextRetest,
-        evidence, state === 'listed' ? 1 : 0, now,
+        evidence, state === 'listed' ? 1 : 0, now, checks,
       ) as unknown as Row;
       this.#log(r.id, state === 'listed' ? 'listed' : 'submitted', state, input.detail, now);
       return toListing(r);
@@ -362,11 +382,11 @@ export class ListingStore {
       : state === 'listed' ? (old.state === 'listed' ? 'updated' : 'listed') : 'submitted';
     const r = this.#db.prepare(`UPDATE dnsbl_listings SET state = ?, category = ?, code = ?,
         reason = COALESCE(?, reason), evidence = COALESCE(?, evidence),
-        last_tested = COALESCE(?, last_tested), next_retest = ?, times_listed = times_listed + ?, updated_at = ?
-        WHERE id = ? RETURNING *`).get(
+        last_tested = COALESCE(?, last_tested), next_retest = ?, times_listed = times_listed + ?, updated_at = ?,
+        checks = ? WHERE id = ? RETURNING *`).get(
       newState, category, categoryCode(category), reason, evidence, lastTested,
       input.nextRetest === undefined ? old.next_retest : nextRetest,
-      event === 'listed' ? 1 : 0, now, old.id,
+      event === 'listed' ? 1 : 0, now, input.checks === undefined ? old.checks : checks, old.id,
     ) as unknown as Row;
     this.#log(r.id, event, newState, input.detail, now);
     return toListing(r);
@@ -408,13 +428,14 @@ export class ListingStore {
       const evidence = patch.evidence === undefined ? old.evidence : evidenceJson(patch.evidence);
       const lastTested = patch.lastTested === undefined ? old.last_tested : time(patch.lastTested, 'lastTested');
       const nextRetest = patch.nextRetest === undefined ? old.next_retest : time(patch.nextRetest, 'nextRetest');
+      const checks = patch.checks === undefined ? old.checks : checksText(patch.checks);
       const now = this.#clock.now();
       const event: HistoryEventType = state !== old.state
         ? state === 'listed' ? 'listed' : state === 'pending' ? 'submitted' : 'delisted'
         : patch.lastTested !== undefined && patch.lastTested !== null ? 'tested' : 'updated';
       const r = this.#db.prepare(`UPDATE dnsbl_listings SET state = ?, category = ?, code = ?, reason = ?, evidence = ?,
-          last_tested = ?, next_retest = ?, times_listed = times_listed + ?, updated_at = ? WHERE id = ? RETURNING *`).get(
-        state, category, categoryCode(category), reason, evidence, lastTested, nextRetest, event === 'listed' ? 1 : 0, now, old.id,
+          last_tested = ?, next_retest = ?, times_listed = times_listed + ?, updated_at = ?, checks = ? WHERE id = ? RETURNING *`).get(
+        state, category, categoryCode(category), reason, evidence, lastTested, nextRetest, event === 'listed' ? 1 : 0, now, checks, old.id,
       ) as unknown as Row;
       this.#log(r.id, event, state, patch.detail, now);
       return toListing(r);
@@ -431,7 +452,7 @@ export class ListingStore {
       let r: Row;
       if (!old) {
         r = this.#insert.get(net.text, net.family, net.prefix, 'excluded', 'open-relay', categoryCode('open-relay'), reason,
-          now, null, null, null, 0, now) as unknown as Row;
+          now, null, null, null, 0, now, null) as unknown as Row;
       } else {
         r = this.#db.prepare(`UPDATE dnsbl_listings SET state = 'excluded', reason = COALESCE(?, reason), next_retest = NULL,
             updated_at = ? WHERE id = ? RETURNING *`).get(reason, now, old.id) as unknown as Row;

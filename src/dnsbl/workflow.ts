@@ -5,7 +5,8 @@
  *                            a no-op when the address is listed or pending already; otherwise a pending entry,
  *                            due for a test at once.
  *   runDue()                 tests the due pending entries and the listings due for a retest (single addresses of
- *                            category open-relay only: a network or a honeypot listing is not the tester's to judge).
+ *                            the tested categories, open-relay and open-proxy: a network or a honeypot listing is
+ *                            not the tester's to judge).
  *   requestDelisting(ip)     (rate limited) schedules an immediate retest of a listed address.
  *   scheduleRetest(ip)       the administrator's version: any pending or listed address, no limit.
  *   testNow(ip)              runs the test for one entry now (the CLI's --now).
@@ -27,6 +28,17 @@
  *                                           firewalls the tester must not get itself delisted that way); flagged
  *                                           'client-blocked' when the relay refused the tester's own address (it
  *                                           blocklists the tester, maybe by this very zone: field report H1)
+ *
+ * Checks (issue 13): a submission names the tester checks to run (smtp: the relay battery, proxy: the open-proxy
+ * battery; default smtp); they are kept with the entry (ListingStore checks) and every test and retest runs each
+ * (HostTester with `check`). combineChecks() makes one result of them: a proved OPEN of any check wins and lists
+ * the address in that check's category (smtp -> open-relay, proxy -> open-proxy; open-relay first when both are
+ * proved); a listed entry is judged by its own category's check (an open proxy that turns CLOSED is delisted even
+ * when the host has no SMTP service to test); a pending entry is CLOSED only when every check is. An open proxy is
+ * proved by arrival at the tester's proxy sink, which safe mode does too (it never sends a message): so proxies are
+ * listed from safe mode, relays only from proof mode. An open Usenet server (nntp -> open-nntp) is proved only when
+ * the tagged test article posted without AUTHINFO reads back, which needs a test group the administrator names
+ * (dnsbl.nntpGroup); without one the check is safe (a 340 to POST is "accepted, not proved"), and never lists.
  * A host whose every port refused the connection is not "closed" (reason no-service / unreachable): it may be down
  * or may be blocking the tester; it is INCONCLUSIVE here. So is a CLOSED that names a reason the tester counts as
  * inconclusive (client-blocked, control-refused): only a refusal seen next to an accepted control delists.
@@ -40,9 +52,105 @@ import ipaddr from 'ipaddr.js';
 import { SYSTEM_CLOCK, type Clock } from '../core/clock.ts';
 import { NULL_LOGGER, type Logger } from '../core/log.ts';
 import { isNetworkError, parseAddress, parseNetwork, type Network } from './network.ts';
+import type { ListingCategory } from './categories.ts';
 import type { Listing, ListingStore } from './store.ts';
 
 export type TestVerdict = 'OPEN' | 'CLOSED' | 'INCONCLUSIVE';
+
+/** The tester checks the workflow can run: smtp (open relay), proxy (open proxy), nntp (open Usenet server). */
+export type TestCheck = 'smtp' | 'proxy' | 'nntp';
+export const TEST_CHECKS: readonly TestCheck[] = ['smtp', 'proxy', 'nntp'];
+
+/** The category a proved check lists under, and the check a listed category is retested with. */
+const CHECK_CATEGORY: Readonly<Record<TestCheck, ListingCategory>> = { smtp: 'open-relay', proxy: 'open-proxy', nntp: 'open-nntp' };
+
+/** Categories the tester judges (single addresses of these are tested and retested; others never are). */
+export const TESTED_CATEGORIES: readonly ListingCategory[] = ['open-relay', 'open-proxy', 'open-nntp'];
+
+export function categoryOfCheck(check: TestCheck): ListingCategory {
+  return CHECK_CATEGORY[check];
+}
+
+/** The check whose proof a category stands for (null: not a tested category). */
+export function checkOfCategory(category: ListingCategory): TestCheck | null {
+  return TEST_CHECKS.find((c) => CHECK_CATEGORY[c] === category) ?? null;
+}
+
+/** The checks an entry is tested with: those its submission asked for, else its category's own. */
+export function checksOf(listing: Pick<Listing, 'checks' | 'category'>): TestCheck[] {
+  const asked = (listing.checks ?? []).filter((c): c is TestCheck => (TEST_CHECKS as readonly string[]).includes(c));
+  if (asked.length > 0) return asked;
+  return [checkOfCategory(listing.category) ?? 'smtp'];
+}
+
+/** Vets a submitter's check list: known names, each once, in the battery order; null = not valid. */
+export function parseChecks(checks: readonly string[] | undefined): TestCheck[] | null {
+  if (checks === undefined || checks.length === 0) return ['smtp'];
+  const out: TestCheck[] = [];
+  for (const raw of checks) {
+    const c = String(raw).trim().toLowerCase();
+    if (!(TEST_CHECKS as readonly string[]).includes(c)) return null;
+    if (!out.includes(c as TestCheck)) out.push(c as TestCheck);
+  }
+  return TEST_CHECKS.filter((c) => out.includes(c));
+}
+
+/**
+ * What a proved open proxy is listed with (the evidence page shows it): the attempt that got through, the
+ * proxy's reply to it and the address the sink saw the connection come from.
+ */
+export interface ProxyEvidence {
+  /** The proxy's address, as tested. */
+  readonly testedAddress: string;
+  /** Where the proved connection came from (the proxy's egress; differs behind a chain or on a multi-homed proxy). */
+  readonly egressAddress: string | null;
+  readonly port: number;
+  /** The attempt's method: http-connect, http-post, http-get, socks4, socks4a, socks5, telnet, ... */
+  readonly method: string;
+  /** The battery's attempt id (P01 ... T01, src/tester/proxy/probes.ts) and its title. */
+  readonly attempt?: string | undefined;
+  readonly title: string;
+  /** What the proxy was asked to reach ("192.0.2.7:25"). */
+  readonly destination: string | null;
+  /** The proxy's reply line. */
+  readonly reply: string | null;
+  /** The line that carried the probe's tag at the sink. */
+  readonly sinkLine: string | null;
+  /** Every attempt that got through: "port id method". */
+  readonly openAttempts: readonly string[];
+}
+
+/**
+ * What a proved open Usenet server is listed with: the tagged test article it took without AUTHINFO and served
+ * back (never from a 340 alone: safe mode posts nothing and so proves nothing).
+ */
+export interface NntpEvidence {
+  readonly testedAddress: string;
+  readonly port: number;
+  /** POST (reader) or IHAVE (transit). */
+  readonly path: string;
+  readonly group: string;
+  readonly messageId: string;
+  /** The replies to the command and to the article ("340 ...", "240 ..."). */
+  readonly command: string | null;
+  readonly posted: string | null;
+  /** How the article was read back: ARTICLE, HEAD, GROUP/STAT. */
+  readonly readBack: readonly string[];
+  /** Path and Injection-Info / NNTP-Posting-Host of the article as read back. */
+  readonly pathHeader: string | null;
+  readonly injectionInfo: string | null;
+  /** The test article was cancelled afterwards (and gone). */
+  readonly cancelled: boolean;
+}
+
+/** One check's result as kept in the evidence. */
+export interface CheckSummary {
+  readonly check: TestCheck;
+  readonly verdict: TestVerdict;
+  readonly reason: string | null;
+  readonly proved: boolean;
+  readonly detail: string | null;
+}
 
 export interface HostTestResult {
   readonly verdict: TestVerdict;
@@ -54,12 +162,18 @@ export interface HostTestResult {
   readonly mode?: 'prove' | 'safe' | undefined;
   /**
    * Which battery produced the verdict (tester schema 2: 'smtp' relay battery, 'proxy' open-proxy battery; absent =
-   * 'smtp'). A proxy verdict (OPEN 'proved' = the proxy's connection reached the tester's sink) can be carried
-   * here for the 'open-proxy' category; listing it is not wired yet.
+   * 'smtp'). A proxy verdict OPEN 'proved' (the proxy's connection reached the tester's sink) lists the address
+   * under 'open-proxy'.
    */
   readonly check?: 'smtp' | 'proxy' | 'nntp' | undefined;
   /** The address the proved connection came from, when it differs from the tested one (a proxy's egress). */
   readonly egressAddress?: string | undefined;
+  /** A proxy check's evidence (the attempt that proved it), when proved. */
+  readonly proxy?: ProxyEvidence | undefined;
+  /** An nntp check's evidence (the article read back), when proved. */
+  readonly nntp?: NntpEvidence | undefined;
+  /** With several checks: each one's summary (combineChecks). */
+  readonly checks?: readonly CheckSummary[] | undefined;
   /** The tester's JSON report (docs/tester-json.md). */
   readonly report: unknown;
 }
@@ -71,7 +185,8 @@ export interface HostTestResult {
  */
 export type JobCommit = (apply: () => TestOutcome) => boolean;
 
-export type HostTester = (ip: string, options: { readonly prove: boolean; readonly signal: AbortSignal }) => Promise<HostTestResult>;
+/** Runs one check (default 'smtp') against one address. */
+export type HostTester = (ip: string, options: { readonly prove: boolean; readonly signal: AbortSignal; readonly check?: TestCheck }) => Promise<HostTestResult>;
 
 export interface OrdbWorkflowOptions {
   readonly store: ListingStore;
@@ -121,11 +236,20 @@ export interface OrdbEvidence {
   /** Why a human should look at this entry, or null. */
   readonly flagged: string | null;
   readonly report: unknown;
+  /** The check whose result decided (absent in evidence from before checks: smtp). */
+  readonly check?: TestCheck | undefined;
+  /** With several checks: each one's result. */
+  readonly checks?: readonly CheckSummary[] | undefined;
+  /** A proved open proxy: the attempt that got through. */
+  readonly proxy?: ProxyEvidence | undefined;
+  /** A proved open Usenet server: the test article read back. */
+  readonly nntp?: NntpEvidence | undefined;
 }
 
 export type WorkflowRefusal =
   | 'ERR_DNSBL_RATE_LIMIT' | 'ERR_DNSBL_EXCLUDED' | 'ERR_DNSBL_NOT_GLOBAL' | 'ERR_DNSBL_NETWORK' | 'ERR_DNSBL_NOT_HOST'
-  | 'ERR_DNSBL_NOT_LISTED' | 'ERR_DNSBL_NOT_FOUND' | 'ERR_DNSBL_NOT_TESTABLE' | 'ERR_DNSBL_BUSY' | 'ERR_DNSBL_STOPPED';
+  | 'ERR_DNSBL_NOT_LISTED' | 'ERR_DNSBL_NOT_FOUND' | 'ERR_DNSBL_NOT_TESTABLE' | 'ERR_DNSBL_BUSY' | 'ERR_DNSBL_STOPPED'
+  | 'ERR_DNSBL_CHECK';
 
 export interface Refused {
   readonly ok: false;
@@ -151,6 +275,8 @@ export interface Decision {
   readonly nextRetest: number | null;
   readonly flagged: string | null;
   readonly detail: string;
+  /** The category the entry is listed under after a proved OPEN (that check's), else absent (unchanged). */
+  readonly category?: ListingCategory | undefined;
 }
 
 export interface TestOutcome {
@@ -187,13 +313,41 @@ export function effectiveVerdict(r: HostTestResult): 'OPEN' | 'SUSPECT' | 'CLOSE
   return r.reason !== undefined && RELAY_ACCEPTED.has(r.reason) ? 'SUSPECT' : 'INCONCLUSIVE';
 }
 
+function checkOf(r: HostTestResult): TestCheck {
+  return r.check === 'proxy' || r.check === 'nntp' ? r.check : 'smtp';
+}
+
+/**
+ * One result from the results of several checks on one address (pure); `category` is the listed entry's, or null
+ * for a pending one.
+ *   any check proved OPEN          -> that result (the listed category's own check first, then smtp, proxy)
+ *   listed, its check was run      -> that check's result (CLOSED delists; anything else keeps it listed)
+ *   otherwise                      -> the first suspect (accepted, not proved), else the first inconclusive, else
+ *                                     CLOSED (every check closed)
+ * The chosen result carries every check's summary (`checks`) and, with more than one, their verdicts in its detail.
+ */
+export function combineChecks(results: readonly HostTestResult[], category: ListingCategory | null): HostTestResult {
+  if (results.length === 0) return { verdict: 'INCONCLUSIVE', proved: false, reason: 'not-tested', detail: 'no check ran', report: null };
+  if (results.length === 1) return results[0]!;
+  const own = category === null ? null : checkOfCategory(category);
+  const open = results.filter((r) => effectiveVerdict(r) === 'OPEN');
+  let chosen: HostTestResult | undefined = open.find((r) => checkOf(r) === own) ?? open[0];
+  if (chosen === undefined && own !== null) chosen = results.find((r) => checkOf(r) === own);
+  chosen ??= results.find((r) => effectiveVerdict(r) === 'SUSPECT')
+    ?? results.find((r) => effectiveVerdict(r) === 'INCONCLUSIVE')
+    ?? results[0]!;
+  const checks: CheckSummary[] = results.map((r) => ({ check: checkOf(r), verdict: r.verdict, reason: r.reason ?? null, proved: r.proved, detail: r.detail ?? null }));
+  const others = checks.filter((c) => c.check !== checkOf(chosen)).map((c) => `${c.check} ${c.verdict}${c.reason ? ` (${c.reason})` : ''}`).join(', ');
+  return { ...chosen, check: checkOf(chosen), checks, detail: `${checkOf(chosen)}: ${chosen.detail ?? ''}${others ? `; also ${others}` : ''}` };
+}
+
 /** What to do with an entry after a test (pure). */
 export function decide(state: 'pending' | 'listed', r: HostTestResult, ctx: DecideContext): Decision {
   const v = effectiveVerdict(r);
   const why = `${r.verdict}${r.reason ? ` (${r.reason})` : ''}${r.detail ? `: ${r.detail}` : ''}`.slice(0, 400);
   if (state === 'listed') {
     if (v === 'CLOSED') return { action: 'delist', state: 'delisted', nextRetest: null, flagged: null, detail: `retest found it closed, delisted; ${why}` };
-    if (v === 'OPEN') return { action: 'keep-listed', state: 'listed', nextRetest: ctx.now + ctx.retestIntervalMs, flagged: null, detail: `retest proved it still open; ${why}` };
+    if (v === 'OPEN') return { action: 'keep-listed', state: 'listed', nextRetest: ctx.now + ctx.retestIntervalMs, flagged: null, detail: `retest proved it still open; ${why}`, category: categoryOfCheck(checkOf(r)) };
     const blocked = r.reason === 'client-blocked';
     return {
       action: 'keep-listed', state: 'listed', nextRetest: ctx.now + ctx.retestIntervalMs,
@@ -203,12 +357,14 @@ export function decide(state: 'pending' | 'listed', r: HostTestResult, ctx: Deci
       detail: `retest did not show it closed${blocked ? ' (the relay refused the tester\'s address, not relaying)' : ''}, still listed; ${why}`,
     };
   }
-  if (v === 'OPEN') return { action: 'list', state: 'listed', nextRetest: ctx.now + ctx.retestIntervalMs, flagged: null, detail: `proved open by the tester, listed; ${why}` };
+  if (v === 'OPEN') return { action: 'list', state: 'listed', nextRetest: ctx.now + ctx.retestIntervalMs, flagged: null, detail: `proved open by the tester${checkOf(r) === 'proxy' ? ' (open proxy, proved by arrival at the sink)' : checkOf(r) === 'nntp' ? ' (open Usenet server, its test article read back)' : ''}, listed; ${why}`, category: categoryOfCheck(checkOf(r)) };
   if (v === 'CLOSED') return { action: 'not-listed', state: 'delisted', nextRetest: null, flagged: null, detail: `tested closed, not listed; ${why}` };
   if (v === 'SUSPECT') {
-    const flag = ctx.prove
-      ? 'accepted relaying but the probe never arrived: not listed (only proved relays are listed)'
-      : 'accepted relaying in safe mode (no proof): not listed automatically; a human or a proof-mode test must confirm';
+    const flag = checkOf(r) === 'nntp'
+      ? 'took a post without AUTHINFO but no test article was read back: not listed (only an article read back lists; dnsbl.nntpGroup names the test group)'
+      : ctx.prove
+        ? 'accepted relaying but the probe never arrived: not listed (only proved relays are listed)'
+        : 'accepted relaying in safe mode (no proof): not listed automatically; a human or a proof-mode test must confirm';
     if (ctx.prove && ctx.attempts < ctx.maxPendingAttempts) {
       return { action: 'keep-pending', state: 'pending', nextRetest: ctx.now + ctx.retryIntervalMs, flagged: flag, detail: `not proved, retry later; ${why}` };
     }
@@ -348,8 +504,12 @@ export class OrdbWorkflow {
   }
 
   /** Submits an address for testing. Never throws for bad input: the result says why it was refused. */
-  submit(ip: string, submitter: string): SubmitResult {
+  submit(ip: string, submitter: string, options: { readonly checks?: readonly string[] | undefined } = {}): SubmitResult {
     const who = cleanSubmitter(submitter);
+    const checks = parseChecks(options.checks);
+    if (checks === null) {
+      return { ok: false, code: 'ERR_DNSBL_CHECK', message: `unknown check in ${JSON.stringify(options.checks).slice(0, 80)}: give ${TEST_CHECKS.join(', ')}` };
+    }
     const now = this.#clock.now();
     const gate = this.#limiter.take(`submit\0${who}`, now);
     if (!gate.ok) {
@@ -365,13 +525,25 @@ export class OrdbWorkflow {
     const found = this.#store.lookup(net);
     if (found.listed) return { ok: true, status: 'already-listed', listing: found.effective };
     const existing = this.#store.get(net);
-    if (existing?.state === 'pending') return { ok: true, status: 'already-pending', listing: existing };
+    if (existing?.state === 'pending') {
+      // A second submitter may ask for another check: the pending entry runs both.
+      const have = checksOf(existing);
+      const merged = TEST_CHECKS.filter((c) => have.includes(c) || checks.includes(c));
+      if (merged.length === have.length) return { ok: true, status: 'already-pending', listing: existing };
+      // ... tested again at once (a parked entry too: the new check may prove what the others could not)
+      const l = this.#store.update(net, { checks: merged, nextRetest: now, detail: `checks ${merged.join(',')} asked by ${who}` });
+      this.#changed();
+      return { ok: true, status: 'already-pending', listing: l };
+    }
     const evidence: OrdbEvidence = {
       schema: 'relayguard-ordb-evidence/1', submittedBy: who, submittedAt: new Date(now).toISOString(), attempts: 0,
       testedAt: null, mode: null, verdict: null, reason: null, detail: null, proved: false, flagged: null, report: null,
     };
-    const listing = this.#store.add({ network: net, state: 'pending', evidence, nextRetest: now, detail: `submitted by ${who}` });
-    this.#log.info('dnsbl submitted', { ip: net, submitter: who });
+    const listing = this.#store.add({
+      network: net, state: 'pending', evidence, nextRetest: now, checks,
+      detail: `submitted by ${who}${checks.join() === 'smtp' ? '' : ` (checks ${checks.join(',')})`}`,
+    });
+    this.#log.info('dnsbl submitted', { ip: net, submitter: who, checks });
     this.#changed();
     return { ok: true, status: 'queued', listing };
   }
@@ -389,8 +561,8 @@ export class OrdbWorkflow {
         ? { ok: false, code: 'ERR_DNSBL_NOT_LISTED', message: `${addr.text} is not listed` }
         : { ok: false, code: 'ERR_DNSBL_NOT_LISTED', message: `${addr.text} is ${listing.state}, not ${states.join(' or ')}` };
     }
-    if (listing.category !== 'open-relay') {
-      return { ok: false, code: 'ERR_DNSBL_NOT_TESTABLE', message: `${addr.text} is listed as ${listing.category}: the relay tester cannot retest it` };
+    if (!TESTED_CATEGORIES.includes(listing.category)) {
+      return { ok: false, code: 'ERR_DNSBL_NOT_TESTABLE', message: `${addr.text} is listed as ${listing.category}: the tester cannot retest it` };
     }
     return { ok: true, listing };
   }
@@ -444,7 +616,7 @@ export class OrdbWorkflow {
     if (this.#abort.signal.aborted) return [];
     const now = this.#clock.now();
     const due = this.#store.list({ state: ['pending', 'listed'], dueBefore: now, limit: this.#batch * 4 })
-      .filter((l) => l.prefix === (l.family === 4 ? 32 : 128) && l.category === 'open-relay' && !this.#inFlight.has(l.network))
+      .filter((l) => l.prefix === (l.family === 4 ? 32 : 128) && TESTED_CATEGORIES.includes(l.category) && !this.#inFlight.has(l.network))
       .slice(0, this.#batch);
     const out: TestOutcome[] = [];
     let next = 0;
@@ -482,7 +654,7 @@ export class OrdbWorkflow {
     };
     if (listing === null) return stale('not in the store: not tested');
     if (listing.state !== 'pending' && listing.state !== 'listed') return stale(`${listing.state}: not tested`);
-    if (listing.category !== 'open-relay' || listing.prefix !== (listing.family === 4 ? 32 : 128)) return stale('not a single open-relay address: not tested');
+    if (!TESTED_CATEGORIES.includes(listing.category) || listing.prefix !== (listing.family === 4 ? 32 : 128)) return stale(`not a single address of a tested category (${TESTED_CATEGORIES.join(', ')}): not tested`);
     if (options.force !== true && (listing.nextRetest === null || listing.nextRetest > now)) return stale('not due any more (tested meanwhile or rescheduled): not tested');
     const running = this.#inFlight.get(listing.network);
     if (running) {
@@ -521,13 +693,19 @@ export class OrdbWorkflow {
     const signal = job ? AbortSignal.any([this.#abort.signal, job.signal]) : this.#abort.signal;
     const prove = this.#prove;
     const started = this.#clock.now();
-    this.#log.info('dnsbl test started', { ip: net, state: listing.state, mode: prove ? 'prove' : 'safe' });
-    let result: HostTestResult;
-    try {
-      result = await this.#test(net, { prove, signal });
-    } catch (err) {
-      result = { verdict: 'INCONCLUSIVE', proved: false, reason: 'error', detail: `the tester failed: ${(err as Error)?.message ?? String(err)}`, report: null };
+    const checks = checksOf(listing);
+    this.#log.info('dnsbl test started', { ip: net, state: listing.state, mode: prove ? 'prove' : 'safe', checks });
+    const results: HostTestResult[] = [];
+    for (const check of checks) {
+      if (signal.aborted) break;
+      try {
+        const r = await this.#test(net, check === 'smtp' ? { prove, signal } : { prove, signal, check });
+        results.push({ ...r, check: r.check ?? check });
+      } catch (err) {
+        results.push({ verdict: 'INCONCLUSIVE', proved: false, check, reason: 'error', detail: `the tester failed: ${(err as Error)?.message ?? String(err)}`, report: null });
+      }
     }
+    const result = combineChecks(results, listing.state === 'listed' ? listing.category : null);
     if (signal.aborted) return skipped('stopped while testing: nothing recorded');
     // The entry may have changed while the test ran (removed, excluded, listed by hand).
     const cur = this.#store.get(net);
@@ -555,6 +733,10 @@ export class OrdbWorkflow {
       proved: result.proved,
       flagged: d.flagged,
       report: result.report ?? null,
+      ...(result.check !== undefined ? { check: result.check } : {}),
+      ...(result.checks ? { checks: result.checks } : {}),
+      ...(result.proxy && effectiveVerdict(result) === 'OPEN' ? { proxy: result.proxy } : {}),
+      ...(result.nntp && effectiveVerdict(result) === 'OPEN' ? { nntp: result.nntp } : {}),
     };
     // A listing keeps the evidence that listed it when a retest is inconclusive (the proof stays on show).
     const keepProof = cur.state === 'listed' && d.state === 'listed' && effectiveVerdict(result) !== 'OPEN' && prev?.proved === true;
@@ -568,6 +750,7 @@ export class OrdbWorkflow {
         }
         const after = this.#store.update(net, {
           state: d.state === cur.state ? undefined : d.state,
+          ...(d.category !== undefined && d.category !== cur.category ? { category: d.category } : {}),
           evidence: keepProof ? { ...prev!, flagged: d.flagged } : evidence,
           lastTested: now,
           nextRetest: d.nextRetest,
@@ -585,7 +768,8 @@ export class OrdbWorkflow {
     }
     if (outcome.action === 'skipped') return outcome;
     this.#log.info('dnsbl tested', {
-      ip: net, before: cur.state, after: outcome.after, action: d.action, verdict: result.verdict, reason: result.reason ?? null,
+      ip: net, before: cur.state, after: outcome.after, action: d.action, verdict: result.verdict, reason: result.reason ?? null, check: result.check ?? 'smtp',
+      ...(d.category !== undefined ? { category: d.category } : {}),
       proved: result.proved, flagged: d.flagged, next_retest: d.nextRetest, ms: now - started,
     });
     this.#changed();

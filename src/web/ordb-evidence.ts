@@ -3,8 +3,11 @@
  * (OrdbEvidence, 'relayguard-ordb-evidence/1', with the tester's report 'relayguard-tester/2' (or /1 from before) inside): when it was
  * tested, in which mode, the trick that got through (its MAIL FROM / RCPT TO and the replies), the proof (the
  * probe's Received chain, the client address the relay wrote into it, the address that delivered it) and the
- * dialogue of that connection. Pure functions over stored JSON: every field is checked before use (the evidence
- * column may hold anything an import or an older version wrote), nothing throws.
+ * dialogue of that connection; for an open proxy (check 'proxy') the attempt that got through: its method, the
+ * tested and the egress address, the proxy's reply and the line our sink saw; for an open Usenet server (check
+ * 'nntp') the test article: group, message-id, the replies to POST/IHAVE and to the article, how it was read back.
+ * Pure functions over stored JSON: every field is checked before use (the evidence column may hold anything an
+ * import or an older version wrote), nothing throws.
  */
 import type { HistoryEvent, Listing, OrdbEvidence } from '../dnsbl/index.ts';
 
@@ -37,7 +40,52 @@ export interface TranscriptView {
   readonly omitted: number;
 }
 
+/** A proved open proxy: the attempt whose connection reached the tester's sink. */
+export interface ProxyView {
+  /** CONNECT / POST / GET / SOCKS4 / SOCKS4A / SOCKS5 / TELNET ... (from the attempt's method). */
+  readonly method: string;
+  readonly methodId: string;
+  /** The battery's attempt id (P01 ...), or null. */
+  readonly attempt: string | null;
+  readonly title: string;
+  readonly port: number | null;
+  readonly testedAddress: string | null;
+  readonly egressAddress: string | null;
+  readonly destination: string | null;
+  readonly reply: string | null;
+  readonly sinkLine: string | null;
+  readonly openAttempts: readonly string[];
+}
+
+/** A proved open Usenet server: the test article it took from a stranger and served back. */
+export interface NntpView {
+  readonly testedAddress: string | null;
+  readonly port: number | null;
+  readonly path: string | null;
+  readonly group: string | null;
+  readonly messageId: string | null;
+  readonly command: string | null;
+  readonly posted: string | null;
+  readonly readBack: readonly string[];
+  readonly pathHeader: string | null;
+  readonly injectionInfo: string | null;
+  readonly cancelled: boolean;
+}
+
+/** One check's result, when a test ran several. */
+export interface CheckView {
+  readonly check: string;
+  readonly verdict: string | null;
+  readonly reason: string | null;
+  readonly proved: boolean;
+}
+
 export interface EvidenceView {
+  /** The check whose result decided: smtp (open relay) or proxy (open proxy). */
+  readonly check: string;
+  readonly checks: readonly CheckView[];
+  readonly proxy: ProxyView | null;
+  readonly nntp: NntpView | null;
   readonly testedAt: string | null;
   readonly mode: string | null;
   readonly verdict: string | null;
@@ -133,6 +181,33 @@ function transcriptOf(t: unknown): TranscriptView | null {
   };
 }
 
+const METHOD_NAMES: Readonly<Record<string, string>> = {
+  'http-connect': 'HTTP CONNECT', 'http-post': 'HTTP POST', 'http-get': 'HTTP GET (absolute URI)', socks4: 'SOCKS4', socks4a: 'SOCKS4a',
+  socks5: 'SOCKS5', telnet: 'telnet / Wingate',
+};
+
+function proxyOf(v: unknown): ProxyView | null {
+  const p = obj(v);
+  if (p === null) return null;
+  const id = str(p['method']) ?? '?';
+  return {
+    method: METHOD_NAMES[id] ?? Object.entries(METHOD_NAMES).find(([k]) => id.startsWith(k))?.[1] ?? id, methodId: id,
+    attempt: str(p['attempt']), title: str(p['title']) ?? '', port: num(p['port']), testedAddress: str(p['testedAddress']), egressAddress: str(p['egressAddress']),
+    destination: str(p['destination']), reply: str(p['reply']), sinkLine: str(p['sinkLine']),
+    openAttempts: arr(p['openAttempts']).filter((x): x is string => typeof x === 'string').slice(0, 32),
+  };
+}
+
+function nntpOf(v: unknown): NntpView | null {
+  const p = obj(v);
+  if (p === null) return null;
+  return {
+    testedAddress: str(p['testedAddress']), port: num(p['port']), path: str(p['path']), group: str(p['group']), messageId: str(p['messageId']),
+    command: str(p['command']), posted: str(p['posted']), readBack: arr(p['readBack']).filter((x): x is string => typeof x === 'string').slice(0, 8),
+    pathHeader: str(p['pathHeader']), injectionInfo: str(p['injectionInfo']), cancelled: p['cancelled'] === true,
+  };
+}
+
 /** The evidence view of a listing (null when it has no workflow evidence). */
 export function evidenceView(listing: Listing): EvidenceView | null {
   const e = workflowEvidence(listing);
@@ -184,7 +259,13 @@ export function evidenceView(listing: Listing): EvidenceView | null {
       };
     }
   }
+  const checks = arr((e as { checks?: unknown }).checks).flatMap((c) => {
+    const x = obj(c);
+    return x === null || typeof x['check'] !== 'string' ? [] : [{ check: x['check'], verdict: str(x['verdict']), reason: str(x['reason']), proved: x['proved'] === true }];
+  });
   return {
+    check: str((e as { check?: unknown }).check) ?? 'smtp', checks, proxy: proxyOf((e as { proxy?: unknown }).proxy),
+    nntp: nntpOf((e as { nntp?: unknown }).nntp),
     testedAt: str(e.testedAt), mode: str(e.mode), verdict: str(e.verdict), reason: str(e.reason), detail: str(e.detail),
     proved: e.proved === true, flagged: str(e.flagged), submittedAt: str(e.submittedAt),
     banner: banner ? reply('', banner)?.trim() ?? null : null,

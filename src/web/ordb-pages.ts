@@ -22,12 +22,32 @@ export function evidenceSection(e: EvidenceView | null): Markup {
 <h3>Evidence</h3>
 <div class="table-wrap"><table><tbody>
 <tr><th scope="row">Tested</th><td>${when(e.testedAt)}</td></tr>
-<tr><th scope="row">Mode</th><td>${e.mode === 'prove' ? 'proof (a tagged probe must arrive at our sink)' : e.mode ?? ''}</td></tr>
+<tr><th scope="row">Check</th><td>${e.check === 'proxy' ? 'open proxy (the proxy is asked to connect to our sink)' : e.check === 'nntp' ? 'open Usenet server (a test article is posted without authentication and read back)' : e.check === 'smtp' ? 'open relay' : e.check}${e.checks.length > 1 ? html` · all checks: ${e.checks.map((c, i) => html`${i > 0 ? ', ' : ''}${c.check} ${c.verdict ?? ''}${c.reason ? html` (${c.reason})` : ''}`)}` : ''}</td></tr>
+<tr><th scope="row">Mode</th><td>${e.mode === 'prove' ? 'proof (a tagged probe must arrive at our sink)' : e.check === 'proxy' ? 'safe (no message is sent; the connection must arrive at our sink)' : e.mode ?? ''}</td></tr>
 <tr><th scope="row">Verdict</th><td>${e.verdict ?? ''}${e.reason ? html` (${e.reason})` : ''}${e.proved && e.reason !== 'proved' ? ' · proved' : ''}</td></tr>
 <tr><th scope="row">Detail</th><td>${e.detail ?? ''}</td></tr>
 ${e.banner ? html`<tr><th scope="row">Greeting</th><td><code>${e.banner}</code></td></tr>` : ''}
 ${e.flagged ? html`<tr><th scope="row">Note</th><td>${e.flagged}</td></tr>` : ''}
 </tbody></table></div>
+${e.proxy === null ? '' : html`<h4>Proof: the proxy connected us to our sink</h4>
+<div class="table-wrap"><table><tbody>
+<tr><th scope="row">Method</th><td>${e.proxy.method}${e.proxy.title ? html` (<code>${e.proxy.attempt ?? e.proxy.methodId}</code>: ${e.proxy.title})` : ''}</td></tr>
+<tr><th scope="row">Tested address</th><td><code>${e.proxy.testedAddress ?? ''}</code>${e.proxy.port !== null ? html` port ${e.proxy.port}` : ''}</td></tr>
+<tr><th scope="row">Asked to reach</th><td><code>${e.proxy.destination ?? ''}</code></td></tr>
+<tr><th scope="row">The proxy replied</th><td><code>${e.proxy.reply ?? '(nothing)'}</code></td></tr>
+<tr><th scope="row">Arrived at our sink from (egress)</th><td><code>${e.proxy.egressAddress ?? 'unknown'}</code>${e.proxy.egressAddress !== null && e.proxy.testedAddress !== null && e.proxy.egressAddress !== e.proxy.testedAddress ? ' (not the tested address: a chain or a multi-homed proxy)' : ''}</td></tr>
+<tr><th scope="row">Our sink saw</th><td><code>${e.proxy.sinkLine ?? ''}</code></td></tr>
+${e.proxy.openAttempts.length > 1 ? html`<tr><th scope="row">Every attempt that got through</th><td>${e.proxy.openAttempts.map((a, i) => html`${i > 0 ? ', ' : ''}<code>${a}</code>`)}</td></tr>` : ''}
+</tbody></table></div>`}
+${e.nntp === null ? '' : html`<h4>Proof: the server took our test article and served it back</h4>
+<div class="table-wrap"><table><tbody>
+<tr><th scope="row">Tested address</th><td><code>${e.nntp.testedAddress ?? ''}</code>${e.nntp.port !== null ? html` port ${e.nntp.port}` : ''}</td></tr>
+<tr><th scope="row">Posted with</th><td>${e.nntp.path ?? ''} to <code>${e.nntp.group ?? ''}</code>, no AUTHINFO</td></tr>
+<tr><th scope="row">Replies</th><td><code>${e.nntp.command ?? ''}</code><br><code>${e.nntp.posted ?? ''}</code></td></tr>
+<tr><th scope="row">Article</th><td><code>${e.nntp.messageId ?? ''}</code>, read back with ${e.nntp.readBack.join(', ')}${e.nntp.cancelled ? '; cancelled afterwards' : ''}</td></tr>
+${e.nntp.injectionInfo ? html`<tr><th scope="row">The server saw the poster as</th><td><code>${e.nntp.injectionInfo}</code></td></tr>` : ''}
+${e.nntp.pathHeader ? html`<tr><th scope="row">Path</th><td><code>${e.nntp.pathHeader}</code></td></tr>` : ''}
+</tbody></table></div>`}
 ${e.trick === null ? '' : html`<h4>The trick that got through</h4>
 <div class="table-wrap"><table><tbody>
 <tr><th scope="row">Trick</th><td><code>${e.trick.id}</code> ${e.trick.title}</td></tr>
@@ -149,6 +169,10 @@ export function policyBody(p: PolicyInfo): Markup {
   return html`<h2>What is listed</h2>
 <p>${p.zone} lists mail servers that relay mail for anyone: open relays. An address is listed only after our tester
 ${p.proofMode ? 'proved it: a tagged probe sent through it to a third-party address arrived at our sink' : 'found it open and an operator confirmed it'}.
+Open proxies (HTTP CONNECT/POST/GET, SOCKS, telnet gateways that forward for anyone) are listed as open-proxy when the
+proxy connected our tester to our own sink: the connection arrived, so no message is needed. Usenet servers that take
+articles from anyone are listed as open-nntp only when our tagged test article, posted without authentication,
+was read back from the server.
 Submissions are tested from our own address; nothing is listed on hearsay. The operator may also list whole networks
 (category codes below) and exclude networks that are never listed.</p>
 <h2>Return codes</h2>

@@ -314,7 +314,7 @@ describe('public pages', () => {
 
 describe('pieces', () => {
   it('evidenceView picks the proved trick and its connection\'s transcript; junk evidence gives null or empty parts', () => {
-    const base = { id: 1, network: '192.0.2.1', family: 4, prefix: 32, state: 'listed', category: 'open-relay', code: '127.0.0.2', reason: null, firstSeen: 0, lastTested: 0, nextRetest: null, timesListed: 1, updatedAt: 0 } as const;
+    const base = { id: 1, network: '192.0.2.1', family: 4, prefix: 32, state: 'listed', category: 'open-relay', code: '127.0.0.2', reason: null, firstSeen: 0, lastTested: 0, nextRetest: null, timesListed: 1, updatedAt: 0, checks: null } as const;
     const v = evidenceView({ ...base, evidence: { schema: 'relayguard-ordb-evidence/1', testedAt: 'x', proved: true, report: openReport('192.0.2.1') } })!;
     assert.equal(v.trick!.id, 'V02');
     assert.equal(v.transcript!.lines[0]!.line, `220 ${HOSTILE}`);

@@ -7,7 +7,8 @@
  *     GET  /api/ordb/lookup?ip=                   what the zone says about one address, with every covering entry
  *     GET  /api/ordb/listings?state&category&since&limit&offset   entries with evidence and history, paged
  *     GET  /api/ordb/entry?network=               one entry (404 when the store has none)
- *     POST /api/ordb/submissions {ip, testNow}    the workflow's submission (tested by the scheduler, or now)
+ *     POST /api/ordb/submissions {ip, testNow, checks}  the workflow's submission (tested by the scheduler, or now)
+ *                                                with the checks asked for (smtp, proxy, nntp; default smtp)
  *     POST /api/ordb/retest {ip, wait}            retest a listed or pending address now (wait: answer with the outcome)
  *     POST /api/ordb/delist {network, reason}     take an entry off the list
  *     POST /api/ordb/exclude {network, reason}    never list a network; POST /api/ordb/unexclude {network} lifts it
@@ -230,12 +231,12 @@ export function ordbWebModule(options: OrdbModuleOptions): WebModule {
         },
       },
       {
-        method: 'POST', url: '/api/ordb/submissions', summary: 'Submit an address for testing (the workflow: refused for excluded, non-global and test-point addresses; a no-op when listed or pending). testNow: test it now instead of at the next scheduler run.',
-        body: z.strictObject({ ip: ipField, testNow: boolish.default(false) }),
+        method: 'POST', url: '/api/ordb/submissions', summary: 'Submit an address for testing (the workflow: refused for excluded, non-global and test-point addresses; a no-op when listed, a pending entry gains the checks asked for). testNow: test it now instead of at the next scheduler run. checks: the tester checks to run, smtp (open relay, listed under open-relay when proved) and proxy (open proxy, listed under open-proxy when a connection reaches the tester\'s sink), nntp (open Usenet server, listed under open-nntp only when a test article posted to dnsbl.nntpGroup reads back); default smtp.',
+        body: z.strictObject({ ip: ipField, testNow: boolish.default(false), checks: z.array(z.enum(['smtp', 'proxy', 'nntp'])).min(1).max(3).optional() }),
         handler: async ({ body, auth, request }) => {
           const o = need();
-          const r = o.workflow.submit(body.ip, `admin:${auth.admin}`);
-          await auditWrite(auth, request, 'ordb.submit', body.ip, r.ok ? { status: r.status } : { refused: r.code });
+          const r = o.workflow.submit(body.ip, `admin:${auth.admin}`, body.checks ? { checks: body.checks } : {});
+          await auditWrite(auth, request, 'ordb.submit', body.ip, r.ok ? { status: r.status, ...(body.checks ? { checks: body.checks } : {}) } : { refused: r.code });
           if (!r.ok) throw refusal(r, false);
           if (body.testNow && r.status !== 'already-listed') void retestNow(o, body.ip);
           return { status: r.status, testing: running.has(body.ip), listing: r.listing ? entryJson(o, r.listing, false) : null };
