@@ -356,9 +356,10 @@ export function registerTesterCommands(program: Command, io: TesterIo, setExit: 
     .option('--max-targets <n>', `refuse to scan more addresses than this (default 65536, at most ${MAX_SCAN_TARGETS})`)
     .option('--progress', 'show progress even without a terminal (then as plain lines on stderr)')
     .option('--no-progress', 'no progress bar (default: shown when stderr is a terminal)')
+    .option('--nntp-port <port>', 'nntp check: port to test, PORT or PORT:nntps (implicit TLS); repeatable (default 119, 563:nntps)', collect)
     .action(guard(async (targets: string[], opts: CommonOpts & {
       input?: string; allow?: string[]; optOut?: string; out?: string; resume?: boolean; concurrency?: string; rate?: string;
-      maxTargets?: string; progress?: boolean;
+      maxTargets?: string; progress?: boolean; nntpPort?: string[];
     }) => {
       const inputs = [...targets];
       if (opts.input) {
@@ -382,8 +383,9 @@ export function registerTesterCommands(program: Command, io: TesterIo, setExit: 
       // every option and target is checked before the output file is touched
       const base = testerOptions(opts, DEFAULT_PORTS);
       const checks = checksOption(opts.check);
-      if (checks.length !== 1) throw new UsageError('scan runs one check at a time: give --check smtp or --check proxy');
-      if (checks[0] === 'nntp') throw new UsageError('scan has no nntp check yet: test news servers one by one with relayguard test --check nntp');
+      if (checks.length !== 1) throw new UsageError('scan runs one check at a time: give --check smtp, --check proxy or --check nntp');
+      // A scan never posts an article: the nntp check runs in safe mode (proof needs a group an admin names).
+      const nntp = nntpOptions(opts, checks);
       const loopbackOnly = allow.every((r) => (r.family === 4 ? (r.first >> 24n) === 127n && (r.last >> 24n) === 127n : r.first === 1n && r.last === 1n));
       const plan = checks[0] === 'proxy' ? proxyPlan(opts, loopbackOnly) : null;
       const concurrency = count(opts.concurrency, 'concurrency', 10, 1);
@@ -412,8 +414,9 @@ export function registerTesterCommands(program: Command, io: TesterIo, setExit: 
       const proxy = plan ? await startProxy(plan) : null;
       const summary = await runScan(inputs, {
         tester: base,
-        check: checks[0] === 'proxy' ? 'proxy' : 'smtp',
+        check: checks[0]!,
         ...(proxy ? { proxy: proxy.options } : {}),
+        ...(checks[0] === 'nntp' ? { nntp: { ports: nntp.ports, ...(base.budgetMs !== undefined ? { budgetMs: base.budgetMs } : {}), ...(base.timeouts ? { timeouts: base.timeouts } : {}) } } : {}),
         allow,
         optOut,
         done,
@@ -436,7 +439,7 @@ export function registerTesterCommands(program: Command, io: TesterIo, setExit: 
       setExit(scanExitCode(summary));
     }));
   scan.exitOverride(usageExit);
-  scan.addHelpText('after', '\nExamples:\n  relayguard scan 192.0.2.0/24 --port 25 -o scan.jsonl\n  relayguard scan 192.0.2.10-192.0.2.40 --allow 192.0.2.0/24 -o scan.jsonl\n  relayguard scan --input hosts.txt --allow 192.0.2.0/24 --opt-out never.txt -o scan.jsonl --resume\n  relayguard scan 192.0.2.0/24 --check proxy --proxy-port 3128,1080,8080 --proxy-sink 198.51.100.7:25 -o proxies.jsonl');
+  scan.addHelpText('after', '\nExamples:\n  relayguard scan 192.0.2.0/24 --port 25 -o scan.jsonl\n  relayguard scan 192.0.2.10-192.0.2.40 --allow 192.0.2.0/24 -o scan.jsonl\n  relayguard scan --input hosts.txt --allow 192.0.2.0/24 --opt-out never.txt -o scan.jsonl --resume\n  relayguard scan 192.0.2.0/24 --check proxy --proxy-port 3128,1080,8080 --proxy-sink 198.51.100.7:25 -o proxies.jsonl\n  relayguard scan 192.0.2.0/24 --check nntp -o news.jsonl');
 }
 
 function readText(file: string, name: string): string {

@@ -10,8 +10,9 @@
  * Each tested address is open, closed, inconclusive or no-service (nothing listens on any port: not a closed
  * relay). Resumable: the caller passes the addresses already done with their status (read back from the previous
  * JSON lines output), so the summary and the exit code describe the whole scan, resumed addresses included.
- * One check per scan: 'smtp' (the relay battery, default) or 'proxy' (the open-proxy battery; each target line
- * is then a ProxyTargetResult, `check: 'proxy'`), under the same rules.
+ * One check per scan: 'smtp' (the relay battery, default), 'proxy' (the open-proxy battery; each target line is
+ * then a ProxyTargetResult, `check: 'proxy'`) or 'nntp' (open news servers, safe mode: no article is ever posted
+ * by a scan; each line an NntpTargetResult, `check: 'nntp'`), under the same rules.
  */
 import { isIP } from 'node:net';
 import { normalizeIp } from '../core/address.ts';
@@ -21,6 +22,8 @@ import type { TargetResult } from './result.ts';
 import { unreachable } from './run.ts';
 import { testTarget, type TesterOptions } from './runner.ts';
 import { testProxyTarget, type ProxyTesterOptions } from './proxy/runner.ts';
+import { checkNntpTarget, type NntpRunOptions } from './nntp/run.ts';
+import type { NntpTargetResult } from './nntp/result.ts';
 import type { ProxyTargetResult } from './proxy/result.ts';
 import { parseIpTarget, resolveTarget, type ResolveOptions } from './target.ts';
 
@@ -247,7 +250,7 @@ export function scanStatus(t: { readonly verdict: TargetResult['verdict']; reado
 }
 
 export type ScanLine =
-  | ({ readonly type: 'target'; readonly status: ScanStatus } & (TargetResult | ProxyTargetResult))
+  | ({ readonly type: 'target'; readonly status: ScanStatus } & (TargetResult | ProxyTargetResult | (NntpTargetResult & { readonly check: 'nntp' })))
   | { readonly type: 'skipped'; readonly input: string; readonly address: string | null; readonly reason: 'opted-out' | 'not-allowed' | 'unresolvable'; readonly detail: string }
   | {
     readonly type: 'summary'; readonly runId: string; readonly addresses: number; readonly tested: number; readonly resumed: number;
@@ -277,7 +280,9 @@ export type PreviousStatus = ScanStatus | 'skipped';
 export interface ScanOptions {
   readonly tester: Omit<TesterOptions, 'tagger' | 'signal'>;
   /** What each address is tested for. Default 'smtp'. */
-  readonly check?: 'smtp' | 'proxy';
+  readonly check?: 'smtp' | 'proxy' | 'nntp';
+  /** The NNTP check's options (check 'nntp'): ports, budget, timeouts; safe mode only (no article in a scan). */
+  readonly nntp?: Pick<NntpRunOptions, 'ports' | 'budgetMs' | 'timeouts'>;
   /** The open-proxy battery's options (check 'proxy'). */
   readonly proxy?: Omit<ProxyTesterOptions, 'tagger' | 'signal' | 'testerDomain' | 'sourceAddress'>;
   /** Ranges that may be scanned. */
@@ -386,7 +391,13 @@ export async function runScan(inputs: readonly string[], options: ScanOptions): 
       }
       const a = todo[i]!;
       const family = a.address.includes(':') ? 6 : 4;
-      const result: TargetResult | ProxyTargetResult = options.check === 'proxy'
+      const result: TargetResult | ProxyTargetResult | (NntpTargetResult & { readonly check: 'nntp' }) = options.check === 'nntp'
+        ? { check: 'nntp' as const, ...await checkNntpTarget({ input: a.input, address: a.address, family, hostName: a.hostName, domain: null, mx: null } as Parameters<typeof checkNntpTarget>[0], {
+          ...options.nntp, testerDomain: options.tester.testerDomain, tagger,
+          ...(options.tester.sourceAddress !== undefined ? { sourceAddress: options.tester.sourceAddress } : {}),
+          ...(options.signal ? { signal: options.signal } : {}),
+        }) }
+        : options.check === 'proxy'
         ? await testProxyTarget({ input: a.input, address: a.address, family }, {
           ...options.proxy!, testerDomain: options.tester.testerDomain, tagger,
           ...(options.tester.sourceAddress !== undefined ? { sourceAddress: options.tester.sourceAddress } : {}),

@@ -1,7 +1,7 @@
 /**
  * `relayguard test --check ...` and `relayguard scan --check proxy` on the command line: the open-proxy battery
  * in the JSON document (schema relayguard-tester/2: `checks`, `check` per entry, `proxies`), the text report and
- * JUnit; the exit codes; unknown checks and `scan --check nntp` refused; a loopback probe address refused for
+ * JUnit; the exit codes; unknown checks refused; `scan --check nntp` in safe mode; a loopback probe address refused for
  * remote targets; scan's responsible-use rules (named ranges, opt-out) for proxies. Loopback only.
  */
 import { describe, it, before, after } from 'node:test';
@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { testerMain } from '../../src/cli/tester-commands.ts';
 import { startFakeMta, type FakeMta } from '../../src/testing/fake-mta.ts';
 import { startFakeProxy, type FakeProxy } from '../../src/testing/fake-proxy.ts';
+import { startFakeNntp } from '../../src/testing/fake-nntp.ts';
 import { freePort } from '../../src/testing/ports.ts';
 import type { RunResult } from '../../src/tester/result.ts';
 import type { ProxyTargetResult } from '../../src/tester/proxy/result.ts';
@@ -86,13 +87,34 @@ describe('relayguard test --check proxy', () => {
     assert.equal(doc.proxies[0]!.reason, 'refused');
   });
 
-  it('unknown checks are usage errors (exit 3); scan runs one check at a time and has no nntp check', async () => {
+  it('unknown checks are usage errors (exit 3); scan runs one check at a time', async () => {
     const u = await cli(['test', '127.0.0.1', '--check', 'ftp']);
     assert.equal(u.code, 3);
     assert.match(u.err, /unknown check "ftp"/);
-    const s = await cli(['scan', '127.0.0.1', '--check', 'nntp']);
-    assert.equal(s.code, 3);
-    assert.match(s.err, /scan.*nntp|nntp.*scan/);
+    const two = await cli(['scan', '127.0.0.1', '--check', 'smtp,nntp']);
+    assert.equal(two.code, 3);
+    assert.match(two.err, /one check at a time/);
+  });
+
+  it('scan --check nntp: one JSON line per address with its ports, safe mode (no article is ever posted)', async () => {
+    const openNews = await startFakeNntp({ commands: { CAPABILITIES: '500 what\r\n', IHAVE: '435 no\r\n', MODE: '200 ok\r\n', LIST: '215 x\r\nlocal.test 1 1 y\r\n.\r\n', POST: { reply: '340 send it\r\n', then: 'article' } } });
+    const readOnly = await startFakeNntp({ greeting: '201 read only\r\n', commands: { CAPABILITIES: '500 what\r\n', IHAVE: '435 no\r\n', MODE: '201 ok\r\n', LIST: '215 x\r\n.\r\n', POST: '440 posting not permitted\r\n' } });
+    try {
+      const out = join(dir, 'news.jsonl');
+      const r = await cli(['scan', '127.0.0.1', '--check', 'nntp', '--nntp-port', String(openNews.port), '--nntp-port', String(readOnly.port), '--timeout', '5', '-o', out, '--no-progress']);
+      const lines = (await readFile(out, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      const target = lines.find((l) => l['type'] === 'target')!;
+      assert.equal(target['check'], 'nntp');
+      assert.equal(target['address'], '127.0.0.1');
+      const ports = target['ports'] as { port: number; verdict: string; reason: string }[];
+      assert.deepEqual(ports.map((p) => [p.port, p.verdict]), [[openNews.port, 'INCONCLUSIVE'], [readOnly.port, 'CLOSED']]);
+      assert.equal(target['verdict'], 'INCONCLUSIVE', 'a 340 without proof is not OPEN');
+      assert.equal(r.code, 2, r.err);
+      assert.deepEqual(openNews.articles, [], 'a scan never posts an article');
+      assert.equal(lines.at(-1)!['type'], 'summary');
+    } finally {
+      await Promise.all([openNews.close(), readOnly.close()]);
+    }
   });
 
   it('a loopback probe address for a remote target is a usage error (the proxy would connect to itself); nothing is sent', async () => {
