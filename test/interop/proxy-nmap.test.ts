@@ -46,7 +46,9 @@ const fake = (behavior: FakeProxyBehavior) => async (): Promise<Target> => {
 
 const CASES: Case[] = [
   { name: 'squid, http_access allow all', start: () => startSquid({ mode: 'open', dnsServer: NMAP_DNS }), source: OUTSIDE,
-    nmap: /^http: Methods supported: GET CONNECTION$/, relayguard: ['OPEN', 'proved'],
+    // nmap's GET probe needs squid to fetch its page (name via the fake DNS) within nmap's own timeout: under load it
+    // sometimes reports CONNECTION alone (seen once in a full run); either way nmap says open, as relayguard does.
+    nmap: /^http: Methods supported: (GET )?CONNECTION$/, relayguard: ['OPEN', 'proved'],
     why: 'agree; relayguard also proves CONNECT to a mail port over IPv4 and IPv6 and POST with an SMTP body, nmap tests CONNECT to port 80 only' },
   { name: 'squid, Debian default rules, client outside', start: () => startSquid({ mode: 'default', dnsServer: NMAP_DNS }), source: OUTSIDE,
     nmap: /^nothing \(not open\)$/, relayguard: ['CLOSED', 'refused'],
