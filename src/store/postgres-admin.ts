@@ -8,8 +8,7 @@ import { DatabaseError, type Pool } from 'pg';
 import { RelayguardError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { TOKEN_USE_RESOLUTION_MS, type AdminRecord, type AdminStore, type AdminTokenRecord, type AuditEntry, type NewAuditEntry } from '../policy/admin-accounts.ts';
-import { isDeadConnection, isUnavailable, unavailable } from './postgres-directory.ts';
-import { openCheckedPool } from './postgres-pool.ts';
+import { openCheckedPool, poolQuery } from './postgres-pool.ts';
 import type { Migration } from './postgres-schema.ts';
 
 export interface PostgresAdminOptions {
@@ -40,16 +39,8 @@ export class PostgresAdminStore implements AdminStore {
     return new PostgresAdminStore(pool, where);
   }
 
-  async #q(text: string, values: unknown[] = []): Promise<{ rows: Record<string, unknown>[]; rowCount: number }> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        const r = await this.#pool.query(text, values);
-        return { rows: r.rows as Record<string, unknown>[], rowCount: r.rowCount ?? 0 };
-      } catch (err) {
-        if (attempt === 1 && isDeadConnection(err)) continue;
-        throw isUnavailable(err) ? unavailable(err, this.#where) : err;
-      }
-    }
+  #q(text: string, values: unknown[] = []): Promise<{ rows: Record<string, unknown>[]; rowCount: number }> {
+    return poolQuery(this.#pool, this.#where, text, values, { retryDeadConnection: true });
   }
 
   async addAdmin(name: string, passwordHash: string, now: number): Promise<void> {

@@ -5,8 +5,7 @@
  */
 import type { Pool } from 'pg';
 import type { Logger } from '../core/log.ts';
-import { isUnavailable, unavailable } from './postgres-directory.ts';
-import { openCheckedPool } from './postgres-pool.ts';
+import { openCheckedPool, poolQuery } from './postgres-pool.ts';
 import type { Migration } from './postgres-schema.ts';
 import type { AuditReportStore, StoredAuditReport } from './sqlite-audit.ts';
 
@@ -38,11 +37,7 @@ export class PostgresAuditStore<T extends StoredAuditReport> implements AuditRep
   }
 
   async #q(text: string, values: unknown[] = []): Promise<Record<string, unknown>[]> {
-    try {
-      return (await this.#pool.query(text, values)).rows as Record<string, unknown>[];
-    } catch (err) {
-      throw isUnavailable(err) ? unavailable(err, this.#where) : err;
-    }
+    return (await poolQuery(this.#pool, this.#where, text, values)).rows;
   }
 
   async save(report: T): Promise<void> {

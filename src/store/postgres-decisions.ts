@@ -6,8 +6,7 @@
 import type { Pool } from 'pg';
 import type { Logger } from '../core/log.ts';
 import type { DecisionFilter, DecisionRecord, DecisionStore, NewDecision, Retention } from '../policy/decisions.ts';
-import { isUnavailable, unavailable } from './postgres-directory.ts';
-import { openCheckedPool } from './postgres-pool.ts';
+import { openCheckedPool, poolQuery } from './postgres-pool.ts';
 import type { Migration } from './postgres-schema.ts';
 import { toRecord } from './sqlite-decisions.ts';
 
@@ -37,13 +36,8 @@ export class PostgresDecisionStore implements DecisionStore {
     return new PostgresDecisionStore(pool, where);
   }
 
-  async #q(text: string, values: unknown[] = []): Promise<{ rows: Record<string, unknown>[]; rowCount: number }> {
-    try {
-      const r = await this.#pool.query(text, values);
-      return { rows: r.rows as Record<string, unknown>[], rowCount: r.rowCount ?? 0 };
-    } catch (err) {
-      throw isUnavailable(err) ? unavailable(err, this.#where) : err;
-    }
+  #q(text: string, values: unknown[] = []): Promise<{ rows: Record<string, unknown>[]; rowCount: number }> {
+    return poolQuery(this.#pool, this.#where, text, values);
   }
 
   async append(rows: readonly NewDecision[]): Promise<void> {

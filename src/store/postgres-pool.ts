@@ -5,7 +5,7 @@
  */
 import { Pool } from 'pg';
 import { NULL_LOGGER, type Logger } from '../core/log.ts';
-import { isUnavailable, unavailable } from './postgres-directory.ts';
+import { isDeadConnection, isUnavailable, unavailable } from './postgres-directory.ts';
 import { checkSchema, describePostgresUrl, loadMigrations, type Migration } from './postgres-schema.ts';
 
 export interface CheckedPoolOptions {
@@ -41,4 +41,21 @@ export async function openCheckedPool(url: string, o: CheckedPoolOptions): Promi
     throw isUnavailable(err) ? unavailable(err, where) : err;
   }
   return { pool, where };
+}
+
+/**
+ * One statement on a store's pool: a connection-level failure becomes ERR_STORE_UNAVAILABLE naming the database
+ * (never the password). `retryDeadConnection`: a pooled connection found dead (the server restarted while it
+ * idled) is retried once on a fresh one (idempotent statements only).
+ */
+export async function poolQuery(pool: Pool, where: string, text: string, values: unknown[] = [], options: { readonly retryDeadConnection?: boolean } = {}): Promise<{ rows: Record<string, unknown>[]; rowCount: number }> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const r = await pool.query(text, values);
+      return { rows: r.rows as Record<string, unknown>[], rowCount: r.rowCount ?? 0 };
+    } catch (err) {
+      if (options.retryDeadConnection === true && attempt === 1 && isDeadConnection(err)) continue;
+      throw isUnavailable(err) ? unavailable(err, where) : err;
+    }
+  }
 }

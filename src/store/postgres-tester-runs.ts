@@ -6,8 +6,7 @@
 import type { Pool } from 'pg';
 import type { Logger } from '../core/log.ts';
 import type { NewTesterRun, TesterRunOutcome, TesterRunRecord, TesterRunState, TesterRunStore, TesterRunSummary } from '../policy/tester-runs.ts';
-import { isUnavailable, unavailable } from './postgres-directory.ts';
-import { openCheckedPool } from './postgres-pool.ts';
+import { openCheckedPool, poolQuery } from './postgres-pool.ts';
 import type { Migration } from './postgres-schema.ts';
 import { toSummary } from './sqlite-tester-runs.ts';
 
@@ -37,13 +36,8 @@ export class PostgresTesterRunStore implements TesterRunStore {
     return new PostgresTesterRunStore(pool, where);
   }
 
-  async #q(text: string, values: unknown[] = []): Promise<{ rows: Record<string, unknown>[]; rowCount: number }> {
-    try {
-      const r = await this.#pool.query(text, values);
-      return { rows: r.rows as Record<string, unknown>[], rowCount: r.rowCount ?? 0 };
-    } catch (err) {
-      throw isUnavailable(err) ? unavailable(err, this.#where) : err;
-    }
+  #q(text: string, values: unknown[] = []): Promise<{ rows: Record<string, unknown>[]; rowCount: number }> {
+    return poolQuery(this.#pool, this.#where, text, values);
   }
 
   async create(r: NewTesterRun): Promise<void> {

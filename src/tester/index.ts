@@ -25,7 +25,7 @@ export {
 } from './target.ts';
 export { ProbeSink, type ProbeArrival, type ProofCollector, type SinkOptions, type WaitOptions } from './sink.ts';
 export { renderJson, renderJUnit, renderText, type TextOptions } from './report.ts';
-export { SCHEMA, CHECKS, IMPLEMENTED_CHECKS, type Check, type RunResult, type TargetResult, type PortResult, type TransportResult, type TrickResult, type Finding, type MailDomain } from './result.ts';
+export { SCHEMA, CHECKS, type Check, type RunResult, type TargetResult, type PortResult, type TransportResult, type TrickResult, type Finding, type MailDomain } from './result.ts';
 export {
   doneFromOutput, expandRange, inRanges, isRangeEntry, parseList, parseRange, renderProgress, runScan,
   checkTargets, parseRanges, previousFromOutput, renderProgressLine, scanExitCode, MAX_SCAN_TARGETS,

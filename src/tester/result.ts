@@ -15,8 +15,6 @@ export const SCHEMA = 'relayguard-tester/2';
 /** What a run tests: open SMTP relaying (the relay battery), open proxies, open Usenet (NNTP) servers. */
 export type Check = 'smtp' | 'proxy' | 'nntp';
 export const CHECKS: readonly Check[] = ['smtp', 'proxy', 'nntp'];
-/** The checks this version implements. */
-export const IMPLEMENTED_CHECKS: readonly Check[] = ['smtp', 'proxy', 'nntp'];
 
 export interface Counts {
   readonly OPEN: number;
