@@ -265,6 +265,11 @@ export interface ListFilter {
   readonly olderThanMs?: number;
   /** At most this many messages, oldest first (default: all). */
   readonly limit?: number;
+  /**
+   * Keyset paging: only messages after this one in the listing order (received_at, then queue id), so a deep page
+   * costs what the first one does (an offset reads every row before it).
+   */
+  readonly after?: { readonly receivedAt: number; readonly queueId: string };
 }
 
 /** One recipient's result of a delivery attempt, as the runner records it. */
@@ -863,6 +868,10 @@ export class IndexDb {
     if (filter.olderThanMs !== undefined) {
       where.push('m.received_at <= ?');
       args.push(now - filter.olderThanMs);
+    }
+    if (filter.after !== undefined) {
+      where.push('(m.received_at > ? OR (m.received_at = ? AND m.queue_id > ?))');
+      args.push(filter.after.receivedAt, filter.after.receivedAt, filter.after.queueId);
     }
     return { where: where.length > 0 ? ` WHERE ${where.join(' AND ')}` : '', args };
   }

@@ -153,6 +153,26 @@ export function queueContract(h: QueueHarness): void {
     assert.ok(queue.stats().batches < 40, `batches: ${queue.stats().batches}`);
   }));
 
+  test(name('keyset paging: pages after the last one seen list every message once, in order, ties by queue id'), () => withQueue(h, async ({ queue }, clock) => {
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push(await queueOne(queue, `Subject: same ms ${i}\r\n\r\nx\r\n`)); // same received_at
+    clock.advance(5);
+    for (let i = 0; i < 4; i++) { ids.push(await queueOne(queue, `Subject: later ${i}\r\n\r\nx\r\n`)); clock.advance(1); }
+    const all = (await queue.list()).map((m) => m.queueId);
+    assert.deepEqual([...all].sort(), [...ids].sort());
+    const seen: string[] = [];
+    let after: { receivedAt: number; queueId: string } | undefined;
+    for (let pages = 0; pages < 10; pages++) {
+      const page = await queue.list({ limit: 2, ...(after ? { after } : {}) });
+      if (page.length === 0) break;
+      seen.push(...page.map((m) => m.queueId));
+      const last = page.at(-1)!;
+      after = { receivedAt: last.receivedAt, queueId: last.queueId };
+    }
+    assert.deepEqual(seen, all, 'the pages are the full listing, in its order, each message once');
+    assert.deepEqual((await queue.list({ state: 'queued', after: { receivedAt: 0, queueId: '' } })).map((m) => m.queueId), all);
+  }));
+
   test(name('the runner delivers due messages and removes them'), () => withQueue(h, async ({ queue }, clock) => {
     const d = new ScriptedDeliverer();
     const runner = runnerFor(queue, clock, d);

@@ -905,6 +905,8 @@ function whereOf(filter: ListFilter, now: number): { where: string; args: unknow
     where.push(`m.message_id IN (${p(t)}, ${p(t.startsWith('<') ? t : `<${t}>`)})`);
   }
   if (filter.olderThanMs !== undefined) where.push(`m.received_at <= ${p(now - filter.olderThanMs)}`);
+  // Keyset paging in the listing order; (received_at, queue_id) is indexed (queue_messages_received_at).
+  if (filter.after !== undefined) where.push(`(m.received_at, m.queue_id) > (${p(filter.after.receivedAt)}, ${p(filter.after.queueId)})`);
   return { where: where.length > 0 ? ` WHERE ${where.join(' AND ')}` : '', args };
 }
 

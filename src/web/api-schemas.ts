@@ -19,7 +19,7 @@ export const queueRow = z.object({
   shard: int.optional(),
 });
 
-export const queueList = z.object({ node: z.string(), offset: int, limit: int, more: z.boolean(), messages: z.array(queueRow) });
+export const queueList = z.object({ node: z.string(), offset: int, limit: int, more: z.boolean(), next: z.string().nullable(), messages: z.array(queueRow) });
 
 const reply = z.object({ code: int, enhanced: z.string().optional(), text: z.union([z.string(), z.array(z.string())]) });
 

@@ -355,6 +355,8 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
     olderThanSeconds: z.coerce.number().int().min(0).optional(),
     limit: z.coerce.number().int().min(1).max(1000).default(100),
     offset: z.coerce.number().int().min(0).default(0),
+    /** Keyset paging: the `next` of the previous page ("<receivedAt>.<queueId>"); costs the same at any depth. */
+    after: z.string().regex(/^\d{1,15}\.[0-9A-Za-z]{6,40}$/, 'the `next` of the previous page').optional(),
   });
   const decisionStore = (): DecisionStore => {
     if (!o.decisions) throw new WebError(503, 'ERR_DECISIONS_UNAVAILABLE', 'The relay-decision log is not available on this node');
@@ -369,15 +371,21 @@ export async function startWeb(o: WebOptions): Promise<RunningWeb> {
       method: 'GET', url: '/api/queue', summary: 'Queued messages, oldest first, with filters and paging.', query: listQuery, response: schemas.queueList,
       handler: async ({ query }) => {
         const q = query as z.infer<typeof listQuery>;
-        if (q.offset + q.limit > MAX_WINDOW) throw new WebError(400, 'ERR_WEB_BAD_INPUT', `offset + limit must not exceed ${MAX_WINDOW}: narrow the filter`);
+        if (q.offset + q.limit > MAX_WINDOW) throw new WebError(400, 'ERR_WEB_BAD_INPUT', `offset + limit must not exceed ${MAX_WINDOW}: narrow the filter, or page with after=<next>`);
+        if (q.after !== undefined && q.offset > 0) throw new WebError(400, 'ERR_WEB_BAD_INPUT', 'query field "after": give after or offset, not both');
+        const cut = q.after?.indexOf('.') ?? -1;
         const filter: ListFilter = {
           ...(q.state ? { state: q.state } : {}), ...(q.sender !== undefined ? { sender: q.sender } : {}),
           ...(q.domain ? { recipientDomain: q.domain } : {}), ...(q.messageId ? { messageId: q.messageId } : {}),
           ...(q.olderThanSeconds !== undefined ? { olderThanMs: q.olderThanSeconds * 1000 } : {}),
+          ...(q.after !== undefined ? { after: { receivedAt: Number(q.after.slice(0, cut)), queueId: q.after.slice(cut + 1) } } : {}),
           limit: q.offset + q.limit + 1,
         };
         const rows = await o.queue.list(filter);
-        return { node: o.node, offset: q.offset, limit: q.limit, more: rows.length > q.offset + q.limit, messages: rows.slice(q.offset, q.offset + q.limit) };
+        const page = rows.slice(q.offset, q.offset + q.limit);
+        const more = rows.length > q.offset + q.limit;
+        const last = page.at(-1);
+        return { node: o.node, offset: q.offset, limit: q.limit, more, next: more && last ? `${last.receivedAt}.${last.queueId}` : null, messages: page };
       },
     },
     {

@@ -295,6 +295,29 @@ test('bearer token: writes without a CSRF token; the audit names the token', asy
   assert.equal((await http('GET', '/api/nope', { headers: auth })).json.error.code, 'ERR_WEB_NOT_FOUND');
 });
 
+test('queue paging with after=<next>: every message once, in the listing order, at any depth; after and offset do not mix', async () => {
+  await sendMail();
+  await sendMail();
+  const auth = { authorization: `Bearer ${token}` };
+  const all = (await http('GET', '/api/queue?limit=1000', { headers: auth })).json.messages.map((m: { queueId: string }) => m.queueId) as string[];
+  assert.ok(all.length >= 3, `${all.length} messages`);
+  const seen: string[] = [];
+  let next: string | null = null;
+  for (let i = 0; i < all.length + 2; i++) {
+    const r = await http('GET', `/api/queue?limit=1${next ? `&after=${next}` : ''}`, { headers: auth });
+    assert.equal(r.status, 200, r.body);
+    seen.push(...r.json.messages.map((m: { queueId: string }) => m.queueId));
+    next = r.json.next;
+    assert.equal(r.json.more, next !== null);
+    if (next === null) break;
+  }
+  assert.deepEqual(seen, all);
+  const both = await http('GET', `/api/queue?limit=1&offset=1&after=1.ABCDEF1`, { headers: auth });
+  assert.equal(both.status, 400);
+  assert.match(both.json.error.message, /after/);
+  assert.equal((await http('GET', '/api/queue?after=x', { headers: auth })).status, 400);
+});
+
 test('login throttling: after web.loginFailuresPerIp failures from one address, 429 even with the right password; other addresses still log in', async () => {
   const from = '127.0.0.7';
   const attempt = async (password: string): Promise<Res> => {
