@@ -282,7 +282,8 @@ async function apiLatency(scratch: string, tlsCache: string): Promise<void> {
     config: { dataDir, web: { enabled: true, address: '127.0.0.1', port: webPort, decisionRetention: { maxRows: Math.max(1_000_000, O.decisions * 2) } }, delivery: { enabled: false } },
   });
   let bg: { stop(): Promise<number> } | null = null;
-  const tokenClient = httpClient(webPort, await apiToken(rg2), O.concurrency);
+  const tokenClientToken = await apiToken(rg2);
+  const tokenClient = httpClient(webPort, tokenClientToken, O.concurrency);
   // The dashboard's own views use the session cookie; scripts use a token (checked and stamped per request).
   const cookieClient = httpClient(webPort, { cookie: await sessionCookie(webPort) }, O.concurrency);
   try {
@@ -291,10 +292,21 @@ async function apiLatency(scratch: string, tlsCache: string): Promise<void> {
     console.log(`  queue: ${fmt(O.queued)} messages sent in ${fmt((performance.now() - t1) / 1000, 1)} s (held: delivery off); queue holds ${fmt(queueCount(dataDir))}`);
     bg = backgroundMail(rg2.port);
     const cpu0 = cpuSeconds(rg2.pid);
+    // The keyset cursor of the 1,000th queued message (what a client paging with `next` holds at that depth).
+    const deep = await new Promise<string>((resolve, reject) => {
+      request({ host: '127.0.0.1', port: webPort, path: '/api/queue?state=queued&limit=1000', headers: { authorization: `Bearer ${tokenClientToken}` } }, (res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (d: string) => { body += d; }).on('end', () => {
+          const m = (JSON.parse(body) as { messages: { receivedAt: number; queueId: string }[] }).messages.at(-1);
+          if (m) resolve(`${m.receivedAt}.${m.queueId}`); else reject(new Error('no queued message'));
+        });
+      }).on('error', reject).end();
+    });
     const paths: [string, string, HttpClient][] = [
       ['GET /api/queue (limit 100)', '/api/queue?limit=100', cookieClient],
       ['  same, bearer token', '/api/queue?limit=100', tokenClient],
       ['GET /api/queue?state=queued&offset=1000', '/api/queue?state=queued&limit=100&offset=1000', cookieClient],
+      ['  same depth, after=<next>', `/api/queue?state=queued&limit=100&after=${deep}`, cookieClient],
       ['GET /api/decisions (limit 100)', '/api/decisions?limit=100', cookieClient],
       ['  same, bearer token', '/api/decisions?limit=100', tokenClient],
       ['GET /api/decisions?client=<one>', '/api/decisions?client=10.0.1.44&limit=100', cookieClient],
