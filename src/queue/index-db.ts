@@ -844,7 +844,9 @@ export class IndexDb {
     const args: SQLInputValue[] = [];
     if (filter.state !== undefined) {
       if ((MESSAGE_STATES as readonly string[]).includes(filter.state)) {
-        where.push('m.state = ?');
+        // Paging with `after` walks messages_received_at in order and stops at the limit; `+` keeps SQLite from
+        // taking the state index instead, which would read and sort every message of the state for each page.
+        where.push(filter.after !== undefined ? '+m.state = ?' : 'm.state = ?');
       } else if ((RECIPIENT_STATES as readonly string[]).includes(filter.state)) {
         where.push('m.queue_id IN (SELECT queue_id FROM recipients WHERE state = ?)');
       } else {
@@ -870,7 +872,8 @@ export class IndexDb {
       args.push(now - filter.olderThanMs);
     }
     if (filter.after !== undefined) {
-      where.push('(m.received_at > ? OR (m.received_at = ? AND m.queue_id > ?))');
+      // A range on received_at (one index search), then the ties by queue id.
+      where.push('m.received_at >= ? AND (m.received_at > ? OR m.queue_id > ?)');
       args.push(filter.after.receivedAt, filter.after.receivedAt, filter.after.queueId);
     }
     return { where: where.length > 0 ? ` WHERE ${where.join(' AND ')}` : '', args };
