@@ -5,6 +5,7 @@
  * temporary data directory. The options below are config keys under friendlier names; the only things that are
  * not config are a shared test certificate and limits below the config minimums (short timeouts).
  */
+import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -66,10 +67,19 @@ export interface Harness {
 
 let certCache: Promise<{ cert: string; key: string }> | null = null;
 
+/** Data directories this harness made: removed when the test process exits, also when a test skipped stop(). */
+const madeDirs = new Set<string>();
+process.once('exit', () => {
+  for (const d of madeDirs) {
+    try { rmSync(d, { recursive: true, force: true }); } catch { /* best effort at exit */ }
+  }
+});
+
 export async function startRelay(options: HarnessOptions = {}): Promise<Harness> {
   certCache ??= generateSelfSigned('localhost');
   const tlsMaterial = await certCache;
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'relayguard-test-')));
+  if (!options.dataDir) madeDirs.add(dataDir);
   const logger = new MemoryLogger();
   const localDomains = options.localDomains ?? ['local.test'];
   const parsed = parseConfig({

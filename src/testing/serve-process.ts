@@ -6,6 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
@@ -91,9 +92,21 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeProce
   }
 }
 
+/**
+ * Data directories this harness made: removed when the test process exits, whatever the test did with them (a test
+ * that restarts serve on the same directory and cleans up only the second process would otherwise leave it).
+ */
+const madeDirs = new Set<string>();
+process.once('exit', () => {
+  for (const d of madeDirs) {
+    try { rmSync(d, { recursive: true, force: true }); } catch { /* best effort at exit */ }
+  }
+});
+
 async function startServeOnce(options: ServeOptions): Promise<ServeProcess> {
   const ownDir = options.dataDir === undefined;
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'relayguard-serve-')));
+  if (ownDir) madeDirs.add(dataDir);
   const ports = options.ports ?? { mx: await freePort(), submission: await freePort(), submissions: await freePort() };
   const config = {
     hostname: 'mx.local.test',
