@@ -119,8 +119,10 @@ test('a Postfix open for the tester, tested from the form in proof mode: the ver
   assert.deepEqual([...live].map((s) => s.split(' ')[0]).sort(), [...expected].map((s) => s.split(' ')[0]).sort());
   const distinct = new Set(times).size;
   t.diagnostic(`${times.length} row arrivals at ${times.join(', ')} ms; ${distinct} distinct`);
-  assert.ok(distinct >= 3, `the rows arrived in ${distinct} update(s): ${times.join(', ')}`);
-  assert.ok(times.at(-1)! - times[0]! >= 500, `the rows arrived over the run, not at once: ${times.join(', ')}`);
+  // Several separate updates prove the rows came in as the run went (one update at the end would be one time);
+  // how long the run takes depends on the machine (about 0.5 s quiet, seconds under load), so no duration is asked.
+  assert.ok(distinct >= 3, `the rows arrived in ${distinct} update(s), not one by one: ${times.join(', ')}`);
+  assert.ok(times.at(-1)! > times[0]!, `the rows arrived over the run, not at once: ${times.join(', ')}`);
   assert.equal(await page.locator('#tester-verdict').getAttribute('data-verdict'), report.verdict, 'the live verdict is the report\'s');
   assert.match(await page.locator('#tester-status').innerText(), new RegExp(`^Finished \\(done\\): ${expected.length} trick verdict\\(s\\)\\.$`));
   assert.match(await page.locator('#tester-verdict').innerText(), /^Verdict: OPEN proved/);
